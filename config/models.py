@@ -1,0 +1,281 @@
+"""Pydantic models of Sluice's configuration (Glide 0.1.0 grammar plus speech).
+
+A YAML document flows in (after `${env:...}`/`${file:...}` substitution), a frozen
+`SluiceConfig` flows out. Durations accept Go-style strings ("500ms", "2s", "1m",
+"1h", "1m30s") or plain numbers of seconds; they are stored as float seconds.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(value: Any) -> float:
+    """Turn "2s", "500ms", "1m30s" or a number of seconds into float seconds."""
+    if isinstance(value, bool):
+        raise ValueError("a duration is a number of seconds or a string like '2s'")
+    if isinstance(value, int | float):
+        if value < 0:
+            raise ValueError("a duration cannot be negative")
+        return float(value)
+    if not isinstance(value, str):
+        raise ValueError("a duration is a number of seconds or a string like '2s'")
+    text = value.strip()
+    pos = 0
+    total = 0.0
+    for match in _DURATION_PART.finditer(text):
+        if match.start() != pos:
+            break
+        total += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+        pos = match.end()
+    if pos != len(text) or not text:
+        raise ValueError(f"{value!r} is not a duration (use e.g. '500ms', '2s', '1m', '1h')")
+    return total
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+class Strict(BaseModel):
+    """Base for config sections: unknown keys are errors, values are frozen."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ErrorBudget(Strict):
+    """`"N/unit"`: a token bucket of N errors refilled over one unit (ms, s, m, h)."""
+
+    budget: int
+    unit_seconds: float
+
+    @classmethod
+    def parse(cls, value: Any) -> Any:
+        """Accept the "N/unit" string form used in YAML."""
+        if isinstance(value, str):
+            m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d*)\s*(ms|s|m|h)\s*", value)
+            if not m:
+                raise ValueError(f"{value!r} is not an error budget (use 'N/unit', e.g. '10/m')")
+            count = int(m.group(2)) if m.group(2) else 1
+            if int(m.group(1)) <= 0 or count <= 0:
+                raise ValueError("an error budget must be positive")
+            return {"budget": int(m.group(1)), "unit_seconds": count * _UNIT_SECONDS[m.group(3)]}
+        return value
+
+
+ErrorBudgetField = Annotated[ErrorBudget, BeforeValidator(ErrorBudget.parse)]
+
+
+class LatencyConfig(Strict):
+    """Moving-average settings for the least_latency strategy."""
+
+    decay: float = Field(default=0.06, gt=0, le=1)
+    warmup_samples: int = Field(default=3, ge=0)
+    update_interval: Duration = 30.0
+
+
+class RetryConfig(Strict):
+    """Exponential backoff between whole passes over a router's models (Glide's)."""
+
+    max_retries: int = Field(default=3, ge=0)
+    base_multiplier: float = Field(default=2.0, ge=1)
+    min_delay: Duration = 2.0
+    max_delay: Duration = 5.0
+    jitter: float = Field(default=0.1, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> RetryConfig:
+        if self.max_delay < self.min_delay:
+            raise ValueError("retry.max_delay must not be below retry.min_delay")
+        return self
+
+
+class ClientConfig(Strict):
+    """Per-attempt deadlines for one model (all in seconds)."""
+
+    timeout: Duration = 120.0
+    connect_timeout: Duration = 5.0
+    first_chunk_timeout: Duration = 30.0
+    idle_timeout: Duration = 30.0
+    max_idle_connections: int = Field(default=100, ge=1)
+
+
+class HealthConfig(Strict):
+    """Cooldowns for unhealthy models."""
+
+    cooldown: Duration = 10.0
+    rate_limit_cooldown: Duration = 30.0
+
+
+JSONDict = dict[str, Any]
+
+
+class OpenAIConfig(Strict):
+    """An OpenAI-compatible chat endpoint (OpenAI, vLLM, Groq, ...)."""
+
+    base_url: str = "https://api.openai.com/v1"
+    chat_endpoint: str = "/chat/completions"
+    model: str = "gpt-4o-mini"
+    api_key: SecretStr | None = None
+    default_params: JSONDict = Field(default_factory=dict)
+
+
+class AzureOpenAIConfig(Strict):
+    """An Azure OpenAI deployment (`{base_url}/openai/deployments/{model}/...`)."""
+
+    base_url: str
+    chat_endpoint: str = "/chat/completions"
+    model: str
+    api_version: str = "2024-06-01"
+    api_key: SecretStr
+    default_params: JSONDict = Field(default_factory=dict)
+
+
+class LocalLLMConfig(Strict):
+    """The embedded llama.cpp engine; `model_path` defaults to SmolLM2-135M."""
+
+    model_path: str | None = None
+    model: str = "SmolLM2-135M-Instruct"
+    n_ctx: int = Field(default=2048, ge=128)
+    n_threads: int = Field(default=1, ge=1)
+    default_params: JSONDict = Field(
+        default_factory=lambda: {"max_tokens": 128, "temperature": 0.7, "repeat_penalty": 1.3}
+    )
+
+
+PROVIDER_KEYS: tuple[str, ...] = ("openai", "azureopenai", "local")
+
+
+class LanguageModelConfig(Strict):
+    """One model of a language router: shared settings plus exactly one provider block."""
+
+    id: str = Field(min_length=1)
+    enabled: bool = True
+    weight: float = Field(default=1.0, gt=0)
+    error_budget: ErrorBudgetField = Field(
+        default_factory=lambda: ErrorBudget(budget=10, unit_seconds=60.0)
+    )
+    latency: LatencyConfig = Field(default_factory=LatencyConfig)
+    client: ClientConfig = Field(default_factory=ClientConfig)
+    health: HealthConfig = Field(default_factory=HealthConfig)
+    openai: OpenAIConfig | None = None
+    azureopenai: AzureOpenAIConfig | None = None
+    local: LocalLLMConfig | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_provider_block(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            return {k: ({} if k in PROVIDER_KEYS and v is None else v) for k, v in data.items()}
+        return data
+
+    @model_validator(mode="after")
+    def _one_provider(self) -> LanguageModelConfig:
+        given = [key for key in PROVIDER_KEYS if getattr(self, key) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                f"model {self.id!r} needs exactly one provider block "
+                f"(one of {', '.join(PROVIDER_KEYS)}); found {given or 'none'}"
+            )
+        return self
+
+    @property
+    def provider_key(self) -> str:
+        """The name of this model's provider block, e.g. "openai"."""
+        return next(key for key in PROVIDER_KEYS if getattr(self, key) is not None)
+
+    @property
+    def provider_config(self) -> BaseModel:
+        """The provider block itself."""
+        block: BaseModel = getattr(self, self.provider_key)
+        return block
+
+
+Strategy = Literal["priority", "round_robin", "weighted_round_robin", "least_latency"]
+
+
+class LanguageRouterConfig(Strict):
+    """A language router: a routing strategy over models, retried as whole passes."""
+
+    id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$")
+    enabled: bool = True
+    strategy: Strategy = "priority"
+    retry: RetryConfig = Field(default_factory=RetryConfig)
+    models: list[LanguageModelConfig] = Field(min_length=1)
+
+    @field_validator("models")
+    @classmethod
+    def _unique_ids(cls, models: list[LanguageModelConfig]) -> list[LanguageModelConfig]:
+        seen: set[str] = set()
+        for model in models:
+            if model.id in seen:
+                raise ValueError(f"duplicate model id {model.id!r}")
+            seen.add(model.id)
+        return models
+
+    @property
+    def enabled_models(self) -> list[LanguageModelConfig]:
+        """Models with `enabled: true`, in config order."""
+        return [m for m in self.models if m.enabled]
+
+
+class RoutersConfig(Strict):
+    """`routers:` — language routers (speech routers come with the speech endpoints)."""
+
+    language: list[LanguageRouterConfig] = Field(default_factory=list)
+
+    @field_validator("language")
+    @classmethod
+    def _unique_router_ids(cls, routers: list[LanguageRouterConfig]) -> list[LanguageRouterConfig]:
+        seen: set[str] = set()
+        for router in routers:
+            if router.id in seen:
+                raise ValueError(f"duplicate router id {router.id!r}")
+            seen.add(router.id)
+        return routers
+
+
+class LimitsConfig(Strict):
+    """Per-socket and per-request limits; exceeding one ends the request with a typed error."""
+
+    max_frame_bytes: int = Field(default=1 << 20, ge=1024)
+    max_requests_per_socket: int = Field(default=256, ge=1)
+    max_sockets: int = Field(default=10_000, ge=1)
+    max_queued_bytes_per_socket: int = Field(default=4 << 20, ge=4096)
+    max_message_history: int = Field(default=1000, ge=0)
+
+
+class ServerConfig(Strict):
+    """Where and how the HTTP/websocket server listens."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=9099, ge=0, le=65535)
+    heartbeat: Duration = 20.0
+    drain_grace: Duration = 30.0
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class SluiceConfig(Strict):
+    """The whole configuration file."""
+
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    routers: RoutersConfig = Field(default_factory=RoutersConfig)
+
+    @property
+    def language_routers(self) -> list[LanguageRouterConfig]:
+        """Enabled language routers with at least one enabled model."""
+        return [r for r in self.routers.language if r.enabled and r.enabled_models]

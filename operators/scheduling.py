@@ -1,0 +1,54 @@
+"""Scheduler plumbing shared by the time-based operators."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar
+
+from reactivex import Observable, abc
+from reactivex.disposable import Disposable
+
+T = TypeVar("T")
+
+
+def require_scheduler(
+    explicit: abc.SchedulerBase | None, inherited: abc.SchedulerBase | None, operator: str
+) -> abc.SchedulerBase:
+    """The operator's own scheduler, else the subscription's; never a hidden default.
+
+    Rx would fall back to a background-thread timer, which breaks asyncio code and
+    virtual-time tests alike, so a missing scheduler is a programming error.
+    """
+    scheduler = explicit or inherited
+    if scheduler is None:
+        raise ValueError(f"{operator} needs a scheduler: pass one or subscribe with scheduler=")
+    return scheduler
+
+
+def seconds(scheduler: abc.SchedulerBase) -> float:
+    """The scheduler's clock as float seconds (virtual under a TestScheduler)."""
+    return scheduler.to_seconds(scheduler.now)
+
+
+def defer_scheduled(
+    factory: Callable[[abc.SchedulerBase], Observable[T]],
+    scheduler: abc.SchedulerBase | None = None,
+    operator: str = "defer_scheduled",
+) -> Observable[T]:
+    """Like `reactivex.defer`, but the factory gets the real scheduler (never a default).
+
+    Each subscription calls `factory(scheduler)` and subscribes to what it returns.
+    """
+
+    def subscribe(
+        observer: abc.ObserverBase[T], scheduler_: abc.SchedulerBase | None = None
+    ) -> abc.DisposableBase:
+        sched = require_scheduler(scheduler, scheduler_, operator)
+        try:
+            source = factory(sched)
+        except Exception as error:
+            observer.on_error(error)
+            return Disposable()
+        return source.subscribe(observer, scheduler=scheduler_ or sched)
+
+    return Observable(subscribe)

@@ -1,0 +1,157 @@
+"""A language router: its models' providers behind failover, retry and deadlines.
+
+`ChatRouter.stream(request)` -> Observable of `ChatChunk | Reset` (one answer,
+from whichever model succeeds); `ChatRouter.complete(request)` -> Observable of
+one `ChatCompletion`. Pipelines depend on these observables, not on providers.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import reactivex
+from reactivex import Observable, abc
+from reactivex import operators as ops
+
+from config.models import LanguageModelConfig, LanguageRouterConfig
+from operators.aio import from_async_iterable, from_awaitable
+from operators.deadlines import deadlines, require_output
+from operators.failover import Reset, RouterHealth, failover, retry_passes
+from protocol.chat import ChatRequest
+from providers.types import ChatDelta, ChatProvider, ChatResult
+
+
+@dataclass(frozen=True, slots=True)
+class ModelInfo:
+    """Which model served (part of) an answer, in Glide's terms."""
+
+    model_id: str
+    provider_id: str
+    model_name: str
+
+
+@dataclass(frozen=True, slots=True)
+class ChatChunk:
+    """One streamed piece of an answer and the model that produced it."""
+
+    model: ModelInfo
+    delta: ChatDelta
+
+
+@dataclass(frozen=True, slots=True)
+class ChatCompletion:
+    """A whole answer and the model that produced it."""
+
+    model: ModelInfo
+    result: ChatResult
+
+
+ChatEvent = ChatChunk | Reset
+
+
+class ChatRouter:
+    """One configured language router (providers built by the caller)."""
+
+    def __init__(
+        self,
+        config: LanguageRouterConfig,
+        providers: Mapping[str, ChatProvider],
+        health: RouterHealth,
+        rng: random.Random,
+        scheduler: abc.SchedulerBase | None = None,
+    ) -> None:
+        self.config = config
+        self.id = config.id
+        self.health = health
+        self._providers = dict(providers)
+        self._models = {m.id: m for m in config.enabled_models}
+        self._rng = rng
+        self._scheduler = scheduler
+
+    def model_info(self, model_id: str) -> ModelInfo:
+        """Glide's ids for one model."""
+        provider = self._providers[model_id]
+        return ModelInfo(model_id, provider.provider_id, provider.model_name)
+
+    def stream(self, request: ChatRequest) -> Observable[ChatEvent]:
+        """The streamed answer: chunks of one model, `Reset` before each restart.
+
+        Each attempt runs under the model's first-chunk, idle and overall
+        deadlines; an attempt that ends without content is a failure.
+        """
+
+        def attempt(model_id: str) -> Observable[ChatEvent]:
+            model = self._models[model_id]
+            provider = self._providers[model_id]
+            info = self.model_info(model_id)
+            params = request.params_for(model_id, provider.model_name)
+
+            def tag(delta: ChatDelta) -> ChatEvent:
+                return ChatChunk(info, delta)
+
+            deltas: Observable[ChatDelta] = from_async_iterable(lambda: provider.stream(params))
+            return deltas.pipe(
+                _attempt_deadlines(model, self._scheduler),
+                require_output(_has_content, closes=_is_final, what="content"),
+                ops.map(tag),
+            )
+
+        return failover(self.id, self.health, attempt, scheduler=self._scheduler).pipe(
+            retry_passes(self.config.retry, self._rng, scheduler=self._scheduler)
+        )
+
+    def complete(self, request: ChatRequest) -> Observable[ChatCompletion]:
+        """The whole answer of the first model that gives one (same failover)."""
+
+        def attempt(model_id: str) -> Observable[ChatCompletion]:
+            model = self._models[model_id]
+            provider = self._providers[model_id]
+            info = self.model_info(model_id)
+            params = request.params_for(model_id, provider.model_name)
+            timeout = model.client.timeout
+
+            def tag(result: ChatResult) -> ChatCompletion:
+                return ChatCompletion(info, result)
+
+            results: Observable[ChatResult] = from_awaitable(lambda: provider.complete(params))
+            return results.pipe(
+                deadlines(timeout, timeout, timeout, what="response", scheduler=self._scheduler),
+                require_output(_result_has_content, what="content"),
+                ops.map(tag),
+            )
+
+        def completions(event: ChatCompletion | Reset) -> Observable[ChatCompletion]:
+            # one item per attempt, emitted at its end: a Reset cannot follow it
+            return reactivex.of(event) if isinstance(event, ChatCompletion) else reactivex.empty()
+
+        routed = failover(self.id, self.health, attempt, scheduler=self._scheduler).pipe(
+            retry_passes(self.config.retry, self._rng, scheduler=self._scheduler)
+        )
+        return routed.pipe(ops.flat_map(completions))
+
+
+def _has_content(delta: ChatDelta) -> bool:
+    return bool(delta.content)
+
+
+def _is_final(delta: ChatDelta) -> bool:
+    return delta.finish_reason is not None
+
+
+def _result_has_content(result: ChatResult) -> bool:
+    return bool(result.content)
+
+
+def _attempt_deadlines(
+    model: LanguageModelConfig, scheduler: abc.SchedulerBase | None
+) -> Callable[[Observable[ChatDelta]], Observable[ChatDelta]]:
+    client = model.client
+    return deadlines(
+        client.first_chunk_timeout,
+        client.idle_timeout,
+        client.timeout,
+        what="chunk",
+        scheduler=scheduler,
+    )

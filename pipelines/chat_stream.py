@@ -1,0 +1,167 @@
+"""The chatStream websocket pipeline: client messages in, tagged frames out.
+
+inbound ─► per_request(request_id) ─► validate ─► ChatRouter.stream (failover,
+retry, deadlines) ─► chunk / model_unavailable frames ─► cancel / duplicate
+handling ─► terminal rule ─► merge ─► the socket writer.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import reactivex
+from pydantic import ValidationError
+from reactivex import Observable
+from reactivex import operators as ops
+
+from operators.failover import AllModelsUnavailable, Reset
+from operators.per_request import per_request
+from pipelines.chat_router import ChatChunk, ChatEvent, ChatRouter
+from pipelines.common import Admission, describe_validation_error, request_frames
+from protocol.chat import ChatRequest
+from protocol.frames import ErrorName, Frame, FrameFactory
+from protocol.messages import ClientMessage, Inbound
+from providers.types import ErrorCategory, ProviderError
+
+log = logging.getLogger("sluice.chat")
+
+CHAT = "chat"
+
+
+def chunk_frame(frames: FrameFactory, event: ChatChunk) -> Frame:
+    """A Glide chatStream chunk frame; terminal when it carries a finish_reason."""
+    delta = event.delta
+    model_response: dict[str, Any] = {
+        "metadata": delta.metadata or {},
+        "message": {"role": "assistant", "content": delta.content},
+    }
+    chunk: dict[str, Any] = {
+        "model_id": event.model.model_id,
+        "provider_id": event.model.provider_id,
+        "model_name": event.model.model_name,
+        "cached": False,
+        "model_response": model_response,
+    }
+    if delta.finish_reason is not None:
+        chunk["finish_reason"] = delta.finish_reason
+        # Glide's Python client stops reading at model_response.finish_reason.
+        model_response["finish_reason"] = delta.finish_reason
+        if delta.usage is not None:
+            model_response["token_usage"] = {
+                "prompt_tokens": delta.usage.prompt_tokens,
+                "response_tokens": delta.usage.response_tokens,
+                "total_tokens": delta.usage.total_tokens,
+            }
+    frame = frames.event("chunk", chunk=chunk)
+    return Frame(frame.request_id, frame.data, terminal=delta.finish_reason is not None)
+
+
+def event_frame(frames: FrameFactory, event: ChatEvent) -> Frame:
+    """Chunk -> chunk frame; Reset -> non-terminal `model_unavailable` error."""
+    if isinstance(event, Reset):
+        return frames.error(
+            ErrorName.MODEL_UNAVAILABLE,
+            f"model {event.model_id!r} failed mid-stream ({event.error}); "
+            "drop this request's partial text, the answer restarts on the next model",
+            finish_reason=None,
+            model_id=event.model_id,
+        )
+    return chunk_frame(frames, event)
+
+
+def error_frame(frames: FrameFactory, router_id: str, error: Exception) -> Frame:
+    """The terminal frame for a request whose answer failed."""
+    if isinstance(error, AllModelsUnavailable):
+        log.warning(
+            "all models unavailable",
+            extra={"request_id": frames.request_id, "router": router_id, "cause": str(error)},
+        )
+        return frames.error(ErrorName.ALL_MODELS_UNAVAILABLE, str(error))
+    if isinstance(error, ProviderError) and error.category is ErrorCategory.BAD_REQUEST:
+        return frames.error(ErrorName.BAD_REQUEST, f"the provider rejected the request: {error}")
+    log.exception(
+        "chat request failed",
+        exc_info=error,
+        extra={"request_id": frames.request_id, "router": router_id},
+    )
+    return frames.error(ErrorName.UNKNOWN_ERROR, f"internal error: {type(error).__name__}")
+
+
+def chat_request(
+    router: ChatRouter,
+    first: ClientMessage,
+    later: Observable[ClientMessage],
+    clock: Callable[[], float],
+    max_history: int,
+) -> Observable[Frame]:
+    """One chatStream request: its first message and later ones in, its frames out."""
+    frames = FrameFactory(first.request_id, router.id, first.metadata, clock)
+    if first.type != CHAT:
+        return reactivex.of(
+            frames.error(
+                ErrorName.UNSUPPORTED_MESSAGE_TYPE,
+                f"chatStream accepts 'chat' and 'cancel' messages, not {first.type!r}",
+            )
+        )
+    try:
+        request = ChatRequest.model_validate(first.body)
+    except ValidationError as error:
+        return reactivex.of(
+            frames.error(ErrorName.PAYLOAD_PARSE_ERROR, describe_validation_error(error))
+        )
+    if len(request.message_history) > max_history:
+        return reactivex.of(
+            frames.error(
+                ErrorName.INVALID_REQUEST,
+                f"message_history has {len(request.message_history)} messages; "
+                f"the limit is {max_history}",
+            )
+        )
+
+    def duplicate(msg: ClientMessage) -> Frame:
+        return frames.error(
+            ErrorName.DUPLICATE_REQUEST_ID,
+            f"request {msg.request_id!r} is still in flight; this {msg.type!r} "
+            "message was ignored (use a new request_id)",
+            finish_reason=None,
+        )
+
+    def to_frame(event: ChatEvent) -> Frame:
+        return event_frame(frames, event)
+
+    def answer_for(inputs: Observable[ClientMessage]) -> Observable[Frame]:
+        duplicates = inputs.pipe(ops.map(duplicate))
+        answer = router.stream(request).pipe(ops.map(to_frame))
+
+        def with_duplicates(shared: Observable[Frame]) -> Observable[Frame]:
+            # duplicates are answered only while the answer runs
+            ended = shared.pipe(ops.count())
+            return reactivex.merge(shared, duplicates.pipe(ops.take_until(ended)))
+
+        return answer.pipe(ops.publish(with_duplicates))
+
+    return request_frames(
+        frames, answer_for, later, lambda error: error_frame(frames, router.id, error)
+    )
+
+
+def chat_stream_pipeline(
+    router: ChatRouter,
+    clock: Callable[[], float],
+    admission: Admission,
+    max_history: int,
+) -> Callable[[Observable[Inbound]], Observable[Frame]]:
+    """The whole chatStream socket: inbound messages in, merged frames out."""
+
+    def start(first: ClientMessage, later: Observable[ClientMessage]) -> Observable[Frame]:
+        return chat_request(router, first, later, clock, max_history)
+
+    return per_request(
+        start,
+        bad_message=admission.bad_message_frame(router.id, clock),
+        admit=admission.admit_frame(router.id, clock),
+        crashed=admission.crashed_frame(router.id, clock),
+        on_active_change=admission.on_active_change,
+    )

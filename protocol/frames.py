@@ -1,0 +1,91 @@
+"""Server-to-client frames: the envelope every endpoint shares (DESIGN section 3).
+
+A pipeline emits `Frame`s; the socket writer serializes them. `FrameFactory`
+stamps the envelope (`type`, `request_id`, `id`, `created_at`, `router_id`,
+`metadata`) for one request so pipeline code only says what is new.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from providers.types import FinishReason
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One outbound websocket frame: a JSON object (`data` dict) or audio (`bytes`).
+
+    `terminal` marks the frame that ends its request (it carries a finish_reason).
+    """
+
+    request_id: str | None
+    data: dict[str, Any] | bytes
+    terminal: bool = False
+
+
+class ErrorName:
+    """Error names used on the wire (Glide's where Glide had one)."""
+
+    PAYLOAD_PARSE_ERROR = "payload_parse_error"
+    ROUTER_NOT_FOUND = "router_not_found"
+    ROUTE_NOT_FOUND = "route_not_found"
+    MODEL_UNAVAILABLE = "model_unavailable"
+    ALL_MODELS_UNAVAILABLE = "all_models_unavailable"
+    UNKNOWN_ERROR = "unknown_error"
+    INVALID_REQUEST = "invalid_request"
+    DUPLICATE_REQUEST_ID = "duplicate_request_id"
+    UNSUPPORTED_MESSAGE_TYPE = "unsupported_message_type"
+    TOO_MANY_REQUESTS = "too_many_requests"
+    BAD_REQUEST = "bad_request"
+    SHUTTING_DOWN = "shutting_down"
+    SLOW_CONSUMER = "slow_consumer"
+
+
+@dataclass(frozen=True, slots=True)
+class FrameFactory:
+    """Builds frames for one request of one router.
+
+    `now` returns the current time in unix seconds (from the injected scheduler).
+    """
+
+    request_id: str | None
+    router_id: str
+    metadata: dict[str, Any] | None
+    now: Callable[[], float]
+
+    def envelope(self, frame_type: str, **fields: Any) -> dict[str, Any]:
+        """The shared envelope plus `fields`: a JSON-ready dict."""
+        data: dict[str, Any] = {
+            "type": frame_type,
+            "request_id": self.request_id,
+            "id": self.request_id,
+            "created_at": int(self.now()),
+            "router_id": self.router_id,
+            "metadata": self.metadata,
+        }
+        data.update(fields)
+        return data
+
+    def event(self, frame_type: str, **fields: Any) -> Frame:
+        """A non-terminal JSON frame of `frame_type`."""
+        return Frame(self.request_id, self.envelope(frame_type, **fields))
+
+    def error(
+        self, name: str, message: str, finish_reason: FinishReason | None = "error", **extra: Any
+    ) -> Frame:
+        """An error frame; terminal unless `finish_reason` is None."""
+        error: dict[str, Any] = {"id": self.request_id, "name": name, "message": message}
+        error.update(extra)
+        if finish_reason is not None:
+            error["finish_reason"] = finish_reason
+        return Frame(
+            self.request_id, self.envelope("error", error=error), terminal=finish_reason is not None
+        )
+
+
+def orphan_error(router_id: str, name: str, message: str, now: Callable[[], float]) -> Frame:
+    """An error frame that belongs to no request (`request_id: null`), e.g. bad JSON."""
+    return FrameFactory(None, router_id, None, now).error(name, message, finish_reason=None)

@@ -1,0 +1,366 @@
+"""The OpenAI chat-completions adapter (also the wire format Azure OpenAI speaks).
+
+Flow: `ChatParams` in; an HTTP POST to the vendor; `ChatDelta`s out of the SSE
+stream (content pieces, then one final delta with `finish_reason` and usage), or
+one `ChatResult` from the non-streaming call. Every vendor failure leaves as a
+`ProviderError`. Deadlines beyond connecting are not enforced here: the Rx
+operators around a provider own first-chunk, idle and overall timeouts and stop
+iterating, which closes the upstream response at once.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncGenerator, Mapping
+from types import MappingProxyType
+from typing import Any
+
+import aiohttp
+
+from config.models import ClientConfig, OpenAIConfig
+from providers.http_errors import error_from_exception, error_from_response, redact
+from providers.types import (
+    ChatDelta,
+    ChatParams,
+    ChatResult,
+    ErrorCategory,
+    FinishReason,
+    ProviderError,
+    TokenUsage,
+)
+
+FINISH_REASONS: Mapping[str, FinishReason] = MappingProxyType(
+    {
+        "stop": "complete",
+        "length": "max_tokens",
+        "content_filter": "content_filtered",
+        "tool_calls": "other",
+        "function_call": "other",
+    }
+)
+
+DONE = "[DONE]"
+
+
+class SSEDecoder:
+    """Server-sent-events decoding, one line at a time (only `data` matters here).
+
+    In: lines without their terminator. Out: from `feed`, the data of an event
+    when a blank line ends it (multi-line data joined by "\\n"), else None.
+    Comments (`:`) and other fields (`event`, `id`, `retry`) are ignored.
+    """
+
+    __slots__ = ("_data",)
+
+    def __init__(self) -> None:
+        self._data: list[str] = []
+
+    def feed(self, line: str) -> str | None:
+        """Take one line; return the finished event's data when `line` is blank."""
+        if not line:
+            if not self._data:
+                return None
+            data = "\n".join(self._data)
+            self._data = []
+            return data
+        if line[0] == ":":
+            return None
+        name, _, value = line.partition(":")
+        if name == "data":
+            self._data.append(value[1:] if value[:1] == " " else value)
+        return None
+
+    def flush(self) -> str | None:
+        """At end of input: the data of an event that lacked its blank line, if any."""
+        return self.feed("")
+
+
+async def read_sse_event(content: aiohttp.StreamReader, decoder: SSEDecoder) -> str | None:
+    """Read up to the end of the next SSE event of an HTTP body.
+
+    In: the body stream (lines may arrive split across TCP reads and HTTP chunks)
+    and the decoder holding any partial event. Out: that event's data (possibly
+    empty), or None at end of body; a last event missing its blank line still
+    counts. Raises `ProviderError(PROTOCOL)` for an over-long or non-UTF-8 line.
+    """
+    while True:
+        try:
+            raw = await content.readline()
+        except ValueError as exc:  # aiohttp: a line beyond its buffer limit
+            raise ProviderError(ErrorCategory.PROTOCOL, f"SSE line too long: {exc}") from exc
+        if not raw:
+            return decoder.flush()
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ProviderError(ErrorCategory.PROTOCOL, "SSE line is not UTF-8") from exc
+        data = decoder.feed(line.rstrip("\r\n"))
+        if data is not None:
+            return data
+
+
+def _usage(raw: Any) -> TokenUsage | None:
+    if not isinstance(raw, dict):
+        return None
+
+    def count(key: str) -> int:
+        value = raw.get(key)
+        return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+    prompt, response = count("prompt_tokens"), count("completion_tokens")
+    return TokenUsage(
+        prompt_tokens=prompt,
+        response_tokens=response,
+        total_tokens=count("total_tokens") or prompt + response,
+    )
+
+
+def _finish_reason(raw: str) -> FinishReason:
+    return FINISH_REASONS.get(raw, "other")
+
+
+def _first_choice(choices: Any) -> dict[str, Any] | None:
+    """The choice with index 0 (we never ask for n > 1), or None when there is none."""
+    if not isinstance(choices, list):
+        return None
+    for choice in choices:
+        if isinstance(choice, dict) and choice.get("index", 0) == 0:
+            return choice
+    return None
+
+
+def _metadata(obj: dict[str, Any]) -> dict[str, str]:
+    meta: dict[str, str] = {}
+    for key, name in (("id", "response_id"), ("system_fingerprint", "system_fingerprint")):
+        value = obj.get(key)
+        if isinstance(value, str) and value:
+            meta[name] = value
+    return meta
+
+
+class OpenAIWireProvider:
+    """A chat provider for any endpoint speaking OpenAI's chat-completions wire format.
+
+    In: the endpoint's URL, query and auth headers, the model's default params and
+    the shared `aiohttp.ClientSession` (owned by the app). Out: `stream` and
+    `complete` per the `ChatProvider` protocol. Subclasses only say where to
+    send and how to authenticate.
+    """
+
+    def __init__(
+        self,
+        *,
+        provider_id: str,
+        model_name: str,
+        url: str,
+        headers: Mapping[str, str],
+        default_params: Mapping[str, Any],
+        client: ClientConfig,
+        session: aiohttp.ClientSession,
+        query: Mapping[str, str] | None = None,
+        secrets: tuple[str, ...] = (),
+    ) -> None:
+        self.provider_id = provider_id
+        self.model_name = model_name
+        self._url = url
+        self._query = dict(query) if query else None
+        self._headers = dict(headers)
+        self._default_params = dict(default_params)
+        self._session = session
+        self._secrets = secrets
+        self._label = f"{provider_id}/{model_name}"
+        self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=client.connect_timeout)
+
+    def request_body(self, params: ChatParams, *, stream: bool) -> dict[str, Any]:
+        """The JSON body for `params`: default params, overridden by the request's, plus
+        `model`, `messages` and the stream switches (which nothing overrides)."""
+        body: dict[str, Any] = {**self._default_params, **params.params}
+        body["model"] = self.model_name
+        body["messages"] = [message.to_json() for message in params.messages]
+        body["stream"] = stream
+        if stream:
+            body["stream_options"] = {"include_usage": True}
+        else:
+            body.pop("stream_options", None)
+        return body
+
+    async def stream(self, params: ChatParams) -> AsyncGenerator[ChatDelta, None]:
+        """Stream one answer.
+
+        In: `params`. Out: a `ChatDelta` per non-empty content delta, then, after
+        `[DONE]`, one `ChatDelta("", finish_reason, usage)`. Raises `ProviderError`
+        (HTTP errors by status; PROTOCOL for a malformed or unfinished stream;
+        EMPTY_OUTPUT when a complete answer had no text). Closing the generator
+        or cancelling its consumer closes the HTTP response at once.
+
+            vendor:  -role-"Hel"-"lo"-stop-usage-[DONE]|
+            out:     ------"Hel"-"lo"---------------final|
+        """
+        headers = {**self._headers, "Accept": "text/event-stream"}
+        finish: str | None = None
+        usage: TokenUsage | None = None
+        metadata: dict[str, str] = {}
+        produced = False
+        done = False
+        try:
+            async with self._session.post(
+                self._url,
+                params=self._query,
+                json=self.request_body(params, stream=True),
+                headers=headers,
+                timeout=self._timeout,
+                allow_redirects=False,
+            ) as resp:
+                if resp.status >= 300:
+                    raise await error_from_response(resp, self._label, secrets=self._secrets)
+                decoder = SSEDecoder()
+                try:
+                    while (data := await read_sse_event(resp.content, decoder)) is not None:
+                        if data == DONE:
+                            done = True
+                            break
+                        if not data.strip():
+                            continue
+                        chunk = self._parse_event(data)
+                        if not metadata:
+                            metadata = _metadata(chunk)
+                        if "usage" in chunk and chunk["usage"] is not None:
+                            usage = _usage(chunk["usage"]) or usage
+                        choice = _first_choice(chunk.get("choices"))
+                        if choice is None:
+                            continue
+                        delta = choice.get("delta")
+                        if isinstance(delta, dict):
+                            content = delta.get("content")
+                            if isinstance(content, str) and content:
+                                produced = True
+                                yield ChatDelta(content)
+                        reason = choice.get("finish_reason")
+                        if isinstance(reason, str) and reason:
+                            finish = reason
+                finally:
+                    if not done:
+                        resp.close()  # abandoned or broken: drop the connection, never reuse it
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise error_from_exception(exc, self._label) from exc
+
+        if not done:
+            raise ProviderError(
+                ErrorCategory.PROTOCOL, f"{self._label}: stream ended before [DONE]"
+            )
+        if finish is None:
+            raise ProviderError(
+                ErrorCategory.PROTOCOL, f"{self._label}: stream ended without a finish_reason"
+            )
+        reason = _finish_reason(finish)
+        if not produced and reason != "content_filtered":
+            raise ProviderError(
+                ErrorCategory.EMPTY_OUTPUT, f"{self._label}: the answer has no content"
+            )
+        yield ChatDelta("", finish_reason=reason, usage=usage, metadata=metadata or None)
+
+    def _parse_event(self, data: str) -> dict[str, Any]:
+        try:
+            chunk = json.loads(data)
+        except ValueError as exc:
+            raise ProviderError(
+                ErrorCategory.PROTOCOL,
+                f"{self._label}: stream event is not JSON: {redact(data[:200])!r}",
+            ) from exc
+        if not isinstance(chunk, dict):
+            raise ProviderError(
+                ErrorCategory.PROTOCOL, f"{self._label}: stream event is not a JSON object"
+            )
+        error = chunk.get("error")
+        if error:
+            raise self._stream_error(error)
+        return chunk
+
+    def _stream_error(self, error: Any) -> ProviderError:
+        """An error the vendor reported inside a 200 stream (`data: {"error": ...}`)."""
+        message = str(error.get("message") if isinstance(error, dict) else error)
+        code = str(error.get("code") or error.get("type") or "") if isinstance(error, dict) else ""
+        category = ErrorCategory.RATE_LIMITED if "rate_limit" in code else ErrorCategory.TRANSIENT
+        return ProviderError(category, f"{self._label}: {redact(message, self._secrets)}")
+
+    async def complete(self, params: ChatParams) -> ChatResult:
+        """One non-streamed answer.
+
+        In: `params`. Out: a `ChatResult` (content, finish reason, usage, and
+        `response_id` / `system_fingerprint` metadata when the vendor sent them).
+        Raises `ProviderError`; an answer without text is EMPTY_OUTPUT.
+        """
+        try:
+            async with self._session.post(
+                self._url,
+                params=self._query,
+                json=self.request_body(params, stream=False),
+                headers=self._headers,
+                timeout=self._timeout,
+                allow_redirects=False,
+            ) as resp:
+                if resp.status >= 300:
+                    raise await error_from_response(resp, self._label, secrets=self._secrets)
+                raw = await resp.read()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise error_from_exception(exc, self._label) from exc
+
+        try:
+            obj = json.loads(raw)
+        except ValueError as exc:
+            raise ProviderError(
+                ErrorCategory.PROTOCOL, f"{self._label}: response body is not JSON"
+            ) from exc
+        if not isinstance(obj, dict):
+            raise ProviderError(
+                ErrorCategory.PROTOCOL, f"{self._label}: response body is not a JSON object"
+            )
+        if obj.get("error"):
+            raise self._stream_error(obj["error"])
+        choice = _first_choice(obj.get("choices"))
+        if choice is None:
+            raise ProviderError(ErrorCategory.EMPTY_OUTPUT, f"{self._label}: no choices returned")
+        message = choice.get("message")
+        content = message.get("content") if isinstance(message, dict) else None
+        role = message.get("role") if isinstance(message, dict) else None
+        raw_reason = choice.get("finish_reason")
+        reason = _finish_reason(raw_reason) if isinstance(raw_reason, str) else "other"
+        text = content if isinstance(content, str) else ""
+        if not text and reason != "content_filtered":
+            raise ProviderError(
+                ErrorCategory.EMPTY_OUTPUT, f"{self._label}: the answer has no content"
+            )
+        return ChatResult(
+            content=text,
+            finish_reason=reason,
+            usage=_usage(obj.get("usage")) or TokenUsage(),
+            role=role if isinstance(role, str) and role else "assistant",
+            metadata=_metadata(obj),
+        )
+
+    async def aclose(self) -> None:
+        """Nothing to release: the HTTP session is shared and owned by the app."""
+
+
+class OpenAIProvider(OpenAIWireProvider):
+    """OpenAI (or any OpenAI-compatible server): POST `{base_url}{chat_endpoint}`
+    with `Authorization: Bearer <api_key>` (no header when the key is None)."""
+
+    def __init__(
+        self,
+        config: OpenAIConfig,
+        client: ClientConfig,
+        session: aiohttp.ClientSession,
+        provider_id: str = "openai",
+    ) -> None:
+        key = config.api_key.get_secret_value() if config.api_key is not None else None
+        super().__init__(
+            provider_id=provider_id,
+            model_name=config.model,
+            url=f"{config.base_url.rstrip('/')}{config.chat_endpoint}",
+            headers={"Authorization": f"Bearer {key}"} if key else {},
+            default_params=config.default_params,
+            client=client,
+            session=session,
+            secrets=(key,) if key else (),
+        )

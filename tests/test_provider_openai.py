@@ -1,0 +1,453 @@
+"""The OpenAI and Azure OpenAI adapters against the fake server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from pydantic import SecretStr
+from pytest_aiohttp import AiohttpServer
+
+from config.models import AzureOpenAIConfig, ClientConfig, OpenAIConfig
+from fakes.openai_server import FakeOpenAI, Fault, run_fake_openai
+from providers.azure import AzureOpenAIProvider
+from providers.http_errors import error_from_exception, parse_retry_after, redact
+from providers.openai import OpenAIProvider, SSEDecoder
+from providers.types import (
+    ChatDelta,
+    ChatParams,
+    ErrorCategory,
+    Message,
+    ProviderError,
+    TokenUsage,
+)
+
+KEY = "sk-test-0123456789abcdef"
+PARAMS = ChatParams(messages=(Message("user", "hi"),))
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeOpenAI]:
+    async with run_fake_openai() as server:
+        yield server
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as client:
+        yield client
+
+
+def openai(fake: FakeOpenAI, session: aiohttp.ClientSession, **config: Any) -> OpenAIProvider:
+    settings: dict[str, Any] = {"base_url": fake.url, "model": "gpt-test", "api_key": KEY}
+    settings.update(config)
+    return OpenAIProvider(OpenAIConfig(**settings), ClientConfig(), session)
+
+
+async def collect(provider: OpenAIProvider, params: ChatParams = PARAMS) -> list[ChatDelta]:
+    return [delta async for delta in provider.stream(params)]
+
+
+async def stream_error(provider: OpenAIProvider) -> tuple[ProviderError, list[ChatDelta]]:
+    seen: list[ChatDelta] = []
+    with pytest.raises(ProviderError) as caught:
+        async for delta in provider.stream(PARAMS):
+            seen.append(delta)
+    return caught.value, seen
+
+
+# --- streaming: the happy path -------------------------------------------------
+
+
+async def test_stream_yields_text_then_final_delta_with_usage(
+    fake: FakeOpenAI, session: aiohttp.ClientSession
+) -> None:
+    deltas = await collect(openai(fake, session))
+    assert [d.content for d in deltas] == ["Hello", " from", " fake", ""]
+    assert all(d.finish_reason is None for d in deltas[:-1])
+    final = deltas[-1]
+    assert final.finish_reason == "complete"
+    assert final.usage == TokenUsage(prompt_tokens=7, response_tokens=3, total_tokens=10)
+    assert final.metadata == {"response_id": "chatcmpl-fake1", "system_fingerprint": "fp_fake"}
+    assert fake.stats.streams_completed == 1
+
+
+async def test_stream_sends_bearer_key_and_merged_params(
+    fake: FakeOpenAI, session: aiohttp.ClientSession
+) -> None:
+    provider = openai(
+        fake, session, default_params={"temperature": 0.1, "max_tokens": 10, "stream": False}
+    )
+    params = ChatParams(
+        messages=(Message("system", "be brief"), Message("user", "hi", name="ann")),
+        params={"temperature": 0.5, "top_p": 0.9, "model": "other"},
+    )
+    await collect(provider, params)
+    assert fake.stats.last_headers["Authorization"] == f"Bearer {KEY}"
+    assert fake.stats.last_headers["Accept"] == "text/event-stream"
+    assert fake.stats.last_body == {
+        "temperature": 0.5,
+        "max_tokens": 10,
+        "top_p": 0.9,
+        "model": "gpt-test",
+        "messages": [
+            {"role": "system", "content": "be brief"},
+            {"role": "user", "content": "hi", "name": "ann"},
+        ],
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+
+
+async def test_no_authorization_header_without_a_key(
+    fake: FakeOpenAI, session: aiohttp.ClientSession
+) -> None:
+    await collect(openai(fake, session, api_key=None))
+    assert "Authorization" not in fake.stats.last_headers
+
+
+@pytest.mark.parametrize(
+    ("vendor", "ours"),
+    [
+        ("stop", "complete"),
+        ("length", "max_tokens"),
+        ("content_filter", "content_filtered"),
+        ("tool_calls", "other"),
+    ],
+)
+async def test_finish_reason_mapping(
+    fake: FakeOpenAI, session: aiohttp.ClientSession, vendor: Any, ours: str
+) -> None:
+    fake.script.finish_reason = vendor
+    deltas = await collect(openai(fake, session))
+    assert deltas[-1].finish_reason == ours
+
+
+@pytest.mark.parametrize("fault", ["empty_data", "empty_choices"])
+async def test_blank_events_and_empty_choices_are_tolerated(
+    fake: FakeOpenAI, session: aiohttp.ClientSession, fault: Fault
+) -> None:
+    fake.script.fault = fault
+    deltas = await collect(openai(fake, session))
+    assert "".join(d.content for d in deltas) == "Hello from fake"
+    assert deltas[-1].finish_reason == "complete"
+    assert deltas[-1].usage is not None
+
+
+async def test_events_split_across_reads_are_reassembled(
+    fake: FakeOpenAI, session: aiohttp.ClientSession
+) -> None:
+    fake.script.split_events = True
+    deltas = await collect(openai(fake, session))
+    assert [d.content for d in deltas] == ["Hello", " from", " fake", ""]
+
+
+async def test_content_filtered_without_text_is_not_empty_output(
+    fake: FakeOpenAI, session: aiohttp.ClientSession
+) -> None:
+    fake.script.fault = "empty"
+    fake.script.finish_reason = "content_filter"
+    deltas = await collect(openai(fake, session))
+    assert deltas == [
+        ChatDelta(
+            "",
+            finish_reason="content_filtered",
+            usage=TokenUsage(7, 0, 7),
+            metadata={"response_id": "chatcmpl-fake1", "system_fingerprint": "fp_fake"},
+        )
+    ]
+
+
+# --- streaming: faults -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fault", "category", "status", "retryable"),
+    [
+        ("http_500", ErrorCategory.TRANSIENT, 500, True),
+        ("http_401", ErrorCategory.AUTH, 401, True),
+        ("http_400", ErrorCategory.BAD_REQUEST, 400, False),
+        ("http_429", ErrorCategory.RATE_LIMITED, 429, True),
+        ("refuse", ErrorCategory.TRANSIENT, None, True),
+        ("truncated", ErrorCategory.PROTOCOL, None, True),
+        ("malformed", ErrorCategory.PROTOCOL, None, True),
+        ("empty", ErrorCategory.EMPTY_OUTPUT, None, True),
+    ],
+)
+async def test_stream_faults_are_classified(
+    fake: FakeOpenAI,
+    session: aiohttp.ClientSession,
+    fault: Fault,
+    category: ErrorCategory,
+    status: int | None,
+    retryable: bool,
+) -> None:
+    fake.script.fault = fault
+    error, _ = await stream_error(openai(fake, session))
+    assert error.category is category
+    assert error.status == status
+    assert error.retryable is retryable
+    assert error.retry_after == (1.0 if fault == "http_429" else None)
+    assert error.message.startswith("openai/gpt-test: ")
+    assert KEY not in str(error)
+
+
+async def test_vendor_message_is_kept_and_keys_are_redacted(
+    fake: FakeOpenAI, session: aiohttp.ClientSession
+) -> None:
+    fake.script.fault = "http_400"
+    error, _ = await stream_error(openai(fake, session))
+    assert "Invalid value for 'temperature'" in error.message
+    fake.script.fault = "http_401"
+    error, _ = await stream_error(openai(fake, session))
+    assert "Incorrect API key provided: sk-***" in error.message
+    assert "2345" not in error.message
+
+
+async def test_retry_after_as_http_date(fake: FakeOpenAI, session: aiohttp.ClientSession) -> None:
+    fake.script.fault = "http_429"
+    fake.script.retry_after = format_datetime(datetime.now(UTC) + timedelta(seconds=30), True)
+    error, _ = await stream_error(openai(fake, session))
+    assert error.retry_after is not None
+    assert 28.0 <= error.retry_after <= 30.0
+
+
+async def test_truncated_stream_keeps_earlier_deltas_and_says_why(
+    fake: FakeOpenAI, session: aiohttp.ClientSession
+) -> None:
+    fake.script.fault = "truncated"
+    fake.script.fault_after_chunks = 2
+    error, seen = await stream_error(openai(fake, session))
+    assert [d.content for d in seen] == ["Hello", " from"]
+    assert error.message == "openai/gpt-test: stream ended before [DONE]"
+
+
+async def test_connection_refused_is_transient(session: aiohttp.ClientSession) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    config = OpenAIConfig(base_url=f"http://127.0.0.1:{port}/v1", model="m")
+    provider = OpenAIProvider(config, ClientConfig(), session)
+    with pytest.raises(ProviderError) as caught:
+        await collect(provider)
+    assert caught.value.category is ErrorCategory.TRANSIENT
+    assert caught.value.retryable
+
+
+# --- streaming: the consumer stops early -------------------------------------------
+
+
+async def test_breaking_out_closes_the_upstream_stream(
+    fake: FakeOpenAI, session: aiohttp.ClientSession
+) -> None:
+    fake.script.chunks = [f"t{i}" for i in range(50)]
+    fake.script.delay = 0.005
+    async with aclosing(openai(fake, session).stream(PARAMS)) as deltas:
+        async for delta in deltas:
+            assert delta.content == "t0"
+            break
+    await fake.wait_stream_closed(1.0)
+    assert fake.stats.streams_completed == 0
+
+
+async def test_cancelling_a_stalled_consumer_closes_the_upstream_stream(
+    fake: FakeOpenAI, session: aiohttp.ClientSession
+) -> None:
+    fake.script.fault = "stall_before_first"
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.05):
+            await collect(openai(fake, session))
+    await fake.wait_stream_closed(1.0)
+    await fake.stats.wait_idle(1.0)
+
+
+async def test_cancelling_mid_stream_closes_the_upstream_stream(
+    fake: FakeOpenAI, session: aiohttp.ClientSession
+) -> None:
+    fake.script.fault = "stall_mid_stream"
+    first = asyncio.Event()
+
+    async def consume() -> None:
+        async for _ in openai(fake, session).stream(PARAMS):
+            first.set()
+
+    task = asyncio.create_task(consume())
+    await asyncio.wait_for(first.wait(), 1.0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await fake.wait_stream_closed(1.0)
+
+
+# --- non-streaming -----------------------------------------------------------------
+
+
+async def test_complete_returns_the_whole_answer(
+    fake: FakeOpenAI, session: aiohttp.ClientSession
+) -> None:
+    result = await openai(fake, session, default_params={"stream_options": {"x": 1}}).complete(
+        PARAMS
+    )
+    assert result.content == "Hello from fake"
+    assert result.finish_reason == "complete"
+    assert result.role == "assistant"
+    assert result.usage == TokenUsage(prompt_tokens=7, response_tokens=3, total_tokens=10)
+    assert result.metadata == {"response_id": "chatcmpl-fake1", "system_fingerprint": "fp_fake"}
+    assert fake.stats.last_body is not None
+    assert fake.stats.last_body["stream"] is False
+    assert "stream_options" not in fake.stats.last_body
+    assert fake.stats.last_headers["Authorization"] == f"Bearer {KEY}"
+
+
+@pytest.mark.parametrize(
+    ("fault", "category", "status"),
+    [
+        ("empty", ErrorCategory.EMPTY_OUTPUT, None),
+        ("empty_choices", ErrorCategory.EMPTY_OUTPUT, None),
+        ("malformed", ErrorCategory.PROTOCOL, None),
+        ("truncated", ErrorCategory.PROTOCOL, None),
+        ("refuse", ErrorCategory.TRANSIENT, None),
+        ("http_500", ErrorCategory.TRANSIENT, 500),
+        ("http_400", ErrorCategory.BAD_REQUEST, 400),
+    ],
+)
+async def test_complete_faults_are_classified(
+    fake: FakeOpenAI,
+    session: aiohttp.ClientSession,
+    fault: Fault,
+    category: ErrorCategory,
+    status: int | None,
+) -> None:
+    fake.script.fault = fault
+    with pytest.raises(ProviderError) as caught:
+        await openai(fake, session).complete(PARAMS)
+    assert caught.value.category is category
+    assert caught.value.status == status
+
+
+async def test_complete_rate_limit_carries_retry_after(
+    fake: FakeOpenAI, session: aiohttp.ClientSession
+) -> None:
+    fake.script.fault = "http_429"
+    fake.script.retry_after = "17"
+    with pytest.raises(ProviderError) as caught:
+        await openai(fake, session).complete(PARAMS)
+    assert caught.value.category is ErrorCategory.RATE_LIMITED
+    assert caught.value.retry_after == 17.0
+
+
+# --- Azure ---------------------------------------------------------------------------
+
+
+async def test_azure_url_header_and_stream(
+    fake: FakeOpenAI, session: aiohttp.ClientSession
+) -> None:
+    config = AzureOpenAIConfig(
+        base_url=f"{fake.root}/",
+        model="my-deploy",
+        api_version="2024-10-21",
+        api_key=SecretStr(KEY),
+    )
+    provider = AzureOpenAIProvider(config, ClientConfig(), session)
+    assert (provider.provider_id, provider.model_name) == ("azureopenai", "my-deploy")
+    deltas = [d async for d in provider.stream(PARAMS)]
+    assert "".join(d.content for d in deltas) == "Hello from fake"
+    assert fake.stats.last_path == "/openai/deployments/my-deploy/chat/completions"
+    assert fake.stats.last_query == {"api-version": "2024-10-21"}
+    assert fake.stats.last_headers["api-key"] == KEY
+    assert "Authorization" not in fake.stats.last_headers
+
+    fake.script.fault = "http_401"
+    with pytest.raises(ProviderError) as caught:
+        await provider.complete(PARAMS)
+    assert caught.value.category is ErrorCategory.AUTH
+    assert caught.value.message.startswith("azureopenai/my-deploy: ")
+    assert KEY not in str(caught.value)
+
+
+# --- wire details a fake in the vendor's own words covers ------------------------------
+
+
+async def test_crlf_multiline_data_and_in_stream_error(
+    aiohttp_server: AiohttpServer, session: aiohttp.ClientSession
+) -> None:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        await resp.write(b'event: message\r\nid: 1\r\ndata: {"choices": [{"index": 0,\r\n')
+        await resp.write(b'data: "delta": {"content": "ok"}}]}\r\n\r\n')
+        await resp.write(b'data: {"error": {"message": "overloaded", "type": "server_error"}}\n\n')
+        return resp
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", handler)
+    server = await aiohttp_server(app)
+    config = OpenAIConfig(base_url=str(server.make_url("/v1")), model="m")
+    error, seen = await stream_error(OpenAIProvider(config, ClientConfig(), session))
+    assert [d.content for d in seen] == ["ok"]
+    assert error.category is ErrorCategory.TRANSIENT
+    assert error.message == "openai/m: overloaded"
+
+
+# --- pure helpers ------------------------------------------------------------------------
+
+
+def test_sse_decoder_joins_data_lines_and_skips_comments() -> None:
+    decoder = SSEDecoder()
+    lines = [": comment", "event: x", "data:a", "data: b", "retry: 5", "", "", "data:", ""]
+    out = [decoder.feed(line) for line in lines]
+    assert [o for o in out if o is not None] == ["a\nb", ""]
+    assert decoder.feed("data: tail") is None
+    assert decoder.flush() == "tail"
+    assert decoder.flush() is None
+
+
+NOW = datetime(2015, 10, 21, 7, 28, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("120", 120.0),
+        (" 1.5 ", 1.5),
+        ("0", 0.0),
+        ("-3", 0.0),
+        ("Wed, 21 Oct 2015 07:28:30 GMT", 30.0),
+        ("Wed, 21 Oct 2015 07:27:00 GMT", 0.0),
+        ("garbage", None),
+        ("", None),
+        (None, None),
+        ("inf", None),
+        ("nan", None),
+    ],
+)
+def test_parse_retry_after(value: str | None, expected: float | None) -> None:
+    assert parse_retry_after(value, now=NOW) == expected
+
+
+def test_redact_hides_given_secrets_and_key_like_tokens() -> None:
+    assert redact("key=abc123 and sk-proj-AbCdEf12", ["abc123"]) == "key=*** and sk-***"
+
+
+@pytest.mark.parametrize(
+    ("exc", "category"),
+    [
+        (aiohttp.ServerTimeoutError("connect timed out"), ErrorCategory.TIMEOUT),
+        (TimeoutError(), ErrorCategory.TIMEOUT),
+        (aiohttp.ServerDisconnectedError(), ErrorCategory.TRANSIENT),
+        (aiohttp.ClientOSError(104, "reset"), ErrorCategory.TRANSIENT),
+        (aiohttp.ClientPayloadError("incomplete"), ErrorCategory.PROTOCOL),
+    ],
+)
+def test_error_from_exception(exc: BaseException, category: ErrorCategory) -> None:
+    error = error_from_exception(exc, "openai/m")
+    assert error.category is category
+    assert error.message.startswith("openai/m: ")

@@ -1,0 +1,60 @@
+"""A byte-bounded queue between Rx (sync `put`) and the socket's writer task.
+
+Overflow policy: frames are never dropped silently. When the bytes waiting for a
+slow consumer would pass `max_bytes`, `put` refuses (returns False) and the
+queue is marked overflowed; the session then closes the socket (1008) and
+disposes its requests, which releases the memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+
+
+class OutboundQueue:
+    """FIFO of encoded frames (`str` text or `bytes` binary), bounded in bytes."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.queued_bytes = 0
+        self.overflowed = False
+        self._items: deque[str | bytes] = deque()
+        self._ready = asyncio.Event()
+        self._closed = False
+
+    def put(self, item: str | bytes) -> bool:
+        """Queue one frame; False (and `overflowed`) when the byte bound would pass."""
+        if self._closed or self.overflowed:
+            return False
+        size = len(item)
+        if self.queued_bytes + size > self.max_bytes and self._items:
+            self.overflowed = True
+            self._ready.set()
+            return False
+        self._items.append(item)
+        self.queued_bytes += size
+        self._ready.set()
+        return True
+
+    def close(self) -> None:
+        """No more frames: `get` drains what is queued, then returns None."""
+        self._closed = True
+        self._ready.set()
+
+    async def get(self) -> str | bytes | None:
+        """The next frame; None once closed and drained, or on overflow."""
+        while True:
+            if self.overflowed:
+                return None
+            if self._items:
+                item = self._items.popleft()
+                self.queued_bytes -= len(item)
+                return item
+            if self._closed:
+                return None
+            self._ready.clear()
+            await self._ready.wait()
+
+    def __len__(self) -> int:
+        return len(self._items)

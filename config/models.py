@@ -156,7 +156,91 @@ class LocalLLMConfig(Strict):
     )
 
 
-PROVIDER_KEYS: tuple[str, ...] = ("openai", "azureopenai", "local")
+class AnthropicConfig(Strict):
+    """Anthropic Messages API (`/v1/messages`)."""
+
+    base_url: str = "https://api.anthropic.com"
+    chat_endpoint: str = "/v1/messages"
+    model: str = "claude-3-5-haiku-latest"
+    api_key: SecretStr
+    api_version: str = "2023-06-01"
+    default_params: JSONDict = Field(default_factory=lambda: {"max_tokens": 1024})
+
+
+class CohereConfig(Strict):
+    """Cohere chat: `api: v2` (SSE) or `api: v1` (JSON lines)."""
+
+    base_url: str = "https://api.cohere.com"
+    api: Literal["v1", "v2"] = "v2"
+    model: str = "command-r-plus"
+    api_key: SecretStr
+    default_params: JSONDict = Field(default_factory=dict)
+
+
+class GeminiConfig(Strict):
+    """Google Gemini `generateContent` / `streamGenerateContent?alt=sse`."""
+
+    base_url: str = "https://generativelanguage.googleapis.com/v1beta"
+    model: str = "gemini-1.5-flash"
+    api_key: SecretStr
+    default_params: JSONDict = Field(default_factory=dict)
+
+
+class OllamaConfig(Strict):
+    """Ollama's native `/api/chat` (NDJSON stream)."""
+
+    base_url: str = "http://127.0.0.1:11434"
+    model: str = "llama3.2"
+    default_params: JSONDict = Field(default_factory=dict)
+
+
+class BedrockConfig(Strict):
+    """AWS Bedrock Converse / ConverseStream, SigV4-signed."""
+
+    base_url: str | None = None
+    region: str = "us-east-1"
+    model: str = "anthropic.claude-3-haiku-20240307-v1:0"
+    access_key_id: SecretStr
+    secret_access_key: SecretStr
+    session_token: SecretStr | None = None
+    default_params: JSONDict = Field(default_factory=dict)
+
+
+class OpenAIPresetConfig(Strict):
+    """An OpenAI-compatible vendor by name (mistral, groq, ...): its base URL is known.
+
+    `base_url` overrides the preset's (e.g. a self-hosted vLLM); everything else
+    is the OpenAI-compatible adapter's.
+    """
+
+    base_url: str | None = None
+    chat_endpoint: str = "/chat/completions"
+    model: str
+    api_key: SecretStr | None = None
+    default_params: JSONDict = Field(default_factory=dict)
+
+
+OPENAI_PRESET_KEYS: tuple[str, ...] = (
+    "mistral",
+    "groq",
+    "together",
+    "fireworks",
+    "deepseek",
+    "openrouter",
+    "vllm",
+)
+
+PROVIDER_KEYS: tuple[str, ...] = (
+    "openai",
+    "azureopenai",
+    "local",
+    "anthropic",
+    "cohere",
+    "gemini",
+    "ollama",
+    "bedrock",
+    *OPENAI_PRESET_KEYS,
+)
 
 
 class LanguageModelConfig(Strict):
@@ -174,6 +258,18 @@ class LanguageModelConfig(Strict):
     openai: OpenAIConfig | None = None
     azureopenai: AzureOpenAIConfig | None = None
     local: LocalLLMConfig | None = None
+    anthropic: AnthropicConfig | None = None
+    cohere: CohereConfig | None = None
+    gemini: GeminiConfig | None = None
+    ollama: OllamaConfig | None = None
+    bedrock: BedrockConfig | None = None
+    mistral: OpenAIPresetConfig | None = None
+    groq: OpenAIPresetConfig | None = None
+    together: OpenAIPresetConfig | None = None
+    fireworks: OpenAIPresetConfig | None = None
+    deepseek: OpenAIPresetConfig | None = None
+    openrouter: OpenAIPresetConfig | None = None
+    vllm: OpenAIPresetConfig | None = None
 
     @model_validator(mode="before")
     @classmethod

@@ -19,6 +19,7 @@ import aiohttp
 
 from config.models import ClientConfig, OpenAIConfig
 from providers.http_errors import error_from_exception, error_from_response, redact
+from providers.sse import SSEDecoder, read_sse_event
 from providers.types import (
     ChatDelta,
     ChatParams,
@@ -40,63 +41,6 @@ FINISH_REASONS: Mapping[str, FinishReason] = MappingProxyType(
 )
 
 DONE = "[DONE]"
-
-
-class SSEDecoder:
-    """Server-sent-events decoding, one line at a time (only `data` matters here).
-
-    In: lines without their terminator. Out: from `feed`, the data of an event
-    when a blank line ends it (multi-line data joined by "\\n"), else None.
-    Comments (`:`) and other fields (`event`, `id`, `retry`) are ignored.
-    """
-
-    __slots__ = ("_data",)
-
-    def __init__(self) -> None:
-        self._data: list[str] = []
-
-    def feed(self, line: str) -> str | None:
-        """Take one line; return the finished event's data when `line` is blank."""
-        if not line:
-            if not self._data:
-                return None
-            data = "\n".join(self._data)
-            self._data = []
-            return data
-        if line[0] == ":":
-            return None
-        name, _, value = line.partition(":")
-        if name == "data":
-            self._data.append(value[1:] if value[:1] == " " else value)
-        return None
-
-    def flush(self) -> str | None:
-        """At end of input: the data of an event that lacked its blank line, if any."""
-        return self.feed("")
-
-
-async def read_sse_event(content: aiohttp.StreamReader, decoder: SSEDecoder) -> str | None:
-    """Read up to the end of the next SSE event of an HTTP body.
-
-    In: the body stream (lines may arrive split across TCP reads and HTTP chunks)
-    and the decoder holding any partial event. Out: that event's data (possibly
-    empty), or None at end of body; a last event missing its blank line still
-    counts. Raises `ProviderError(PROTOCOL)` for an over-long or non-UTF-8 line.
-    """
-    while True:
-        try:
-            raw = await content.readline()
-        except ValueError as exc:  # aiohttp: a line beyond its buffer limit
-            raise ProviderError(ErrorCategory.PROTOCOL, f"SSE line too long: {exc}") from exc
-        if not raw:
-            return decoder.flush()
-        try:
-            line = raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise ProviderError(ErrorCategory.PROTOCOL, "SSE line is not UTF-8") from exc
-        data = decoder.feed(line.rstrip("\r\n"))
-        if data is not None:
-            return data
 
 
 def _usage(raw: Any) -> TokenUsage | None:
@@ -215,7 +159,8 @@ class OpenAIWireProvider:
                     raise await error_from_response(resp, self._label, secrets=self._secrets)
                 decoder = SSEDecoder()
                 try:
-                    while (data := await read_sse_event(resp.content, decoder)) is not None:
+                    while (event := await read_sse_event(resp.content, decoder)) is not None:
+                        data = event.data
                         if data == DONE:
                             done = True
                             break

@@ -20,7 +20,8 @@ from config.models import AzureOpenAIConfig, ClientConfig, OpenAIConfig
 from fakes.openai_server import FakeOpenAI, Fault, run_fake_openai
 from providers.azure import AzureOpenAIProvider
 from providers.http_errors import error_from_exception, parse_retry_after, redact
-from providers.openai import OpenAIProvider, SSEDecoder
+from providers.openai import OpenAIProvider
+from providers.sse import SSEDecoder, SSEEvent
 from providers.types import (
     ChatDelta,
     ChatParams,
@@ -404,9 +405,9 @@ def test_sse_decoder_joins_data_lines_and_skips_comments() -> None:
     decoder = SSEDecoder()
     lines = [": comment", "event: x", "data:a", "data: b", "retry: 5", "", "", "data:", ""]
     out = [decoder.feed(line) for line in lines]
-    assert [o for o in out if o is not None] == ["a\nb", ""]
+    assert [o for o in out if o is not None] == [SSEEvent("x", "a\nb"), SSEEvent("message", "")]
     assert decoder.feed("data: tail") is None
-    assert decoder.flush() == "tail"
+    assert decoder.flush() == SSEEvent("message", "tail")
     assert decoder.flush() is None
 
 

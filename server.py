@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import logging
 import random
 import sys
@@ -23,12 +24,14 @@ from reactivex import abc
 from reactivex.scheduler.eventloop import AsyncIOScheduler
 
 from config import ConfigError, SluiceConfig, check_config, load_config
+from config.models import SpeechRouterConfig
 from observability.logs import configure_logging
 from operators.aio import to_future
 from operators.failover import AllModelsUnavailable
 from pipelines.chat_router import ChatRouter
 from pipelines.chat_stream import CHAT, chat_stream_pipeline
 from pipelines.common import Admission, describe_validation_error
+from pipelines.endpoint import BuildContext, Pipeline, SocketEndpoint
 from protocol.chat import ChatRequest
 from protocol.frames import ErrorName
 from providers.registry import build_chat_provider
@@ -48,6 +51,7 @@ class Gateway:
     scheduler: abc.SchedulerBase
     chat_routers: dict[str, ChatRouter]
     providers: list[ChatProvider]
+    speech: dict[str, dict[str, SocketEndpoint]] = field(default_factory=dict)
     sessions: set[SocketSession] = field(default_factory=set)
     draining: bool = False
 
@@ -105,6 +109,31 @@ def _health_event(router_id: str) -> Callable[[str, dict[str, Any]], None]:
     return on_event
 
 
+SpeechEndpointBuilder = Callable[[SpeechRouterConfig, BuildContext], SocketEndpoint]
+SPEECH_ENDPOINTS = ("speak", "listen")
+"""Each kind K is served by `pipelines.K.build_K_endpoint` (imported on first use)."""
+
+
+def build_speech_endpoints(
+    config: SluiceConfig, context: BuildContext
+) -> dict[str, dict[str, SocketEndpoint]]:
+    """Speech routers -> {router id: {"speak" | "listen": endpoint}}.
+
+    Each endpoint's module is imported only when a router uses it, so a config
+    without speech never loads the speech engines.
+    """
+    endpoints: dict[str, dict[str, SocketEndpoint]] = {}
+    for router in config.speech_routers:
+        built: dict[str, SocketEndpoint] = {}
+        for kind in SPEECH_ENDPOINTS:
+            if getattr(router, kind) is not None:
+                module = importlib.import_module(f"pipelines.{kind}")
+                builder: SpeechEndpointBuilder = getattr(module, f"build_{kind}_endpoint")
+                built[kind] = builder(router, context)
+        endpoints[router.id] = built
+    return endpoints
+
+
 async def gateway_context(app: web.Application) -> AsyncIterator[None]:
     """Build the gateway on startup; on cleanup close sockets, providers, HTTP session."""
     config = app[CONFIG]
@@ -113,15 +142,22 @@ async def gateway_context(app: web.Application) -> AsyncIterator[None]:
     connector = aiohttp.TCPConnector(limit=0, limit_per_host=0)
     session = aiohttp.ClientSession(connector=connector)
     routers, providers = build_chat_routers(config, session, scheduler, factory)
-    app[GATEWAY] = Gateway(config, scheduler, routers, providers)
+    speech = build_speech_endpoints(config, BuildContext(session, scheduler, config.limits))
+    app[GATEWAY] = Gateway(config, scheduler, routers, providers, speech)
     log.info(
         "sluice ready",
-        extra={"language_routers": sorted(routers), "host": config.server.host},
+        extra={
+            "language_routers": sorted(routers),
+            "speech_routers": sorted(speech),
+            "host": config.server.host,
+        },
     )
     try:
         yield
     finally:
-        await asyncio.gather(*(p.aclose() for p in providers), return_exceptions=True)
+        closing = [p.aclose() for p in providers]
+        closing += [e.aclose() for by_kind in speech.values() for e in by_kind.values()]
+        await asyncio.gather(*closing, return_exceptions=True)
         await session.close()
 
 
@@ -185,9 +221,15 @@ async def list_language_routers(request: web.Request) -> web.Response:
     return web.json_response({"routers": out})
 
 
-async def list_speech_routers(_: web.Request) -> web.Response:
-    """Speech routers (speak/listen arrive with their endpoints)."""
-    return web.json_response({"routers": []})
+async def list_speech_routers(request: web.Request) -> web.Response:
+    """The speech routers, each with its speak / listen models (never any secret)."""
+    gateway = request.app[GATEWAY]
+    now = gateway.clock()
+    out = [
+        {"id": router_id, **{kind: ep.describe(now) for kind, ep in by_kind.items()}}
+        for router_id, by_kind in gateway.speech.items()
+    ]
+    return web.json_response({"routers": out})
 
 
 def _chat_router(request: web.Request) -> ChatRouter | web.Response:
@@ -244,11 +286,16 @@ async def chat(request: web.Request) -> web.Response:
     )
 
 
-async def chat_stream(request: web.Request) -> web.StreamResponse:
-    """Glide's `GET /v1/language/{router}/chatStream` websocket."""
-    router = _chat_router(request)
-    if isinstance(router, web.Response):
-        return router
+async def serve_socket(
+    request: web.Request,
+    make_pipeline: Callable[[Admission], Pipeline],
+    default_type: str,
+    label: str,
+) -> web.StreamResponse:
+    """Upgrade to a websocket and run `make_pipeline`'s pipeline on it until it closes.
+
+    Refused before the upgrade (503) while draining or at the socket limit.
+    """
     gateway = request.app[GATEWAY]
     limits = gateway.config.limits
     if gateway.draining:
@@ -261,14 +308,13 @@ async def chat_stream(request: web.Request) -> web.StreamResponse:
     )
     await ws.prepare(request)
     admission = Admission(limits.max_requests_per_socket, lambda: not gateway.draining)
-    pipeline = chat_stream_pipeline(router, gateway.clock, admission, limits.max_message_history)
     session = SocketSession(
         ws,
-        pipeline,
-        default_type=CHAT,
+        make_pipeline(admission),
+        default_type=default_type,
         scheduler=gateway.scheduler,
         max_queued_bytes=limits.max_queued_bytes_per_socket,
-        label=f"chatStream:{router.id}",
+        label=label,
     )
     gateway.sessions.add(session)
     try:
@@ -276,6 +322,39 @@ async def chat_stream(request: web.Request) -> web.StreamResponse:
     finally:
         gateway.sessions.discard(session)
     return ws
+
+
+async def chat_stream(request: web.Request) -> web.StreamResponse:
+    """Glide's `GET /v1/language/{router}/chatStream` websocket."""
+    router = _chat_router(request)
+    if isinstance(router, web.Response):
+        return router
+    gateway = request.app[GATEWAY]
+    max_history = gateway.config.limits.max_message_history
+
+    def make_pipeline(admission: Admission) -> Pipeline:
+        return chat_stream_pipeline(router, gateway.clock, admission, max_history)
+
+    return await serve_socket(request, make_pipeline, CHAT, f"chatStream:{router.id}")
+
+
+async def speech_socket(request: web.Request) -> web.StreamResponse:
+    """`GET /v1/speech/{router}/speak` and `.../listen` websockets."""
+    router_id = request.match_info["router"]
+    kind = request.match_info["endpoint"]
+    by_kind = request.app[GATEWAY].speech.get(router_id)
+    if by_kind is None:
+        return error_response(
+            404, ErrorName.ROUTER_NOT_FOUND, f"speech router {router_id!r} is not found"
+        )
+    endpoint = by_kind.get(kind)
+    if endpoint is None:
+        return error_response(
+            404, ErrorName.ROUTER_NOT_FOUND, f"speech router {router_id!r} has no {kind} models"
+        )
+    return await serve_socket(
+        request, endpoint.pipeline, endpoint.default_type, f"{kind}:{router_id}"
+    )
 
 
 def build_app(
@@ -297,6 +376,7 @@ def build_app(
     app.router.add_get("/v1/language/{router}/chatStream", chat_stream)
     app.router.add_get("/v1/speech/", list_speech_routers)
     app.router.add_get("/v1/speech", list_speech_routers)
+    app.router.add_get("/v1/speech/{router}/{endpoint:speak|listen}", speech_socket)
     return app
 
 

@@ -8,7 +8,7 @@ A YAML document flows in (after `${env:...}`/`${file:...}` substitution), a froz
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal, Self
 
 from pydantic import (
     BaseModel,
@@ -243,8 +243,13 @@ PROVIDER_KEYS: tuple[str, ...] = (
 )
 
 
-class LanguageModelConfig(Strict):
-    """One model of a language router: shared settings plus exactly one provider block."""
+class ModelBase(Strict):
+    """What every routed model has, whatever it does: identity, weight, health, deadlines.
+
+    Subclasses add their provider blocks (exactly one per model) in `PROVIDERS`.
+    """
+
+    PROVIDERS: ClassVar[tuple[str, ...]] = ()
 
     id: str = Field(min_length=1)
     enabled: bool = True
@@ -255,6 +260,41 @@ class LanguageModelConfig(Strict):
     latency: LatencyConfig = Field(default_factory=LatencyConfig)
     client: ClientConfig = Field(default_factory=ClientConfig)
     health: HealthConfig = Field(default_factory=HealthConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_provider_block(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            return {k: ({} if k in cls.PROVIDERS and v is None else v) for k, v in data.items()}
+        return data
+
+    @model_validator(mode="after")
+    def _one_provider(self) -> Self:
+        given = [key for key in self.PROVIDERS if getattr(self, key) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                f"model {self.id!r} needs exactly one provider block "
+                f"(one of {', '.join(self.PROVIDERS)}); found {given or 'none'}"
+            )
+        return self
+
+    @property
+    def provider_key(self) -> str:
+        """The name of this model's provider block, e.g. "openai"."""
+        return next(key for key in self.PROVIDERS if getattr(self, key) is not None)
+
+    @property
+    def provider_config(self) -> BaseModel:
+        """The provider block itself."""
+        block: BaseModel = getattr(self, self.provider_key)
+        return block
+
+
+class LanguageModelConfig(ModelBase):
+    """One model of a language router: shared settings plus exactly one provider block."""
+
+    PROVIDERS: ClassVar[tuple[str, ...]] = PROVIDER_KEYS
+
     openai: OpenAIConfig | None = None
     azureopenai: AzureOpenAIConfig | None = None
     local: LocalLLMConfig | None = None
@@ -270,34 +310,6 @@ class LanguageModelConfig(Strict):
     deepseek: OpenAIPresetConfig | None = None
     openrouter: OpenAIPresetConfig | None = None
     vllm: OpenAIPresetConfig | None = None
-
-    @model_validator(mode="before")
-    @classmethod
-    def _empty_provider_block(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            return {k: ({} if k in PROVIDER_KEYS and v is None else v) for k, v in data.items()}
-        return data
-
-    @model_validator(mode="after")
-    def _one_provider(self) -> LanguageModelConfig:
-        given = [key for key in PROVIDER_KEYS if getattr(self, key) is not None]
-        if len(given) != 1:
-            raise ValueError(
-                f"model {self.id!r} needs exactly one provider block "
-                f"(one of {', '.join(PROVIDER_KEYS)}); found {given or 'none'}"
-            )
-        return self
-
-    @property
-    def provider_key(self) -> str:
-        """The name of this model's provider block, e.g. "openai"."""
-        return next(key for key in PROVIDER_KEYS if getattr(self, key) is not None)
-
-    @property
-    def provider_config(self) -> BaseModel:
-        """The provider block itself."""
-        block: BaseModel = getattr(self, self.provider_key)
-        return block
 
 
 Strategy = Literal["priority", "round_robin", "weighted_round_robin", "least_latency"]
@@ -328,10 +340,152 @@ class LanguageRouterConfig(Strict):
         return [m for m in self.models if m.enabled]
 
 
+# ---- speech: speak (text to speech) and listen (speech to text) ----------------
+
+AudioEncoding = Literal["pcm_s16le", "wav", "flac", "ogg_opus", "mp3"]
+
+
+class AudioFormat(Strict):
+    """An audio format on the wire: encoding, sample rate, channels."""
+
+    encoding: AudioEncoding = "pcm_s16le"
+    sample_rate: int = Field(default=24000, ge=8000, le=48000)
+    channels: int = Field(default=1, ge=1, le=2)
+
+
+class EspeakConfig(Strict):
+    """The embedded espeak-ng engine (`espeakng-loader` wheel)."""
+
+    voice: str = "en-us"
+    rate_wpm: int = Field(default=175, ge=80, le=450)
+
+
+class OpenAISpeechConfig(Strict):
+    """OpenAI `/v1/audio/speech` (streamed PCM at 24 kHz)."""
+
+    base_url: str = "https://api.openai.com/v1"
+    model: str = "gpt-4o-mini-tts"
+    voice: str = "alloy"
+    api_key: SecretStr | None = None
+    default_params: JSONDict = Field(default_factory=dict)
+
+
+class ElevenLabsConfig(Strict):
+    """ElevenLabs streaming TTS (multi-context websocket or HTTP stream)."""
+
+    base_url: str = "https://api.elevenlabs.io"
+    ws_url: str = "wss://api.elevenlabs.io"
+    transport: Literal["websocket", "http"] = "websocket"
+    model: str = "eleven_flash_v2_5"
+    voice_id: str
+    api_key: SecretStr
+    default_params: JSONDict = Field(default_factory=dict)
+
+
+SPEAK_PROVIDER_KEYS: tuple[str, ...] = ("local", "openai", "elevenlabs")
+
+
+class SpeakModelConfig(ModelBase):
+    """One text-to-speech model: shared settings plus exactly one provider block."""
+
+    PROVIDERS: ClassVar[tuple[str, ...]] = SPEAK_PROVIDER_KEYS
+
+    local: EspeakConfig | None = None
+    openai: OpenAISpeechConfig | None = None
+    elevenlabs: ElevenLabsConfig | None = None
+
+
+class PocketsphinxConfig(Strict):
+    """The embedded pocketsphinx engine (en-US model shipped in its wheel)."""
+
+    language: str = "en-US"
+    workers: int = Field(default=1, ge=1, le=8)
+    lm_path: str | None = None
+    dict_path: str | None = None
+
+
+class OpenAITranscriptionConfig(Strict):
+    """OpenAI `/v1/audio/transcriptions` (WAV in multipart, optional SSE deltas)."""
+
+    base_url: str = "https://api.openai.com/v1"
+    model: str = "gpt-4o-mini-transcribe"
+    api_key: SecretStr | None = None
+    default_params: JSONDict = Field(default_factory=dict)
+
+
+class DeepgramConfig(Strict):
+    """Deepgram's streaming websocket (`/v1/listen`)."""
+
+    ws_url: str = "wss://api.deepgram.com"
+    model: str = "nova-3"
+    api_key: SecretStr
+    default_params: JSONDict = Field(default_factory=dict)
+
+
+LISTEN_PROVIDER_KEYS: tuple[str, ...] = ("local", "openai", "deepgram")
+
+
+class ListenModelConfig(ModelBase):
+    """One speech-to-text model: shared settings plus exactly one provider block."""
+
+    PROVIDERS: ClassVar[tuple[str, ...]] = LISTEN_PROVIDER_KEYS
+
+    local: PocketsphinxConfig | None = None
+    openai: OpenAITranscriptionConfig | None = None
+    deepgram: DeepgramConfig | None = None
+
+
+class VADConfig(Strict):
+    """webrtcvad segmentation; timing counts audio samples, not wall-clock time."""
+
+    mode: int = Field(default=2, ge=0, le=3)
+    frame_ms: Literal[10, 20, 30] = 20
+    hangover: Duration = 0.3
+    preroll: Duration = 0.3
+    min_speech: Duration = 0.1
+    max_segment: Duration = 15.0
+
+
+class SpeakSection(Strict):
+    """`speak:` of a speech router: models, default voice and output format."""
+
+    strategy: Strategy = "priority"
+    models: list[SpeakModelConfig] = Field(min_length=1)
+    voice: str | None = None
+    format: AudioFormat = Field(default_factory=AudioFormat)
+    max_text_chars: int = Field(default=20_000, ge=1)
+
+
+class ListenSection(Strict):
+    """`listen:` of a speech router: models and VAD settings."""
+
+    strategy: Strategy = "priority"
+    models: list[ListenModelConfig] = Field(min_length=1)
+    vad: VADConfig = Field(default_factory=VADConfig)
+    max_audio_seconds: Duration = 3600.0
+
+
+class SpeechRouterConfig(Strict):
+    """A speech router: served at /v1/speech/{id}/speak and /v1/speech/{id}/listen."""
+
+    id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$")
+    enabled: bool = True
+    retry: RetryConfig = Field(default_factory=RetryConfig)
+    speak: SpeakSection | None = None
+    listen: ListenSection | None = None
+
+    @model_validator(mode="after")
+    def _has_an_endpoint(self) -> SpeechRouterConfig:
+        if self.speak is None and self.listen is None:
+            raise ValueError(f"speech router {self.id!r} needs a speak or a listen section")
+        return self
+
+
 class RoutersConfig(Strict):
-    """`routers:` — language routers (speech routers come with the speech endpoints)."""
+    """`routers:` — language (chat) routers and speech (speak / listen) routers."""
 
     language: list[LanguageRouterConfig] = Field(default_factory=list)
+    speech: list[SpeechRouterConfig] = Field(default_factory=list)
 
     @field_validator("language")
     @classmethod
@@ -340,6 +494,16 @@ class RoutersConfig(Strict):
         for router in routers:
             if router.id in seen:
                 raise ValueError(f"duplicate router id {router.id!r}")
+            seen.add(router.id)
+        return routers
+
+    @field_validator("speech")
+    @classmethod
+    def _unique_speech_ids(cls, routers: list[SpeechRouterConfig]) -> list[SpeechRouterConfig]:
+        seen: set[str] = set()
+        for router in routers:
+            if router.id in seen:
+                raise ValueError(f"duplicate speech router id {router.id!r}")
             seen.add(router.id)
         return routers
 
@@ -375,3 +539,8 @@ class SluiceConfig(Strict):
     def language_routers(self) -> list[LanguageRouterConfig]:
         """Enabled language routers with at least one enabled model."""
         return [r for r in self.routers.language if r.enabled and r.enabled_models]
+
+    @property
+    def speech_routers(self) -> list[SpeechRouterConfig]:
+        """Enabled speech routers."""
+        return [r for r in self.routers.speech if r.enabled]

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from config.models import LanguageModelConfig
+from config.models import ModelBase
 from routing.health import EventSink, ModelHealth
 from routing.strategies import RoutingStrategy
 
@@ -27,7 +27,7 @@ class ModelRouter:
     def __init__(
         self,
         router_id: str,
-        models: Sequence[LanguageModelConfig],
+        models: Sequence[ModelBase],
         strategy: RoutingStrategy,
         now: float = 0.0,
         on_event: EventSink | None = None,

@@ -13,7 +13,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Protocol
 
-from config.models import LanguageModelConfig, LatencyConfig
+from config.models import LatencyConfig, ModelBase
 from routing.latency import MovingAverage
 
 
@@ -222,7 +222,7 @@ STRATEGY_NAMES: tuple[str, ...] = (
 )
 
 
-def build_strategy(name: str, models: Sequence[LanguageModelConfig]) -> RoutingStrategy:
+def build_strategy(name: str, models: Sequence[ModelBase]) -> RoutingStrategy:
     """A router's strategy by its config name, over `models` (config order).
 
     In: `priority`, `round_robin`, `weighted_round_robin` (weights from each

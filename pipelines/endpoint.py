@@ -1,0 +1,55 @@
+"""The contract between the server and a websocket endpoint's pipeline.
+
+A new endpoint is a module with a `build_*_endpoint(router_config, context)`
+function returning a `SocketEndpoint`; the server only routes upgrades to it,
+runs the socket, and lists it. The server never learns the endpoint's messages.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import aiohttp
+from reactivex import Observable, abc
+
+from config.models import LimitsConfig
+from pipelines.common import Admission
+from protocol.frames import Frame
+from protocol.messages import Inbound
+
+Pipeline = Callable[[Observable[Inbound]], Observable[Frame]]
+"""One socket: its inbound messages -> the merged frames of all its requests."""
+
+
+@dataclass(frozen=True)
+class BuildContext:
+    """What an endpoint may use when it is built: shared HTTP session, time, limits."""
+
+    session: aiohttp.ClientSession
+    scheduler: abc.SchedulerBase
+    limits: LimitsConfig
+
+    def clock(self) -> float:
+        """Unix seconds from the app's scheduler."""
+        return self.scheduler.to_seconds(self.scheduler.now)
+
+
+class SocketEndpoint(Protocol):
+    """A websocket endpoint of one router (e.g. speak of speech router "default")."""
+
+    router_id: str
+    default_type: str
+
+    def pipeline(self, admission: Admission) -> Pipeline:
+        """A fresh pipeline for one accepted socket."""
+        ...
+
+    def describe(self, now: float) -> dict[str, Any]:
+        """JSON for the router listing: models, providers, health (never secrets)."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release providers, workers and connections."""
+        ...

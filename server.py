@@ -10,7 +10,9 @@ import argparse
 import asyncio
 import importlib
 import logging
+import os
 import random
+import signal
 import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -18,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
-from aiohttp import WSCloseCode, web
+from aiohttp import web
 from pydantic import ValidationError
 from reactivex import abc
 from reactivex.scheduler.eventloop import AsyncIOScheduler
@@ -54,6 +56,13 @@ class Gateway:
     speech: dict[str, dict[str, SocketEndpoint]] = field(default_factory=dict)
     sessions: set[SocketSession] = field(default_factory=set)
     draining: bool = False
+    http_in_flight: int = 0
+    work_ended: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def busy(self) -> bool:
+        """Whether any socket is open or any HTTP request is in flight."""
+        return bool(self.sessions) or self.http_in_flight > 0
 
     def clock(self) -> float:
         """Unix seconds from the app's scheduler."""
@@ -162,11 +171,45 @@ async def gateway_context(app: web.Application) -> AsyncIterator[None]:
 
 
 async def close_sockets(app: web.Application) -> None:
-    """On shutdown: every open websocket gets 1001 going away."""
+    """On shutdown: requests still in flight end with `shutting_down`; sockets get 1001."""
     gateway = app[GATEWAY]
-    await asyncio.gather(
-        *(s.close(WSCloseCode.GOING_AWAY, "server shutdown") for s in list(gateway.sessions)),
-        return_exceptions=True,
+    gateway.draining = True
+    sessions = list(gateway.sessions)
+    for session in sessions:
+        session.end_now(gateway.clock)
+    if sessions:
+        await asyncio.wait([asyncio.ensure_future(s.closed.wait()) for s in sessions], timeout=5)
+
+
+async def drain(app: web.Application, grace: float) -> None:
+    """GEP 8 rollout drain: stop taking work, let in-flight work finish, then end the rest.
+
+    Readiness turns 503 and new upgrades are refused at once; idle sockets get
+    1001 now, busy ones when their last request ends; at `grace` seconds every
+    request still running ends with `shutting_down` and its socket gets 1001.
+    """
+    gateway = app[GATEWAY]
+    loop = asyncio.get_running_loop()
+    gateway.draining = True
+    started = loop.time()
+    log.info(
+        "draining",
+        extra={"sockets": len(gateway.sessions), "http_in_flight": gateway.http_in_flight},
+    )
+    for session in list(gateway.sessions):
+        session.drain()
+    deadline = started + grace
+    while gateway.busy and (remaining := deadline - loop.time()) > 0:
+        gateway.work_ended.clear()
+        try:
+            await asyncio.wait_for(gateway.work_ended.wait(), remaining)
+        except TimeoutError:
+            break
+    left = len(gateway.sessions)
+    await close_sockets(app)
+    log.info(
+        "drained",
+        extra={"seconds": round(loop.time() - started, 3), "sockets_cut_at_deadline": left},
     )
 
 
@@ -246,6 +289,17 @@ async def chat(request: web.Request) -> web.Response:
     if isinstance(router, web.Response):
         return router
     gateway = request.app[GATEWAY]
+    if gateway.draining:
+        return error_response(503, ErrorName.SHUTTING_DOWN, "this instance is shutting down")
+    gateway.http_in_flight += 1
+    try:
+        return await _chat(request, router, gateway)
+    finally:
+        gateway.http_in_flight -= 1
+        gateway.work_ended.set()
+
+
+async def _chat(request: web.Request, router: ChatRouter, gateway: Gateway) -> web.Response:
     try:
         body = await request.json()
     except ValueError as error:
@@ -290,6 +344,7 @@ async def serve_socket(
     request: web.Request,
     make_pipeline: Callable[[Admission], Pipeline],
     default_type: str,
+    router_id: str,
     label: str,
 ) -> web.StreamResponse:
     """Upgrade to a websocket and run `make_pipeline`'s pipeline on it until it closes.
@@ -307,20 +362,25 @@ async def serve_socket(
         max_msg_size=limits.max_frame_bytes,
     )
     await ws.prepare(request)
-    admission = Admission(limits.max_requests_per_socket, lambda: not gateway.draining)
     session = SocketSession(
         ws,
-        make_pipeline(admission),
         default_type=default_type,
         scheduler=gateway.scheduler,
         max_queued_bytes=limits.max_queued_bytes_per_socket,
+        router_id=router_id,
         label=label,
+    )
+    admission = Admission(
+        limits.max_requests_per_socket,
+        lambda: not gateway.draining,
+        on_active_change=session.on_active_change,
     )
     gateway.sessions.add(session)
     try:
-        await session.run()
+        await session.run(make_pipeline(admission))
     finally:
         gateway.sessions.discard(session)
+        gateway.work_ended.set()
     return ws
 
 
@@ -335,7 +395,7 @@ async def chat_stream(request: web.Request) -> web.StreamResponse:
     def make_pipeline(admission: Admission) -> Pipeline:
         return chat_stream_pipeline(router, gateway.clock, admission, max_history)
 
-    return await serve_socket(request, make_pipeline, CHAT, f"chatStream:{router.id}")
+    return await serve_socket(request, make_pipeline, CHAT, router.id, f"chatStream:{router.id}")
 
 
 async def speech_socket(request: web.Request) -> web.StreamResponse:
@@ -353,7 +413,7 @@ async def speech_socket(request: web.Request) -> web.StreamResponse:
             404, ErrorName.ROUTER_NOT_FOUND, f"speech router {router_id!r} has no {kind} models"
         )
     return await serve_socket(
-        request, endpoint.pipeline, endpoint.default_type, f"{kind}:{router_id}"
+        request, endpoint.pipeline, endpoint.default_type, router_id, f"{kind}:{router_id}"
     )
 
 
@@ -411,7 +471,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     host = getattr(args, "host", None) or server.host
     port = getattr(args, "port", None) or server.port
     configure_logging(server.log_level)
-    web.run_app(build_app(config), host=host, port=port, print=None)
+    return asyncio.run(serve(config, host, port))
+
+
+async def serve(config: SluiceConfig, host: str, port: int) -> int:
+    """Serve until SIGTERM/SIGINT, then drain (a second signal exits at once)."""
+    app = build_app(config)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    log.info("listening", extra={"host": host, "port": port})
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+
+    def on_signal(sig: signal.Signals) -> None:
+        if stop.is_set():
+            log.warning("second signal: exiting now", extra={"signal": sig.name})
+            logging.shutdown()
+            os._exit(1)
+        log.info("signal received: draining", extra={"signal": sig.name})
+        stop.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal, sig)
+    await stop.wait()
+    await drain(app, config.server.drain_grace)
+    await runner.cleanup()
+    log.info("stopped")
+    logging.shutdown()
     return 0
 
 

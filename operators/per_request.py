@@ -8,7 +8,7 @@ an error in one request never reaches the shared connection stream.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from reactivex import Observable, abc
@@ -28,7 +28,7 @@ def per_request(
     bad_message: Callable[[BadMessage, bool], Frame],
     admit: Callable[[ClientMessage, int], Frame | None] = lambda _msg, _active: None,
     crashed: Callable[[str, Exception], Frame],
-    on_active_change: Callable[[int], None] | None = None,
+    on_active_change: Callable[[Mapping[str, ClientMessage]], None] | None = None,
 ) -> Callable[[Observable[Inbound]], Observable[Frame]]:
     """Inbound messages of one socket in, the merged frames of all its requests out.
 
@@ -40,7 +40,9 @@ def per_request(
     - `bad_message(msg, is_active)` turns a rejected frame into an error frame,
       non-terminal when its request is active (that request goes on);
     - `crashed(request_id, error)` makes the terminal frame should a request's
-      pipeline error (it should not: pipelines end with `terminal_rule`).
+      pipeline error (it should not: pipelines end with `terminal_rule`);
+    - `on_active_change(first_messages)` hears the requests in flight (by id, the
+      message that started each) whenever that set changes.
     When the inbound stream ends (the socket closed), every active request is
     disposed, which cancels its provider calls.
     """
@@ -50,16 +52,18 @@ def per_request(
             observer: abc.ObserverBase[Frame], scheduler: abc.SchedulerBase | None = None
         ) -> abc.DisposableBase:
             active: dict[str, tuple[Subject[ClientMessage], SingleAssignmentDisposable]] = {}
+            started: dict[str, ClientMessage] = {}
             requests = CompositeDisposable()
 
             def changed() -> None:
                 if on_active_change is not None:
-                    on_active_change(len(active))
+                    on_active_change(started)
 
             def end(request_id: str, handle: SingleAssignmentDisposable) -> None:
                 current = active.get(request_id)
                 if current is not None and current[1] is handle:
                     del active[request_id]
+                    del started[request_id]
                     changed()
                 requests.remove(handle)
 
@@ -71,6 +75,7 @@ def per_request(
                 rest: Subject[ClientMessage] = Subject()
                 handle = SingleAssignmentDisposable()
                 active[msg.request_id] = (rest, handle)
+                started[msg.request_id] = msg
                 requests.add(handle)
                 changed()
                 request_id = msg.request_id
@@ -104,6 +109,7 @@ def per_request(
 
             def close_all(*_: Any) -> None:
                 active.clear()
+                started.clear()
                 requests.dispose()
 
             def on_completed() -> None:

@@ -9,7 +9,7 @@ frames are answered.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import reactivex
@@ -83,7 +83,7 @@ class Admission:
 
     max_requests: int
     accepting: Callable[[], bool] = field(default=lambda: True)
-    on_active_change: Callable[[int], None] | None = None
+    on_active_change: Callable[[Mapping[str, ClientMessage]], None] | None = None
 
     def admit_frame(
         self, router_id: str, clock: Callable[[], float]

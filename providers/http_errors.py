@@ -80,7 +80,8 @@ def _message_from_body(body: bytes, charset: str | None) -> str:
     return " ".join(text.split())
 
 
-async def _read_bounded(resp: aiohttp.ClientResponse, limit: int) -> bytes:
+async def read_bounded(resp: aiohttp.ClientResponse, limit: int = MAX_ERROR_BODY_BYTES) -> bytes:
+    """At most `limit` bytes of a response body (an error body); whatever arrived on failure."""
     parts: list[bytes] = []
     size = 0
     try:
@@ -117,7 +118,7 @@ async def error_from_response(
     vendor echo them. Out: a `ProviderError` classified by status, carrying the
     vendor's message and `retry_after` from `retry-after-ms` / `Retry-After`.
     """
-    body = await _read_bounded(resp, MAX_ERROR_BODY_BYTES)
+    body = await read_bounded(resp, MAX_ERROR_BODY_BYTES)
     message = redact(_message_from_body(body, resp.charset), secrets).strip()
     if len(message) > MAX_MESSAGE_CHARS:
         message = message[:MAX_MESSAGE_CHARS] + "..."

@@ -125,8 +125,12 @@ def classify_http_status(status: int) -> ErrorCategory:
     """Map an HTTP error status to an error category (4xx other than 408/429 is final)."""
     if status == 429:
         return ErrorCategory.RATE_LIMITED
-    if status in (401, 403):
+    if status in (401, 402, 403):
+        # 402: billing; like a bad key, this model's account stays broken until fixed
         return ErrorCategory.AUTH
+    if status == 404:
+        # a misconfigured model or deployment: the provider's fault, not the client's
+        return ErrorCategory.TRANSIENT
     if status in (408, 499):
         return ErrorCategory.TIMEOUT
     if 400 <= status < 500:

@@ -1,0 +1,446 @@
+"""A fake Anthropic Messages API on 127.0.0.1, for tests and benchmarks.
+
+Flow: a `POST /v1/messages` request comes in; the server answers as the mutable
+`FakeAnthropicScript` says — a `message` JSON, an SSE stream in Anthropic's own
+event grammar (`message_start`, `content_block_start`, `ping`,
+`content_block_delta`, `content_block_stop`, `message_delta`, `message_stop`),
+or one of the `Fault`s. Like the real API it insists on `x-api-key`,
+`anthropic-version` and `max_tokens`. A request may pick its own fault with the
+`x-fake-fault` header. `FakeAnthropicStats` records what arrived and how each
+response ended, including streams the client closed before completion.
+
+    async with run_fake_anthropic() as fake:
+        fake.script.fault = "http_529"
+        ...  # configure AnthropicConfig(base_url=fake.url, ...)
+        await fake.wait_stream_closed(within=1.0)
+
+Standalone: `python -m fakes.anthropic_server --port 9200 --chunks 50 --delay 0.02`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Literal, get_args
+
+from aiohttp import web
+
+from fakes.openai_server import FAULT_HEADER, FakeOpenAIStats
+
+Fault = Literal[
+    "none",
+    "refuse",
+    "http_400",
+    "http_401",
+    "http_429",
+    "http_500",
+    "http_529",
+    "stall_before_first",
+    "stall_mid_stream",
+    "truncated",
+    "error_event",
+    "empty",
+    "malformed",
+]
+FAULTS: tuple[Fault, ...] = get_args(Fault)
+
+FakeStopReason = Literal[
+    "end_turn", "max_tokens", "stop_sequence", "tool_use", "pause_turn", "refusal"
+]
+
+_ERRORS: Mapping[int, tuple[str, str]] = MappingProxyType(
+    {
+        400: ("invalid_request_error", "messages: roles must alternate between user and assistant"),
+        401: ("authentication_error", "invalid x-api-key"),
+        429: (
+            "rate_limit_error",
+            "This request would exceed the rate limit for your organization of 50 requests "
+            "per minute.",
+        ),
+        500: ("api_error", "Internal server error"),
+        529: ("overloaded_error", "Overloaded"),
+    }
+)
+_FAULT_STATUS: Mapping[str, int] = MappingProxyType(
+    {"http_400": 400, "http_401": 401, "http_429": 429, "http_500": 500, "http_529": 529}
+)
+
+
+@dataclass
+class FakeAnthropicScript:
+    """How the fake answers; tests mutate it between (or during) requests.
+
+    `chunks` are the `text_delta`s, `delay` the seconds slept before each one,
+    `stop_reason` the one `message_delta` carries. `thinking`, when set, is sent
+    first as a thinking block (`thinking_delta` + `signature_delta`) that a
+    client must not show. `fault_after_chunks` is how many text deltas
+    `stall_mid_stream`, `truncated`, `error_event` and `malformed` send before
+    misbehaving; `error_type` is the mid-stream error's `error.type`.
+    `retry_after` is the 429's `retry-after` header (None omits it).
+    """
+
+    chunks: list[str] = field(default_factory=lambda: ["Hello", " from", " Claude"])
+    delay: float = 0.0
+    stop_reason: FakeStopReason = "end_turn"
+    thinking: str | None = None
+    fault: Fault = "none"
+    fault_after_chunks: int = 1
+    error_type: str = "overloaded_error"
+    retry_after: str | None = "1"
+    input_tokens: int = 11
+    cache_read_input_tokens: int = 0
+
+
+class FakeAnthropicStats(FakeOpenAIStats):
+    """What the fake Anthropic server has seen (the OpenAI fake's counters and waits)."""
+
+
+FAKE_SCRIPT = web.AppKey("fake_anthropic_script", FakeAnthropicScript)
+FAKE_STATS = web.AppKey("fake_anthropic_stats", FakeAnthropicStats)
+_STOPPING = web.AppKey("fake_anthropic_stopping", asyncio.Event)
+
+
+class _ClientGone(Exception):
+    """The peer closed the connection while the fake was stalled."""
+
+
+def _error_response(
+    status: int, kind: str, message: str, headers: Mapping[str, str] | None = None
+) -> web.Response:
+    body = {"type": "error", "error": {"type": kind, "message": message}, "request_id": "req_fake"}
+    return web.json_response(body, status=status, headers=headers)
+
+
+def _event(kind: str, payload: Mapping[str, Any]) -> bytes:
+    return f"event: {kind}\ndata: {json.dumps({'type': kind, **payload})}\n\n".encode()
+
+
+class _Handler:
+    """The request handler of one fake app (state lives on the app)."""
+
+    def __init__(self, app: web.Application) -> None:
+        self._app = app
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        script = self._app[FAKE_SCRIPT]
+        stats = self._app[FAKE_STATS]
+        stats.requests += 1
+        number = stats.requests
+        stats.last_headers = dict(request.headers)
+        stats.last_path = request.path
+        stats.last_query = dict(request.query)
+        try:
+            body = await request.json()
+        except ValueError:
+            body = None
+        stats.last_body = body if isinstance(body, dict) else None
+        stats.notify()
+
+        if not request.headers.get("x-api-key"):
+            return _error_response(401, "authentication_error", "x-api-key header is required")
+        if not request.headers.get("anthropic-version"):
+            return _error_response(
+                400, "invalid_request_error", "anthropic-version: header is required"
+            )
+        if not isinstance(body, dict):
+            return _error_response(400, "invalid_request_error", "Request body is not valid JSON")
+        if not isinstance(body.get("max_tokens"), int):
+            return _error_response(400, "invalid_request_error", "max_tokens: Field required")
+
+        fault: str = request.headers.get(FAULT_HEADER, script.fault)
+        if fault not in FAULTS:
+            return _error_response(
+                400, "invalid_request_error", f"unknown {FAULT_HEADER} {fault!r}"
+            )
+        if fault == "refuse":
+            if request.transport is not None:
+                request.transport.close()
+            return web.Response()  # never written: the transport is gone
+        if fault in _FAULT_STATUS:
+            status = _FAULT_STATUS[fault]
+            headers: dict[str, str] = {}
+            if status == 429 and script.retry_after is not None:
+                headers["retry-after"] = script.retry_after
+            kind, message = _ERRORS[status]
+            return _error_response(status, kind, message, headers)
+
+        model = str(body.get("model") or "claude-fake")
+        ident = f"msg_fake{number}"
+        stats.open_streams += 1
+        stats.streams_started += 1
+        stats.notify()
+        resp: web.StreamResponse | None = None
+        try:
+            if body.get("stream"):
+                resp = web.StreamResponse(
+                    headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+                )
+                await resp.prepare(request)
+                await self._stream(request, resp, script, fault, ident, model)
+            else:
+                resp = await self._complete(request, script, fault, ident, model)
+        except (ConnectionResetError, _ClientGone):
+            stats.streams_closed_by_client += 1
+            return resp if resp is not None else web.Response()
+        except asyncio.CancelledError:
+            if not self._app[_STOPPING].is_set():
+                stats.streams_closed_by_client += 1
+            raise
+        else:
+            if not self._app[_STOPPING].is_set():
+                stats.streams_completed += 1
+            return resp
+        finally:
+            stats.open_streams -= 1
+            stats.notify()
+
+    async def _stall(self, request: web.Request) -> None:
+        """Wait until the client goes away (raise _ClientGone) or the server stops."""
+        stopping = self._app[_STOPPING]
+        while not stopping.is_set():
+            transport = request.transport
+            if transport is None or transport.is_closing():
+                raise _ClientGone
+            await asyncio.sleep(0.005)
+
+    async def _stream(
+        self,
+        request: web.Request,
+        resp: web.StreamResponse,
+        script: FakeAnthropicScript,
+        fault: str,
+        ident: str,
+        model: str,
+    ) -> None:
+        if fault == "stall_before_first":
+            await self._stall(request)
+            return
+        usage = {
+            "input_tokens": script.input_tokens,
+            "cache_creation_input_tokens": 0,
+            "cache_read_input_tokens": script.cache_read_input_tokens,
+            "output_tokens": 1,
+        }
+        message: dict[str, Any] = {
+            "id": ident,
+            "type": "message",
+            "role": "assistant",
+            "model": model,
+            "content": [],
+            "stop_reason": None,
+            "stop_sequence": None,
+            "usage": usage,
+        }
+        await resp.write(_event("message_start", {"message": message}))
+        index = 0
+        if script.thinking is not None:
+            await resp.write(
+                _event(
+                    "content_block_start",
+                    {"index": index, "content_block": {"type": "thinking", "thinking": ""}},
+                )
+            )
+            delta = {"type": "thinking_delta", "thinking": script.thinking}
+            await resp.write(_event("content_block_delta", {"index": index, "delta": delta}))
+            delta = {"type": "signature_delta", "signature": "EqQBCgIYAhIM1gbcDa9GJwZA"}
+            await resp.write(_event("content_block_delta", {"index": index, "delta": delta}))
+            await resp.write(_event("content_block_stop", {"index": index}))
+            index += 1
+        block = {"type": "text", "text": ""}
+        await resp.write(_event("content_block_start", {"index": index, "content_block": block}))
+        await resp.write(_event("ping", {}))
+
+        chunks = [] if fault == "empty" else script.chunks
+        sent = 0
+        for text in chunks:
+            if fault in ("stall_mid_stream", "truncated", "error_event", "malformed") and (
+                sent >= script.fault_after_chunks
+            ):
+                break
+            if script.delay:
+                await asyncio.sleep(script.delay)
+            delta = {"type": "text_delta", "text": text}
+            await resp.write(_event("content_block_delta", {"index": index, "delta": delta}))
+            sent += 1
+
+        if fault == "stall_mid_stream":
+            await self._stall(request)
+            return
+        if fault == "truncated":
+            await resp.write_eof()
+            return
+        if fault == "error_event":
+            error = {"type": script.error_type, "message": "Overloaded"}
+            await resp.write_eof(_event("error", {"error": error}))
+            return
+        if fault == "malformed":
+            await resp.write(b'event: content_block_delta\ndata: {"type": "content_block_del\n\n')
+            await resp.write_eof(_event("message_stop", {}))
+            return
+
+        await resp.write(_event("content_block_stop", {"index": index}))
+        await resp.write(
+            _event(
+                "message_delta",
+                {
+                    "delta": {"stop_reason": script.stop_reason, "stop_sequence": None},
+                    "usage": {"output_tokens": sent},
+                },
+            )
+        )
+        await resp.write_eof(_event("message_stop", {}))
+
+    async def _complete(
+        self,
+        request: web.Request,
+        script: FakeAnthropicScript,
+        fault: str,
+        ident: str,
+        model: str,
+    ) -> web.StreamResponse:
+        if fault == "stall_before_first":
+            await self._stall(request)
+        if fault == "error_event":
+            kind = script.error_type
+            return _error_response(529 if kind == "overloaded_error" else 500, kind, "Overloaded")
+        text = "" if fault == "empty" else "".join(script.chunks)
+        content: list[dict[str, Any]] = []
+        if script.thinking is not None:
+            content.append(
+                {"type": "thinking", "thinking": script.thinking, "signature": "EqQBCgIYAhIM"}
+            )
+        if text:
+            content.append({"type": "text", "text": text})
+        payload = {
+            "id": ident,
+            "type": "message",
+            "role": "assistant",
+            "model": model,
+            "content": content,
+            "stop_reason": script.stop_reason,
+            "stop_sequence": None,
+            "usage": {
+                "input_tokens": script.input_tokens,
+                "cache_creation_input_tokens": 0,
+                "cache_read_input_tokens": script.cache_read_input_tokens,
+                "output_tokens": 0 if fault == "empty" else len(script.chunks),
+            },
+        }
+        data = json.dumps(payload).encode()
+        if fault == "malformed":
+            return web.Response(
+                body=b'{"id": "msg_broken", "content": [', content_type="application/json"
+            )
+        if fault in ("stall_mid_stream", "truncated"):
+            resp = web.StreamResponse(headers={"Content-Type": "application/json"})
+            resp.content_length = len(data)
+            await resp.prepare(request)
+            await resp.write(data[: len(data) // 2])
+            if fault == "stall_mid_stream":
+                await self._stall(request)
+            elif request.transport is not None:
+                request.transport.close()
+            return resp
+        return web.Response(body=data, content_type="application/json")
+
+
+def make_fake_anthropic_app(script: FakeAnthropicScript | None = None) -> web.Application:
+    """Build the fake's aiohttp app: `POST /v1/messages` in, scripted answers out.
+
+    The script and stats live in `app[FAKE_SCRIPT]` and `app[FAKE_STATS]`.
+    """
+    app = web.Application()
+    app[FAKE_SCRIPT] = script if script is not None else FakeAnthropicScript()
+    app[FAKE_STATS] = FakeAnthropicStats()
+    app[_STOPPING] = asyncio.Event()
+
+    async def on_shutdown(app: web.Application) -> None:
+        app[_STOPPING].set()
+
+    app.on_shutdown.append(on_shutdown)
+    app.router.add_post("/v1/messages", _Handler(app).handle)
+    return app
+
+
+@dataclass(frozen=True)
+class FakeAnthropic:
+    """A running fake: `url` is the base URL to configure (the origin, no path)."""
+
+    url: str
+    app: web.Application
+
+    @property
+    def script(self) -> FakeAnthropicScript:
+        """The live script; mutate it to change the next answers."""
+        return self.app[FAKE_SCRIPT]
+
+    @property
+    def stats(self) -> FakeAnthropicStats:
+        """What the fake has recorded so far."""
+        return self.app[FAKE_STATS]
+
+    async def wait_stream_closed(self, within: float = 1.0, count: int = 1) -> None:
+        """Return once `count` streams were closed by the client (else TimeoutError)."""
+        await self.stats.wait_stream_closed(within, count)
+
+
+@asynccontextmanager
+async def run_fake_anthropic(
+    *, host: str = "127.0.0.1", port: int = 0, script: FakeAnthropicScript | None = None
+) -> AsyncIterator[FakeAnthropic]:
+    """Serve the fake on `host:port` (0 picks a free port) for the `async with` body.
+
+    Yields a `FakeAnthropic`; on exit the listener closes and stalled responses end.
+    """
+    app = make_fake_anthropic_app(script)
+    runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=2.0)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        bound_port = runner.addresses[0][1]
+        yield FakeAnthropic(url=f"http://{host}:{bound_port}", app=app)
+    finally:
+        await runner.cleanup()
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Fake Anthropic Messages API server")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=9200)
+    parser.add_argument("--chunks", type=int, default=3, help="text deltas per answer")
+    parser.add_argument("--delay", type=float, default=0.0, help="seconds before each delta")
+    parser.add_argument("--fault", choices=FAULTS, default="none")
+    parser.add_argument("--stop-reason", choices=get_args(FakeStopReason), default="end_turn")
+    return parser.parse_args(argv)
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    script = FakeAnthropicScript(
+        chunks=[f"tok{i} " for i in range(args.chunks)],
+        delay=args.delay,
+        fault=args.fault,
+        stop_reason=args.stop_reason,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with run_fake_anthropic(host=args.host, port=args.port, script=script) as fake:
+        print(f"fake Anthropic listening on {fake.url}", flush=True)
+        await stop.wait()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command line entry: parse flags, serve until SIGINT/SIGTERM."""
+    asyncio.run(_serve(_parse_args(argv)))
+
+
+if __name__ == "__main__":
+    main()

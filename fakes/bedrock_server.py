@@ -1,0 +1,520 @@
+"""A fake AWS Bedrock runtime (Converse / ConverseStream) on 127.0.0.1, for tests.
+
+Flow: a `POST /model/{modelId}/converse` or `/converse-stream` request comes in;
+the server checks its SigV4 `Authorization` header (403 without one, and, when the
+script knows the secret key, 403 for a signature that does not verify), then
+answers as the mutable `FakeBedrockScript` says:
+
+- Converse: `{"output": {"message": {...}}, "stopReason", "usage", "metrics"}`;
+- ConverseStream: a binary AWS event stream (`application/vnd.amazon.eventstream`)
+  of `messageStart`, `contentBlockDelta`..., `contentBlockStop`, `messageStop`,
+  `metadata` events, each message framed as the AWS event stream encoding says
+  (prelude with lengths and CRC32, string headers, JSON payload, message CRC32);
+
+or one of the `Fault`s. HTTP errors carry `x-amzn-ErrorType` and a
+`{"message": ...}` body; a mid-stream failure is a `:message-type: exception`
+event. A request may pick its own fault with the `x-fake-fault` header.
+`FakeBedrockStats` records what arrived (including the raw, still-encoded path)
+and how each response ended, including streams the client closed early.
+
+    async with run_fake_bedrock() as fake:
+        fake.script.fault = "http_429"
+        ...  # configure BedrockConfig(base_url=fake.url, ...)
+        await fake.wait_stream_closed(within=1.0)
+
+Standalone: `python -m fakes.bedrock_server --port 9500 --chunks 50 --delay 0.02`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import hmac
+import json
+import re
+import signal
+import struct
+import uuid
+import zlib
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Literal, get_args
+from urllib.parse import quote
+
+from aiohttp import web
+
+from fakes.openai_server import FAULT_HEADER, FakeOpenAIStats
+
+Fault = Literal[
+    "none",
+    "http_400",
+    "http_403",
+    "http_404",
+    "http_429",
+    "http_500",
+    "stall_before_first",
+    "stall_mid_stream",
+    "truncated",
+    "error_event",
+    "empty",
+    "malformed",
+]
+FAULTS: tuple[Fault, ...] = get_args(Fault)
+
+FakeStopReason = Literal[
+    "end_turn",
+    "stop_sequence",
+    "max_tokens",
+    "tool_use",
+    "guardrail_intervened",
+    "content_filtered",
+    "model_context_window_exceeded",
+]
+
+EVENT_STREAM = "application/vnd.amazon.eventstream"
+
+_ERRORS: Mapping[int, tuple[str, str]] = MappingProxyType(
+    {
+        400: ("ValidationException", "A conversation must start with a user message."),
+        403: (
+            "AccessDeniedException",
+            "You don't have access to the model with the specified model ID.",
+        ),
+        404: (
+            "ResourceNotFoundException",
+            "Could not resolve the foundation model from the provided model identifier.",
+        ),
+        429: ("ThrottlingException", "Too many requests, please wait before trying again."),
+        500: ("InternalServerException", "The server encountered an internal error."),
+    }
+)
+_FAULT_STATUS: Mapping[str, int] = MappingProxyType(
+    {"http_400": 400, "http_403": 403, "http_404": 404, "http_429": 429, "http_500": 500}
+)
+_AUTH = re.compile(
+    r"AWS4-HMAC-SHA256 Credential=(?P<key>[^/,\s]+)/(?P<date>\d{8})/(?P<region>[^/]+)/"
+    r"(?P<service>[^/]+)/aws4_request, SignedHeaders=(?P<signed>[a-z0-9;\-]+), "
+    r"Signature=(?P<signature>[0-9a-f]{64})"
+)
+
+
+def encode_event(headers: Mapping[str, str], payload: bytes) -> bytes:
+    """One AWS event stream message: string headers (type 7) and a payload in; bytes out.
+
+    Layout: total length and headers length (big-endian uint32), the CRC32 of
+    those 8 bytes, the headers (name length, name, type 7, value length uint16,
+    value), the payload, and the CRC32 of everything before it.
+    """
+    encoded = b"".join(
+        bytes([len(name.encode())])
+        + name.encode()
+        + b"\x07"
+        + struct.pack(">H", len(value.encode()))
+        + value.encode()
+        for name, value in headers.items()
+    )
+    prelude = struct.pack(">II", 12 + len(encoded) + len(payload) + 4, len(encoded))
+    message = prelude + struct.pack(">I", zlib.crc32(prelude)) + encoded + payload
+    return message + struct.pack(">I", zlib.crc32(message))
+
+
+def event_message(event_type: str, payload: Mapping[str, Any]) -> bytes:
+    """A ConverseStream event (`:message-type: event`) with a JSON payload."""
+    headers = {
+        ":event-type": event_type,
+        ":content-type": "application/json",
+        ":message-type": "event",
+    }
+    return encode_event(headers, json.dumps(payload, separators=(",", ":")).encode())
+
+
+def exception_message(exception_type: str, message: str) -> bytes:
+    """A ConverseStream exception (`:message-type: exception`), e.g. throttlingException."""
+    headers = {
+        ":exception-type": exception_type,
+        ":content-type": "application/json",
+        ":message-type": "exception",
+    }
+    return encode_event(headers, json.dumps({"message": message}).encode())
+
+
+def sigv4_problem(
+    method: str,
+    raw_path: str,
+    headers: Mapping[str, str],
+    body: bytes,
+    secret_access_key: str,
+) -> str | None:
+    """Check a SigV4 signature independently of botocore; None when it verifies.
+
+    Canonical request per the SigV4 spec for services other than S3: the path
+    as sent, URI-encoded once more; no query; the signed headers, lower-cased
+    with values trimmed; the SHA-256 of the body.
+    """
+    match = _AUTH.fullmatch(headers.get("Authorization", ""))
+    if match is None:
+        return "Authorization header is not AWS4-HMAC-SHA256"
+    amz_date = headers.get("X-Amz-Date", "")
+    if not amz_date.startswith(match["date"]):
+        return "X-Amz-Date is missing or outside the credential scope"
+    signed = match["signed"].split(";")
+    missing = [name for name in signed if name not in headers]
+    if missing or "host" not in signed:
+        return f"signed headers missing from the request: {missing or ['host']}"
+    path, _, query = raw_path.partition("?")
+    canonical = "\n".join(
+        [
+            method,
+            quote(path, safe="/~"),
+            "&".join(sorted(query.split("&"))) if query else "",
+            "".join(f"{name}:{' '.join(headers[name].split())}\n" for name in signed),
+            match["signed"],
+            hashlib.sha256(body).hexdigest(),
+        ]
+    )
+    scope = f"{match['date']}/{match['region']}/{match['service']}/aws4_request"
+    to_sign = "\n".join(
+        ["AWS4-HMAC-SHA256", amz_date, scope, hashlib.sha256(canonical.encode()).hexdigest()]
+    )
+    key = f"AWS4{secret_access_key}".encode()
+    for part in (match["date"], match["region"], match["service"], "aws4_request"):
+        key = hmac.new(key, part.encode(), hashlib.sha256).digest()
+    expected = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
+    if not hmac.compare_digest(expected, match["signature"]):
+        return "signature mismatch"
+    return None
+
+
+@dataclass
+class FakeBedrockScript:
+    """How the fake answers; tests mutate it between (or during) requests.
+
+    `chunks` are the text deltas, `delay` the seconds slept before each one,
+    `stop_reason` the `messageStop` one. `fault_after_chunks` is how many deltas
+    `stall_mid_stream`, `truncated`, `error_event` and `malformed` send before
+    misbehaving; `exception_type` is the `error_event`'s `:exception-type`.
+    `truncate_inside_message` makes `truncated` cut a message in half instead of
+    ending between messages. `send_metadata` False ends the body right after
+    `messageStop`. `retry_after` is a 429's `Retry-After` (AWS sends none by
+    default). With `secret_access_key` set the signature itself is verified.
+    """
+
+    chunks: list[str] = field(default_factory=lambda: ["Hello", " from", " fake"])
+    delay: float = 0.0
+    stop_reason: FakeStopReason = "end_turn"
+    fault: Fault = "none"
+    fault_after_chunks: int = 1
+    exception_type: str = "modelStreamErrorException"
+    truncate_inside_message: bool = False
+    send_metadata: bool = True
+    retry_after: str | None = None
+    input_tokens: int = 7
+    secret_access_key: str | None = None
+
+
+@dataclass
+class FakeBedrockStats(FakeOpenAIStats):
+    """What the fake has seen: the fake OpenAI server's counters, plus the raw path
+    (the model ID as encoded on the wire) and the decoded model ID."""
+
+    last_raw_path: str = ""
+    last_model_id: str = ""
+
+
+FAKE_SCRIPT = web.AppKey("fake_bedrock_script", FakeBedrockScript)
+FAKE_STATS = web.AppKey("fake_bedrock_stats", FakeBedrockStats)
+_STOPPING = web.AppKey("fake_bedrock_stopping", asyncio.Event)
+
+STREAM_ERROR_MESSAGE = "The model stream encountered an error. Retry your request."
+
+
+class _ClientGone(Exception):
+    """The peer closed the connection while the fake was stalled."""
+
+
+def _error(
+    status: int, error_type: str, message: str, headers: Mapping[str, str] | None = None
+) -> web.Response:
+    return web.json_response(
+        {"message": message},
+        status=status,
+        headers={
+            "x-amzn-ErrorType": f"{error_type}:http://internal.amazon.com/coral/com.amazon.bedrock/",
+            "x-amzn-RequestId": str(uuid.uuid4()),
+            **(headers or {}),
+        },
+    )
+
+
+def _usage(script: FakeBedrockScript, output_tokens: int) -> dict[str, int]:
+    return {
+        "inputTokens": script.input_tokens,
+        "outputTokens": output_tokens,
+        "totalTokens": script.input_tokens + output_tokens,
+    }
+
+
+class _Handler:
+    """The request handler of one fake app (state lives on the app)."""
+
+    def __init__(self, app: web.Application, streaming: bool) -> None:
+        self._app = app
+        self._streaming = streaming
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        script = self._app[FAKE_SCRIPT]
+        stats = self._app[FAKE_STATS]
+        stats.requests += 1
+        stats.last_headers = dict(request.headers)
+        stats.last_path = request.path
+        stats.last_raw_path = request.raw_path
+        stats.last_model_id = request.match_info["model_id"]
+        stats.last_query = dict(request.query)
+        raw = await request.read()
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            body = None
+        stats.last_body = body if isinstance(body, dict) else None
+        stats.notify()
+
+        auth = request.headers.get("Authorization", "")
+        if not auth.startswith("AWS4-HMAC-SHA256 Credential="):
+            return _error(
+                403, "MissingAuthenticationTokenException", "Missing Authentication Token"
+            )
+        if script.secret_access_key is not None:
+            problem = sigv4_problem(
+                request.method, request.raw_path, request.headers, raw, script.secret_access_key
+            )
+            if problem is not None:
+                return _error(
+                    403,
+                    "InvalidSignatureException",
+                    "The request signature we calculated does not match the signature you "
+                    f"provided ({problem}).",
+                )
+        if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
+            return _error(400, "ValidationException", "messages is required")
+        fault: str = request.headers.get(FAULT_HEADER, script.fault)
+        if fault not in FAULTS:
+            return _error(400, "ValidationException", f"unknown {FAULT_HEADER} {fault!r}")
+        if fault == "error_event" and not self._streaming:
+            fault = "http_500"  # without a stream, a model failure is an error response
+        if fault in _FAULT_STATUS:
+            status = _FAULT_STATUS[fault]
+            headers: dict[str, str] = {}
+            if status == 429 and script.retry_after is not None:
+                headers["Retry-After"] = script.retry_after
+            error_type, message = _ERRORS[status]
+            return _error(status, error_type, message, headers)
+
+        stats.open_streams += 1
+        stats.streams_started += 1
+        stats.notify()
+        resp: web.StreamResponse | None = None
+        try:
+            if self._streaming:
+                resp = web.StreamResponse(
+                    headers={"Content-Type": EVENT_STREAM, "x-amzn-RequestId": str(uuid.uuid4())}
+                )
+                await resp.prepare(request)
+                await self._stream(request, resp, script, fault)
+            else:
+                resp = await self._converse(request, script, fault)
+        except (ConnectionResetError, _ClientGone):
+            stats.streams_closed_by_client += 1
+            return resp if resp is not None else web.Response()
+        except asyncio.CancelledError:
+            if not self._app[_STOPPING].is_set():
+                stats.streams_closed_by_client += 1
+            raise
+        else:
+            if not self._app[_STOPPING].is_set():
+                stats.streams_completed += 1
+            return resp
+        finally:
+            stats.open_streams -= 1
+            stats.notify()
+
+    async def _stall(self, request: web.Request) -> None:
+        """Wait until the client goes away (raise _ClientGone) or the server stops."""
+        stopping = self._app[_STOPPING]
+        while not stopping.is_set():
+            transport = request.transport
+            if transport is None or transport.is_closing():
+                raise _ClientGone
+            await asyncio.sleep(0.005)
+
+    async def _stream(
+        self, request: web.Request, resp: web.StreamResponse, script: FakeBedrockScript, fault: str
+    ) -> None:
+        if fault == "stall_before_first":
+            await self._stall(request)
+            return
+        await resp.write(event_message("messageStart", {"p": "abcdefgh", "role": "assistant"}))
+        chunks = [] if fault == "empty" else script.chunks
+        sent = 0
+        for text in chunks:
+            if fault in ("stall_mid_stream", "truncated", "error_event", "malformed") and (
+                sent >= script.fault_after_chunks
+            ):
+                break
+            if script.delay:
+                await asyncio.sleep(script.delay)
+            delta = {"contentBlockIndex": 0, "delta": {"text": text}, "p": "abcdefghijkl"}
+            await resp.write(event_message("contentBlockDelta", delta))
+            sent += 1
+
+        if fault == "stall_mid_stream":
+            await self._stall(request)
+            return
+        if fault == "truncated":
+            stop = event_message("messageStop", {"p": "abc", "stopReason": script.stop_reason})
+            cut = stop[: len(stop) // 2] if script.truncate_inside_message else b""
+            await resp.write_eof(cut)
+            return
+        if fault == "error_event":
+            await resp.write_eof(exception_message(script.exception_type, STREAM_ERROR_MESSAGE))
+            return
+        if fault == "malformed":
+            broken = bytearray(event_message("contentBlockDelta", {"delta": {"text": "x"}}))
+            broken[-1] ^= 0xFF  # the message CRC no longer matches
+            await resp.write_eof(bytes(broken))
+            return
+        await resp.write(event_message("contentBlockStop", {"contentBlockIndex": 0, "p": "ab"}))
+        stop = event_message("messageStop", {"p": "abcd", "stopReason": script.stop_reason})
+        if not script.send_metadata:
+            await resp.write_eof(stop)
+            return
+        await resp.write(stop)
+        metadata = {"metrics": {"latencyMs": 42}, "p": "abc", "usage": _usage(script, sent)}
+        await resp.write_eof(event_message("metadata", metadata))
+
+    async def _converse(
+        self, request: web.Request, script: FakeBedrockScript, fault: str
+    ) -> web.StreamResponse:
+        if fault == "stall_before_first":
+            await self._stall(request)
+        chunks = [] if fault == "empty" else script.chunks
+        payload = {
+            "output": {"message": {"role": "assistant", "content": [{"text": "".join(chunks)}]}},
+            "stopReason": script.stop_reason,
+            "usage": _usage(script, len(chunks)),
+            "metrics": {"latencyMs": 42},
+        }
+        data = json.dumps(payload).encode()
+        headers = {"x-amzn-RequestId": str(uuid.uuid4())}
+        if fault == "malformed":
+            return web.Response(
+                body=data[: len(data) // 2], content_type="application/json", headers=headers
+            )
+        if fault in ("stall_mid_stream", "truncated"):
+            resp = web.StreamResponse(headers={"Content-Type": "application/json", **headers})
+            resp.content_length = len(data)
+            await resp.prepare(request)
+            await resp.write(data[: len(data) // 2])
+            if fault == "stall_mid_stream":
+                await self._stall(request)
+            elif request.transport is not None:
+                request.transport.close()
+            return resp
+        return web.Response(body=data, content_type="application/json", headers=headers)
+
+
+def make_fake_bedrock_app(script: FakeBedrockScript | None = None) -> web.Application:
+    """Build the fake's aiohttp app: Converse / ConverseStream requests in, scripted
+    Bedrock answers out. The script and stats live in `app[FAKE_SCRIPT]` and
+    `app[FAKE_STATS]`."""
+    app = web.Application()
+    app[FAKE_SCRIPT] = script if script is not None else FakeBedrockScript()
+    app[FAKE_STATS] = FakeBedrockStats()
+    app[_STOPPING] = asyncio.Event()
+
+    async def on_shutdown(app: web.Application) -> None:
+        app[_STOPPING].set()
+
+    app.on_shutdown.append(on_shutdown)
+    app.router.add_post("/model/{model_id}/converse", _Handler(app, streaming=False).handle)
+    app.router.add_post("/model/{model_id}/converse-stream", _Handler(app, streaming=True).handle)
+    return app
+
+
+@dataclass(frozen=True)
+class FakeBedrock:
+    """A running fake: `url` is what `BedrockConfig.base_url` takes."""
+
+    url: str
+    app: web.Application
+
+    @property
+    def script(self) -> FakeBedrockScript:
+        """The live script; mutate it to change the next answers."""
+        return self.app[FAKE_SCRIPT]
+
+    @property
+    def stats(self) -> FakeBedrockStats:
+        """What the fake has recorded so far."""
+        return self.app[FAKE_STATS]
+
+    async def wait_stream_closed(self, within: float = 1.0, count: int = 1) -> None:
+        """Return once `count` streams were closed by the client (else TimeoutError)."""
+        await self.stats.wait_stream_closed(within, count)
+
+
+@asynccontextmanager
+async def run_fake_bedrock(
+    *, host: str = "127.0.0.1", port: int = 0, script: FakeBedrockScript | None = None
+) -> AsyncIterator[FakeBedrock]:
+    """Serve the fake on `host:port` (0 picks a free port) for the `async with` body.
+
+    Yields a `FakeBedrock`; on exit the listener closes and stalled responses end.
+    """
+    app = make_fake_bedrock_app(script)
+    runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=2.0)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        yield FakeBedrock(url=f"http://{host}:{runner.addresses[0][1]}", app=app)
+    finally:
+        await runner.cleanup()
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Fake AWS Bedrock runtime (Converse)")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=9500)
+    parser.add_argument("--chunks", type=int, default=3, help="text deltas per answer")
+    parser.add_argument("--delay", type=float, default=0.0, help="seconds before each delta")
+    parser.add_argument("--fault", choices=FAULTS, default="none")
+    parser.add_argument("--secret", default=None, help="verify signatures with this secret key")
+    return parser.parse_args(argv)
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    script = FakeBedrockScript(
+        chunks=[f"tok{i} " for i in range(args.chunks)],
+        delay=args.delay,
+        fault=args.fault,
+        secret_access_key=args.secret,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with run_fake_bedrock(host=args.host, port=args.port, script=script) as fake:
+        print(f"fake Bedrock listening on {fake.url}", flush=True)
+        await stop.wait()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command line entry: parse flags, serve until SIGINT/SIGTERM."""
+    asyncio.run(_serve(_parse_args(argv)))
+
+
+if __name__ == "__main__":
+    main()

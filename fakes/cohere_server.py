@@ -1,0 +1,416 @@
+"""A fake Cohere chat API (v1 and v2) on 127.0.0.1, for tests and benchmarks.
+
+Flow: a `POST /v2/chat` or `POST /v1/chat` request comes in; the server answers
+as the mutable `FakeCohereScript` says, in the wire format of the API asked:
+
+- v2: a chat JSON (`message.content[].text`, `finish_reason`, `usage`) or an SSE
+  stream of `message-start`, `content-start`, `content-delta`..., `content-end`,
+  `message-end` (finish reason and usage) events, each with `event:` and a JSON
+  `data:` whose `type` repeats the name;
+- v1: a chat JSON (`text`, `finish_reason`, `meta.billed_units`) or a JSON-lines
+  stream (no SSE) of `stream-start`, `text-generation`..., `stream-end` objects;
+
+or one of the `Fault`s. Like the real API it wants `Authorization: Bearer ...`
+(401 without one); errors are `{"message": ...}` bodies. A generation that
+fails mid-stream (`error_event`) ends with finish reason ERROR, as Cohere's
+does. A request may pick its own fault with the `x-fake-fault` header.
+`FakeCohereStats` records what arrived and how each response ended, including
+streams the client closed before completion.
+
+    async with run_fake_cohere() as fake:
+        fake.script.fault = "http_429"
+        ...  # configure CohereConfig(base_url=fake.url, api="v1" or "v2", ...)
+        await fake.wait_stream_closed(within=1.0)
+
+Standalone: `python -m fakes.cohere_server --port 9300 --chunks 50 --delay 0.02`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Literal, get_args
+
+from aiohttp import web
+
+from fakes.openai_server import FAULT_HEADER, FakeOpenAIStats
+
+Fault = Literal[
+    "none",
+    "http_400",
+    "http_401",
+    "http_429",
+    "http_498",
+    "http_500",
+    "stall_before_first",
+    "stall_mid_stream",
+    "truncated",
+    "error_event",
+    "empty",
+    "malformed",
+]
+FAULTS: tuple[Fault, ...] = get_args(Fault)
+
+FakeFinishReason = Literal[
+    "COMPLETE", "STOP_SEQUENCE", "MAX_TOKENS", "TOOL_CALL", "ERROR_TOXIC", "ERROR_LIMIT", "TIMEOUT"
+]
+
+_ERRORS: Mapping[int, str] = MappingProxyType(
+    {
+        400: "invalid request: message must be at least 1 token long or tool results "
+        "must be specified.",
+        401: "invalid api token",
+        429: "You are using a Trial key, which is limited to 10 API calls / minute. You can "
+        "continue to use the Trial key for free or upgrade to a Production key.",
+        498: "invalid api token",
+        500: "internal server error, this has been reported to our developers",
+    }
+)
+_FAULT_STATUS: Mapping[str, int] = MappingProxyType(
+    {"http_400": 400, "http_401": 401, "http_429": 429, "http_498": 498, "http_500": 500}
+)
+GENERATION_ERROR = "internal server error: the generation failed, please retry"
+
+
+@dataclass
+class FakeCohereScript:
+    """How the fake answers; tests mutate it between (or during) requests.
+
+    `chunks` are the text pieces, `delay` the seconds slept before each one,
+    `finish_reason` Cohere's (upper case, as both APIs send it).
+    `fault_after_chunks` is how many pieces `stall_mid_stream`, `truncated`,
+    `error_event` and `malformed` send before misbehaving. `retry_after` is the
+    429's `Retry-After` (None omits it). `input_tokens` is the billed prompt size.
+    """
+
+    chunks: list[str] = field(default_factory=lambda: ["Hello", " from", " fake"])
+    delay: float = 0.0
+    finish_reason: FakeFinishReason = "COMPLETE"
+    fault: Fault = "none"
+    fault_after_chunks: int = 1
+    retry_after: str | None = "1"
+    input_tokens: int = 7
+
+
+class FakeCohereStats(FakeOpenAIStats):
+    """What the fake has seen (the same counters as the fake OpenAI server's)."""
+
+
+FAKE_SCRIPT = web.AppKey("fake_cohere_script", FakeCohereScript)
+FAKE_STATS = web.AppKey("fake_cohere_stats", FakeCohereStats)
+_STOPPING = web.AppKey("fake_cohere_stopping", asyncio.Event)
+
+
+class _ClientGone(Exception):
+    """The peer closed the connection while the fake was stalled."""
+
+
+def _error(status: int, message: str, headers: Mapping[str, str] | None = None) -> web.Response:
+    return web.json_response({"message": message}, status=status, headers=headers)
+
+
+def _usage(script: FakeCohereScript, output_tokens: int) -> dict[str, Any]:
+    return {
+        "billed_units": {"input_tokens": script.input_tokens, "output_tokens": output_tokens},
+        "tokens": {"input_tokens": script.input_tokens + 180, "output_tokens": output_tokens},
+    }
+
+
+def _sse(kind: str, payload: Mapping[str, Any]) -> bytes:
+    return f"event: {kind}\ndata: {json.dumps({'type': kind, **payload})}\n\n".encode()
+
+
+def _json_line(payload: Mapping[str, Any]) -> bytes:
+    return json.dumps(payload).encode() + b"\n"
+
+
+class _Handler:
+    """The request handler of one fake app (state lives on the app)."""
+
+    def __init__(self, app: web.Application, api: Literal["v1", "v2"]) -> None:
+        self._app = app
+        self._api = api
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        script = self._app[FAKE_SCRIPT]
+        stats = self._app[FAKE_STATS]
+        stats.requests += 1
+        stats.last_headers = dict(request.headers)
+        stats.last_path = request.path
+        stats.last_query = dict(request.query)
+        try:
+            body = await request.json()
+        except ValueError:
+            body = None
+        stats.last_body = body if isinstance(body, dict) else None
+        stats.notify()
+        if not request.headers.get("Authorization", "").lower().startswith("bearer "):
+            return _error(401, "no api key supplied")
+        if not isinstance(body, dict):
+            return _error(400, "invalid request: could not parse the JSON body")
+        fault: str = request.headers.get(FAULT_HEADER, script.fault)
+        if fault not in FAULTS:
+            return _error(400, f"invalid request: unknown {FAULT_HEADER} {fault!r}")
+        if fault in _FAULT_STATUS:
+            status = _FAULT_STATUS[fault]
+            headers: dict[str, str] = {}
+            if status == 429 and script.retry_after is not None:
+                headers["Retry-After"] = script.retry_after
+            return _error(status, _ERRORS[status], headers)
+
+        stats.open_streams += 1
+        stats.streams_started += 1
+        stats.notify()
+        resp: web.StreamResponse | None = None
+        try:
+            if body.get("stream"):
+                content_type = (
+                    "text/event-stream" if self._api == "v2" else "application/stream+json"
+                )
+                resp = web.StreamResponse(headers={"Content-Type": content_type})
+                await resp.prepare(request)
+                await self._stream(request, resp, script, fault)
+            else:
+                resp = await self._complete(request, script, fault)
+        except (ConnectionResetError, _ClientGone):
+            stats.streams_closed_by_client += 1
+            return resp if resp is not None else web.Response()
+        except asyncio.CancelledError:
+            if not self._app[_STOPPING].is_set():
+                stats.streams_closed_by_client += 1
+            raise
+        else:
+            if not self._app[_STOPPING].is_set():
+                stats.streams_completed += 1
+            return resp
+        finally:
+            stats.open_streams -= 1
+            stats.notify()
+
+    async def _stall(self, request: web.Request) -> None:
+        """Wait until the client goes away (raise _ClientGone) or the server stops."""
+        stopping = self._app[_STOPPING]
+        while not stopping.is_set():
+            transport = request.transport
+            if transport is None or transport.is_closing():
+                raise _ClientGone
+            await asyncio.sleep(0.005)
+
+    async def _stream(
+        self, request: web.Request, resp: web.StreamResponse, script: FakeCohereScript, fault: str
+    ) -> None:
+        v2 = self._api == "v2"
+        ident = str(uuid.uuid4())
+        if fault == "stall_before_first":
+            await self._stall(request)
+            return
+        if v2:
+            start = {"role": "assistant", "content": [], "tool_plan": "", "tool_calls": []}
+            await resp.write(_sse("message-start", {"id": ident, "delta": {"message": start}}))
+            content = {"type": "text", "text": ""}
+            await resp.write(
+                _sse("content-start", {"index": 0, "delta": {"message": {"content": content}}})
+            )
+        else:
+            await resp.write(
+                _json_line(
+                    {"is_finished": False, "event_type": "stream-start", "generation_id": ident}
+                )
+            )
+
+        chunks = [] if fault == "empty" else script.chunks
+        sent: list[str] = []
+        for text in chunks:
+            if fault in ("stall_mid_stream", "truncated", "error_event", "malformed") and (
+                len(sent) >= script.fault_after_chunks
+            ):
+                break
+            if script.delay:
+                await asyncio.sleep(script.delay)
+            if v2:
+                delta = {"message": {"content": {"text": text}}}
+                await resp.write(_sse("content-delta", {"index": 0, "delta": delta}))
+            else:
+                await resp.write(
+                    _json_line(
+                        {"is_finished": False, "event_type": "text-generation", "text": text}
+                    )
+                )
+            sent.append(text)
+
+        if fault == "stall_mid_stream":
+            await self._stall(request)
+            return
+        if fault == "truncated":
+            await resp.write_eof()
+            return
+        if fault == "malformed":
+            broken = b'event: content-delta\ndata: {"type": "content-delta", "delta": {\n\n'
+            await resp.write_eof(broken if v2 else b'{"event_type": "text-generation", "te\n')
+            return
+        reason = "ERROR" if fault == "error_event" else script.finish_reason
+        usage = _usage(script, len(sent))
+        if v2:
+            await resp.write(_sse("content-end", {"index": 0}))
+            end: dict[str, Any] = {"finish_reason": reason, "usage": usage}
+            if fault == "error_event":
+                end["error"] = GENERATION_ERROR
+            await resp.write_eof(_sse("message-end", {"delta": end}))
+        else:
+            response = {
+                "response_id": f"resp-{ident}",
+                "text": "".join(sent),
+                "generation_id": ident,
+                "chat_history": [],
+                "finish_reason": reason,
+                "meta": {"api_version": {"version": "1"}, **usage},
+            }
+            await resp.write_eof(
+                _json_line(
+                    {
+                        "is_finished": True,
+                        "event_type": "stream-end",
+                        "response": response,
+                        "finish_reason": reason,
+                    }
+                )
+            )
+
+    async def _complete(
+        self, request: web.Request, script: FakeCohereScript, fault: str
+    ) -> web.StreamResponse:
+        if fault == "stall_before_first":
+            await self._stall(request)
+        text = "" if fault == "empty" else "".join(script.chunks)
+        reason = "ERROR" if fault == "error_event" else script.finish_reason
+        tokens = 0 if fault == "empty" else len(script.chunks)
+        ident = str(uuid.uuid4())
+        payload: dict[str, Any]
+        if self._api == "v2":
+            payload = {
+                "id": ident,
+                "message": {"role": "assistant", "content": [{"type": "text", "text": text}]},
+                "finish_reason": reason,
+                "usage": _usage(script, tokens),
+            }
+        else:
+            payload = {
+                "response_id": ident,
+                "text": text,
+                "generation_id": str(uuid.uuid4()),
+                "chat_history": [],
+                "finish_reason": reason,
+                "meta": {"api_version": {"version": "1"}, **_usage(script, tokens)},
+            }
+        data = json.dumps(payload).encode()
+        if fault == "malformed":
+            return web.Response(body=data[: len(data) // 2], content_type="application/json")
+        if fault in ("stall_mid_stream", "truncated"):
+            resp = web.StreamResponse(headers={"Content-Type": "application/json"})
+            resp.content_length = len(data)
+            await resp.prepare(request)
+            await resp.write(data[: len(data) // 2])
+            if fault == "stall_mid_stream":
+                await self._stall(request)
+            elif request.transport is not None:
+                request.transport.close()
+            return resp
+        return web.Response(body=data, content_type="application/json")
+
+
+def make_fake_cohere_app(script: FakeCohereScript | None = None) -> web.Application:
+    """Build the fake's aiohttp app: `POST /v2/chat` and `POST /v1/chat` in, scripted
+    Cohere answers out. The script and stats live in `app[FAKE_SCRIPT]` and
+    `app[FAKE_STATS]`."""
+    app = web.Application()
+    app[FAKE_SCRIPT] = script if script is not None else FakeCohereScript()
+    app[FAKE_STATS] = FakeCohereStats()
+    app[_STOPPING] = asyncio.Event()
+
+    async def on_shutdown(app: web.Application) -> None:
+        app[_STOPPING].set()
+
+    app.on_shutdown.append(on_shutdown)
+    app.router.add_post("/v2/chat", _Handler(app, "v2").handle)
+    app.router.add_post("/v1/chat", _Handler(app, "v1").handle)
+    return app
+
+
+@dataclass(frozen=True)
+class FakeCohere:
+    """A running fake: `url` is what `CohereConfig.base_url` takes (both APIs)."""
+
+    url: str
+    app: web.Application
+
+    @property
+    def script(self) -> FakeCohereScript:
+        """The live script; mutate it to change the next answers."""
+        return self.app[FAKE_SCRIPT]
+
+    @property
+    def stats(self) -> FakeCohereStats:
+        """What the fake has recorded so far."""
+        return self.app[FAKE_STATS]
+
+    async def wait_stream_closed(self, within: float = 1.0, count: int = 1) -> None:
+        """Return once `count` streams were closed by the client (else TimeoutError)."""
+        await self.stats.wait_stream_closed(within, count)
+
+
+@asynccontextmanager
+async def run_fake_cohere(
+    *, host: str = "127.0.0.1", port: int = 0, script: FakeCohereScript | None = None
+) -> AsyncIterator[FakeCohere]:
+    """Serve the fake on `host:port` (0 picks a free port) for the `async with` body.
+
+    Yields a `FakeCohere`; on exit the listener closes and stalled responses end.
+    """
+    app = make_fake_cohere_app(script)
+    runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=2.0)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        yield FakeCohere(url=f"http://{host}:{runner.addresses[0][1]}", app=app)
+    finally:
+        await runner.cleanup()
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Fake Cohere chat server (v1 and v2)")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=9300)
+    parser.add_argument("--chunks", type=int, default=3, help="text pieces per answer")
+    parser.add_argument("--delay", type=float, default=0.0, help="seconds before each piece")
+    parser.add_argument("--fault", choices=FAULTS, default="none")
+    return parser.parse_args(argv)
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    script = FakeCohereScript(
+        chunks=[f"tok{i} " for i in range(args.chunks)], delay=args.delay, fault=args.fault
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with run_fake_cohere(host=args.host, port=args.port, script=script) as fake:
+        print(f"fake Cohere listening on {fake.url}", flush=True)
+        await stop.wait()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command line entry: parse flags, serve until SIGINT/SIGTERM."""
+    asyncio.run(_serve(_parse_args(argv)))
+
+
+if __name__ == "__main__":
+    main()

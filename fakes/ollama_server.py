@@ -1,0 +1,362 @@
+"""A fake Ollama server (native `POST /api/chat`) on 127.0.0.1, for tests and benchmarks.
+
+Flow: an Ollama chat request comes in; the server answers as the mutable
+`FakeOllamaScript` says — one JSON object (`stream: false`), an NDJSON stream of
+`{"message": {...}, "done": false}` lines ending in a `done: true` line with
+`done_reason` and token counts (Ollama streams unless told `stream: false`), or
+one of the `Fault`s. Errors are Ollama's `{"error": "..."}` bodies, and a failure
+mid-stream is an `{"error": ...}` line in a 200 stream, as Ollama does it. A
+request may pick its own fault with the `x-fake-fault` header. `FakeOllamaStats`
+records what arrived and how each response ended, including streams the client
+closed before completion.
+
+    async with run_fake_ollama() as fake:
+        fake.script.fault = "http_404"
+        ...  # configure OllamaConfig(base_url=fake.url, ...)
+        await fake.wait_stream_closed(within=1.0)
+
+Standalone: `python -m fakes.ollama_server --port 9400 --chunks 50 --delay 0.02`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from types import MappingProxyType
+from typing import Any, Literal, get_args
+
+from aiohttp import web
+
+from fakes.openai_server import FAULT_HEADER, FakeOpenAIStats
+
+Fault = Literal[
+    "none",
+    "http_400",
+    "http_401",
+    "http_404",
+    "http_429",
+    "http_500",
+    "stall_before_first",
+    "stall_mid_stream",
+    "truncated",
+    "error_event",
+    "empty",
+    "malformed",
+]
+FAULTS: tuple[Fault, ...] = get_args(Fault)
+
+FakeDoneReason = Literal["stop", "length", "load"]
+
+_ERRORS: Mapping[int, str] = MappingProxyType(
+    {
+        400: "invalid options: num_predict must be an integer",
+        401: "unauthorized",
+        404: 'model "{model}" not found, try pulling it first',
+        429: "too many requests, please try again later",
+        500: "llama runner process has terminated: exit status 2",
+    }
+)
+_FAULT_STATUS: Mapping[str, int] = MappingProxyType(
+    {"http_400": 400, "http_401": 401, "http_404": 404, "http_429": 429, "http_500": 500}
+)
+MID_STREAM_ERROR = "an error was encountered while running the model: unexpected EOF"
+
+
+@dataclass
+class FakeOllamaScript:
+    """How the fake answers; tests mutate it between (or during) requests.
+
+    `chunks` are the content pieces, `delay` the seconds slept before each one,
+    `done_reason` the last line's. `fault_after_chunks` is how many pieces
+    `stall_mid_stream`, `truncated`, `error_event` and `malformed` send before
+    misbehaving. `retry_after` is the 429's `Retry-After` (None omits it).
+    `split_lines` writes each line in two pieces so one straddles TCP reads.
+    """
+
+    chunks: list[str] = field(default_factory=lambda: ["Hello", " from", " fake"])
+    delay: float = 0.0
+    done_reason: FakeDoneReason = "stop"
+    fault: Fault = "none"
+    fault_after_chunks: int = 1
+    retry_after: str | None = "1"
+    prompt_tokens: int = 7
+    split_lines: bool = False
+
+
+class FakeOllamaStats(FakeOpenAIStats):
+    """What the fake has seen (the same counters as the fake OpenAI server's)."""
+
+
+FAKE_SCRIPT = web.AppKey("fake_ollama_script", FakeOllamaScript)
+FAKE_STATS = web.AppKey("fake_ollama_stats", FakeOllamaStats)
+_STOPPING = web.AppKey("fake_ollama_stopping", asyncio.Event)
+
+
+class _ClientGone(Exception):
+    """The peer closed the connection while the fake was stalled."""
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _line(obj: Mapping[str, Any]) -> bytes:
+    return json.dumps(obj, separators=(",", ":")).encode() + b"\n"
+
+
+class _Handler:
+    """The request handler of one fake app (state lives on the app)."""
+
+    def __init__(self, app: web.Application) -> None:
+        self._app = app
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        script = self._app[FAKE_SCRIPT]
+        stats = self._app[FAKE_STATS]
+        stats.requests += 1
+        stats.last_headers = dict(request.headers)
+        stats.last_path = request.path
+        stats.last_query = dict(request.query)
+        try:
+            body = await request.json()
+        except ValueError:
+            body = None
+        stats.last_body = body if isinstance(body, dict) else None
+        stats.notify()
+        if not isinstance(body, dict):
+            return web.json_response({"error": "missing request body"}, status=400)
+        fault: str = request.headers.get(FAULT_HEADER, script.fault)
+        if fault not in FAULTS:
+            return web.json_response({"error": f"unknown {FAULT_HEADER} {fault!r}"}, status=400)
+        model = str(body.get("model") or "")
+        if not model:
+            return web.json_response({"error": "model is required"}, status=400)
+        streaming = body.get("stream", True) is not False
+        if fault == "error_event" and not streaming:
+            fault = "http_500"  # without a stream, a runner failure is a 500 body
+        if fault in _FAULT_STATUS:
+            status = _FAULT_STATUS[fault]
+            headers: dict[str, str] = {}
+            if status == 429 and script.retry_after is not None:
+                headers["Retry-After"] = script.retry_after
+            message = _ERRORS[status].format(model=model)
+            return web.json_response({"error": message}, status=status, headers=headers)
+
+        stats.open_streams += 1
+        stats.streams_started += 1
+        stats.notify()
+        resp: web.StreamResponse | None = None
+        try:
+            if streaming:
+                resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+                await resp.prepare(request)
+                await self._stream(request, resp, script, fault, model)
+            else:
+                resp = await self._complete(request, script, fault, model)
+        except (ConnectionResetError, _ClientGone):
+            stats.streams_closed_by_client += 1
+            return resp if resp is not None else web.Response()
+        except asyncio.CancelledError:
+            if not self._app[_STOPPING].is_set():
+                stats.streams_closed_by_client += 1
+            raise
+        else:
+            if not self._app[_STOPPING].is_set():
+                stats.streams_completed += 1
+            return resp
+        finally:
+            stats.open_streams -= 1
+            stats.notify()
+
+    async def _stall(self, request: web.Request) -> None:
+        """Wait until the client goes away (raise _ClientGone) or the server stops."""
+        stopping = self._app[_STOPPING]
+        while not stopping.is_set():
+            transport = request.transport
+            if transport is None or transport.is_closing():
+                raise _ClientGone
+            await asyncio.sleep(0.005)
+
+    async def _stream(
+        self,
+        request: web.Request,
+        resp: web.StreamResponse,
+        script: FakeOllamaScript,
+        fault: str,
+        model: str,
+    ) -> None:
+        async def send(obj: Mapping[str, Any]) -> None:
+            data = _line(obj)
+            if script.split_lines:
+                half = len(data) // 2
+                await resp.write(data[:half])
+                await asyncio.sleep(0.001)
+                await resp.write(data[half:])
+            else:
+                await resp.write(data)
+
+        if fault == "stall_before_first":
+            await self._stall(request)
+            return
+        chunks = [] if fault == "empty" else script.chunks
+        sent = 0
+        for text in chunks:
+            if fault in ("stall_mid_stream", "truncated", "error_event", "malformed") and (
+                sent >= script.fault_after_chunks
+            ):
+                break
+            if script.delay:
+                await asyncio.sleep(script.delay)
+            message = {"role": "assistant", "content": text}
+            await send({"model": model, "created_at": _now(), "message": message, "done": False})
+            sent += 1
+        if fault == "stall_mid_stream":
+            await self._stall(request)
+            return
+        if fault == "truncated":
+            await resp.write_eof()
+            return
+        if fault == "error_event":
+            await resp.write_eof(_line({"error": MID_STREAM_ERROR}))
+            return
+        if fault == "malformed":
+            await resp.write_eof(b'{"model": "broken", "message": {"content": \n')
+            return
+        await resp.write_eof(_line(self._final(script, model, "", sent)))
+
+    def _final(
+        self, script: FakeOllamaScript, model: str, content: str, eval_count: int
+    ) -> dict[str, Any]:
+        return {
+            "model": model,
+            "created_at": _now(),
+            "message": {"role": "assistant", "content": content},
+            "done_reason": script.done_reason,
+            "done": True,
+            "total_duration": 5_000_000,
+            "load_duration": 1_000_000,
+            "prompt_eval_count": script.prompt_tokens,
+            "prompt_eval_duration": 1_000_000,
+            "eval_count": eval_count,
+            "eval_duration": 3_000_000,
+        }
+
+    async def _complete(
+        self, request: web.Request, script: FakeOllamaScript, fault: str, model: str
+    ) -> web.StreamResponse:
+        if fault == "stall_before_first":
+            await self._stall(request)
+        chunks = [] if fault == "empty" else script.chunks
+        data = json.dumps(self._final(script, model, "".join(chunks), len(chunks))).encode()
+        if fault == "malformed":
+            return web.Response(
+                body=b'{"model": "broken", "message": {', content_type="application/json"
+            )
+        if fault in ("stall_mid_stream", "truncated"):
+            resp = web.StreamResponse(headers={"Content-Type": "application/json"})
+            resp.content_length = len(data)
+            await resp.prepare(request)
+            await resp.write(data[: len(data) // 2])
+            if fault == "stall_mid_stream":
+                await self._stall(request)
+            elif request.transport is not None:
+                request.transport.close()
+            return resp
+        return web.Response(body=data, content_type="application/json")
+
+
+def make_fake_ollama_app(script: FakeOllamaScript | None = None) -> web.Application:
+    """Build the fake's aiohttp app: `POST /api/chat` in, scripted Ollama answers out.
+
+    The script and stats live in `app[FAKE_SCRIPT]` and `app[FAKE_STATS]`.
+    """
+    app = web.Application()
+    app[FAKE_SCRIPT] = script if script is not None else FakeOllamaScript()
+    app[FAKE_STATS] = FakeOllamaStats()
+    app[_STOPPING] = asyncio.Event()
+
+    async def on_shutdown(app: web.Application) -> None:
+        app[_STOPPING].set()
+
+    app.on_shutdown.append(on_shutdown)
+    app.router.add_post("/api/chat", _Handler(app).handle)
+    return app
+
+
+@dataclass(frozen=True)
+class FakeOllama:
+    """A running fake: `url` is what `OllamaConfig.base_url` takes."""
+
+    url: str
+    app: web.Application
+
+    @property
+    def script(self) -> FakeOllamaScript:
+        """The live script; mutate it to change the next answers."""
+        return self.app[FAKE_SCRIPT]
+
+    @property
+    def stats(self) -> FakeOllamaStats:
+        """What the fake has recorded so far."""
+        return self.app[FAKE_STATS]
+
+    async def wait_stream_closed(self, within: float = 1.0, count: int = 1) -> None:
+        """Return once `count` streams were closed by the client (else TimeoutError)."""
+        await self.stats.wait_stream_closed(within, count)
+
+
+@asynccontextmanager
+async def run_fake_ollama(
+    *, host: str = "127.0.0.1", port: int = 0, script: FakeOllamaScript | None = None
+) -> AsyncIterator[FakeOllama]:
+    """Serve the fake on `host:port` (0 picks a free port) for the `async with` body.
+
+    Yields a `FakeOllama`; on exit the listener closes and stalled responses end.
+    """
+    app = make_fake_ollama_app(script)
+    runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=2.0)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        yield FakeOllama(url=f"http://{host}:{runner.addresses[0][1]}", app=app)
+    finally:
+        await runner.cleanup()
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Fake Ollama chat server")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=9400)
+    parser.add_argument("--chunks", type=int, default=3, help="content pieces per answer")
+    parser.add_argument("--delay", type=float, default=0.0, help="seconds before each piece")
+    parser.add_argument("--fault", choices=FAULTS, default="none")
+    return parser.parse_args(argv)
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    script = FakeOllamaScript(
+        chunks=[f"tok{i} " for i in range(args.chunks)], delay=args.delay, fault=args.fault
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with run_fake_ollama(host=args.host, port=args.port, script=script) as fake:
+        print(f"fake Ollama listening on {fake.url}", flush=True)
+        await stop.wait()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command line entry: parse flags, serve until SIGINT/SIGTERM."""
+    asyncio.run(_serve(_parse_args(argv)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,444 @@
+"""The AWS Bedrock adapter: the Converse and ConverseStream APIs, SigV4-signed.
+
+Flow: `ChatParams` in; a JSON body signed by botocore's `SigV4Auth` (service
+"bedrock") and POSTed with the app's shared aiohttp session to
+`{endpoint}/model/{modelId}/converse-stream` (or `/converse`); `ChatDelta`s out
+of the binary AWS event stream, decoded by botocore's `EventStreamBuffer` as bytes
+arrive, or one `ChatResult` from Converse. Every failure leaves as a
+`ProviderError`; the secret key and session token never appear in one.
+
+    vendor:  -messageStart-delta"Hi"-delta"!"-contentBlockStop-messageStop-metadata-EOF|
+    out:     --------------"Hi"-----"!"----------------------------------------final|
+
+The stream is complete when the body ends after `messageStop` (the `metadata`
+event with usage comes after it). `:message-type: exception` events raise by their
+`:exception-type`: throttlingException is RATE_LIMITED, validationException
+BAD_REQUEST, the server-side ones TRANSIENT.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncGenerator, Mapping
+from types import MappingProxyType
+from typing import Any, NoReturn
+from urllib.parse import quote
+
+import aiohttp
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+from botocore.eventstream import EventStreamBuffer, ParserError
+from yarl import URL
+
+from config.models import BedrockConfig, ClientConfig
+from providers.http_errors import error_from_exception, error_from_response, redact
+from providers.types import (
+    ChatDelta,
+    ChatParams,
+    ChatResult,
+    ErrorCategory,
+    FinishReason,
+    Message,
+    ProviderError,
+    TokenUsage,
+    classify_http_status,
+)
+
+SIGNING_SERVICE = "bedrock"
+EVENT_STREAM = "application/vnd.amazon.eventstream"
+
+STOP_REASONS: Mapping[str, FinishReason] = MappingProxyType(
+    {
+        "end_turn": "complete",
+        "stop_sequence": "complete",
+        "max_tokens": "max_tokens",
+        "model_context_window_exceeded": "max_tokens",
+        "guardrail_intervened": "content_filtered",
+        "content_filtered": "content_filtered",
+        "tool_use": "other",
+    }
+)
+
+ERROR_CATEGORIES: Mapping[str, ErrorCategory] = MappingProxyType(
+    {
+        "throttlingexception": ErrorCategory.RATE_LIMITED,
+        "servicequotaexceededexception": ErrorCategory.RATE_LIMITED,
+        "validationexception": ErrorCategory.BAD_REQUEST,
+        "accessdeniedexception": ErrorCategory.AUTH,
+        "unrecognizedclientexception": ErrorCategory.AUTH,
+        "invalidsignatureexception": ErrorCategory.AUTH,
+        "expiredtokenexception": ErrorCategory.AUTH,
+        "missingauthenticationtokenexception": ErrorCategory.AUTH,
+        "modeltimeoutexception": ErrorCategory.TIMEOUT,
+        # A model ID this account cannot reach is this model's configuration, not
+        # the client's input: another model can answer, so fail over (TRANSIENT).
+        "resourcenotfoundexception": ErrorCategory.TRANSIENT,
+        "modelerrorexception": ErrorCategory.TRANSIENT,
+        "modelstreamerrorexception": ErrorCategory.TRANSIENT,
+        "internalserverexception": ErrorCategory.TRANSIENT,
+        "serviceunavailableexception": ErrorCategory.TRANSIENT,
+    }
+)
+"""Bedrock error names (HTTP `x-amzn-ErrorType` or stream `:exception-type`, any case)."""
+
+INFERENCE_PARAMS: Mapping[str, str] = MappingProxyType(
+    {
+        "max_tokens": "maxTokens",
+        "temperature": "temperature",
+        "top_p": "topP",
+        "stop": "stopSequences",
+        "maxTokens": "maxTokens",
+        "topP": "topP",
+        "stopSequences": "stopSequences",
+    }
+)
+"""Params that go into `inferenceConfig`, under Converse's names."""
+
+TOP_LEVEL_PARAMS: frozenset[str] = frozenset(
+    {
+        "toolConfig",
+        "guardrailConfig",
+        "performanceConfig",
+        "promptVariables",
+        "requestMetadata",
+        "additionalModelResponseFieldPaths",
+    }
+)
+"""Converse request fields passed through as given; any other param is a model field."""
+
+_PROTECTED = frozenset({"messages", "system", "modelId"})
+
+
+def _count(raw: Mapping[str, Any], key: str) -> int:
+    value = raw.get(key)
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def _usage(raw: Any) -> TokenUsage | None:
+    if not isinstance(raw, dict):
+        return None
+    prompt, response = _count(raw, "inputTokens"), _count(raw, "outputTokens")
+    return TokenUsage(
+        prompt_tokens=prompt,
+        response_tokens=response,
+        total_tokens=_count(raw, "totalTokens") or prompt + response,
+    )
+
+
+def _stop_reason(raw: Any) -> FinishReason:
+    return STOP_REASONS.get(raw, "other") if isinstance(raw, str) else "other"
+
+
+def _error_name(raw: str | None) -> str:
+    """`ThrottlingException:http://internal.amazon.com/...` -> `ThrottlingException`."""
+    return (raw or "").split(":", 1)[0].strip()
+
+
+class BedrockProvider:
+    """A model on AWS Bedrock, through the model-independent Converse API.
+
+    In: the `BedrockConfig` block (region, model ID, credentials, optional
+    `base_url` for a VPC endpoint or a fake), the model's `ClientConfig` and the
+    app's shared `aiohttp.ClientSession`. Out: `stream` and `complete` per the
+    `ChatProvider` protocol. `stream_url` and `converse_url` are the two
+    operations' URLs, the model ID percent-encoded as one path segment.
+    """
+
+    def __init__(
+        self,
+        config: BedrockConfig,
+        client: ClientConfig,
+        session: aiohttp.ClientSession,
+        provider_id: str = "bedrock",
+    ) -> None:
+        self.provider_id = provider_id
+        self.model_name = config.model
+        endpoint = config.base_url or f"https://bedrock-runtime.{config.region}.amazonaws.com"
+        model_path = f"{endpoint.rstrip('/')}/model/{quote(config.model, safe='')}"
+        self.stream_url = f"{model_path}/converse-stream"
+        self.converse_url = f"{model_path}/converse"
+        secret = config.secret_access_key.get_secret_value()
+        token = config.session_token.get_secret_value() if config.session_token else None
+        self._signer = SigV4Auth(
+            Credentials(config.access_key_id.get_secret_value(), secret, token),
+            SIGNING_SERVICE,
+            config.region,
+        )
+        self._secrets = tuple(s for s in (secret, token) if s)
+        self._default_params = dict(config.default_params)
+        self._session = session
+        self._label = f"{provider_id}/{config.model}"
+        self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=client.connect_timeout)
+
+    # --- requests -------------------------------------------------------------------
+
+    def request_body(self, params: ChatParams) -> dict[str, Any]:
+        """The Converse JSON body for `params` (the same for both operations).
+
+        System messages become `system` blocks; consecutive messages of one role
+        are merged into one message with several text blocks, since Converse
+        wants user and assistant to alternate. Default params are overridden by
+        the request's; `max_tokens`, `temperature`, `top_p` and `stop` (or their
+        Converse names) fill `inferenceConfig`; `toolConfig`, `guardrailConfig`
+        and Converse's other request fields pass through; every other param goes
+        into `additionalModelRequestFields`. Raises `ProviderError(BAD_REQUEST)`
+        for a role other than system, user or assistant.
+        """
+        merged: dict[str, Any] = {**self._default_params, **params.params}
+        inference: dict[str, Any] = {}
+        extra: dict[str, Any] = {}
+        body: dict[str, Any] = {}
+        given = merged.pop("inferenceConfig", None)
+        if isinstance(given, dict):
+            inference.update(given)
+        given = merged.pop("additionalModelRequestFields", None)
+        if isinstance(given, dict):
+            extra.update(given)
+        for key, value in merged.items():
+            if key in _PROTECTED:
+                continue
+            if key in INFERENCE_PARAMS:
+                inference[INFERENCE_PARAMS[key]] = value
+            elif key in TOP_LEVEL_PARAMS:
+                body[key] = value
+            else:
+                extra[key] = value
+        if isinstance(inference.get("stopSequences"), str):
+            inference["stopSequences"] = [inference["stopSequences"]]
+
+        body["messages"] = self._messages(params.messages)
+        system = [{"text": m.content} for m in params.messages if m.role == "system"]
+        if system:
+            body["system"] = system
+        if inference:
+            body["inferenceConfig"] = inference
+        if extra:
+            body["additionalModelRequestFields"] = extra
+        return body
+
+    def _messages(self, messages: tuple[Message, ...]) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        for message in messages:
+            if message.role == "system":
+                continue
+            if message.role not in ("user", "assistant"):
+                raise ProviderError(
+                    ErrorCategory.BAD_REQUEST,
+                    f"{self._label}: Bedrock Converse has no chat role {message.role!r}",
+                )
+            block = {"text": message.content}
+            if out and out[-1]["role"] == message.role:
+                out[-1]["content"].append(block)
+            else:
+                out.append({"role": message.role, "content": [block]})
+        return out
+
+    def signed_headers(self, url: str, body: bytes, accept: str) -> dict[str, str]:
+        """SigV4 headers for POSTing `body` to `url` (already percent-encoded).
+
+        Out: Content-Type, Accept, Host, X-Amz-Date, X-Amz-Security-Token (with a
+        session token) and `Authorization: AWS4-HMAC-SHA256 Credential=...`.
+        """
+        headers = {
+            "Content-Type": "application/json",
+            "Accept": accept,
+            "Host": URL(url, encoded=True).host_port_subcomponent or "",
+        }
+        request = AWSRequest(method="POST", url=url, data=body, headers=headers)
+        self._signer.add_auth(request)
+        return {str(name): str(value) for name, value in request.headers.items()}
+
+    async def _post(self, url: str, params: ChatParams, accept: str) -> aiohttp.ClientResponse:
+        body = json.dumps(self.request_body(params), separators=(",", ":")).encode()
+        return await self._session.post(
+            URL(url, encoded=True),  # keep the model ID's %3A exactly as it was signed
+            data=body,
+            headers=self.signed_headers(url, body, accept),
+            timeout=self._timeout,
+            allow_redirects=False,
+        )
+
+    # --- streaming --------------------------------------------------------------------
+
+    async def stream(self, params: ChatParams) -> AsyncGenerator[ChatDelta, None]:
+        """Stream one answer through ConverseStream.
+
+        In: `params`. Out: a `ChatDelta` per non-empty `contentBlockDelta` text,
+        then, once the body ended after `messageStop`, one `ChatDelta("",
+        finish_reason, usage, metadata={"request_id"})`. Raises `ProviderError`:
+        by `x-amzn-ErrorType` / status for an error response; by
+        `:exception-type` for an exception event; PROTOCOL for a corrupt event
+        stream (bad CRC, cut message, non-JSON payload) or one ending before
+        `messageStop`; EMPTY_OUTPUT when a finished answer had no text (a
+        filtered one excepted). Closing the generator or cancelling its consumer
+        closes the HTTP response at once.
+        """
+        stop: str | None = None
+        usage: TokenUsage | None = None
+        produced = False
+        done = False
+        request_id = ""
+        try:
+            async with await self._post(self.stream_url, params, EVENT_STREAM) as resp:
+                if resp.status >= 300:
+                    raise await self._http_error(resp)
+                request_id = resp.headers.get("x-amzn-RequestId", "")
+                buffer = EventStreamBuffer()
+                fed = consumed = 0
+                try:
+                    async for chunk in resp.content.iter_any():
+                        buffer.add_data(chunk)
+                        fed += len(chunk)
+                        try:
+                            for message in buffer:
+                                consumed += int(message.prelude.total_length)
+                                event, payload = self._event(message.headers, message.payload)
+                                if event == "contentBlockDelta":
+                                    delta = payload.get("delta")
+                                    text = delta.get("text") if isinstance(delta, dict) else None
+                                    if isinstance(text, str) and text:
+                                        produced = True
+                                        yield ChatDelta(text)
+                                elif event == "messageStop":
+                                    raw_stop = payload.get("stopReason")
+                                    stop = raw_stop if isinstance(raw_stop, str) else ""
+                                elif event == "metadata":
+                                    usage = _usage(payload.get("usage")) or usage
+                        except ParserError as exc:
+                            raise ProviderError(
+                                ErrorCategory.PROTOCOL,
+                                f"{self._label}: corrupt event stream ({type(exc).__name__})",
+                            ) from exc
+                    if fed != consumed:
+                        raise ProviderError(
+                            ErrorCategory.PROTOCOL,
+                            f"{self._label}: event stream cut inside a message",
+                        )
+                    done = True
+                finally:
+                    if not done:
+                        resp.close()  # abandoned or broken: drop the connection, never reuse it
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise error_from_exception(exc, self._label) from exc
+
+        if stop is None:
+            raise ProviderError(
+                ErrorCategory.PROTOCOL, f"{self._label}: stream ended before messageStop"
+            )
+        reason = _stop_reason(stop)
+        if not produced and reason != "content_filtered":
+            raise ProviderError(
+                ErrorCategory.EMPTY_OUTPUT, f"{self._label}: the answer has no content"
+            )
+        yield ChatDelta(
+            "",
+            finish_reason=reason,
+            usage=usage,
+            metadata={"request_id": request_id} if request_id else None,
+        )
+
+    def _event(self, headers: Mapping[str, Any], payload: bytes) -> tuple[str, dict[str, Any]]:
+        """(event type, JSON payload) of one event message; raises for exception/error ones."""
+        kind = headers.get(":message-type")
+        if kind == "exception":
+            name = str(headers.get(":exception-type") or "exception")
+            body = self._payload(payload, name, strict=False)
+            message = body.get("message") or body.get("Message") or name
+            category = ERROR_CATEGORIES.get(name.lower(), ErrorCategory.TRANSIENT)
+            self._raise(category, f"{message} ({name})")
+        if kind == "error":
+            code = str(headers.get(":error-code") or "error")
+            detail = str(headers.get(":error-message") or code)
+            self._raise(ErrorCategory.TRANSIENT, f"{detail} ({code})")
+        name = str(headers.get(":event-type") or "")
+        return name, self._payload(payload, name, strict=True)
+
+    def _payload(self, payload: bytes, name: str, *, strict: bool) -> dict[str, Any]:
+        try:
+            obj = json.loads(payload) if payload else {}
+        except ValueError as exc:
+            if not strict:
+                return {"message": payload.decode("utf-8", errors="replace")[:500]}
+            raise ProviderError(
+                ErrorCategory.PROTOCOL, f"{self._label}: {name or 'event'} payload is not JSON"
+            ) from exc
+        if not isinstance(obj, dict):
+            if not strict:
+                return {}
+            raise ProviderError(
+                ErrorCategory.PROTOCOL, f"{self._label}: {name or 'event'} payload is not an object"
+            )
+        return obj
+
+    def _raise(self, category: ErrorCategory, detail: str) -> NoReturn:
+        raise ProviderError(category, f"{self._label}: {redact(detail, self._secrets)}")
+
+    # --- non-streaming ------------------------------------------------------------------
+
+    async def complete(self, params: ChatParams) -> ChatResult:
+        """One answer through Converse.
+
+        In: `params`. Out: a `ChatResult` (text blocks joined, stop reason, usage,
+        `request_id` metadata). Raises `ProviderError` as `stream` does; an answer
+        without text is EMPTY_OUTPUT unless it was filtered.
+        """
+        try:
+            async with await self._post(self.converse_url, params, "application/json") as resp:
+                if resp.status >= 300:
+                    raise await self._http_error(resp)
+                request_id = resp.headers.get("x-amzn-RequestId", "")
+                raw = await resp.read()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise error_from_exception(exc, self._label) from exc
+
+        try:
+            obj = json.loads(raw)
+        except ValueError as exc:
+            raise ProviderError(
+                ErrorCategory.PROTOCOL, f"{self._label}: response body is not JSON"
+            ) from exc
+        if not isinstance(obj, dict):
+            raise ProviderError(
+                ErrorCategory.PROTOCOL, f"{self._label}: response body is not a JSON object"
+            )
+        output = obj.get("output")
+        message = output.get("message") if isinstance(output, dict) else None
+        blocks = message.get("content") if isinstance(message, dict) else None
+        text = "".join(
+            block["text"]
+            for block in (blocks if isinstance(blocks, list) else [])
+            if isinstance(block, dict) and isinstance(block.get("text"), str)
+        )
+        reason = _stop_reason(obj.get("stopReason"))
+        if not text and reason != "content_filtered":
+            raise ProviderError(
+                ErrorCategory.EMPTY_OUTPUT, f"{self._label}: the answer has no content"
+            )
+        role = message.get("role") if isinstance(message, dict) else None
+        return ChatResult(
+            content=text,
+            finish_reason=reason,
+            usage=_usage(obj.get("usage")) or TokenUsage(),
+            role=role if isinstance(role, str) and role else "assistant",
+            metadata={"request_id": request_id} if request_id else {},
+        )
+
+    # --- errors ----------------------------------------------------------------------------
+
+    async def _http_error(self, resp: aiohttp.ClientResponse) -> ProviderError:
+        """Classify an error response by `x-amzn-ErrorType` first, then by status."""
+        error = await error_from_response(resp, self._label, secrets=self._secrets)
+        name = _error_name(resp.headers.get("x-amzn-ErrorType"))
+        if not name:
+            return error
+        category = ERROR_CATEGORIES.get(name.lower(), classify_http_status(resp.status))
+        return ProviderError(
+            category,
+            f"{error.message} ({name})",
+            status=error.status,
+            retry_after=error.retry_after,
+        )
+
+    async def aclose(self) -> None:
+        """Nothing to release: the HTTP session is shared and owned by the app."""

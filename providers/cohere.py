@@ -1,0 +1,412 @@
+"""The Cohere chat adapter, for both of Cohere's chat APIs.
+
+Flow: `ChatParams` in; a POST to `{base_url}/v2/chat` or `{base_url}/v1/chat`
+(`CohereConfig.api`) with `Authorization: Bearer <key>`; `ChatDelta`s out of the
+stream, or one `ChatResult` from the non-streaming call. Every failure leaves as a
+`ProviderError`. Deadlines beyond connecting belong to the Rx operators around the
+provider; they stop iterating, which closes the upstream response at once.
+
+v2 streams server-sent events named by `type`; `message-end` is the terminator and
+carries the finish reason and usage:
+
+    vendor:  -message-start-content-start-delta"Hi"-delta"!"-content-end-message-end|
+    out:     ----------------------------"Hi"------"!"----------------------final|
+
+v1 streams JSON lines (no SSE) named by `event_type`; `stream-end` is the terminator:
+
+    vendor:  -stream-start-text-generation"Hi"-text-generation"!"-stream-end|
+    out:     --------------"Hi"----------------"!"----------------final|
+
+Cohere's finish reasons map to ours (COMPLETE/STOP_SEQUENCE -> complete,
+MAX_TOKENS/ERROR_LIMIT -> max_tokens, ERROR_TOXIC/CONTENT_BLOCKED ->
+content_filtered, TOOL_CALL and the rest -> other), except that ERROR raises a
+TRANSIENT `ProviderError` (the generation failed) and TIMEOUT a TIMEOUT one.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncGenerator, Mapping
+from contextlib import aclosing
+from types import MappingProxyType
+from typing import Any
+
+import aiohttp
+
+from config.models import ClientConfig, CohereConfig
+from providers.http_errors import error_from_exception, error_from_response, redact
+from providers.ndjson import JSONLinesReader
+from providers.sse import SSEDecoder, read_sse_event
+from providers.types import (
+    ChatDelta,
+    ChatParams,
+    ChatResult,
+    ErrorCategory,
+    FinishReason,
+    Message,
+    ProviderError,
+    TokenUsage,
+)
+
+FINISH_REASONS: Mapping[str, FinishReason] = MappingProxyType(
+    {
+        "COMPLETE": "complete",
+        "STOP_SEQUENCE": "complete",
+        "MAX_TOKENS": "max_tokens",
+        "ERROR_LIMIT": "max_tokens",  # v1: the reply hit the model's context length
+        "ERROR_TOXIC": "content_filtered",
+        "CONTENT_BLOCKED": "content_filtered",
+        "TOOL_CALL": "other",
+    }
+)
+
+FAILED_REASONS: Mapping[str, ErrorCategory] = MappingProxyType(
+    {"ERROR": ErrorCategory.TRANSIENT, "TIMEOUT": ErrorCategory.TIMEOUT}
+)
+"""Finish reasons that mean the generation failed rather than finished."""
+
+PARAM_ALIASES: Mapping[str, str] = MappingProxyType(
+    {"top_p": "p", "top_k": "k", "stop": "stop_sequences"}
+)
+"""OpenAI-style param names and Cohere's own; Cohere's name wins when both are given."""
+
+V1_ROLES: Mapping[str, str] = MappingProxyType(
+    {"user": "USER", "assistant": "CHATBOT", "chatbot": "CHATBOT"}
+)
+
+INVALID_TOKEN_STATUS = 498
+"""Cohere's own status for an invalid or expired API key."""
+
+_PROTECTED_V2 = frozenset({"model", "messages", "stream"})
+_PROTECTED_V1 = frozenset({"model", "message", "chat_history", "stream"})
+
+
+def _number(raw: Mapping[str, Any], key: str) -> int:
+    value = raw.get(key)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return 0
+    return int(value)
+
+
+def _usage(*candidates: Any) -> TokenUsage | None:
+    """Token counts from the first of `candidates` (billed_units, tokens) that is an object."""
+    for raw in candidates:
+        if isinstance(raw, dict):
+            prompt, response = _number(raw, "input_tokens"), _number(raw, "output_tokens")
+            return TokenUsage(
+                prompt_tokens=prompt, response_tokens=response, total_tokens=prompt + response
+            )
+    return None
+
+
+def _v2_usage(raw: Any) -> TokenUsage | None:
+    if not isinstance(raw, dict):
+        return None
+    return _usage(raw.get("billed_units"), raw.get("tokens"))
+
+
+def _v1_usage(meta: Any) -> TokenUsage | None:
+    if not isinstance(meta, dict):
+        return None
+    return _usage(meta.get("billed_units"), meta.get("tokens"))
+
+
+def _merge_params(defaults: Mapping[str, Any], request: Mapping[str, Any]) -> dict[str, Any]:
+    """Defaults overridden by the request, with OpenAI-style names spelled Cohere's way."""
+    merged: dict[str, Any] = {**defaults, **request}
+    for alias, native in PARAM_ALIASES.items():
+        if alias in merged:
+            value = merged.pop(alias)
+            merged.setdefault(native, value)
+    stops = merged.get("stop_sequences")
+    if isinstance(stops, str):
+        merged["stop_sequences"] = [stops]
+    return merged
+
+
+class CohereProvider:
+    """A Cohere chat model over the v2 (SSE) or v1 (JSON lines) chat API.
+
+    In: the `CohereConfig` block (its `api` picks the wire format), the model's
+    `ClientConfig` and the app's shared `aiohttp.ClientSession`. Out: `stream`
+    and `complete` per the `ChatProvider` protocol.
+    """
+
+    def __init__(
+        self,
+        config: CohereConfig,
+        client: ClientConfig,
+        session: aiohttp.ClientSession,
+        provider_id: str = "cohere",
+    ) -> None:
+        self.provider_id = provider_id
+        self.model_name = config.model
+        self.api = config.api
+        key = config.api_key.get_secret_value()
+        self._url = f"{config.base_url.rstrip('/')}/{config.api}/chat"
+        self._headers = {"Authorization": f"Bearer {key}"} if key else {}
+        self._secrets = (key,) if key else ()
+        self._default_params = dict(config.default_params)
+        self._session = session
+        self._label = f"{provider_id}/{config.model}"
+        self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=client.connect_timeout)
+
+    # --- requests -----------------------------------------------------------------
+
+    def request_body(self, params: ChatParams, *, stream: bool) -> dict[str, Any]:
+        """The JSON body for `params` in the configured API's shape.
+
+        Default params are overridden by the request's (`top_p`, `top_k` and `stop`
+        are accepted for Cohere's `p`, `k` and `stop_sequences`). v2 sends
+        `messages` as `{role, content}`; v1 sends the last message as `message`,
+        the earlier ones as `chat_history` (USER / CHATBOT) and system messages
+        joined as `preamble`. Raises `ProviderError(BAD_REQUEST)` when a v1
+        conversation does not end with a user message or has an unknown role.
+        """
+        merged = _merge_params(self._default_params, params.params)
+        if self.api == "v1":
+            return self._v1_body(merged, params.messages, stream)
+        body = {k: v for k, v in merged.items() if k not in _PROTECTED_V2}
+        body["model"] = self.model_name
+        body["messages"] = [{"role": m.role, "content": m.content} for m in params.messages]
+        body["stream"] = stream
+        return body
+
+    def _v1_body(
+        self, merged: dict[str, Any], messages: tuple[Message, ...], stream: bool
+    ) -> dict[str, Any]:
+        system = [m.content for m in messages if m.role == "system"]
+        turns = [m for m in messages if m.role != "system"]
+        if not turns or turns[-1].role != "user":
+            raise ProviderError(
+                ErrorCategory.BAD_REQUEST,
+                f"{self._label}: Cohere v1 needs the conversation to end with a user message",
+            )
+        history: list[dict[str, str]] = []
+        for turn in turns[:-1]:
+            role = V1_ROLES.get(turn.role)
+            if role is None:
+                raise ProviderError(
+                    ErrorCategory.BAD_REQUEST,
+                    f"{self._label}: Cohere v1 has no chat role {turn.role!r}",
+                )
+            history.append({"role": role, "message": turn.content})
+        body = {k: v for k, v in merged.items() if k not in _PROTECTED_V1}
+        body["model"] = self.model_name
+        body["message"] = turns[-1].content
+        body["chat_history"] = history
+        if system:
+            body["preamble"] = "\n\n".join(system)
+        body["stream"] = stream
+        return body
+
+    # --- streaming ------------------------------------------------------------------
+
+    async def stream(self, params: ChatParams) -> AsyncGenerator[ChatDelta, None]:
+        """Stream one answer.
+
+        In: `params`. Out: a `ChatDelta` per non-empty text piece, then, after the
+        terminator (`message-end` / `stream-end`), one `ChatDelta("", finish_reason,
+        usage)`. Raises `ProviderError`: by HTTP status for an error response
+        (Cohere's 498 is AUTH); TRANSIENT or TIMEOUT for a generation that
+        finished with ERROR or TIMEOUT; PROTOCOL for a malformed stream or one
+        ending before its terminator; EMPTY_OUTPUT when a finished answer had no
+        text (a content-filtered one excepted). Closing the generator or cancelling
+        its consumer closes the HTTP response at once.
+        """
+        body = self.request_body(params, stream=True)
+        headers = dict(self._headers)
+        if self.api == "v2":
+            headers["Accept"] = "text/event-stream"
+        end: dict[str, Any] | None = None
+        produced = False
+        try:
+            async with self._session.post(
+                self._url,
+                json=body,
+                headers=headers,
+                timeout=self._timeout,
+                allow_redirects=False,
+            ) as resp:
+                if resp.status >= 300:
+                    raise await self._error(resp)
+                events = self._v2_events(resp) if self.api == "v2" else self._v1_events(resp)
+                try:
+                    async with aclosing(events):
+                        async for kind, payload in events:
+                            if kind == "text":
+                                produced = True
+                                yield ChatDelta(str(payload))
+                            elif isinstance(payload, dict):
+                                end = payload
+                                break
+                finally:
+                    if end is None:
+                        resp.close()  # abandoned or broken: drop the connection, never reuse it
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise error_from_exception(exc, self._label) from exc
+
+        terminator = "message-end" if self.api == "v2" else "stream-end"
+        if end is None:
+            raise ProviderError(
+                ErrorCategory.PROTOCOL, f"{self._label}: stream ended before {terminator}"
+            )
+        if self.api == "v2":
+            delta = end.get("delta")
+            delta = delta if isinstance(delta, dict) else {}
+            reason = self._finish_reason(delta.get("finish_reason"), delta.get("error"))
+            usage = _v2_usage(delta.get("usage"))
+        else:
+            response = end.get("response")
+            response = response if isinstance(response, dict) else {}
+            raw_reason = end.get("finish_reason") or response.get("finish_reason")
+            reason = self._finish_reason(raw_reason, None)
+            usage = _v1_usage(response.get("meta"))
+        if not produced and reason != "content_filtered":
+            raise ProviderError(
+                ErrorCategory.EMPTY_OUTPUT, f"{self._label}: the answer has no content"
+            )
+        yield ChatDelta("", finish_reason=reason, usage=usage)
+
+    async def _v2_events(
+        self, resp: aiohttp.ClientResponse
+    ) -> AsyncGenerator[tuple[str, str | dict[str, Any]], None]:
+        """("text", piece) per content-delta, then ("end", message-end event)."""
+        decoder = SSEDecoder()
+        while (event := await read_sse_event(resp.content, decoder)) is not None:
+            data = event.data
+            if not data.strip() or data.strip() == "[DONE]":
+                continue
+            obj = self._parse_json(data, "stream event")
+            kind = obj.get("type") or event.event
+            if kind == "content-delta":
+                text = _v2_delta_text(obj)
+                if text:
+                    yield "text", text
+            elif kind == "message-end":
+                yield "end", obj
+                return
+
+    async def _v1_events(
+        self, resp: aiohttp.ClientResponse
+    ) -> AsyncGenerator[tuple[str, str | dict[str, Any]], None]:
+        """("text", piece) per text-generation line, then ("end", stream-end line)."""
+        lines = JSONLinesReader(resp.content, self._label, secrets=self._secrets)
+        while (obj := await lines.next()) is not None:
+            kind = obj.get("event_type")
+            if kind == "text-generation":
+                text = obj.get("text")
+                if isinstance(text, str) and text:
+                    yield "text", text
+            elif kind == "stream-end":
+                yield "end", obj
+                return
+
+    # --- non-streaming ----------------------------------------------------------------
+
+    async def complete(self, params: ChatParams) -> ChatResult:
+        """One non-streamed answer.
+
+        In: `params`. Out: a `ChatResult` (text, finish reason, usage and the
+        vendor's `response_id` as metadata). Raises `ProviderError` as `stream`
+        does; an answer without text is EMPTY_OUTPUT unless it was filtered.
+        """
+        body = self.request_body(params, stream=False)
+        try:
+            async with self._session.post(
+                self._url,
+                json=body,
+                headers=self._headers,
+                timeout=self._timeout,
+                allow_redirects=False,
+            ) as resp:
+                if resp.status >= 300:
+                    raise await self._error(resp)
+                raw = await resp.read()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise error_from_exception(exc, self._label) from exc
+
+        try:
+            text_body = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ProviderError(
+                ErrorCategory.PROTOCOL, f"{self._label}: response body is not UTF-8"
+            ) from exc
+        obj = self._parse_json(text_body, "response body")
+        if self.api == "v2":
+            message = obj.get("message")
+            parts = message.get("content") if isinstance(message, dict) else None
+            text = "".join(
+                part["text"]
+                for part in (parts if isinstance(parts, list) else [])
+                if isinstance(part, dict) and isinstance(part.get("text"), str)
+            )
+            reason = self._finish_reason(obj.get("finish_reason"), obj.get("error"))
+            usage = _v2_usage(obj.get("usage"))
+            response_id = obj.get("id")
+        else:
+            raw_text = obj.get("text")
+            text = raw_text if isinstance(raw_text, str) else ""
+            reason = self._finish_reason(obj.get("finish_reason"), None)
+            usage = _v1_usage(obj.get("meta"))
+            response_id = obj.get("response_id") or obj.get("generation_id")
+        if not text and reason != "content_filtered":
+            raise ProviderError(
+                ErrorCategory.EMPTY_OUTPUT, f"{self._label}: the answer has no content"
+            )
+        return ChatResult(
+            content=text,
+            finish_reason=reason,
+            usage=usage or TokenUsage(),
+            metadata={"response_id": response_id} if isinstance(response_id, str) else {},
+        )
+
+    # --- helpers -------------------------------------------------------------------------
+
+    def _finish_reason(self, raw: Any, error: Any) -> FinishReason:
+        """Our finish reason for Cohere's; raises for ERROR / TIMEOUT (with the vendor's
+        `error` text when it sent one) and PROTOCOL when the reason is missing."""
+        if not isinstance(raw, str) or not raw:
+            raise ProviderError(
+                ErrorCategory.PROTOCOL, f"{self._label}: the answer has no finish_reason"
+            )
+        name = raw.upper()
+        failed = FAILED_REASONS.get(name)
+        if failed is not None:
+            detail = error if isinstance(error, str) and error else f"finish_reason {raw}"
+            raise ProviderError(failed, f"{self._label}: {redact(detail[:500], self._secrets)}")
+        return FINISH_REASONS.get(name, "other")
+
+    def _parse_json(self, data: str, what: str) -> dict[str, Any]:
+        try:
+            obj = json.loads(data)
+        except ValueError as exc:
+            raise ProviderError(
+                ErrorCategory.PROTOCOL,
+                f"{self._label}: {what} is not JSON: {redact(data[:200], self._secrets)!r}",
+            ) from exc
+        if not isinstance(obj, dict):
+            raise ProviderError(ErrorCategory.PROTOCOL, f"{self._label}: {what} is not an object")
+        return obj
+
+    async def _error(self, resp: aiohttp.ClientResponse) -> ProviderError:
+        error = await error_from_response(resp, self._label, secrets=self._secrets)
+        if resp.status == INVALID_TOKEN_STATUS:
+            return ProviderError(
+                ErrorCategory.AUTH,
+                error.message,
+                status=error.status,
+                retry_after=error.retry_after,
+            )
+        return error
+
+    async def aclose(self) -> None:
+        """Nothing to release: the HTTP session is shared and owned by the app."""
+
+
+def _v2_delta_text(obj: Mapping[str, Any]) -> str:
+    delta = obj.get("delta")
+    message = delta.get("message") if isinstance(delta, dict) else None
+    content = message.get("content") if isinstance(message, dict) else None
+    text = content.get("text") if isinstance(content, dict) else None
+    return text if isinstance(text, str) else ""

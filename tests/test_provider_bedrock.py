@@ -1,0 +1,547 @@
+"""The Bedrock adapter (SigV4, Converse / ConverseStream) against the fake Bedrock server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+from datetime import UTC, datetime
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from botocore.eventstream import EventStreamBuffer
+from pydantic import SecretStr
+from pytest_aiohttp import AiohttpServer
+
+from config.models import BedrockConfig, ClientConfig
+from fakes.bedrock_server import (
+    EVENT_STREAM,
+    STREAM_ERROR_MESSAGE,
+    FakeBedrock,
+    Fault,
+    encode_event,
+    event_message,
+    run_fake_bedrock,
+)
+from providers.bedrock import BedrockProvider
+from providers.types import ChatDelta, ChatParams, ErrorCategory, Message, ProviderError, TokenUsage
+
+ACCESS_KEY = "AKIDFAKEEXAMPLE12345"
+SECRET = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYSECRETKEY"
+TOKEN = "FwoGZXIvYXdzEFAKESESSIONTOKEN"
+MODEL = "anthropic.claude-3-haiku-20240307-v1:0"
+PARAMS = ChatParams(messages=(Message("user", "hi"),))
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeBedrock]:
+    async with run_fake_bedrock() as server:
+        server.script.secret_access_key = SECRET
+        yield server
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as client:
+        yield client
+
+
+def bedrock(fake: FakeBedrock, session: aiohttp.ClientSession, **config: Any) -> BedrockProvider:
+    settings: dict[str, Any] = {
+        "base_url": f"{fake.url}/",
+        "region": "eu-west-3",
+        "model": MODEL,
+        "access_key_id": ACCESS_KEY,
+        "secret_access_key": SECRET,
+    }
+    settings.update(config)
+    return BedrockProvider(BedrockConfig(**settings), ClientConfig(), session)
+
+
+async def collect(provider: BedrockProvider, params: ChatParams = PARAMS) -> list[ChatDelta]:
+    return [delta async for delta in provider.stream(params)]
+
+
+async def stream_error(provider: BedrockProvider) -> tuple[ProviderError, list[ChatDelta]]:
+    seen: list[ChatDelta] = []
+    with pytest.raises(ProviderError) as caught:
+        async for delta in provider.stream(PARAMS):
+            seen.append(delta)
+    return caught.value, seen
+
+
+# --- streaming: the happy path -------------------------------------------------------
+
+
+async def test_stream_yields_text_then_final_delta_with_usage(
+    fake: FakeBedrock, session: aiohttp.ClientSession
+) -> None:
+    provider = bedrock(fake, session)
+    assert (provider.provider_id, provider.model_name) == ("bedrock", MODEL)
+    deltas = await collect(provider)
+    assert [d.content for d in deltas] == ["Hello", " from", " fake", ""]
+    assert all(d.finish_reason is None for d in deltas[:-1])
+    final = deltas[-1]
+    assert final.finish_reason == "complete"
+    assert final.usage == TokenUsage(prompt_tokens=7, response_tokens=3, total_tokens=10)
+    assert final.metadata is not None
+    assert re.fullmatch(r"[0-9a-f-]{36}", final.metadata["request_id"])
+    assert fake.stats.streams_completed == 1
+
+
+async def test_model_id_is_one_percent_encoded_path_segment(
+    fake: FakeBedrock, session: aiohttp.ClientSession
+) -> None:
+    await collect(bedrock(fake, session))
+    assert fake.stats.last_raw_path == (
+        "/model/anthropic.claude-3-haiku-20240307-v1%3A0/converse-stream"
+    )
+    assert fake.stats.last_model_id == MODEL
+    await bedrock(fake, session).complete(PARAMS)
+    assert fake.stats.last_raw_path == "/model/anthropic.claude-3-haiku-20240307-v1%3A0/converse"
+
+
+async def test_default_endpoint_is_the_regional_runtime(session: aiohttp.ClientSession) -> None:
+    config = BedrockConfig(
+        region="ap-south-1", access_key_id=SecretStr("a"), secret_access_key=SecretStr("b")
+    )
+    provider = BedrockProvider(config, ClientConfig(), session)
+    assert provider.stream_url == (
+        "https://bedrock-runtime.ap-south-1.amazonaws.com/model/"
+        "anthropic.claude-3-haiku-20240307-v1%3A0/converse-stream"
+    )
+
+
+async def test_request_is_sigv4_signed(fake: FakeBedrock, session: aiohttp.ClientSession) -> None:
+    await collect(bedrock(fake, session))
+    headers = fake.stats.last_headers
+    today = datetime.now(UTC).strftime("%Y%m%d")
+    auth = headers["Authorization"]
+    assert auth.startswith(
+        f"AWS4-HMAC-SHA256 Credential={ACCESS_KEY}/{today}/eu-west-3/bedrock/aws4_request, "
+    )
+    signed = re.search(r"SignedHeaders=([^,]+)", auth)
+    assert signed is not None
+    assert {"content-type", "host", "x-amz-date"} <= set(signed.group(1).split(";"))
+    assert re.fullmatch(rf"{today}T\d{{6}}Z", headers["X-Amz-Date"])
+    assert "X-Amz-Security-Token" not in headers
+    assert SECRET not in json.dumps(headers)
+    # The fake verified the signature over the exact bytes sent (else it answers 403).
+    assert fake.stats.streams_completed == 1
+
+
+async def test_session_token_is_sent_and_signed(
+    fake: FakeBedrock, session: aiohttp.ClientSession
+) -> None:
+    await collect(bedrock(fake, session, session_token=TOKEN))
+    headers = fake.stats.last_headers
+    assert headers["X-Amz-Security-Token"] == TOKEN
+    assert "x-amz-security-token" in headers["Authorization"]
+    assert fake.stats.streams_completed == 1
+
+
+async def test_a_wrong_secret_fails_the_signature_as_auth_without_leaking_it(
+    fake: FakeBedrock, session: aiohttp.ClientSession
+) -> None:
+    wrong = "not-the-right-secret-key-0123456789"
+    provider = bedrock(fake, session, secret_access_key=wrong)
+    error, _ = await stream_error(provider)
+    assert error.category is ErrorCategory.AUTH
+    assert error.status == 403
+    assert "(InvalidSignatureException)" in error.message
+    assert wrong not in str(error)
+    with pytest.raises(ProviderError) as caught:
+        await provider.complete(PARAMS)
+    assert caught.value.category is ErrorCategory.AUTH
+
+
+async def test_request_body_maps_roles_system_and_params(
+    fake: FakeBedrock, session: aiohttp.ClientSession
+) -> None:
+    provider = bedrock(
+        fake,
+        session,
+        default_params={"max_tokens": 64, "temperature": 0.1, "top_k": 50, "messages": "x"},
+    )
+    params = ChatParams(
+        messages=(
+            Message("system", "be brief"),
+            Message("user", "hi"),
+            Message("user", "are you there?"),
+            Message("assistant", "yes"),
+            Message("user", "good"),
+        ),
+        params={
+            "temperature": 0.5,
+            "top_p": 0.9,
+            "stop": "END",
+            "guardrailConfig": {"guardrailIdentifier": "g", "guardrailVersion": "1"},
+            "additionalModelRequestFields": {"anthropic_beta": ["x"]},
+        },
+    )
+    await collect(provider, params)
+    assert fake.stats.last_body == {
+        "guardrailConfig": {"guardrailIdentifier": "g", "guardrailVersion": "1"},
+        "messages": [
+            {"role": "user", "content": [{"text": "hi"}, {"text": "are you there?"}]},
+            {"role": "assistant", "content": [{"text": "yes"}]},
+            {"role": "user", "content": [{"text": "good"}]},
+        ],
+        "system": [{"text": "be brief"}],
+        "inferenceConfig": {
+            "maxTokens": 64,
+            "temperature": 0.5,
+            "topP": 0.9,
+            "stopSequences": ["END"],
+        },
+        "additionalModelRequestFields": {"anthropic_beta": ["x"], "top_k": 50},
+    }
+    assert fake.stats.last_headers["Content-Type"] == "application/json"
+    assert fake.stats.last_headers["Accept"] == EVENT_STREAM
+
+
+async def test_unknown_role_is_a_bad_request(
+    fake: FakeBedrock, session: aiohttp.ClientSession
+) -> None:
+    params = ChatParams(messages=(Message("tool", "42"),))
+    with pytest.raises(ProviderError) as caught:
+        await collect(bedrock(fake, session), params)
+    assert caught.value.category is ErrorCategory.BAD_REQUEST
+    assert fake.stats.requests == 0
+
+
+@pytest.mark.parametrize(
+    ("vendor", "ours"),
+    [
+        ("end_turn", "complete"),
+        ("stop_sequence", "complete"),
+        ("max_tokens", "max_tokens"),
+        ("model_context_window_exceeded", "max_tokens"),
+        ("guardrail_intervened", "content_filtered"),
+        ("content_filtered", "content_filtered"),
+        ("tool_use", "other"),
+    ],
+)
+async def test_stop_reason_mapping(
+    fake: FakeBedrock, session: aiohttp.ClientSession, vendor: Any, ours: str
+) -> None:
+    fake.script.stop_reason = vendor
+    deltas = await collect(bedrock(fake, session))
+    assert deltas[-1].finish_reason == ours
+    result = await bedrock(fake, session).complete(PARAMS)
+    assert result.finish_reason == ours
+
+
+async def test_guardrail_without_text_is_not_empty_output(
+    fake: FakeBedrock, session: aiohttp.ClientSession
+) -> None:
+    fake.script.fault = "empty"
+    fake.script.stop_reason = "guardrail_intervened"
+    deltas = await collect(bedrock(fake, session))
+    assert len(deltas) == 1
+    assert deltas[0].finish_reason == "content_filtered"
+    assert deltas[0].usage == TokenUsage(7, 0, 7)
+
+
+async def test_body_ending_right_after_message_stop_is_complete(
+    fake: FakeBedrock, session: aiohttp.ClientSession
+) -> None:
+    fake.script.send_metadata = False
+    deltas = await collect(bedrock(fake, session))
+    assert "".join(d.content for d in deltas) == "Hello from fake"
+    assert deltas[-1].finish_reason == "complete"
+    assert deltas[-1].usage is None
+
+
+# --- streaming: faults ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fault", "category", "status", "retryable"),
+    [
+        ("http_400", ErrorCategory.BAD_REQUEST, 400, False),
+        ("http_403", ErrorCategory.AUTH, 403, True),
+        ("http_404", ErrorCategory.TRANSIENT, 404, True),
+        ("http_429", ErrorCategory.RATE_LIMITED, 429, True),
+        ("http_500", ErrorCategory.TRANSIENT, 500, True),
+        ("truncated", ErrorCategory.PROTOCOL, None, True),
+        ("malformed", ErrorCategory.PROTOCOL, None, True),
+        ("error_event", ErrorCategory.TRANSIENT, None, True),
+        ("empty", ErrorCategory.EMPTY_OUTPUT, None, True),
+    ],
+)
+async def test_stream_faults_are_classified(
+    fake: FakeBedrock,
+    session: aiohttp.ClientSession,
+    fault: Fault,
+    category: ErrorCategory,
+    status: int | None,
+    retryable: bool,
+) -> None:
+    fake.script.fault = fault
+    error, _ = await stream_error(bedrock(fake, session, session_token=TOKEN))
+    assert error.category is category
+    assert error.status == status
+    assert error.retryable is retryable
+    assert error.retry_after is None  # Bedrock sends no Retry-After unless told to
+    assert error.message.startswith(f"bedrock/{MODEL}: ")
+    assert SECRET not in str(error)
+    assert TOKEN not in str(error)
+
+
+async def test_http_error_names_the_aws_error_type(
+    fake: FakeBedrock, session: aiohttp.ClientSession
+) -> None:
+    fake.script.fault = "http_429"
+    fake.script.retry_after = "3"
+    error, _ = await stream_error(bedrock(fake, session))
+    assert error.message == (
+        f"bedrock/{MODEL}: Too many requests, please wait before trying again. "
+        "(ThrottlingException)"
+    )
+    assert error.retry_after == 3.0
+
+
+@pytest.mark.parametrize(
+    ("exception_type", "category"),
+    [
+        ("throttlingException", ErrorCategory.RATE_LIMITED),
+        ("validationException", ErrorCategory.BAD_REQUEST),
+        ("modelStreamErrorException", ErrorCategory.TRANSIENT),
+        ("internalServerException", ErrorCategory.TRANSIENT),
+        ("serviceUnavailableException", ErrorCategory.TRANSIENT),
+        ("somethingNewException", ErrorCategory.TRANSIENT),
+    ],
+)
+async def test_exception_events_mid_stream(
+    fake: FakeBedrock, session: aiohttp.ClientSession, exception_type: str, category: ErrorCategory
+) -> None:
+    fake.script.fault = "error_event"
+    fake.script.exception_type = exception_type
+    fake.script.fault_after_chunks = 2
+    error, seen = await stream_error(bedrock(fake, session))
+    assert [d.content for d in seen] == ["Hello", " from"]
+    assert error.category is category
+    assert error.message == f"bedrock/{MODEL}: {STREAM_ERROR_MESSAGE} ({exception_type})"
+
+
+async def test_stream_cut_between_messages_before_message_stop(
+    fake: FakeBedrock, session: aiohttp.ClientSession
+) -> None:
+    fake.script.fault = "truncated"
+    error, seen = await stream_error(bedrock(fake, session))
+    assert [d.content for d in seen] == ["Hello"]
+    assert error.message == f"bedrock/{MODEL}: stream ended before messageStop"
+
+
+async def test_stream_cut_inside_a_message(
+    fake: FakeBedrock, session: aiohttp.ClientSession
+) -> None:
+    fake.script.fault = "truncated"
+    fake.script.truncate_inside_message = True
+    error, _ = await stream_error(bedrock(fake, session))
+    assert error.category is ErrorCategory.PROTOCOL
+    assert error.message == f"bedrock/{MODEL}: event stream cut inside a message"
+
+
+async def test_corrupt_message_crc(fake: FakeBedrock, session: aiohttp.ClientSession) -> None:
+    fake.script.fault = "malformed"
+    error, _ = await stream_error(bedrock(fake, session))
+    assert error.message == f"bedrock/{MODEL}: corrupt event stream (ChecksumMismatch)"
+
+
+async def test_fake_refuses_unsigned_requests(
+    fake: FakeBedrock, session: aiohttp.ClientSession
+) -> None:
+    async with session.post(f"{fake.url}/model/m/converse", json={"messages": []}) as resp:
+        assert resp.status == 403
+        assert resp.headers["x-amzn-ErrorType"].startswith("MissingAuthenticationTokenException:")
+        assert await resp.json() == {"message": "Missing Authentication Token"}
+
+
+async def test_vendor_messages_echoing_the_secret_are_redacted(
+    aiohttp_server: AiohttpServer, session: aiohttp.ClientSession
+) -> None:
+    async def handler(request: web.Request) -> web.Response:
+        return web.json_response(
+            {"message": f"bad key {SECRET} / {TOKEN}"},
+            status=403,
+            headers={"x-amzn-ErrorType": "UnrecognizedClientException"},
+        )
+
+    app = web.Application()
+    app.router.add_post("/model/{model_id}/converse-stream", handler)
+    server = await aiohttp_server(app)
+    config = BedrockConfig(
+        base_url=str(server.make_url("")),
+        access_key_id=SecretStr(ACCESS_KEY),
+        secret_access_key=SecretStr(SECRET),
+        session_token=SecretStr(TOKEN),
+    )
+    error, _ = await stream_error(BedrockProvider(config, ClientConfig(), session))
+    assert error.category is ErrorCategory.AUTH
+    assert error.message == f"bedrock/{MODEL}: bad key *** / *** (UnrecognizedClientException)"
+
+
+# --- streaming: the consumer stops early ------------------------------------------------
+
+
+async def test_breaking_out_closes_the_upstream_stream(
+    fake: FakeBedrock, session: aiohttp.ClientSession
+) -> None:
+    fake.script.chunks = [f"t{i}" for i in range(50)]
+    fake.script.delay = 0.005
+    async with aclosing(bedrock(fake, session).stream(PARAMS)) as deltas:
+        async for delta in deltas:
+            assert delta.content == "t0"
+            break
+    await fake.wait_stream_closed(1.0)
+    assert fake.stats.streams_completed == 0
+
+
+async def test_cancelling_a_stalled_consumer_closes_the_upstream_stream(
+    fake: FakeBedrock, session: aiohttp.ClientSession
+) -> None:
+    fake.script.fault = "stall_before_first"
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.05):
+            await collect(bedrock(fake, session))
+    await fake.wait_stream_closed(1.0)
+    await fake.stats.wait_idle(1.0)
+
+
+async def test_cancelling_mid_stream_closes_the_upstream_stream(
+    fake: FakeBedrock, session: aiohttp.ClientSession
+) -> None:
+    fake.script.fault = "stall_mid_stream"
+    first = asyncio.Event()
+
+    async def consume() -> None:
+        async for _ in bedrock(fake, session).stream(PARAMS):
+            first.set()
+
+    task = asyncio.create_task(consume())
+    await asyncio.wait_for(first.wait(), 1.0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await fake.wait_stream_closed(1.0)
+
+
+# --- non-streaming --------------------------------------------------------------------
+
+
+async def test_complete_returns_the_whole_answer(
+    fake: FakeBedrock, session: aiohttp.ClientSession
+) -> None:
+    result = await bedrock(fake, session).complete(PARAMS)
+    assert result.content == "Hello from fake"
+    assert result.finish_reason == "complete"
+    assert result.role == "assistant"
+    assert result.usage == TokenUsage(prompt_tokens=7, response_tokens=3, total_tokens=10)
+    assert set(result.metadata) == {"request_id"}
+    assert fake.stats.last_headers["Accept"] == "application/json"
+    assert fake.stats.last_body == {"messages": [{"role": "user", "content": [{"text": "hi"}]}]}
+
+
+@pytest.mark.parametrize(
+    ("fault", "category", "status"),
+    [
+        ("empty", ErrorCategory.EMPTY_OUTPUT, None),
+        ("malformed", ErrorCategory.PROTOCOL, None),
+        ("truncated", ErrorCategory.PROTOCOL, None),
+        ("error_event", ErrorCategory.TRANSIENT, 500),
+        ("http_400", ErrorCategory.BAD_REQUEST, 400),
+        ("http_403", ErrorCategory.AUTH, 403),
+        ("http_429", ErrorCategory.RATE_LIMITED, 429),
+    ],
+)
+async def test_complete_faults_are_classified(
+    fake: FakeBedrock,
+    session: aiohttp.ClientSession,
+    fault: Fault,
+    category: ErrorCategory,
+    status: int | None,
+) -> None:
+    fake.script.fault = fault
+    with pytest.raises(ProviderError) as caught:
+        await bedrock(fake, session).complete(PARAMS)
+    assert caught.value.category is category
+    assert caught.value.status == status
+    assert SECRET not in str(caught.value)
+
+
+# --- the fake's event stream encoder ------------------------------------------------------
+
+
+def test_encoded_events_parse_with_botocore() -> None:
+    buffer = EventStreamBuffer()
+    data = event_message("contentBlockDelta", {"delta": {"text": "hé"}}) + encode_event(
+        {":message-type": "exception", ":exception-type": "throttlingException"}, b""
+    )
+    buffer.add_data(data[:7])
+    assert list(buffer) == []
+    buffer.add_data(data[7:])
+    first, second = list(buffer)
+    assert first.headers == {
+        ":event-type": "contentBlockDelta",
+        ":content-type": "application/json",
+        ":message-type": "event",
+    }
+    assert json.loads(first.payload) == {"delta": {"text": "hé"}}
+    assert second.headers[":exception-type"] == "throttlingException"
+    assert second.payload == b""
+
+
+@pytest.mark.parametrize(
+    ("message", "category", "text"),
+    [
+        (
+            encode_event(
+                {
+                    ":message-type": "error",
+                    ":error-code": "InternalFailure",
+                    ":error-message": "boom",
+                },
+                b"",
+            ),
+            ErrorCategory.TRANSIENT,
+            "boom (InternalFailure)",
+        ),
+        (
+            encode_event({":message-type": "event", ":event-type": "contentBlockDelta"}, b"{oops"),
+            ErrorCategory.PROTOCOL,
+            "contentBlockDelta payload is not JSON",
+        ),
+    ],
+)
+async def test_error_messages_and_bad_payloads_in_the_event_stream(
+    aiohttp_server: AiohttpServer,
+    session: aiohttp.ClientSession,
+    message: bytes,
+    category: ErrorCategory,
+    text: str,
+) -> None:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": EVENT_STREAM})
+        await resp.prepare(request)
+        await resp.write(event_message("contentBlockDelta", {"delta": {"text": "ok"}}))
+        await resp.write(message)
+        return resp
+
+    app = web.Application()
+    app.router.add_post("/model/{model_id}/converse-stream", handler)
+    server = await aiohttp_server(app)
+    config = BedrockConfig(
+        base_url=str(server.make_url("")),
+        access_key_id=SecretStr(ACCESS_KEY),
+        secret_access_key=SecretStr(SECRET),
+    )
+    error, seen = await stream_error(BedrockProvider(config, ClientConfig(), session))
+    assert [d.content for d in seen] == ["ok"]
+    assert error.category is category
+    assert error.message == f"bedrock/{MODEL}: {text}"

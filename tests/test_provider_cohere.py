@@ -1,0 +1,414 @@
+"""The Cohere adapter (v2 SSE and v1 JSON lines) against the fake Cohere server."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+from typing import Any, Literal
+
+import aiohttp
+import pytest
+from aiohttp import web
+from pydantic import SecretStr
+from pytest_aiohttp import AiohttpServer
+
+from config.models import ClientConfig, CohereConfig
+from fakes.cohere_server import GENERATION_ERROR, FakeCohere, Fault, run_fake_cohere
+from providers.cohere import CohereProvider
+from providers.types import ChatDelta, ChatParams, ErrorCategory, Message, ProviderError, TokenUsage
+
+KEY = "co-test-0123456789abcdef"
+PARAMS = ChatParams(messages=(Message("user", "hi"),))
+API = pytest.mark.parametrize("api", ["v2", "v1"])
+
+Api = Literal["v1", "v2"]
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeCohere]:
+    async with run_fake_cohere() as server:
+        yield server
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as client:
+        yield client
+
+
+def cohere(
+    fake: FakeCohere, session: aiohttp.ClientSession, api: Api = "v2", **config: Any
+) -> CohereProvider:
+    settings: dict[str, Any] = {
+        "base_url": f"{fake.url}/",
+        "api": api,
+        "model": "command-test",
+        "api_key": KEY,
+    }
+    settings.update(config)
+    return CohereProvider(CohereConfig(**settings), ClientConfig(), session)
+
+
+async def collect(provider: CohereProvider, params: ChatParams = PARAMS) -> list[ChatDelta]:
+    return [delta async for delta in provider.stream(params)]
+
+
+async def stream_error(provider: CohereProvider) -> tuple[ProviderError, list[ChatDelta]]:
+    seen: list[ChatDelta] = []
+    with pytest.raises(ProviderError) as caught:
+        async for delta in provider.stream(PARAMS):
+            seen.append(delta)
+    return caught.value, seen
+
+
+CONVERSATION = ChatParams(
+    messages=(
+        Message("system", "be brief"),
+        Message("user", "hi"),
+        Message("assistant", "hello"),
+        Message("system", "answer in French"),
+        Message("user", "how are you?", name="ann"),
+    ),
+    params={"temperature": 0.5, "top_p": 0.9, "top_k": 5, "stop": "END", "model": "other"},
+)
+
+
+# --- streaming: the happy path -------------------------------------------------------
+
+
+@API
+async def test_stream_yields_text_then_final_delta_with_billed_usage(
+    fake: FakeCohere, session: aiohttp.ClientSession, api: Api
+) -> None:
+    provider = cohere(fake, session, api)
+    assert (provider.provider_id, provider.model_name) == ("cohere", "command-test")
+    deltas = await collect(provider)
+    assert deltas == [
+        ChatDelta("Hello"),
+        ChatDelta(" from"),
+        ChatDelta(" fake"),
+        ChatDelta("", finish_reason="complete", usage=TokenUsage(7, 3, 10)),
+    ]
+    assert fake.stats.last_path == f"/{api}/chat"
+    assert fake.stats.last_headers["Authorization"] == f"Bearer {KEY}"
+    assert fake.stats.streams_completed == 1
+
+
+async def test_v2_request_body_and_headers(
+    fake: FakeCohere, session: aiohttp.ClientSession
+) -> None:
+    provider = cohere(fake, session, "v2", default_params={"temperature": 0.1, "max_tokens": 9})
+    await collect(provider, CONVERSATION)
+    assert fake.stats.last_headers["Accept"] == "text/event-stream"
+    assert fake.stats.last_body == {
+        "temperature": 0.5,
+        "max_tokens": 9,
+        "p": 0.9,
+        "k": 5,
+        "stop_sequences": ["END"],
+        "model": "command-test",
+        "messages": [
+            {"role": "system", "content": "be brief"},
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": "hello"},
+            {"role": "system", "content": "answer in French"},
+            {"role": "user", "content": "how are you?"},
+        ],
+        "stream": True,
+    }
+
+
+async def test_v1_request_body_has_message_history_and_preamble(
+    fake: FakeCohere, session: aiohttp.ClientSession
+) -> None:
+    provider = cohere(fake, session, "v1", default_params={"p": 0.5, "chat_history": ["x"]})
+    await collect(provider, CONVERSATION)
+    assert fake.stats.last_body == {
+        "temperature": 0.5,
+        "p": 0.5,  # Cohere's own name wins over the OpenAI-style alias
+        "k": 5,
+        "stop_sequences": ["END"],
+        "model": "command-test",
+        "message": "how are you?",
+        "chat_history": [
+            {"role": "USER", "message": "hi"},
+            {"role": "CHATBOT", "message": "hello"},
+        ],
+        "preamble": "be brief\n\nanswer in French",
+        "stream": True,
+    }
+
+
+async def test_v1_without_a_final_user_message_is_a_bad_request(
+    fake: FakeCohere, session: aiohttp.ClientSession
+) -> None:
+    params = ChatParams(messages=(Message("user", "hi"), Message("assistant", "hello")))
+    with pytest.raises(ProviderError) as caught:
+        await collect(cohere(fake, session, "v1"), params)
+    assert caught.value.category is ErrorCategory.BAD_REQUEST
+    assert not caught.value.retryable
+    assert fake.stats.requests == 0
+
+
+@API
+@pytest.mark.parametrize(
+    ("vendor", "ours"),
+    [
+        ("COMPLETE", "complete"),
+        ("STOP_SEQUENCE", "complete"),
+        ("MAX_TOKENS", "max_tokens"),
+        ("ERROR_LIMIT", "max_tokens"),
+        ("ERROR_TOXIC", "content_filtered"),
+        ("TOOL_CALL", "other"),
+    ],
+)
+async def test_finish_reason_mapping(
+    fake: FakeCohere, session: aiohttp.ClientSession, api: Api, vendor: Any, ours: str
+) -> None:
+    fake.script.finish_reason = vendor
+    deltas = await collect(cohere(fake, session, api))
+    assert deltas[-1].finish_reason == ours
+
+
+@API
+async def test_filtered_answer_without_text_is_not_empty_output(
+    fake: FakeCohere, session: aiohttp.ClientSession, api: Api
+) -> None:
+    fake.script.fault = "empty"
+    fake.script.finish_reason = "ERROR_TOXIC"
+    deltas = await collect(cohere(fake, session, api))
+    assert deltas == [ChatDelta("", finish_reason="content_filtered", usage=TokenUsage(7, 0, 7))]
+
+
+# --- streaming: faults ---------------------------------------------------------------
+
+
+@API
+@pytest.mark.parametrize(
+    ("fault", "category", "status", "retryable"),
+    [
+        ("http_400", ErrorCategory.BAD_REQUEST, 400, False),
+        ("http_401", ErrorCategory.AUTH, 401, True),
+        ("http_498", ErrorCategory.AUTH, 498, True),
+        ("http_429", ErrorCategory.RATE_LIMITED, 429, True),
+        ("http_500", ErrorCategory.TRANSIENT, 500, True),
+        ("truncated", ErrorCategory.PROTOCOL, None, True),
+        ("malformed", ErrorCategory.PROTOCOL, None, True),
+        ("error_event", ErrorCategory.TRANSIENT, None, True),
+        ("empty", ErrorCategory.EMPTY_OUTPUT, None, True),
+    ],
+)
+async def test_stream_faults_are_classified(
+    fake: FakeCohere,
+    session: aiohttp.ClientSession,
+    api: Api,
+    fault: Fault,
+    category: ErrorCategory,
+    status: int | None,
+    retryable: bool,
+) -> None:
+    fake.script.fault = fault
+    error, _ = await stream_error(cohere(fake, session, api))
+    assert error.category is category
+    assert error.status == status
+    assert error.retryable is retryable
+    assert error.retry_after == (1.0 if fault == "http_429" else None)
+    assert error.message.startswith("cohere/command-test: ")
+    assert KEY not in str(error)
+
+
+async def test_vendor_error_message_is_kept(
+    fake: FakeCohere, session: aiohttp.ClientSession
+) -> None:
+    fake.script.fault = "http_401"
+    error, _ = await stream_error(cohere(fake, session))
+    assert error.message == "cohere/command-test: invalid api token"
+
+
+async def test_v2_generation_error_keeps_earlier_deltas_and_cohere_message(
+    fake: FakeCohere, session: aiohttp.ClientSession
+) -> None:
+    fake.script.fault = "error_event"
+    fake.script.fault_after_chunks = 2
+    error, seen = await stream_error(cohere(fake, session))
+    assert [d.content for d in seen] == ["Hello", " from"]
+    assert error.message == f"cohere/command-test: {GENERATION_ERROR}"
+
+
+async def test_v1_generation_error_names_the_finish_reason(
+    fake: FakeCohere, session: aiohttp.ClientSession
+) -> None:
+    fake.script.fault = "error_event"
+    error, seen = await stream_error(cohere(fake, session, "v1"))
+    assert [d.content for d in seen] == ["Hello"]
+    assert error.message == "cohere/command-test: finish_reason ERROR"
+
+
+@API
+async def test_timeout_finish_reason_is_a_timeout(
+    fake: FakeCohere, session: aiohttp.ClientSession, api: Api
+) -> None:
+    fake.script.finish_reason = "TIMEOUT"
+    error, _ = await stream_error(cohere(fake, session, api))
+    assert error.category is ErrorCategory.TIMEOUT
+
+
+@API
+async def test_truncated_stream_names_the_missing_terminator(
+    fake: FakeCohere, session: aiohttp.ClientSession, api: Api
+) -> None:
+    fake.script.fault = "truncated"
+    fake.script.fault_after_chunks = 2
+    error, seen = await stream_error(cohere(fake, session, api))
+    assert [d.content for d in seen] == ["Hello", " from"]
+    terminator = "message-end" if api == "v2" else "stream-end"
+    assert error.message == f"cohere/command-test: stream ended before {terminator}"
+
+
+async def test_missing_key_header_is_refused_by_the_fake(
+    fake: FakeCohere, session: aiohttp.ClientSession
+) -> None:
+    provider = CohereProvider(
+        CohereConfig(base_url=fake.url, api_key=SecretStr("")), ClientConfig(), session
+    )
+    error, _ = await stream_error(provider)
+    assert error.category is ErrorCategory.AUTH
+    assert "Authorization" not in fake.stats.last_headers
+
+
+# --- streaming: the consumer stops early ------------------------------------------------
+
+
+@API
+async def test_breaking_out_closes_the_upstream_stream(
+    fake: FakeCohere, session: aiohttp.ClientSession, api: Api
+) -> None:
+    fake.script.chunks = [f"t{i}" for i in range(50)]
+    fake.script.delay = 0.005
+    async with aclosing(cohere(fake, session, api).stream(PARAMS)) as deltas:
+        async for delta in deltas:
+            assert delta.content == "t0"
+            break
+    await fake.wait_stream_closed(1.0)
+    assert fake.stats.streams_completed == 0
+
+
+@API
+async def test_cancelling_a_stalled_consumer_closes_the_upstream_stream(
+    fake: FakeCohere, session: aiohttp.ClientSession, api: Api
+) -> None:
+    fake.script.fault = "stall_before_first"
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.05):
+            await collect(cohere(fake, session, api))
+    await fake.wait_stream_closed(1.0)
+    await fake.stats.wait_idle(1.0)
+
+
+async def test_cancelling_mid_stream_closes_the_upstream_stream(
+    fake: FakeCohere, session: aiohttp.ClientSession
+) -> None:
+    fake.script.fault = "stall_mid_stream"
+    first = asyncio.Event()
+
+    async def consume() -> None:
+        async for _ in cohere(fake, session).stream(PARAMS):
+            first.set()
+
+    task = asyncio.create_task(consume())
+    await asyncio.wait_for(first.wait(), 1.0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await fake.wait_stream_closed(1.0)
+
+
+# --- non-streaming --------------------------------------------------------------------
+
+
+@API
+async def test_complete_returns_the_whole_answer(
+    fake: FakeCohere, session: aiohttp.ClientSession, api: Api
+) -> None:
+    fake.script.finish_reason = "MAX_TOKENS"
+    result = await cohere(fake, session, api).complete(PARAMS)
+    assert result.content == "Hello from fake"
+    assert result.finish_reason == "max_tokens"
+    assert result.role == "assistant"
+    assert result.usage == TokenUsage(prompt_tokens=7, response_tokens=3, total_tokens=10)
+    assert set(result.metadata) == {"response_id"}
+    assert fake.stats.last_body is not None
+    assert fake.stats.last_body["stream"] is False
+    assert fake.stats.last_headers["Authorization"] == f"Bearer {KEY}"
+
+
+@API
+@pytest.mark.parametrize(
+    ("fault", "category", "status"),
+    [
+        ("empty", ErrorCategory.EMPTY_OUTPUT, None),
+        ("malformed", ErrorCategory.PROTOCOL, None),
+        ("truncated", ErrorCategory.PROTOCOL, None),
+        ("error_event", ErrorCategory.TRANSIENT, None),
+        ("http_400", ErrorCategory.BAD_REQUEST, 400),
+        ("http_498", ErrorCategory.AUTH, 498),
+        ("http_500", ErrorCategory.TRANSIENT, 500),
+    ],
+)
+async def test_complete_faults_are_classified(
+    fake: FakeCohere,
+    session: aiohttp.ClientSession,
+    api: Api,
+    fault: Fault,
+    category: ErrorCategory,
+    status: int | None,
+) -> None:
+    fake.script.fault = fault
+    with pytest.raises(ProviderError) as caught:
+        await cohere(fake, session, api).complete(PARAMS)
+    assert caught.value.category is category
+    assert caught.value.status == status
+
+
+async def test_complete_rate_limit_carries_retry_after(
+    fake: FakeCohere, session: aiohttp.ClientSession
+) -> None:
+    fake.script.fault = "http_429"
+    fake.script.retry_after = "17"
+    with pytest.raises(ProviderError) as caught:
+        await cohere(fake, session).complete(PARAMS)
+    assert caught.value.category is ErrorCategory.RATE_LIMITED
+    assert caught.value.retry_after == 17.0
+
+
+# --- wire details the fake does not produce ----------------------------------------------
+
+
+async def test_v2_skips_unknown_events_and_uses_token_counts_without_billed_units(
+    aiohttp_server: AiohttpServer, session: aiohttp.ClientSession
+) -> None:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        await resp.write(b'event: message-start\ndata: {"type": "message-start", "id": "x"}\n\n')
+        await resp.write(b'event: tool-plan-delta\ndata: {"type": "tool-plan-delta"}\n\n')
+        await resp.write(
+            b'event: content-delta\r\ndata: {"type": "content-delta", "delta": {"message": '
+            b'{"content": {"text": "ok"}}}}\r\n\r\n'
+        )
+        await resp.write(
+            b'event: message-end\ndata: {"type": "message-end", "delta": {"finish_reason": '
+            b'"COMPLETE", "usage": {"tokens": {"input_tokens": 2.0, "output_tokens": 1}}}}\n\n'
+        )
+        return resp
+
+    app = web.Application()
+    app.router.add_post("/v2/chat", handler)
+    server = await aiohttp_server(app)
+    config = CohereConfig(base_url=str(server.make_url("")), model="m", api_key=SecretStr(KEY))
+    deltas = await collect(CohereProvider(config, ClientConfig(), session))
+    assert deltas == [
+        ChatDelta("ok"),
+        ChatDelta("", finish_reason="complete", usage=TokenUsage(2, 1, 3)),
+    ]

@@ -1,0 +1,1 @@
+"""Peer gateways the benchmarks compare Sluice with, each installed and started on demand."""

@@ -45,6 +45,9 @@ RUN apt-get update \
         --shell /usr/sbin/nologin sluice
 
 COPY --from=build /opt/venv /opt/venv
+# Listening on 0.0.0.0 needs client keys: this config reads a key's hash from
+# SLUICE_CLIENT_KEY_HASH (see deploy/docker/sluice.yaml); mount your own over it.
+COPY deploy/docker/sluice.yaml /etc/sluice/sluice.yaml
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1
@@ -62,4 +65,4 @@ HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
 # server.drain_grace); give `docker stop -t` more than drain_grace.
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["sluice"]
-CMD ["serve", "--host", "0.0.0.0"]
+CMD ["serve", "--config", "/etc/sluice/sluice.yaml"]

@@ -7,6 +7,7 @@ A YAML document flows in (after `${env:...}`/`${file:...}` substitution), a froz
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from typing import Annotated, Any, ClassVar, Literal, Self
 
@@ -508,14 +509,177 @@ class RoutersConfig(Strict):
         return routers
 
 
+class RateLimit(Strict):
+    """A request rate as a token bucket: `requests` per `per_seconds`, bursts up to `requests`.
+
+    YAML takes the `"N/unit"` form (`"60/m"`, `"10/s"`, `"1000/h"`, `"5/10s"`) or
+    `{requests: N, per: 1m}`.
+    """
+
+    requests: int = Field(ge=1)
+    per_seconds: float = Field(gt=0)
+
+    @classmethod
+    def parse(cls, value: Any) -> Any:
+        """Accept `"N/unit"` and `{requests, per}` as well as the stored field names."""
+        if isinstance(value, str):
+            m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d*)\s*(ms|s|m|h)\s*", value)
+            if not m:
+                raise ValueError(f"{value!r} is not a rate (use 'N/unit', e.g. '60/m')")
+            count = int(m.group(2)) if m.group(2) else 1
+            if int(m.group(1)) <= 0 or count <= 0:
+                raise ValueError("a rate must be positive")
+            return {"requests": int(m.group(1)), "per_seconds": count * _UNIT_SECONDS[m.group(3)]}
+        if isinstance(value, dict) and "per" in value:
+            rest = {k: v for k, v in value.items() if k != "per"}
+            return {**rest, "per_seconds": parse_duration(value["per"])}
+        return value
+
+
+RateLimitField = Annotated[RateLimit, BeforeValidator(RateLimit.parse)]
+
+
 class LimitsConfig(Strict):
-    """Per-socket and per-request limits; exceeding one ends the request with a typed error."""
+    """Per-socket and per-request limits; exceeding one ends the request with a typed error.
+
+    Frame sizes close the socket with 1009 instead (the frame cannot be read).
+    `max_sockets_per_key` and `rate_limit` apply to each client key (all
+    unauthenticated clients together count as one key); a key entry may override
+    them. None means no limit.
+    """
 
     max_frame_bytes: int = Field(default=1 << 20, ge=1024)
+    max_text_frame_bytes: int | None = Field(default=None, ge=1024)
+    max_binary_frame_bytes: int | None = Field(default=None, ge=1024)
     max_requests_per_socket: int = Field(default=256, ge=1)
     max_sockets: int = Field(default=10_000, ge=1)
+    max_sockets_per_key: int | None = Field(default=None, ge=1)
+    rate_limit: RateLimitField | None = None
     max_queued_bytes_per_socket: int = Field(default=4 << 20, ge=4096)
     max_message_history: int = Field(default=1000, ge=0)
+    max_metadata_bytes: int = Field(default=16 << 10, ge=2)
+    slow_consumer_close_timeout: Duration = 2.0
+
+    @property
+    def text_frame_bytes(self) -> int:
+        """The largest text frame a client may send."""
+        return self.max_text_frame_bytes or self.max_frame_bytes
+
+    @property
+    def binary_frame_bytes(self) -> int:
+        """The largest binary (audio) frame a client may send."""
+        return self.max_binary_frame_bytes or self.max_frame_bytes
+
+
+class ClientKeyConfig(Strict):
+    """One client API key, stored hashed (`sluice hash-key` makes the hash).
+
+    `hash` is `sha256:<64 hex>` (or bare hex) or `scrypt:<n>:<r>:<p>:<salt>:<hash>`.
+    `routers` limits the key to those router ids (language and speech); None
+    allows all. `rate_limit` and `max_sockets` override the `limits` defaults.
+    """
+
+    id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")
+    hash: str = Field(min_length=1)
+    routers: list[str] | None = None
+    rate_limit: RateLimitField | None = None
+    max_sockets: int | None = Field(default=None, ge=1)
+
+    @field_validator("hash")
+    @classmethod
+    def _known_scheme(cls, value: str) -> str:
+        text = value.strip()
+        if re.fullmatch(r"(sha256:)?[0-9a-fA-F]{64}", text):
+            return text.lower()
+        parts = text.split(":")
+        if parts[0] == "scrypt" and len(parts) == 6 and all(parts[1:]):
+            return text
+        raise ValueError(
+            "hash must be 'sha256:<64 hex digits>' or 'scrypt:n:r:p:salt:hash' "
+            "(run `sluice hash-key`); never put the key itself here"
+        )
+
+
+class AuthConfig(Strict):
+    """Who may connect: client API keys, and the Origins browsers may connect from.
+
+    With no `keys`, every client is let in and Sluice serves loopback only unless
+    `allow_unauthenticated` is true. `origins` lists the browser Origins allowed to
+    open websockets (and to POST): `[]` allows same-origin pages only, `"*"` any
+    origin, `"https://*.example.com"` any subdomain. Requests without an Origin
+    header (non-browser clients) are always allowed.
+    """
+
+    keys: list[ClientKeyConfig] = Field(default_factory=list)
+    allow_unauthenticated: bool = False
+    origins: list[str] = Field(default_factory=list)
+
+    @field_validator("keys")
+    @classmethod
+    def _unique_keys(cls, keys: list[ClientKeyConfig]) -> list[ClientKeyConfig]:
+        seen: set[str] = set()
+        hashes: set[str] = set()
+        for key in keys:
+            if key.id in seen:
+                raise ValueError(f"duplicate key id {key.id!r}")
+            if key.hash in hashes:
+                raise ValueError(f"key {key.id!r} has the same hash as another key")
+            seen.add(key.id)
+            hashes.add(key.hash)
+        return keys
+
+    @field_validator("origins")
+    @classmethod
+    def _origin_shape(cls, origins: list[str]) -> list[str]:
+        normal = [o.strip().lower().rstrip("/") for o in origins]
+        for origin in normal:
+            if origin != "*" and not re.fullmatch(r"https?://[^/\s]+", origin):
+                raise ValueError(
+                    f"origin {origin!r} must be '*' or scheme://host[:port] with no path"
+                )
+        return normal
+
+
+class MetricsConfig(Strict):
+    """`GET /metrics` (Prometheus text format); `require_key` asks for a client key."""
+
+    enabled: bool = True
+    require_key: bool = False
+
+
+class TracingConfig(Strict):
+    """OpenTelemetry traces: one span per request, a child span per provider attempt.
+
+    Needs the `otel` extra (`pip install 'sluice-gateway[otel]'`). `exporter:
+    console` prints spans to stdout; `otlp` sends them over OTLP/HTTP to
+    `endpoint` (default: the OTEL_EXPORTER_OTLP_* environment variables).
+    """
+
+    enabled: bool = False
+    exporter: Literal["console", "otlp"] = "console"
+    endpoint: str | None = None
+    service_name: str = "sluice"
+    sample_ratio: float = Field(default=1.0, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _packages_present(self) -> TracingConfig:
+        if not self.enabled:
+            return self
+        needed = ["opentelemetry.trace", "opentelemetry.sdk.trace"]
+        if self.exporter == "otlp":
+            needed.append("opentelemetry.exporter.otlp.proto.http.trace_exporter")
+        for module in needed:
+            try:
+                found = importlib.util.find_spec(module) is not None
+            except ModuleNotFoundError:
+                found = False
+            if not found:
+                raise ValueError(
+                    f"tracing is enabled but {module} is not installed; install the "
+                    "'otel' extra (pip install 'sluice-gateway[otel]') or set "
+                    "tracing.enabled: false"
+                )
+        return self
 
 
 class ServerConfig(Strict):
@@ -534,6 +698,9 @@ class SluiceConfig(Strict):
     server: ServerConfig = Field(default_factory=ServerConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     routers: RoutersConfig = Field(default_factory=RoutersConfig)
+    auth: AuthConfig = Field(default_factory=AuthConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    tracing: TracingConfig = Field(default_factory=TracingConfig)
 
     @property
     def language_routers(self) -> list[LanguageRouterConfig]:

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 from reactivex import Observable, abc
 from reactivex.disposable import CompositeDisposable, SerialDisposable
 
-from operators.scheduling import require_scheduler
+from operators.scheduling import require_scheduler, seconds
 from providers.types import ErrorCategory, ProviderError
 
 T = TypeVar("T")
@@ -43,7 +43,10 @@ def deadlines(
             sched = require_scheduler(scheduler, scheduler_, "deadlines")
             gap_timer = SerialDisposable()
             upstream = SerialDisposable()
-            state = {"done": False}
+            # The gap timer is not re-armed per item (that costs a timer per chunk):
+            # when it fires it checks the time of the last item and re-arms for the
+            # rest of the gap, so it still fires exactly `idle` after the last item.
+            state: dict[str, Any] = {"done": False, "items": 0, "last": 0.0}
 
             def fail(message: str) -> None:
                 if state["done"]:
@@ -52,16 +55,24 @@ def deadlines(
                 upstream.dispose()
                 observer.on_error(ProviderError(ErrorCategory.TIMEOUT, message))
 
-            def arm(seconds: float, message: str) -> None:
-                def fire(_: abc.SchedulerBase, __: Any = None) -> None:
-                    fail(message)
+            def check_gap(_: abc.SchedulerBase, __: Any = None) -> None:
+                due = state["last"] + idle
+                left = due - seconds(sched)
+                if left <= 1e-9:
+                    fail(f"no {what} for {idle:g}s")
+                else:
+                    gap_timer.disposable = sched.schedule_relative(left, check_gap)
 
-                gap_timer.disposable = sched.schedule_relative(seconds, fire)
+            def no_first(_: abc.SchedulerBase, __: Any = None) -> None:
+                fail(f"no first {what} within {first:g}s")
 
             def on_next(value: T) -> None:
                 if state["done"]:
                     return
-                arm(idle, f"no {what} for {idle:g}s")
+                state["last"] = seconds(sched)
+                state["items"] += 1
+                if state["items"] == 1:
+                    gap_timer.disposable = sched.schedule_relative(idle, check_gap)
                 observer.on_next(value)
 
             def on_error(error: Exception) -> None:
@@ -78,7 +89,7 @@ def deadlines(
                 fail(f"attempt exceeded its {total:g}s deadline")
 
             total_timer = sched.schedule_relative(total, overall)
-            arm(first, f"no first {what} within {first:g}s")
+            gap_timer.disposable = sched.schedule_relative(first, no_first)
             upstream.disposable = source.subscribe(
                 on_next, on_error, on_completed, scheduler=scheduler_
             )

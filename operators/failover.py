@@ -82,6 +82,7 @@ def failover(
     attempt: Callable[[str], Observable[T]],
     *,
     scheduler: abc.SchedulerBase | None = None,
+    is_final: Callable[[T], bool] | None = None,
 ) -> Observable[T | Reset]:
     """One pass over the router's available models; the first to finish wins.
 
@@ -90,6 +91,10 @@ def failover(
     All attempts failed: error `AllModelsUnavailable` (or a non-retryable
     `ProviderError`, e.g. a bad request, at once without trying further models).
     Health is told about every success, failure and abandoned attempt.
+
+    `is_final(item)` marks an item that completes the answer (a chunk with a
+    finish_reason): the attempt counts as a success when it passes, before the
+    consumer (whose terminal rule disposes the request at that item) sees it.
     """
 
     def one_pass(sched: abc.SchedulerBase) -> Observable[T | Reset]:
@@ -108,12 +113,16 @@ def failover(
                 router.begin_attempt(model_id, started)
                 state: dict[str, Any] = {"first": None, "count": 0, "settled": False}
 
-                def on_next(_: T) -> None:
+                def on_next(item: T) -> None:
                     if state["first"] is None:
                         state["first"] = seconds(sched_) - started
                     state["count"] += 1
+                    if is_final is not None and not state["settled"] and is_final(item):
+                        on_completed()
 
                 def on_completed() -> None:
+                    if state["settled"]:
+                        return
                     state["settled"] = True
                     now = seconds(sched_)
                     first = state["first"]
@@ -172,28 +181,42 @@ def retry_passes(
     """Resubscribe a failed pass after an exponential backoff, up to `max_retries`.
 
     Only `AllModelsUnavailable` is retried; the last pass's error is passed on
-    with no wait after it. With min 2 s, x2, max 5 s and no jitter:
+    with no wait after it (naming the failures of the last pass that tried a
+    model, should a later pass find every model cooling down).
+    With min 2 s, x2, max 5 s and no jitter:
     pass:   -#            (passes start at 0, 2, 6, 11)
     result: -----------#  (error at 11 + the last pass's time)
     """
 
     def operator(source: Observable[T]) -> Observable[T]:
-        def attempt(number: int) -> Observable[T]:
-            def on_error(error: Exception, _: Any) -> Observable[T]:
-                if not isinstance(error, AllModelsUnavailable) or number >= retry.max_retries:
-                    return reactivex.throw(error)
-                delay = backoff_delay(retry, number, rng)
+        def passes(_: abc.SchedulerBase) -> Observable[T]:
+            # failures seen by earlier passes of this subscription: a pass that finds
+            # every model cooling down names them instead of saying "all unhealthy"
+            seen: list[tuple[str, BaseException]] = []
 
-                def later(sched: abc.SchedulerBase) -> Observable[T]:
-                    return reactivex.timer(delay, scheduler=sched).pipe(
-                        ops.flat_map(lambda _: attempt(number + 1))
-                    )
+            def attempt(number: int) -> Observable[T]:
+                def on_error(error: Exception, _: Any) -> Observable[T]:
+                    if isinstance(error, AllModelsUnavailable):
+                        if error.failures:
+                            seen[:] = error.failures
+                        elif seen:
+                            error = AllModelsUnavailable(error.router_id, seen)
+                    if not isinstance(error, AllModelsUnavailable) or number >= retry.max_retries:
+                        return reactivex.throw(error)
+                    delay = backoff_delay(retry, number, rng)
 
-                return defer_scheduled(later, scheduler, "retry_passes")
+                    def later(sched: abc.SchedulerBase) -> Observable[T]:
+                        return reactivex.timer(delay, scheduler=sched).pipe(
+                            ops.flat_map(lambda _: attempt(number + 1))
+                        )
 
-            return source.pipe(ops.catch(on_error))
+                    return defer_scheduled(later, scheduler, "retry_passes")
 
-        return attempt(0)
+                return source.pipe(ops.catch(on_error))
+
+            return attempt(0)
+
+        return reactivex.defer(passes)
 
     return operator
 

@@ -16,9 +16,11 @@ from reactivex import Observable, abc
 from reactivex import operators as ops
 
 from config.models import LanguageModelConfig, LanguageRouterConfig
+from observability.telemetry import RequestTelemetry
 from operators.aio import from_async_iterable, from_awaitable
 from operators.deadlines import deadlines, require_output
 from operators.failover import Reset, RouterHealth, failover, retry_passes
+from operators.instrument import instrument_attempt
 from protocol.chat import ChatRequest
 from providers.types import ChatDelta, ChatProvider, ChatResult
 
@@ -75,11 +77,15 @@ class ChatRouter:
         provider = self._providers[model_id]
         return ModelInfo(model_id, provider.provider_id, provider.model_name)
 
-    def stream(self, request: ChatRequest) -> Observable[ChatEvent]:
+    def stream(
+        self, request: ChatRequest, *, telemetry: RequestTelemetry | None = None
+    ) -> Observable[ChatEvent]:
         """The streamed answer: chunks of one model, `Reset` before each restart.
 
         Each attempt runs under the model's first-chunk, idle and overall
-        deadlines; an attempt that ends without content is a failure.
+        deadlines; an attempt that ends without content is a failure. The chunk
+        that carries a finish_reason settles the attempt as a success (health,
+        latency, telemetry) before it travels on. `telemetry` hears each attempt.
         """
 
         def attempt(model_id: str) -> Observable[ChatEvent]:
@@ -96,13 +102,18 @@ class ChatRouter:
                 _attempt_deadlines(model, self._scheduler),
                 require_output(_has_content, closes=_is_final, what="content"),
                 ops.map(tag),
+                instrument_attempt(
+                    telemetry, model_id, provider.provider_id, is_final=_is_final_chunk
+                ),
             )
 
-        return failover(self.id, self.health, attempt, scheduler=self._scheduler).pipe(
-            retry_passes(self.config.retry, self._rng, scheduler=self._scheduler)
-        )
+        return failover(
+            self.id, self.health, attempt, scheduler=self._scheduler, is_final=_is_final_chunk
+        ).pipe(retry_passes(self.config.retry, self._rng, scheduler=self._scheduler))
 
-    def complete(self, request: ChatRequest) -> Observable[ChatCompletion]:
+    def complete(
+        self, request: ChatRequest, *, telemetry: RequestTelemetry | None = None
+    ) -> Observable[ChatCompletion]:
         """The whole answer of the first model that gives one (same failover)."""
 
         def attempt(model_id: str) -> Observable[ChatCompletion]:
@@ -120,6 +131,7 @@ class ChatRouter:
                 deadlines(timeout, timeout, timeout, what="response", scheduler=self._scheduler),
                 require_output(_result_has_content, what="content"),
                 ops.map(tag),
+                instrument_attempt(telemetry, model_id, provider.provider_id),
             )
 
         def completions(event: ChatCompletion | Reset) -> Observable[ChatCompletion]:
@@ -133,15 +145,20 @@ class ChatRouter:
 
 
 def _has_content(delta: ChatDelta) -> bool:
-    return bool(delta.content)
+    # a provider's content filter is an answer, not an empty one: the client is told
+    return bool(delta.content) or delta.finish_reason == "content_filtered"
 
 
 def _is_final(delta: ChatDelta) -> bool:
     return delta.finish_reason is not None
 
 
+def _is_final_chunk(event: ChatEvent) -> bool:
+    return isinstance(event, ChatChunk) and event.delta.finish_reason is not None
+
+
 def _result_has_content(result: ChatResult) -> bool:
-    return bool(result.content)
+    return bool(result.content) or result.finish_reason == "content_filtered"
 
 
 def _attempt_deadlines(

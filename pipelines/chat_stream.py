@@ -16,7 +16,9 @@ from pydantic import ValidationError
 from reactivex import Observable
 from reactivex import operators as ops
 
+from observability.telemetry import RequestTelemetry
 from operators.failover import AllModelsUnavailable, Reset
+from operators.ordered import merge_now
 from operators.per_request import per_request
 from pipelines.chat_router import ChatChunk, ChatEvent, ChatRouter
 from pipelines.common import Admission, describe_validation_error, request_frames
@@ -95,8 +97,12 @@ def chat_request(
     later: Observable[ClientMessage],
     clock: Callable[[], float],
     max_history: int,
+    telemetry: RequestTelemetry | None = None,
 ) -> Observable[Frame]:
-    """One chatStream request: its first message and later ones in, its frames out."""
+    """One chatStream request: its first message and later ones in, its frames out.
+
+    `telemetry` (the request's, from the socket) hears each provider attempt.
+    """
     frames = FrameFactory(first.request_id, router.id, first.metadata, clock)
     if first.type != CHAT:
         return reactivex.of(
@@ -114,9 +120,10 @@ def chat_request(
     if len(request.message_history) > max_history:
         return reactivex.of(
             frames.error(
-                ErrorName.INVALID_REQUEST,
+                ErrorName.MESSAGE_HISTORY_TOO_LONG,
                 f"message_history has {len(request.message_history)} messages; "
                 f"the limit is {max_history}",
+                limit="max_message_history",
             )
         )
 
@@ -133,12 +140,12 @@ def chat_request(
 
     def answer_for(inputs: Observable[ClientMessage]) -> Observable[Frame]:
         duplicates = inputs.pipe(ops.map(duplicate))
-        answer = router.stream(request).pipe(ops.map(to_frame))
+        answer = router.stream(request, telemetry=telemetry).pipe(ops.map(to_frame))
 
         def with_duplicates(shared: Observable[Frame]) -> Observable[Frame]:
             # duplicates are answered only while the answer runs
             ended = shared.pipe(ops.count())
-            return reactivex.merge(shared, duplicates.pipe(ops.take_until(ended)))
+            return merge_now(shared, duplicates.pipe(ops.take_until(ended)))
 
         return answer.pipe(ops.publish(with_duplicates))
 
@@ -153,10 +160,14 @@ def chat_stream_pipeline(
     admission: Admission,
     max_history: int,
 ) -> Callable[[Observable[Inbound]], Observable[Frame]]:
-    """The whole chatStream socket: inbound messages in, merged frames out."""
+    """The whole chatStream socket: inbound messages in, merged frames out.
+
+    Admission decides which requests start (and gives each its telemetry).
+    """
 
     def start(first: ClientMessage, later: Observable[ClientMessage]) -> Observable[Frame]:
-        return chat_request(router, first, later, clock, max_history)
+        telemetry = admission.request_telemetry(first.request_id)
+        return chat_request(router, first, later, clock, max_history, telemetry)
 
     return per_request(
         start,

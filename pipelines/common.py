@@ -8,20 +8,25 @@ frames are answered.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import TypeVar
 
-import reactivex
 from pydantic import ValidationError
 from reactivex import Observable
 from reactivex import operators as ops
 
+from observability.telemetry import RequestTelemetry
+from operators.ordered import merge_now
 from operators.terminal import terminal_rule
 from protocol.frames import ErrorName, Frame, FrameFactory
 from protocol.messages import CANCEL, BadMessage, ClientMessage
 
 log = logging.getLogger("sluice.requests")
+
+T = TypeVar("T")
 
 CANCELLED = "cancelled"
 
@@ -63,7 +68,7 @@ def request_frames(
             lambda _: frames.error(CANCELLED, "cancelled by the client", finish_reason="cancelled")
         )
     )
-    return reactivex.merge(answer, cancelled).pipe(
+    return merge_now(answer, cancelled).pipe(
         terminal_rule(
             error_frame,
             lambda: frames.error(
@@ -73,22 +78,39 @@ def request_frames(
     )
 
 
+def _no_telemetry(_request_id: str) -> RequestTelemetry | None:
+    return None
+
+
 @dataclass
 class Admission:
     """Which new requests one socket accepts, and the frames that say no.
 
     `accepting()` turns False while the server drains; `on_active_change`
-    hears the socket's count of requests in flight.
+    hears the socket's count of requests in flight. Optional limits:
+    `rate_limit()` spends one token of the caller's request rate (None: go on,
+    else the seconds until a token is back); `max_metadata_bytes` bounds the
+    `metadata` a request echoes on every frame. `request_telemetry(request_id)`
+    gives an admitted request's telemetry (for `instrument_attempt`), `key_id`
+    names the caller's API key.
     """
 
     max_requests: int
     accepting: Callable[[], bool] = field(default=lambda: True)
     on_active_change: Callable[[Mapping[str, ClientMessage]], None] | None = None
+    rate_limit: Callable[[], float | None] | None = None
+    max_metadata_bytes: int | None = None
+    request_telemetry: Callable[[str], RequestTelemetry | None] = _no_telemetry
+    key_id: str | None = None
 
     def admit_frame(
         self, router_id: str, clock: Callable[[], float]
     ) -> Callable[[ClientMessage, int], Frame | None]:
-        """(first message, requests in flight) -> a refusal frame, or None to admit."""
+        """(first message, requests in flight) -> a refusal frame, or None to admit.
+
+        Checked in order: shutting down, requests per socket, metadata size, the
+        key's request rate (a refused request spends no token).
+        """
 
         def admit(msg: ClientMessage, active: int) -> Frame | None:
             frames = FrameFactory(msg.request_id, router_id, msg.metadata, clock)
@@ -102,7 +124,26 @@ class Admission:
                     ErrorName.TOO_MANY_REQUESTS,
                     f"this socket already has {active} requests in flight "
                     f"(limit {self.max_requests})",
+                    limit="max_requests_per_socket",
                 )
+            if self.max_metadata_bytes is not None and msg.metadata:
+                size = len(json.dumps(msg.metadata, separators=(",", ":"), ensure_ascii=False))
+                if size > self.max_metadata_bytes:
+                    return FrameFactory(msg.request_id, router_id, None, clock).error(
+                        ErrorName.METADATA_TOO_LARGE,
+                        f"metadata is {size} bytes of JSON; the limit is "
+                        f"{self.max_metadata_bytes} (it is echoed on every frame)",
+                        limit="max_metadata_bytes",
+                    )
+            if self.rate_limit is not None:
+                wait = self.rate_limit()
+                if wait is not None:
+                    return frames.error(
+                        ErrorName.RATE_LIMITED,
+                        f"this API key's request rate is used up; retry in {wait:.3f} s",
+                        limit="rate_limit",
+                        retry_after=round(wait, 3),
+                    )
             return None
 
         return admit

@@ -15,6 +15,7 @@ import aiohttp
 from reactivex import Observable, abc
 
 from config.models import LimitsConfig
+from observability.telemetry import Telemetry
 from pipelines.common import Admission
 from protocol.frames import Frame
 from protocol.messages import Inbound
@@ -25,11 +26,19 @@ Pipeline = Callable[[Observable[Inbound]], Observable[Frame]]
 
 @dataclass(frozen=True)
 class BuildContext:
-    """What an endpoint may use when it is built: shared HTTP session, time, limits."""
+    """What an endpoint may use when it is built: shared HTTP session, time, limits.
+
+    `telemetry` (None in tests) is the app's metrics / traces / request logs:
+    request outcomes are counted by the socket session for every endpoint; an
+    endpoint adds its provider attempts with `operators.instrument.instrument_attempt(
+    admission.request_telemetry(request_id), model, provider)` and its own
+    histograms via `telemetry.metrics` (e.g. `time_to_final_transcript`).
+    """
 
     session: aiohttp.ClientSession
     scheduler: abc.SchedulerBase
     limits: LimitsConfig
+    telemetry: Telemetry | None = None
 
     def clock(self) -> float:
         """Unix seconds from the app's scheduler."""

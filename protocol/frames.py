@@ -30,6 +30,7 @@ class ErrorName:
     """Error names used on the wire (Glide's where Glide had one)."""
 
     PAYLOAD_PARSE_ERROR = "payload_parse_error"
+    PAYLOAD_TOO_LARGE = "payload_too_large"
     ROUTER_NOT_FOUND = "router_not_found"
     ROUTE_NOT_FOUND = "route_not_found"
     MODEL_UNAVAILABLE = "model_unavailable"
@@ -42,6 +43,17 @@ class ErrorName:
     BAD_REQUEST = "bad_request"
     SHUTTING_DOWN = "shutting_down"
     SLOW_CONSUMER = "slow_consumer"
+    # access (HTTP 401 / 403 before any upgrade)
+    UNAUTHORIZED = "unauthorized"
+    FORBIDDEN = "forbidden"
+    ORIGIN_NOT_ALLOWED = "origin_not_allowed"
+    # limits: each ends just the offending request (frames carry `limit`, the config key)
+    RATE_LIMITED = "rate_limited"
+    TOO_MANY_SOCKETS = "too_many_sockets"
+    MESSAGE_HISTORY_TOO_LONG = "message_history_too_long"
+    METADATA_TOO_LARGE = "metadata_too_large"
+    TEXT_TOO_LONG = "text_too_long"
+    AUDIO_TOO_LONG = "audio_too_long"
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,6 +14,13 @@ from typing import Any
 from protocol.frames import ErrorName
 
 MAX_REQUEST_ID_CHARS = 128
+MAX_JSON_DEPTH = 64
+"""Deepest nesting of arrays and objects a client message may have.
+
+Deeper values would be re-serialized (metadata is echoed on every frame, params
+go to providers) at a deeper stack than they were parsed at, where Python's
+recursion limit could fail them; no real message needs more.
+"""
 CANCEL = "cancel"
 
 
@@ -58,6 +65,27 @@ def _request_id(obj: dict[str, Any]) -> str | BadMessage:
     return raw
 
 
+def json_depth_exceeds(value: Any, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether `value` nests arrays and objects more than `limit` levels deep."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return True
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values() if isinstance(v, dict | list))
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item if isinstance(v, dict | list))
+    return False
+
+
+def _maybe_too_deep(raw: str, obj: Any) -> bool:
+    # a frame with few brackets cannot nest deeply: skip the walk for most messages
+    if raw.count("{") + raw.count("[") <= MAX_JSON_DEPTH:
+        return False
+    return json_depth_exceeds(obj)
+
+
 def parse_text(raw: str, default_type: str) -> Inbound:
     """One text frame -> a message with `type` defaulted to the endpoint's own."""
     try:
@@ -69,6 +97,12 @@ def parse_text(raw: str, default_type: str) -> Inbound:
     request_id = _request_id(obj)
     if isinstance(request_id, BadMessage):
         return request_id
+    if _maybe_too_deep(raw, obj):
+        return BadMessage(
+            request_id,
+            ErrorName.INVALID_REQUEST,
+            f"the message nests arrays and objects more than {MAX_JSON_DEPTH} levels deep",
+        )
     msg_type = obj.get("type", default_type)
     if not isinstance(msg_type, str):
         return BadMessage(request_id, ErrorName.INVALID_REQUEST, "type must be a string")

@@ -260,3 +260,18 @@ async def test_oversized_frame_closes_with_1009(sluice: MakeClient, fake_a: Fake
         msg = await ws.receive()
         assert msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSED, WSMsgType.CLOSING)
         assert ws.close_code == 1009
+
+
+async def test_a_content_filtered_answer_ends_the_request_without_failover(
+    sluice: MakeClient, fake_a: FakeOpenAI, fake_b: FakeOpenAI
+) -> None:
+    fake_a.script.fault = "empty"
+    fake_a.script.finish_reason = "content_filter"
+    client = await sluice(make_config(openai_model("a", fake_a), openai_model("b", fake_b)))
+    async with client.ws_connect(URL) as ws:
+        await ws.send_str(chat("cf"))
+        frames = await collect(ws, 1)
+    (terminal,) = frames["cf"]
+    assert terminal["chunk"]["finish_reason"] == "content_filtered"
+    assert terminal["chunk"]["model_id"] == "a"
+    assert fake_b.stats.requests == 0

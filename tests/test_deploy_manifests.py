@@ -75,7 +75,9 @@ def test_kustomization_lists_every_manifest_but_the_secret_template() -> None:
 def sluice_config() -> Any:
     text = by_kind("ConfigMap")["data"]["sluice.yaml"]
     keys = set(re.findall(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)\}", text))
-    return parse_config(text, source="configmap", environ=dict.fromkeys(keys, "x")), keys
+    # stand-in values shaped like the real ones (a client key hash must parse as one)
+    environ = {k: "sha256:" + "0" * 64 if k.endswith("_HASH") else "x" for k in keys}
+    return parse_config(text, source="configmap", environ=environ), keys
 
 
 def container() -> dict[str, Any]:
@@ -177,7 +179,13 @@ def test_dockerfile_matches_makefile_and_pyproject() -> None:
     assert re.search(r"^STOPSIGNAL SIGTERM$", text, re.M)
     healthcheck = re.search(r"^HEALTHCHECK .*(?:\n\s+.*)*", text, re.M)
     assert healthcheck and "/v1/health/" in healthcheck.group(0)
-    assert re.search(r'^CMD \["serve", "--host", "0\.0\.0\.0"\]$', text, re.M)
+    assert re.search(r'^CMD \["serve", "--config", "/etc/sluice/sluice\.yaml"\]$', text, re.M)
+    image_config = parse_config(
+        (ROOT / "deploy/docker/sluice.yaml").read_text(),
+        source="deploy/docker/sluice.yaml",
+        environ={"SLUICE_CLIENT_KEY_HASH": "sha256:" + "0" * 64},
+    )
+    assert image_config.server.host == "0.0.0.0" and image_config.auth.keys
     assert re.search(r'^ENTRYPOINT \["sluice"\]$', text, re.M)
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert {".git", ".venv", "tests"} <= set(ignored)

@@ -7,9 +7,23 @@ Only the handler task reads the socket and only the writer task sends on it.
 When the client goes away the inbound stream completes, which disposes every
 request in flight (cancelling their provider calls).
 
+Limits: a text or binary frame over its size limit closes the socket with 1009
+(aiohttp's `max_msg_size` does the same for frames over the larger limit).
+
+Slow consumers: frames are never dropped. When the bytes queued for a client
+that does not keep up pass `max_queued_bytes`, the socket is cut: every request
+is disposed (provider work cancelled), the queue is cleared, the writer stops,
+a 1008 close is attempted for `close_timeout` seconds and then the connection
+is aborted, so a client that never reads holds nothing for long.
+
 Drain: `drain()` closes an idle socket at once (1001) and a busy one as soon as
 its last request ends; `end_now()` (the grace deadline) stops every request,
 sends each its terminal `shutting_down` error, flushes, and closes with 1001.
+
+Accounting: the session sees every request start (`on_active_change`) and every
+frame, so it keeps each request's `RequestTelemetry` (outcome, first output,
+intervals) for any endpoint; `request_telemetry(id)` hands it to pipelines for
+their provider attempts.
 """
 
 from __future__ import annotations
@@ -24,6 +38,8 @@ from reactivex import Observable, abc
 from reactivex.disposable import SerialDisposable
 from reactivex.subject import Subject
 
+from observability.telemetry import ABORTED, RequestTelemetry, Telemetry
+from operators.instrument import is_output_frame, model_of, outcome_of
 from protocol.frames import ErrorName, Frame, FrameFactory
 from protocol.messages import ClientMessage, Inbound, encode_binary, parse_binary, parse_text
 from transport.outbound import OutboundQueue
@@ -31,6 +47,8 @@ from transport.outbound import OutboundQueue
 log = logging.getLogger("sluice.socket")
 
 Pipeline = Callable[[Observable[Inbound]], Observable[Frame]]
+
+FLUSH_SECONDS = 5.0
 
 
 def encode_frame(frame: Frame) -> str | bytes:
@@ -41,8 +59,31 @@ def encode_frame(frame: Frame) -> str | bytes:
     return json.dumps(frame.data, separators=(",", ":"), ensure_ascii=False)
 
 
+def _error_name(frame: Frame) -> str | None:
+    data = frame.data
+    if isinstance(data, bytes) or data.get("type") != "error":
+        return None
+    error = data.get("error")
+    return str(error.get("name")) if isinstance(error, dict) else ErrorName.UNKNOWN_ERROR
+
+
+def _utf8_len_over(text: str, limit: int) -> bool:
+    if len(text) > limit:
+        return True
+    if len(text) * 4 <= limit:
+        return False
+    return len(text.encode("utf-8")) > limit
+
+
 class SocketSession:
-    """Runs one accepted websocket until either side closes it."""
+    """Runs one accepted websocket until either side closes it.
+
+    Required: the socket, its endpoint's default message type, the scheduler,
+    the outbound byte bound, router id and a label for logs. Optional: per-type
+    frame limits, `telemetry` (metrics, traces, request logs), the caller's
+    `key_id`, the connection's `transport` (to abort a dead peer), the
+    `close_timeout` for a slow consumer's close, and `redact` for error frames.
+    """
 
     def __init__(
         self,
@@ -53,6 +94,14 @@ class SocketSession:
         max_queued_bytes: int,
         router_id: str,
         label: str,
+        endpoint: str | None = None,
+        max_text_bytes: int | None = None,
+        max_binary_bytes: int | None = None,
+        telemetry: Telemetry | None = None,
+        key_id: str | None = None,
+        transport: asyncio.Transport | None = None,
+        close_timeout: float = 2.0,
+        redact: Callable[[str], str] | None = None,
     ) -> None:
         self.ws = ws
         self._default_type = default_type
@@ -60,20 +109,78 @@ class SocketSession:
         self.queue = OutboundQueue(max_queued_bytes)
         self.router_id = router_id
         self._label = label
+        self.endpoint = endpoint or label.split(":", 1)[0]
+        self._max_text = max_text_bytes
+        self._max_binary = max_binary_bytes
+        self._telemetry = telemetry
+        self.key_id = key_id
+        self._transport = transport
+        self._close_timeout = close_timeout
+        self._redact = redact
         self._inbound: Subject[Inbound] = Subject()
         self._subscription = SerialDisposable()
         self._writer: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._closing = False
         self._draining = False
+        self.close_reason: str | None = None
         self.active: Mapping[str, ClientMessage] = {}
+        self._requests: dict[str, RequestTelemetry] = {}
         self.closed = asyncio.Event()
+
+    # ---- requests ----------------------------------------------------------------
 
     def on_active_change(self, active: Mapping[str, ClientMessage]) -> None:
         """Hears the requests in flight; a draining socket closes when none is left."""
         self.active = active
+        telemetry = self._telemetry
+        if telemetry is not None:
+            requests = self._requests
+            if len(active) > len(requests):
+                for request_id in active:
+                    if request_id not in requests:
+                        requests[request_id] = telemetry.request(
+                            self.endpoint, self.router_id, request_id, key_id=self.key_id
+                        )
+            elif len(active) < len(requests):
+                for request_id in [r for r in requests if r not in active]:
+                    requests.pop(request_id).finish(ABORTED)
         if self._draining and not active:
-            self._close_soon(WSCloseCode.GOING_AWAY, "server draining")
+            self._close_soon(WSCloseCode.GOING_AWAY, "server draining", "draining")
+
+    def request_telemetry(self, request_id: str) -> RequestTelemetry | None:
+        """The telemetry of an admitted request in flight on this socket, or None."""
+        return self._requests.get(request_id)
+
+    def _now(self) -> float:
+        return self._scheduler.to_seconds(self._scheduler.now)
+
+    def _finish_all(self, outcome: str, error: str | None = None) -> None:
+        requests = list(self._requests.values())
+        self._requests.clear()
+        for request in requests:
+            request.finish(outcome, error=error)
+
+    def _account(self, frame: Frame, telemetry: Telemetry) -> None:
+        request_id = frame.request_id
+        request = self._requests.get(request_id) if request_id is not None else None
+        if request is None:
+            name = _error_name(frame)
+            if name is not None:  # refused at admission, or a bad frame
+                telemetry.rejected(self.endpoint, self.router_id, name, request=frame.terminal)
+            return
+        if is_output_frame(frame):
+            if not request.model:
+                named = model_of(frame)
+                if named is not None:
+                    request.answered_by(*named)
+            request.output()
+        if frame.terminal:
+            del self._requests[request.request_id]
+            outcome, error = outcome_of(frame, bool(request.model))
+            request.finish(outcome, error=error)
+
+    # ---- the socket --------------------------------------------------------------
 
     async def run(self, pipeline: Pipeline) -> None:
         """Read until the socket closes; then stop the pipeline and the writer."""
@@ -86,22 +193,60 @@ class SocketSession:
                 if self._closing:
                     continue
                 if msg.type is WSMsgType.TEXT:
+                    if self._max_text is not None and _utf8_len_over(msg.data, self._max_text):
+                        self._too_big("text")
+                        continue
                     self._inbound.on_next(parse_text(msg.data, self._default_type))
                 elif msg.type is WSMsgType.BINARY:
+                    if self._max_binary is not None and len(msg.data) > self._max_binary:
+                        self._too_big("binary")
+                        continue
                     self._inbound.on_next(parse_binary(msg.data))
+                elif msg.type is WSMsgType.ERROR:
+                    # aiohttp's own max_msg_size check ends the socket with 1009
+                    if getattr(msg.data, "code", None) == WSCloseCode.MESSAGE_TOO_BIG:
+                        self.close_reason = "frame_too_large"
         finally:
             self._inbound.on_completed()
             self._subscription.dispose()
             self.queue.close()
+            self._finish_all(ABORTED)
             await self._stop_writer()
             await asyncio.gather(*self._tasks, return_exceptions=True)
+            self._count_close()
             self.closed.set()
+
+    def _count_close(self) -> None:
+        reason = self.close_reason
+        if reason is None:
+            reason = "frame_too_large" if self.ws.close_code == 1009 else "client"
+        metrics = self._telemetry.metrics if self._telemetry is not None else None
+        if metrics is not None:
+            metrics.socket_closes.labels(self.endpoint, reason).inc()
+        log.debug(
+            "socket closed",
+            extra={"socket": self._label, "reason": reason, "code": self.ws.close_code},
+        )
+
+    def _too_big(self, kind: str) -> None:
+        limit = self._max_text if kind == "text" else self._max_binary
+        log.info(
+            "frame too large: closing with 1009",
+            extra={"socket": self._label, "kind": kind, "limit": limit, "key_id": self.key_id},
+        )
+        self._subscription.dispose()
+        self._close_soon(
+            WSCloseCode.MESSAGE_TOO_BIG,
+            f"{kind} frame larger than {limit} bytes",
+            "frame_too_large",
+            flush=False,
+        )
 
     def drain(self) -> None:
         """Accept no new requests (the admission says so); close 1001 once idle."""
         self._draining = True
         if not self.active:
-            self._close_soon(WSCloseCode.GOING_AWAY, "server draining")
+            self._close_soon(WSCloseCode.GOING_AWAY, "server draining", "draining")
 
     def end_now(self, clock: Callable[[], float]) -> None:
         """Grace is over: end every request with `shutting_down`, flush, close 1001."""
@@ -109,66 +254,146 @@ class SocketSession:
         self._subscription.dispose()
         for request_id, first in active.items():
             frames = FrameFactory(request_id, self.router_id, first.metadata, clock)
-            self.queue.put(
-                encode_frame(
-                    frames.error(
-                        ErrorName.SHUTTING_DOWN,
-                        "this instance is shutting down; send the request again on a new "
-                        "connection",
-                    )
+            self._enqueue(
+                frames.error(
+                    ErrorName.SHUTTING_DOWN,
+                    "this instance is shutting down; send the request again on a new connection",
                 )
             )
         self.active = {}
-        self._close_soon(WSCloseCode.GOING_AWAY, "server shutting down")
+        self._finish_all(ABORTED)
+        self._close_soon(WSCloseCode.GOING_AWAY, "server shutting down", "draining")
 
-    def _close_soon(self, code: int, message: str) -> None:
+    def _close_soon(self, code: int, message: str, reason: str, *, flush: bool = True) -> None:
         if self._closing:
             return
         self._closing = True
-        task = asyncio.get_running_loop().create_task(self._flush_and_close(code, message))
+        self.close_reason = reason
+        task = asyncio.get_running_loop().create_task(self._flush_and_close(code, message, flush))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _flush_and_close(self, code: int, message: str) -> None:
-        self.queue.close()
-        if self._writer is not None and not self.queue.overflowed:
-            try:
-                await asyncio.wait_for(asyncio.shield(self._writer), 5.0)
-            except (TimeoutError, asyncio.CancelledError):
-                pass
+    async def _flush_and_close(self, code: int, message: str, flush: bool) -> None:
+        writer = self._writer
+        if flush:
+            self.queue.close()
+            if writer is not None:
+                try:
+                    await asyncio.wait_for(asyncio.shield(writer), FLUSH_SECONDS)
+                except (TimeoutError, asyncio.CancelledError):
+                    pass
+        else:
+            # The writer may be waiting for a peer that never reads; it is not cancelled
+            # here (it shares aiohttp's drain future with the close below) but ends
+            # when the close times out or the connection is aborted.
+            self.queue.clear()
         if not self.ws.closed:
-            await self.ws.close(code=code, message=message.encode("utf-8"))
+            try:
+                await asyncio.wait_for(
+                    self.ws.close(code=code, message=message.encode("utf-8")), self._close_timeout
+                )
+            except (TimeoutError, ConnectionError, RuntimeError):
+                pass
+            except asyncio.CancelledError:
+                # aiohttp re-raises a cancelled shared drain future; only a real
+                # cancellation of this task stops here
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise
+        # A peer that does not read keeps a gracefully closing transport open forever
+        # (its unsent bytes never drain): a cut socket, or one with bytes still
+        # stuck after the close, is aborted.
+        transport = self._transport
+        if transport is not None and (not flush or transport.get_write_buffer_size() > 0):
+            self._abort(transport)
+
+    def _abort(self, transport: asyncio.Transport) -> None:
+        """Drop the connection without waiting for the peer (it is not reading)."""
+        log.debug(
+            "aborting the connection",
+            extra={"socket": self._label, "key_id": self.key_id},
+        )
+        transport.abort()
+
+    def _encode(self, frame: Frame) -> str | bytes:
+        try:
+            payload = encode_frame(frame)
+        except (TypeError, ValueError, RecursionError) as error:
+            log.error(
+                "a frame could not be encoded",
+                exc_info=error,
+                extra={"socket": self._label, "request_id": frame.request_id},
+            )
+            replacement = FrameFactory(frame.request_id, self.router_id, None, self._now).error(
+                ErrorName.UNKNOWN_ERROR,
+                "internal error: a frame could not be encoded",
+                finish_reason="error" if frame.terminal else None,
+            )
+            payload = encode_frame(replacement)
+        if self._redact is not None and isinstance(payload, str) and _error_name(frame):
+            payload = self._redact(payload)
+        return payload
 
     def _enqueue(self, frame: Frame) -> None:
-        if not self.queue.put(encode_frame(frame)) and self.queue.overflowed:
-            self._on_overflow()
+        telemetry = self._telemetry
+        if telemetry is not None:
+            self._account(frame, telemetry)
+        payload = self._encode(frame)
+        if not self.queue.put(payload, asyncio.get_running_loop().time()):
+            if self.queue.overflowed:
+                self._on_overflow()
 
     def _on_overflow(self) -> None:
         if self._closing:
             return
         log.warning(
             "slow consumer: outbound queue passed its bound; closing the socket",
-            extra={"socket": self._label, "queued_bytes": self.queue.queued_bytes},
+            extra={
+                "socket": self._label,
+                "queued_bytes": self.queue.queued_bytes,
+                "requests": len(self.active),
+                "key_id": self.key_id,
+            },
         )
         self._subscription.dispose()
-        self._close_soon(WSCloseCode.POLICY_VIOLATION, "slow consumer: outbound queue full")
+        self._finish_all(ABORTED, ErrorName.SLOW_CONSUMER)
+        self._close_soon(
+            WSCloseCode.POLICY_VIOLATION,
+            "slow consumer: outbound queue full",
+            ErrorName.SLOW_CONSUMER,
+            flush=False,
+        )
 
     def _pipeline_failed(self, error: Exception) -> None:
         log.error("socket pipeline failed", exc_info=error, extra={"socket": self._label})
         self.queue.close()
 
     async def _write(self) -> None:
+        loop = asyncio.get_running_loop()
+        metrics = self._telemetry.metrics if self._telemetry is not None else None
         try:
-            while True:
-                item = await self.queue.get()
-                if item is None:
-                    return
-                if isinstance(item, str):
-                    await self.ws.send_str(item)
-                else:
-                    await self.ws.send_bytes(item)
+            if metrics is None:
+                while (got := await self.queue.get()) is not None:
+                    await self._send(got[0])
+                return
+            latency = metrics.chunk_latency.labels(self.endpoint)
+            texts = metrics.frames_sent.labels(self.endpoint, "text")
+            binaries = metrics.frames_sent.labels(self.endpoint, "binary")
+            sent_bytes = metrics.bytes_sent.labels(self.endpoint)
+            while (got := await self.queue.get()) is not None:
+                item, queued_at = got
+                await self._send(item)
+                latency.observe(loop.time() - queued_at)
+                (texts if isinstance(item, str) else binaries).inc()
+                sent_bytes.inc(len(item))
         except (ConnectionResetError, RuntimeError) as error:
             log.debug("writer stopped: %s", error, extra={"socket": self._label})
+
+    async def _send(self, item: str | bytes) -> None:
+        if isinstance(item, str):
+            await self.ws.send_str(item)
+        else:
+            await self.ws.send_bytes(item)
 
     async def _stop_writer(self) -> None:
         writer = self._writer
@@ -177,6 +402,6 @@ class SocketSession:
         if self.ws.closed:
             writer.cancel()
         try:
-            await asyncio.wait_for(writer, timeout=5.0)
+            await asyncio.wait_for(writer, timeout=FLUSH_SECONDS)
         except (asyncio.CancelledError, TimeoutError):
             pass

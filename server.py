@@ -45,6 +45,7 @@ from pipelines.chat_router import ChatRouter
 from pipelines.chat_stream import CHAT, chat_stream_pipeline
 from pipelines.common import Admission, describe_validation_error
 from pipelines.endpoint import BuildContext, Pipeline, SocketEndpoint
+from playground import static_dir
 from protocol.chat import ChatRequest
 from protocol.frames import ErrorName
 from protocol.messages import json_depth_exceeds
@@ -644,6 +645,16 @@ async def speech_socket(request: web.Request) -> web.StreamResponse:
     )
 
 
+async def playground_redirect(_: web.Request) -> web.Response:
+    """`/playground` -> `/playground/`, so the page's relative asset paths resolve."""
+    raise web.HTTPFound("/playground/")
+
+
+async def playground_index(_: web.Request) -> web.FileResponse:
+    """The browser playground (static files; it speaks the same websocket protocol)."""
+    return web.FileResponse(static_dir() / "index.html")
+
+
 def build_app(
     config: SluiceConfig,
     provider_factory: ProviderFactory | None = None,
@@ -682,6 +693,9 @@ def build_app(
     app.router.add_get("/v1/speech/", list_speech_routers)
     app.router.add_get("/v1/speech", list_speech_routers)
     app.router.add_get("/v1/speech/{router}/{endpoint:speak|listen}", speech_socket)
+    app.router.add_get("/playground", playground_redirect)
+    app.router.add_get("/playground/", playground_index)
+    app.router.add_static("/playground/", static_dir())
     return app
 
 

@@ -39,6 +39,7 @@ from observability.logs import configure_logging, safe_extra
 from observability.metrics import CONTENT_TYPE, Metrics, ModelState, SocketState, StateSource
 from observability.telemetry import ERROR, OK, REJECTED, Telemetry
 from observability.tracing import Tracing, build_tracing
+from openai_api import add_openai_routes
 from operators.aio import to_future
 from operators.failover import AllModelsUnavailable
 from pipelines.chat_router import ChatRouter
@@ -693,6 +694,7 @@ def build_app(
     app.router.add_get("/v1/speech/", list_speech_routers)
     app.router.add_get("/v1/speech", list_speech_routers)
     app.router.add_get("/v1/speech/{router}/{endpoint:speak|listen}", speech_socket)
+    add_openai_routes(app, GATEWAY)
     app.router.add_get("/playground", playground_redirect)
     app.router.add_get("/playground/", playground_index)
     app.router.add_static("/playground/", static_dir())

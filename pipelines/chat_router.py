@@ -3,6 +3,8 @@
 `ChatRouter.stream(request)` -> Observable of `ChatChunk | Reset` (one answer,
 from whichever model succeeds); `ChatRouter.complete(request)` -> Observable of
 one `ChatCompletion`. Pipelines depend on these observables, not on providers.
+Both take `only_model=` to pin one model: the same retry, deadlines and health,
+with failover restricted to that model.
 """
 
 from __future__ import annotations
@@ -77,8 +79,23 @@ class ChatRouter:
         provider = self._providers[model_id]
         return ModelInfo(model_id, provider.provider_id, provider.model_name)
 
+    def has_model(self, model_id: str) -> bool:
+        """Whether `model_id` is one of this router's enabled models."""
+        return model_id in self._models
+
+    def _health_for(self, only_model: str | None) -> RouterHealth:
+        if only_model is None:
+            return self.health
+        if only_model not in self._models:
+            raise KeyError(f"router {self.id!r} has no enabled model {only_model!r}")
+        return PinnedHealth(self.health, only_model)
+
     def stream(
-        self, request: ChatRequest, *, telemetry: RequestTelemetry | None = None
+        self,
+        request: ChatRequest,
+        *,
+        telemetry: RequestTelemetry | None = None,
+        only_model: str | None = None,
     ) -> Observable[ChatEvent]:
         """The streamed answer: chunks of one model, `Reset` before each restart.
 
@@ -86,7 +103,9 @@ class ChatRouter:
         deadlines; an attempt that ends without content is a failure. The chunk
         that carries a finish_reason settles the attempt as a success (health,
         latency, telemetry) before it travels on. `telemetry` hears each attempt.
+        `only_model` pins the answer to that model (KeyError if it is not enabled).
         """
+        health = self._health_for(only_model)
 
         def attempt(model_id: str) -> Observable[ChatEvent]:
             model = self._models[model_id]
@@ -108,13 +127,21 @@ class ChatRouter:
             )
 
         return failover(
-            self.id, self.health, attempt, scheduler=self._scheduler, is_final=_is_final_chunk
+            self.id, health, attempt, scheduler=self._scheduler, is_final=_is_final_chunk
         ).pipe(retry_passes(self.config.retry, self._rng, scheduler=self._scheduler))
 
     def complete(
-        self, request: ChatRequest, *, telemetry: RequestTelemetry | None = None
+        self,
+        request: ChatRequest,
+        *,
+        telemetry: RequestTelemetry | None = None,
+        only_model: str | None = None,
     ) -> Observable[ChatCompletion]:
-        """The whole answer of the first model that gives one (same failover)."""
+        """The whole answer of the first model that gives one (same failover).
+
+        `only_model` pins the answer to that model (KeyError if it is not enabled).
+        """
+        health = self._health_for(only_model)
 
         def attempt(model_id: str) -> Observable[ChatCompletion]:
             model = self._models[model_id]
@@ -138,10 +165,50 @@ class ChatRouter:
             # one item per attempt, emitted at its end: a Reset cannot follow it
             return reactivex.of(event) if isinstance(event, ChatCompletion) else reactivex.empty()
 
-        routed = failover(self.id, self.health, attempt, scheduler=self._scheduler).pipe(
+        routed = failover(self.id, health, attempt, scheduler=self._scheduler).pipe(
             retry_passes(self.config.retry, self._rng, scheduler=self._scheduler)
         )
         return routed.pipe(ops.flat_map(completions))
+
+
+class PinnedHealth:
+    """A router's health restricted to one model: the plan holds that model or nothing.
+
+    Everything else (availability, outcomes) goes to the router's own health, so
+    a pinned request counts toward the model's error budget like any other.
+    """
+
+    def __init__(self, base: RouterHealth, model_id: str) -> None:
+        self._base = base
+        self.model_id = model_id
+
+    def plan(self, now: float) -> list[str]:
+        """The pinned model, or nothing while it is unavailable.
+
+        The base plan is not asked: a strategy's order may move on when asked
+        (round robin), and a pinned request must not shift the others' turns.
+        """
+        return [self.model_id] if self._base.available(self.model_id, now) else []
+
+    def available(self, model_id: str, now: float) -> bool:
+        """As the base says."""
+        return self._base.available(model_id, now)
+
+    def begin_attempt(self, model_id: str, now: float) -> None:
+        """As the base."""
+        self._base.begin_attempt(model_id, now)
+
+    def record_success(self, model_id: str, now: float, latency: float | None) -> None:
+        """As the base."""
+        self._base.record_success(model_id, now, latency)
+
+    def record_failure(self, model_id: str, error: BaseException, now: float) -> None:
+        """As the base."""
+        self._base.record_failure(model_id, error, now)
+
+    def cancel_attempt(self, model_id: str, now: float) -> None:
+        """As the base."""
+        self._base.cancel_attempt(model_id, now)
 
 
 def _has_content(delta: ChatDelta) -> bool:

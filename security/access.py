@@ -178,7 +178,7 @@ def endpoint_of(request: web.Request) -> str:
 
 def _protected(request: web.Request, metrics_need_key: bool) -> bool:
     path = request.path
-    if path.startswith(("/v1/language", "/v1/speech")):
+    if path.startswith(("/v1/language", "/v1/speech", "/v1/chat/", "/v1/audio/")):
         return True
     return metrics_need_key and path.rstrip("/") == "/metrics"
 

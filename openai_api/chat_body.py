@@ -1,0 +1,123 @@
+"""OpenAI's chat completion request body, and its translation into Sluice's.
+
+JSON in -> `ChatBody` (validated) -> `ChatRequest` with the sampling params as
+per-model overrides for every model of the router. `model` is `router` or
+`router/model-id`; `split_model` parses it.
+
+Messages keep their order: the last one becomes `message`, the ones before it
+`message_history` (system, developer -> system, user and assistant are kept;
+text content parts are joined; tool messages and non-text parts are refused).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from protocol.chat import ChatRequest
+
+PASSED_PARAMS = (
+    "temperature",
+    "top_p",
+    "max_tokens",
+    "stop",
+    "presence_penalty",
+    "frequency_penalty",
+    "seed",
+    "logit_bias",
+    "user",
+)
+"""Body fields sent on to every model as request parameters (OpenAI's names)."""
+
+
+class ContentPart(BaseModel):
+    """One part of a message's content; only `text` parts are accepted."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    type: Literal["text"]
+    text: str
+
+
+class MessageIn(BaseModel):
+    """One OpenAI chat message."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    role: Literal["system", "developer", "user", "assistant"]
+    content: str | list[ContentPart] = Field(min_length=1)
+    name: str | None = None
+
+    def text(self) -> str:
+        """The message's text (content parts joined)."""
+        if isinstance(self.content, str):
+            return self.content
+        return "".join(part.text for part in self.content)
+
+    def to_sluice(self) -> dict[str, Any]:
+        """The message in Glide's shape."""
+        role = "system" if self.role == "developer" else self.role
+        out: dict[str, Any] = {"role": role, "content": self.text()}
+        if self.name is not None:
+            out["name"] = self.name
+        return out
+
+
+class StreamOptions(BaseModel):
+    """`stream_options`: only `include_usage` has an effect."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    include_usage: bool = False
+
+
+class ChatBody(BaseModel):
+    """The body of `POST /v1/chat/completions` (fields Sluice does not use are ignored)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    model: str = Field(min_length=1)
+    messages: list[MessageIn] = Field(min_length=1)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    n: Literal[1] = 1
+    temperature: float | None = None
+    top_p: float | None = None
+    max_tokens: int | None = Field(default=None, ge=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1)
+    stop: str | list[str] | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    seed: int | None = None
+    logit_bias: dict[str, float] | None = None
+    user: str | None = None
+
+    @property
+    def include_usage(self) -> bool:
+        """Whether a streamed answer ends with a usage chunk."""
+        return self.stream_options is not None and self.stream_options.include_usage
+
+    def params(self) -> dict[str, Any]:
+        """The request parameters every model receives (`max_completion_tokens` as
+        `max_tokens`)."""
+        out = {k: getattr(self, k) for k in PASSED_PARAMS if getattr(self, k) is not None}
+        if self.max_completion_tokens is not None and "max_tokens" not in out:
+            out["max_tokens"] = self.max_completion_tokens
+        return out
+
+    def to_chat_request(self, model_ids: Iterable[str]) -> ChatRequest:
+        """Sluice's request: last message, history before it, params for each model id."""
+        *history, last = (m.to_sluice() for m in self.messages)
+        params = self.params()
+        body: dict[str, Any] = {"message": last, "message_history": history}
+        if params:
+            body["override_params"] = {model_id: dict(params) for model_id in model_ids}
+        return ChatRequest.model_validate(body)
+
+
+def split_model(model: str) -> tuple[str, str | None]:
+    """`router` -> (router, None); `router/model-id` -> (router, model-id)."""
+    router_id, sep, model_id = model.partition("/")
+    return router_id, (model_id if sep else None)

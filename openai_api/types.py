@@ -1,0 +1,41 @@
+"""The shapes this package needs from the server, named without importing it.
+
+`server` imports this package to wire the routes, so the package sees the
+running gateway through `GatewayView` (what `server.Gateway` provides).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Protocol
+
+from aiohttp import web
+from reactivex import abc
+
+from config.models import SluiceConfig
+from observability.telemetry import Telemetry
+from pipelines.chat_router import ChatRouter
+from pipelines.endpoint import SocketEndpoint
+from security.redact import Redactor
+
+
+class GatewayView(Protocol):
+    """The parts of `server.Gateway` the OpenAI endpoints use."""
+
+    config: SluiceConfig
+    scheduler: abc.SchedulerBase
+    chat_routers: dict[str, ChatRouter]
+    speech: dict[str, dict[str, SocketEndpoint]]
+    draining: bool
+    http_in_flight: int
+    work_ended: asyncio.Event
+    telemetry: Telemetry | None
+    redact: Redactor
+
+    def clock(self) -> float:
+        """Unix seconds from the app's scheduler."""
+        ...
+
+
+GatewayKey = web.AppKey[Any]
+"""The app key the server stores its `Gateway` under (`server.GATEWAY`)."""

@@ -19,10 +19,8 @@ Standalone: `python -m fakes.anthropic_server --port 9200 --chunks 50 --delay 0.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
-import signal
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -31,7 +29,22 @@ from typing import Any, Literal, get_args
 
 from aiohttp import web
 
-from fakes.openai_server import FAULT_HEADER, FakeOpenAIStats
+from fakes.common import (
+    FAULT_HEADER,
+    FakeStats,
+    RunningStreamFake,
+    cli_chunks,
+    cli_parser,
+    fake_app,
+    half_body,
+    record_request,
+    refuse,
+    retry_after_headers,
+    serve_app,
+    serve_until_signalled,
+    stall_until_client_gone,
+    track_stream,
+)
 
 Fault = Literal[
     "none",
@@ -97,17 +110,12 @@ class FakeAnthropicScript:
     cache_read_input_tokens: int = 0
 
 
-class FakeAnthropicStats(FakeOpenAIStats):
-    """What the fake Anthropic server has seen (the OpenAI fake's counters and waits)."""
+class FakeAnthropicStats(FakeStats):
+    """What the fake Anthropic server has seen (see `FakeStats`)."""
 
 
 FAKE_SCRIPT = web.AppKey("fake_anthropic_script", FakeAnthropicScript)
 FAKE_STATS = web.AppKey("fake_anthropic_stats", FakeAnthropicStats)
-_STOPPING = web.AppKey("fake_anthropic_stopping", asyncio.Event)
-
-
-class _ClientGone(Exception):
-    """The peer closed the connection while the fake was stalled."""
 
 
 def _error_response(
@@ -130,17 +138,7 @@ class _Handler:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         script = self._app[FAKE_SCRIPT]
         stats = self._app[FAKE_STATS]
-        stats.requests += 1
-        number = stats.requests
-        stats.last_headers = dict(request.headers)
-        stats.last_path = request.path
-        stats.last_query = dict(request.query)
-        try:
-            body = await request.json()
-        except ValueError:
-            body = None
-        stats.last_body = body if isinstance(body, dict) else None
-        stats.notify()
+        number, body = await record_request(request, stats)
 
         if not request.headers.get("x-api-key"):
             return _error_response(401, "authentication_error", "x-api-key header is required")
@@ -159,24 +157,17 @@ class _Handler:
                 400, "invalid_request_error", f"unknown {FAULT_HEADER} {fault!r}"
             )
         if fault == "refuse":
-            if request.transport is not None:
-                request.transport.close()
-            return web.Response()  # never written: the transport is gone
+            return refuse(request)
         if fault in _FAULT_STATUS:
             status = _FAULT_STATUS[fault]
-            headers: dict[str, str] = {}
-            if status == 429 and script.retry_after is not None:
-                headers["retry-after"] = script.retry_after
+            headers = retry_after_headers(status, script.retry_after, "retry-after")
             kind, message = _ERRORS[status]
             return _error_response(status, kind, message, headers)
 
         model = str(body.get("model") or "claude-fake")
         ident = f"msg_fake{number}"
-        stats.open_streams += 1
-        stats.streams_started += 1
-        stats.notify()
         resp: web.StreamResponse | None = None
-        try:
+        async with track_stream(request, stats):
             if body.get("stream"):
                 resp = web.StreamResponse(
                     headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
@@ -185,29 +176,7 @@ class _Handler:
                 await self._stream(request, resp, script, fault, ident, model)
             else:
                 resp = await self._complete(request, script, fault, ident, model)
-        except (ConnectionResetError, _ClientGone):
-            stats.streams_closed_by_client += 1
-            return resp if resp is not None else web.Response()
-        except asyncio.CancelledError:
-            if not self._app[_STOPPING].is_set():
-                stats.streams_closed_by_client += 1
-            raise
-        else:
-            if not self._app[_STOPPING].is_set():
-                stats.streams_completed += 1
-            return resp
-        finally:
-            stats.open_streams -= 1
-            stats.notify()
-
-    async def _stall(self, request: web.Request) -> None:
-        """Wait until the client goes away (raise _ClientGone) or the server stops."""
-        stopping = self._app[_STOPPING]
-        while not stopping.is_set():
-            transport = request.transport
-            if transport is None or transport.is_closing():
-                raise _ClientGone
-            await asyncio.sleep(0.005)
+        return resp if resp is not None else web.Response()
 
     async def _stream(
         self,
@@ -219,7 +188,7 @@ class _Handler:
         model: str,
     ) -> None:
         if fault == "stall_before_first":
-            await self._stall(request)
+            await stall_until_client_gone(request)
             return
         usage = {
             "input_tokens": script.input_tokens,
@@ -270,7 +239,7 @@ class _Handler:
             sent += 1
 
         if fault == "stall_mid_stream":
-            await self._stall(request)
+            await stall_until_client_gone(request)
             return
         if fault == "truncated":
             await resp.write_eof()
@@ -305,7 +274,7 @@ class _Handler:
         model: str,
     ) -> web.StreamResponse:
         if fault == "stall_before_first":
-            await self._stall(request)
+            await stall_until_client_gone(request)
         if fault == "error_event":
             kind = script.error_type
             return _error_response(529 if kind == "overloaded_error" else 500, kind, "Overloaded")
@@ -338,15 +307,7 @@ class _Handler:
                 body=b'{"id": "msg_broken", "content": [', content_type="application/json"
             )
         if fault in ("stall_mid_stream", "truncated"):
-            resp = web.StreamResponse(headers={"Content-Type": "application/json"})
-            resp.content_length = len(data)
-            await resp.prepare(request)
-            await resp.write(data[: len(data) // 2])
-            if fault == "stall_mid_stream":
-                await self._stall(request)
-            elif request.transport is not None:
-                request.transport.close()
-            return resp
+            return await half_body(request, data, stall=fault == "stall_mid_stream")
         return web.Response(body=data, content_type="application/json")
 
 
@@ -355,39 +316,18 @@ def make_fake_anthropic_app(script: FakeAnthropicScript | None = None) -> web.Ap
 
     The script and stats live in `app[FAKE_SCRIPT]` and `app[FAKE_STATS]`.
     """
-    app = web.Application()
-    app[FAKE_SCRIPT] = script if script is not None else FakeAnthropicScript()
-    app[FAKE_STATS] = FakeAnthropicStats()
-    app[_STOPPING] = asyncio.Event()
-
-    async def on_shutdown(app: web.Application) -> None:
-        app[_STOPPING].set()
-
-    app.on_shutdown.append(on_shutdown)
+    script = script if script is not None else FakeAnthropicScript()
+    app = fake_app(FAKE_SCRIPT, script, FAKE_STATS, FakeAnthropicStats())
     app.router.add_post("/v1/messages", _Handler(app).handle)
     return app
 
 
 @dataclass(frozen=True)
-class FakeAnthropic:
+class FakeAnthropic(RunningStreamFake[FakeAnthropicScript, FakeAnthropicStats]):
     """A running fake: `url` is the base URL to configure (the origin, no path)."""
 
-    url: str
-    app: web.Application
-
-    @property
-    def script(self) -> FakeAnthropicScript:
-        """The live script; mutate it to change the next answers."""
-        return self.app[FAKE_SCRIPT]
-
-    @property
-    def stats(self) -> FakeAnthropicStats:
-        """What the fake has recorded so far."""
-        return self.app[FAKE_STATS]
-
-    async def wait_stream_closed(self, within: float = 1.0, count: int = 1) -> None:
-        """Return once `count` streams were closed by the client (else TimeoutError)."""
-        await self.stats.wait_stream_closed(within, count)
+    script_key = FAKE_SCRIPT
+    stats_key = FAKE_STATS
 
 
 @asynccontextmanager
@@ -399,47 +339,26 @@ async def run_fake_anthropic(
     Yields a `FakeAnthropic`; on exit the listener closes and stalled responses end.
     """
     app = make_fake_anthropic_app(script)
-    runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=2.0)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, host, port)
-        await site.start()
-        bound_port = runner.addresses[0][1]
-        yield FakeAnthropic(url=f"http://{host}:{bound_port}", app=app)
-    finally:
-        await runner.cleanup()
-
-
-def _parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Fake Anthropic Messages API server")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=9200)
-    parser.add_argument("--chunks", type=int, default=3, help="text deltas per answer")
-    parser.add_argument("--delay", type=float, default=0.0, help="seconds before each delta")
-    parser.add_argument("--fault", choices=FAULTS, default="none")
-    parser.add_argument("--stop-reason", choices=get_args(FakeStopReason), default="end_turn")
-    return parser.parse_args(argv)
-
-
-async def _serve(args: argparse.Namespace) -> None:
-    script = FakeAnthropicScript(
-        chunks=[f"tok{i} " for i in range(args.chunks)],
-        delay=args.delay,
-        fault=args.fault,
-        stop_reason=args.stop_reason,
-    )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    async with run_fake_anthropic(host=args.host, port=args.port, script=script) as fake:
-        print(f"fake Anthropic listening on {fake.url}", flush=True)
-        await stop.wait()
+    async with serve_app(app, host, port) as root:
+        yield FakeAnthropic(url=root, app=app)
 
 
 def main(argv: list[str] | None = None) -> None:
     """Command line entry: parse flags, serve until SIGINT/SIGTERM."""
-    asyncio.run(_serve(_parse_args(argv)))
+    parser = cli_parser(
+        "Fake Anthropic Messages API server", port=9200, faults=FAULTS, unit="text delta"
+    )
+    parser.add_argument("--stop-reason", choices=get_args(FakeStopReason), default="end_turn")
+    args = parser.parse_args(argv)
+    script = FakeAnthropicScript(
+        chunks=cli_chunks(args.chunks),
+        delay=args.delay,
+        fault=args.fault,
+        stop_reason=args.stop_reason,
+    )
+    serve_until_signalled(
+        lambda: run_fake_anthropic(host=args.host, port=args.port, script=script), "Anthropic"
+    )
 
 
 if __name__ == "__main__":

@@ -27,13 +27,11 @@ Standalone: `python -m fakes.bedrock_server --port 9500 --chunks 50 --delay 0.02
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import hashlib
 import hmac
 import json
 import re
-import signal
 import struct
 import uuid
 import zlib
@@ -46,7 +44,21 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from fakes.openai_server import FAULT_HEADER, FakeOpenAIStats
+from fakes.common import (
+    FAULT_HEADER,
+    FakeStats,
+    RunningStreamFake,
+    cli_chunks,
+    cli_parser,
+    fake_app,
+    half_body,
+    record_request,
+    retry_after_headers,
+    serve_app,
+    serve_until_signalled,
+    stall_until_client_gone,
+    track_stream,
+)
 
 Fault = Literal[
     "none",
@@ -216,8 +228,8 @@ class FakeBedrockScript:
 
 
 @dataclass
-class FakeBedrockStats(FakeOpenAIStats):
-    """What the fake has seen: the fake OpenAI server's counters, plus the raw path
+class FakeBedrockStats(FakeStats):
+    """What the fake has seen: the `FakeStats` counters, plus the raw path
     (the model ID as encoded on the wire) and the decoded model ID."""
 
     last_raw_path: str = ""
@@ -226,13 +238,8 @@ class FakeBedrockStats(FakeOpenAIStats):
 
 FAKE_SCRIPT = web.AppKey("fake_bedrock_script", FakeBedrockScript)
 FAKE_STATS = web.AppKey("fake_bedrock_stats", FakeBedrockStats)
-_STOPPING = web.AppKey("fake_bedrock_stopping", asyncio.Event)
 
 STREAM_ERROR_MESSAGE = "The model stream encountered an error. Retry your request."
-
-
-class _ClientGone(Exception):
-    """The peer closed the connection while the fake was stalled."""
 
 
 def _error(
@@ -267,19 +274,10 @@ class _Handler:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         script = self._app[FAKE_SCRIPT]
         stats = self._app[FAKE_STATS]
-        stats.requests += 1
-        stats.last_headers = dict(request.headers)
-        stats.last_path = request.path
         stats.last_raw_path = request.raw_path
         stats.last_model_id = request.match_info["model_id"]
-        stats.last_query = dict(request.query)
-        raw = await request.read()
-        try:
-            body = json.loads(raw)
-        except ValueError:
-            body = None
-        stats.last_body = body if isinstance(body, dict) else None
-        stats.notify()
+        _, body = await record_request(request, stats)
+        raw = await request.read()  # already read: the bytes the signature covers
 
         auth = request.headers.get("Authorization", "")
         if not auth.startswith("AWS4-HMAC-SHA256 Credential="):
@@ -306,17 +304,12 @@ class _Handler:
             fault = "http_500"  # without a stream, a model failure is an error response
         if fault in _FAULT_STATUS:
             status = _FAULT_STATUS[fault]
-            headers: dict[str, str] = {}
-            if status == 429 and script.retry_after is not None:
-                headers["Retry-After"] = script.retry_after
+            headers = retry_after_headers(status, script.retry_after)
             error_type, message = _ERRORS[status]
             return _error(status, error_type, message, headers)
 
-        stats.open_streams += 1
-        stats.streams_started += 1
-        stats.notify()
         resp: web.StreamResponse | None = None
-        try:
+        async with track_stream(request, stats):
             if self._streaming:
                 resp = web.StreamResponse(
                     headers={"Content-Type": EVENT_STREAM, "x-amzn-RequestId": str(uuid.uuid4())}
@@ -325,35 +318,13 @@ class _Handler:
                 await self._stream(request, resp, script, fault)
             else:
                 resp = await self._converse(request, script, fault)
-        except (ConnectionResetError, _ClientGone):
-            stats.streams_closed_by_client += 1
-            return resp if resp is not None else web.Response()
-        except asyncio.CancelledError:
-            if not self._app[_STOPPING].is_set():
-                stats.streams_closed_by_client += 1
-            raise
-        else:
-            if not self._app[_STOPPING].is_set():
-                stats.streams_completed += 1
-            return resp
-        finally:
-            stats.open_streams -= 1
-            stats.notify()
-
-    async def _stall(self, request: web.Request) -> None:
-        """Wait until the client goes away (raise _ClientGone) or the server stops."""
-        stopping = self._app[_STOPPING]
-        while not stopping.is_set():
-            transport = request.transport
-            if transport is None or transport.is_closing():
-                raise _ClientGone
-            await asyncio.sleep(0.005)
+        return resp if resp is not None else web.Response()
 
     async def _stream(
         self, request: web.Request, resp: web.StreamResponse, script: FakeBedrockScript, fault: str
     ) -> None:
         if fault == "stall_before_first":
-            await self._stall(request)
+            await stall_until_client_gone(request)
             return
         await resp.write(event_message("messageStart", {"p": "abcdefgh", "role": "assistant"}))
         chunks = [] if fault == "empty" else script.chunks
@@ -370,7 +341,7 @@ class _Handler:
             sent += 1
 
         if fault == "stall_mid_stream":
-            await self._stall(request)
+            await stall_until_client_gone(request)
             return
         if fault == "truncated":
             stop = event_message("messageStop", {"p": "abc", "stopReason": script.stop_reason})
@@ -398,7 +369,7 @@ class _Handler:
         self, request: web.Request, script: FakeBedrockScript, fault: str
     ) -> web.StreamResponse:
         if fault == "stall_before_first":
-            await self._stall(request)
+            await stall_until_client_gone(request)
         chunks = [] if fault == "empty" else script.chunks
         payload = {
             "output": {"message": {"role": "assistant", "content": [{"text": "".join(chunks)}]}},
@@ -413,15 +384,8 @@ class _Handler:
                 body=data[: len(data) // 2], content_type="application/json", headers=headers
             )
         if fault in ("stall_mid_stream", "truncated"):
-            resp = web.StreamResponse(headers={"Content-Type": "application/json", **headers})
-            resp.content_length = len(data)
-            await resp.prepare(request)
-            await resp.write(data[: len(data) // 2])
-            if fault == "stall_mid_stream":
-                await self._stall(request)
-            elif request.transport is not None:
-                request.transport.close()
-            return resp
+            stall = fault == "stall_mid_stream"
+            return await half_body(request, data, stall=stall, headers=headers)
         return web.Response(body=data, content_type="application/json", headers=headers)
 
 
@@ -429,40 +393,19 @@ def make_fake_bedrock_app(script: FakeBedrockScript | None = None) -> web.Applic
     """Build the fake's aiohttp app: Converse / ConverseStream requests in, scripted
     Bedrock answers out. The script and stats live in `app[FAKE_SCRIPT]` and
     `app[FAKE_STATS]`."""
-    app = web.Application()
-    app[FAKE_SCRIPT] = script if script is not None else FakeBedrockScript()
-    app[FAKE_STATS] = FakeBedrockStats()
-    app[_STOPPING] = asyncio.Event()
-
-    async def on_shutdown(app: web.Application) -> None:
-        app[_STOPPING].set()
-
-    app.on_shutdown.append(on_shutdown)
+    script = script if script is not None else FakeBedrockScript()
+    app = fake_app(FAKE_SCRIPT, script, FAKE_STATS, FakeBedrockStats())
     app.router.add_post("/model/{model_id}/converse", _Handler(app, streaming=False).handle)
     app.router.add_post("/model/{model_id}/converse-stream", _Handler(app, streaming=True).handle)
     return app
 
 
 @dataclass(frozen=True)
-class FakeBedrock:
+class FakeBedrock(RunningStreamFake[FakeBedrockScript, FakeBedrockStats]):
     """A running fake: `url` is what `BedrockConfig.base_url` takes."""
 
-    url: str
-    app: web.Application
-
-    @property
-    def script(self) -> FakeBedrockScript:
-        """The live script; mutate it to change the next answers."""
-        return self.app[FAKE_SCRIPT]
-
-    @property
-    def stats(self) -> FakeBedrockStats:
-        """What the fake has recorded so far."""
-        return self.app[FAKE_STATS]
-
-    async def wait_stream_closed(self, within: float = 1.0, count: int = 1) -> None:
-        """Return once `count` streams were closed by the client (else TimeoutError)."""
-        await self.stats.wait_stream_closed(within, count)
+    script_key = FAKE_SCRIPT
+    stats_key = FAKE_STATS
 
 
 @asynccontextmanager
@@ -474,46 +417,26 @@ async def run_fake_bedrock(
     Yields a `FakeBedrock`; on exit the listener closes and stalled responses end.
     """
     app = make_fake_bedrock_app(script)
-    runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=2.0)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, host, port)
-        await site.start()
-        yield FakeBedrock(url=f"http://{host}:{runner.addresses[0][1]}", app=app)
-    finally:
-        await runner.cleanup()
-
-
-def _parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Fake AWS Bedrock runtime (Converse)")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=9500)
-    parser.add_argument("--chunks", type=int, default=3, help="text deltas per answer")
-    parser.add_argument("--delay", type=float, default=0.0, help="seconds before each delta")
-    parser.add_argument("--fault", choices=FAULTS, default="none")
-    parser.add_argument("--secret", default=None, help="verify signatures with this secret key")
-    return parser.parse_args(argv)
-
-
-async def _serve(args: argparse.Namespace) -> None:
-    script = FakeBedrockScript(
-        chunks=[f"tok{i} " for i in range(args.chunks)],
-        delay=args.delay,
-        fault=args.fault,
-        secret_access_key=args.secret,
-    )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    async with run_fake_bedrock(host=args.host, port=args.port, script=script) as fake:
-        print(f"fake Bedrock listening on {fake.url}", flush=True)
-        await stop.wait()
+    async with serve_app(app, host, port) as root:
+        yield FakeBedrock(url=root, app=app)
 
 
 def main(argv: list[str] | None = None) -> None:
     """Command line entry: parse flags, serve until SIGINT/SIGTERM."""
-    asyncio.run(_serve(_parse_args(argv)))
+    parser = cli_parser(
+        "Fake AWS Bedrock runtime (Converse)", port=9500, faults=FAULTS, unit="text delta"
+    )
+    parser.add_argument("--secret", default=None, help="verify signatures with this secret key")
+    args = parser.parse_args(argv)
+    script = FakeBedrockScript(
+        chunks=cli_chunks(args.chunks),
+        delay=args.delay,
+        fault=args.fault,
+        secret_access_key=args.secret,
+    )
+    serve_until_signalled(
+        lambda: run_fake_bedrock(host=args.host, port=args.port, script=script), "Bedrock"
+    )
 
 
 if __name__ == "__main__":

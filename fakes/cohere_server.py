@@ -27,10 +27,8 @@ Standalone: `python -m fakes.cohere_server --port 9300 --chunks 50 --delay 0.02`
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
-import signal
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -40,7 +38,21 @@ from typing import Any, Literal, get_args
 
 from aiohttp import web
 
-from fakes.openai_server import FAULT_HEADER, FakeOpenAIStats
+from fakes.common import (
+    FAULT_HEADER,
+    FakeStats,
+    RunningStreamFake,
+    cli_chunks,
+    cli_parser,
+    fake_app,
+    half_body,
+    record_request,
+    retry_after_headers,
+    serve_app,
+    serve_until_signalled,
+    stall_until_client_gone,
+    track_stream,
+)
 
 Fault = Literal[
     "none",
@@ -99,17 +111,12 @@ class FakeCohereScript:
     input_tokens: int = 7
 
 
-class FakeCohereStats(FakeOpenAIStats):
-    """What the fake has seen (the same counters as the fake OpenAI server's)."""
+class FakeCohereStats(FakeStats):
+    """What the fake has seen (see `FakeStats`)."""
 
 
 FAKE_SCRIPT = web.AppKey("fake_cohere_script", FakeCohereScript)
 FAKE_STATS = web.AppKey("fake_cohere_stats", FakeCohereStats)
-_STOPPING = web.AppKey("fake_cohere_stopping", asyncio.Event)
-
-
-class _ClientGone(Exception):
-    """The peer closed the connection while the fake was stalled."""
 
 
 def _error(status: int, message: str, headers: Mapping[str, str] | None = None) -> web.Response:
@@ -141,16 +148,7 @@ class _Handler:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         script = self._app[FAKE_SCRIPT]
         stats = self._app[FAKE_STATS]
-        stats.requests += 1
-        stats.last_headers = dict(request.headers)
-        stats.last_path = request.path
-        stats.last_query = dict(request.query)
-        try:
-            body = await request.json()
-        except ValueError:
-            body = None
-        stats.last_body = body if isinstance(body, dict) else None
-        stats.notify()
+        _, body = await record_request(request, stats)
         if not request.headers.get("Authorization", "").lower().startswith("bearer "):
             return _error(401, "no api key supplied")
         if not isinstance(body, dict):
@@ -160,16 +158,11 @@ class _Handler:
             return _error(400, f"invalid request: unknown {FAULT_HEADER} {fault!r}")
         if fault in _FAULT_STATUS:
             status = _FAULT_STATUS[fault]
-            headers: dict[str, str] = {}
-            if status == 429 and script.retry_after is not None:
-                headers["Retry-After"] = script.retry_after
+            headers = retry_after_headers(status, script.retry_after)
             return _error(status, _ERRORS[status], headers)
 
-        stats.open_streams += 1
-        stats.streams_started += 1
-        stats.notify()
         resp: web.StreamResponse | None = None
-        try:
+        async with track_stream(request, stats):
             if body.get("stream"):
                 content_type = (
                     "text/event-stream" if self._api == "v2" else "application/stream+json"
@@ -179,29 +172,7 @@ class _Handler:
                 await self._stream(request, resp, script, fault)
             else:
                 resp = await self._complete(request, script, fault)
-        except (ConnectionResetError, _ClientGone):
-            stats.streams_closed_by_client += 1
-            return resp if resp is not None else web.Response()
-        except asyncio.CancelledError:
-            if not self._app[_STOPPING].is_set():
-                stats.streams_closed_by_client += 1
-            raise
-        else:
-            if not self._app[_STOPPING].is_set():
-                stats.streams_completed += 1
-            return resp
-        finally:
-            stats.open_streams -= 1
-            stats.notify()
-
-    async def _stall(self, request: web.Request) -> None:
-        """Wait until the client goes away (raise _ClientGone) or the server stops."""
-        stopping = self._app[_STOPPING]
-        while not stopping.is_set():
-            transport = request.transport
-            if transport is None or transport.is_closing():
-                raise _ClientGone
-            await asyncio.sleep(0.005)
+        return resp if resp is not None else web.Response()
 
     async def _stream(
         self, request: web.Request, resp: web.StreamResponse, script: FakeCohereScript, fault: str
@@ -209,7 +180,7 @@ class _Handler:
         v2 = self._api == "v2"
         ident = str(uuid.uuid4())
         if fault == "stall_before_first":
-            await self._stall(request)
+            await stall_until_client_gone(request)
             return
         if v2:
             start = {"role": "assistant", "content": [], "tool_plan": "", "tool_calls": []}
@@ -246,7 +217,7 @@ class _Handler:
             sent.append(text)
 
         if fault == "stall_mid_stream":
-            await self._stall(request)
+            await stall_until_client_gone(request)
             return
         if fault == "truncated":
             await resp.write_eof()
@@ -287,7 +258,7 @@ class _Handler:
         self, request: web.Request, script: FakeCohereScript, fault: str
     ) -> web.StreamResponse:
         if fault == "stall_before_first":
-            await self._stall(request)
+            await stall_until_client_gone(request)
         text = "" if fault == "empty" else "".join(script.chunks)
         reason = "ERROR" if fault == "error_event" else script.finish_reason
         tokens = 0 if fault == "empty" else len(script.chunks)
@@ -313,15 +284,7 @@ class _Handler:
         if fault == "malformed":
             return web.Response(body=data[: len(data) // 2], content_type="application/json")
         if fault in ("stall_mid_stream", "truncated"):
-            resp = web.StreamResponse(headers={"Content-Type": "application/json"})
-            resp.content_length = len(data)
-            await resp.prepare(request)
-            await resp.write(data[: len(data) // 2])
-            if fault == "stall_mid_stream":
-                await self._stall(request)
-            elif request.transport is not None:
-                request.transport.close()
-            return resp
+            return await half_body(request, data, stall=fault == "stall_mid_stream")
         return web.Response(body=data, content_type="application/json")
 
 
@@ -329,40 +292,19 @@ def make_fake_cohere_app(script: FakeCohereScript | None = None) -> web.Applicat
     """Build the fake's aiohttp app: `POST /v2/chat` and `POST /v1/chat` in, scripted
     Cohere answers out. The script and stats live in `app[FAKE_SCRIPT]` and
     `app[FAKE_STATS]`."""
-    app = web.Application()
-    app[FAKE_SCRIPT] = script if script is not None else FakeCohereScript()
-    app[FAKE_STATS] = FakeCohereStats()
-    app[_STOPPING] = asyncio.Event()
-
-    async def on_shutdown(app: web.Application) -> None:
-        app[_STOPPING].set()
-
-    app.on_shutdown.append(on_shutdown)
+    script = script if script is not None else FakeCohereScript()
+    app = fake_app(FAKE_SCRIPT, script, FAKE_STATS, FakeCohereStats())
     app.router.add_post("/v2/chat", _Handler(app, "v2").handle)
     app.router.add_post("/v1/chat", _Handler(app, "v1").handle)
     return app
 
 
 @dataclass(frozen=True)
-class FakeCohere:
+class FakeCohere(RunningStreamFake[FakeCohereScript, FakeCohereStats]):
     """A running fake: `url` is what `CohereConfig.base_url` takes (both APIs)."""
 
-    url: str
-    app: web.Application
-
-    @property
-    def script(self) -> FakeCohereScript:
-        """The live script; mutate it to change the next answers."""
-        return self.app[FAKE_SCRIPT]
-
-    @property
-    def stats(self) -> FakeCohereStats:
-        """What the fake has recorded so far."""
-        return self.app[FAKE_STATS]
-
-    async def wait_stream_closed(self, within: float = 1.0, count: int = 1) -> None:
-        """Return once `count` streams were closed by the client (else TimeoutError)."""
-        await self.stats.wait_stream_closed(within, count)
+    script_key = FAKE_SCRIPT
+    stats_key = FAKE_STATS
 
 
 @asynccontextmanager
@@ -374,42 +316,20 @@ async def run_fake_cohere(
     Yields a `FakeCohere`; on exit the listener closes and stalled responses end.
     """
     app = make_fake_cohere_app(script)
-    runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=2.0)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, host, port)
-        await site.start()
-        yield FakeCohere(url=f"http://{host}:{runner.addresses[0][1]}", app=app)
-    finally:
-        await runner.cleanup()
-
-
-def _parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Fake Cohere chat server (v1 and v2)")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=9300)
-    parser.add_argument("--chunks", type=int, default=3, help="text pieces per answer")
-    parser.add_argument("--delay", type=float, default=0.0, help="seconds before each piece")
-    parser.add_argument("--fault", choices=FAULTS, default="none")
-    return parser.parse_args(argv)
-
-
-async def _serve(args: argparse.Namespace) -> None:
-    script = FakeCohereScript(
-        chunks=[f"tok{i} " for i in range(args.chunks)], delay=args.delay, fault=args.fault
-    )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    async with run_fake_cohere(host=args.host, port=args.port, script=script) as fake:
-        print(f"fake Cohere listening on {fake.url}", flush=True)
-        await stop.wait()
+    async with serve_app(app, host, port) as root:
+        yield FakeCohere(url=root, app=app)
 
 
 def main(argv: list[str] | None = None) -> None:
     """Command line entry: parse flags, serve until SIGINT/SIGTERM."""
-    asyncio.run(_serve(_parse_args(argv)))
+    parser = cli_parser(
+        "Fake Cohere chat server (v1 and v2)", port=9300, faults=FAULTS, unit="text piece"
+    )
+    args = parser.parse_args(argv)
+    script = FakeCohereScript(chunks=cli_chunks(args.chunks), delay=args.delay, fault=args.fault)
+    serve_until_signalled(
+        lambda: run_fake_cohere(host=args.host, port=args.port, script=script), "Cohere"
+    )
 
 
 if __name__ == "__main__":

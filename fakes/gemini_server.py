@@ -22,10 +22,8 @@ Standalone: `python -m fakes.gemini_server --port 9300 --chunks 50 --delay 0.02`
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
-import signal
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -34,7 +32,21 @@ from typing import Any, Literal, get_args
 
 from aiohttp import web
 
-from fakes.openai_server import FAULT_HEADER, FakeOpenAIStats
+from fakes.common import (
+    FAULT_HEADER,
+    FakeStats,
+    RunningStreamFake,
+    cli_chunks,
+    cli_parser,
+    fake_app,
+    half_body,
+    record_request,
+    refuse,
+    serve_app,
+    serve_until_signalled,
+    stall_until_client_gone,
+    track_stream,
+)
 
 Fault = Literal[
     "none",
@@ -118,17 +130,12 @@ class FakeGeminiScript:
     thoughts_tokens: int = 0
 
 
-class FakeGeminiStats(FakeOpenAIStats):
-    """What the fake Gemini server has seen (the OpenAI fake's counters and waits)."""
+class FakeGeminiStats(FakeStats):
+    """What the fake Gemini server has seen (see `FakeStats`)."""
 
 
 FAKE_SCRIPT = web.AppKey("fake_gemini_script", FakeGeminiScript)
 FAKE_STATS = web.AppKey("fake_gemini_stats", FakeGeminiStats)
-_STOPPING = web.AppKey("fake_gemini_stopping", asyncio.Event)
-
-
-class _ClientGone(Exception):
-    """The peer closed the connection while the fake was stalled."""
 
 
 def _rpc_error(
@@ -158,17 +165,7 @@ class _Handler:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         script = self._app[FAKE_SCRIPT]
         stats = self._app[FAKE_STATS]
-        stats.requests += 1
-        number = stats.requests
-        stats.last_headers = dict(request.headers)
-        stats.last_path = request.path
-        stats.last_query = dict(request.query)
-        try:
-            body = await request.json()
-        except ValueError:
-            body = None
-        stats.last_body = body if isinstance(body, dict) else None
-        stats.notify()
+        number, body = await record_request(request, stats)
 
         model, _, method = request.match_info["target"].rpartition(":")
         if method not in ("generateContent", "streamGenerateContent") or not model:
@@ -184,9 +181,7 @@ class _Handler:
         if fault not in FAULTS:
             return _rpc_error(400, "INVALID_ARGUMENT", f"unknown {FAULT_HEADER} {fault!r}")
         if fault == "refuse":
-            if request.transport is not None:
-                request.transport.close()
-            return web.Response()  # never written: the transport is gone
+            return refuse(request)
         if fault == "invalid_key":
             info = {
                 "@type": "type.googleapis.com/google.rpc.ErrorInfo",
@@ -218,11 +213,8 @@ class _Handler:
             return _rpc_error(status, rpc, message, details=details, headers=headers)
 
         ident = f"fake-response-{number}"
-        stats.open_streams += 1
-        stats.streams_started += 1
-        stats.notify()
         resp: web.StreamResponse | None = None
-        try:
+        async with track_stream(request, stats):
             if method == "streamGenerateContent":
                 sse = request.query.get("alt") == "sse"
                 content_type = "text/event-stream" if sse else "application/json"
@@ -235,29 +227,7 @@ class _Handler:
                     await resp.write_eof(json.dumps([e for e in events if e]).encode())
             else:
                 resp = await self._complete(request, script, fault, ident, model)
-        except (ConnectionResetError, _ClientGone):
-            stats.streams_closed_by_client += 1
-            return resp if resp is not None else web.Response()
-        except asyncio.CancelledError:
-            if not self._app[_STOPPING].is_set():
-                stats.streams_closed_by_client += 1
-            raise
-        else:
-            if not self._app[_STOPPING].is_set():
-                stats.streams_completed += 1
-            return resp
-        finally:
-            stats.open_streams -= 1
-            stats.notify()
-
-    async def _stall(self, request: web.Request) -> None:
-        """Wait until the client goes away (raise _ClientGone) or the server stops."""
-        stopping = self._app[_STOPPING]
-        while not stopping.is_set():
-            transport = request.transport
-            if transport is None or transport.is_closing():
-                raise _ClientGone
-            await asyncio.sleep(0.005)
+        return resp if resp is not None else web.Response()
 
     def _usage(self, script: FakeGeminiScript, sent: int) -> dict[str, int]:
         usage = {
@@ -335,7 +305,7 @@ class _Handler:
         events: list[dict[str, Any]],
     ) -> None:
         if fault == "stall_before_first":
-            await self._stall(request)
+            await stall_until_client_gone(request)
             return
         cut = fault in ("stall_mid_stream", "truncated", "error_event", "malformed")
         sent = 0
@@ -347,7 +317,7 @@ class _Handler:
             await resp.write(_sse(event))
             sent += 1
         if fault == "stall_mid_stream":
-            await self._stall(request)
+            await stall_until_client_gone(request)
             return
         if fault == "error_event":
             rpc, message = _ERRORS[503]
@@ -367,7 +337,7 @@ class _Handler:
         model: str,
     ) -> web.StreamResponse:
         if fault == "stall_before_first":
-            await self._stall(request)
+            await stall_until_client_gone(request)
         if fault == "error_event":
             rpc, message = _ERRORS[503]
             return _rpc_error(503, rpc, message)
@@ -386,15 +356,7 @@ class _Handler:
         if fault == "malformed":
             return web.Response(body=b'{"candidates": [', content_type="application/json")
         if fault in ("stall_mid_stream", "truncated"):
-            resp = web.StreamResponse(headers={"Content-Type": "application/json"})
-            resp.content_length = len(data)
-            await resp.prepare(request)
-            await resp.write(data[: len(data) // 2])
-            if fault == "stall_mid_stream":
-                await self._stall(request)
-            elif request.transport is not None:
-                request.transport.close()
-            return resp
+            return await half_body(request, data, stall=fault == "stall_mid_stream")
         return web.Response(body=data, content_type="application/json")
 
 
@@ -402,39 +364,18 @@ def make_fake_gemini_app(script: FakeGeminiScript | None = None) -> web.Applicat
     """Build the fake's aiohttp app: `POST /v1beta/models/{model}:{method}` in,
     scripted answers out. The script and stats live in `app[FAKE_SCRIPT]` and
     `app[FAKE_STATS]`."""
-    app = web.Application()
-    app[FAKE_SCRIPT] = script if script is not None else FakeGeminiScript()
-    app[FAKE_STATS] = FakeGeminiStats()
-    app[_STOPPING] = asyncio.Event()
-
-    async def on_shutdown(app: web.Application) -> None:
-        app[_STOPPING].set()
-
-    app.on_shutdown.append(on_shutdown)
+    script = script if script is not None else FakeGeminiScript()
+    app = fake_app(FAKE_SCRIPT, script, FAKE_STATS, FakeGeminiStats())
     app.router.add_post(f"{PREFIX}/models/{{target}}", _Handler(app).handle)
     return app
 
 
 @dataclass(frozen=True)
-class FakeGemini:
+class FakeGemini(RunningStreamFake[FakeGeminiScript, FakeGeminiStats]):
     """A running fake: `url` is the base URL to configure (ending in /v1beta)."""
 
-    url: str
-    app: web.Application
-
-    @property
-    def script(self) -> FakeGeminiScript:
-        """The live script; mutate it to change the next answers."""
-        return self.app[FAKE_SCRIPT]
-
-    @property
-    def stats(self) -> FakeGeminiStats:
-        """What the fake has recorded so far."""
-        return self.app[FAKE_STATS]
-
-    async def wait_stream_closed(self, within: float = 1.0, count: int = 1) -> None:
-        """Return once `count` streams were closed by the client (else TimeoutError)."""
-        await self.stats.wait_stream_closed(within, count)
+    script_key = FAKE_SCRIPT
+    stats_key = FAKE_STATS
 
 
 @asynccontextmanager
@@ -446,47 +387,26 @@ async def run_fake_gemini(
     Yields a `FakeGemini`; on exit the listener closes and stalled responses end.
     """
     app = make_fake_gemini_app(script)
-    runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=2.0)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, host, port)
-        await site.start()
-        bound_port = runner.addresses[0][1]
-        yield FakeGemini(url=f"http://{host}:{bound_port}{PREFIX}", app=app)
-    finally:
-        await runner.cleanup()
-
-
-def _parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Fake Google Gemini API server")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=9300)
-    parser.add_argument("--chunks", type=int, default=3, help="text events per answer")
-    parser.add_argument("--delay", type=float, default=0.0, help="seconds before each event")
-    parser.add_argument("--fault", choices=FAULTS, default="none")
-    parser.add_argument("--finish-reason", choices=get_args(FakeFinishReason), default="STOP")
-    return parser.parse_args(argv)
-
-
-async def _serve(args: argparse.Namespace) -> None:
-    script = FakeGeminiScript(
-        chunks=[f"tok{i} " for i in range(args.chunks)],
-        delay=args.delay,
-        fault=args.fault,
-        finish_reason=args.finish_reason,
-    )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    async with run_fake_gemini(host=args.host, port=args.port, script=script) as fake:
-        print(f"fake Gemini listening on {fake.url}", flush=True)
-        await stop.wait()
+    async with serve_app(app, host, port) as root:
+        yield FakeGemini(url=f"{root}{PREFIX}", app=app)
 
 
 def main(argv: list[str] | None = None) -> None:
     """Command line entry: parse flags, serve until SIGINT/SIGTERM."""
-    asyncio.run(_serve(_parse_args(argv)))
+    parser = cli_parser(
+        "Fake Google Gemini API server", port=9300, faults=FAULTS, unit="text event"
+    )
+    parser.add_argument("--finish-reason", choices=get_args(FakeFinishReason), default="STOP")
+    args = parser.parse_args(argv)
+    script = FakeGeminiScript(
+        chunks=cli_chunks(args.chunks),
+        delay=args.delay,
+        fault=args.fault,
+        finish_reason=args.finish_reason,
+    )
+    serve_until_signalled(
+        lambda: run_fake_gemini(host=args.host, port=args.port, script=script), "Gemini"
+    )
 
 
 if __name__ == "__main__":

@@ -20,10 +20,8 @@ Standalone: `python -m fakes.ollama_server --port 9400 --chunks 50 --delay 0.02`
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
-import signal
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -33,7 +31,21 @@ from typing import Any, Literal, get_args
 
 from aiohttp import web
 
-from fakes.openai_server import FAULT_HEADER, FakeOpenAIStats
+from fakes.common import (
+    FAULT_HEADER,
+    FakeStats,
+    RunningStreamFake,
+    cli_chunks,
+    cli_parser,
+    fake_app,
+    half_body,
+    record_request,
+    retry_after_headers,
+    serve_app,
+    serve_until_signalled,
+    stall_until_client_gone,
+    track_stream,
+)
 
 Fault = Literal[
     "none",
@@ -89,17 +101,12 @@ class FakeOllamaScript:
     split_lines: bool = False
 
 
-class FakeOllamaStats(FakeOpenAIStats):
-    """What the fake has seen (the same counters as the fake OpenAI server's)."""
+class FakeOllamaStats(FakeStats):
+    """What the fake has seen (see `FakeStats`)."""
 
 
 FAKE_SCRIPT = web.AppKey("fake_ollama_script", FakeOllamaScript)
 FAKE_STATS = web.AppKey("fake_ollama_stats", FakeOllamaStats)
-_STOPPING = web.AppKey("fake_ollama_stopping", asyncio.Event)
-
-
-class _ClientGone(Exception):
-    """The peer closed the connection while the fake was stalled."""
 
 
 def _now() -> str:
@@ -119,16 +126,7 @@ class _Handler:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         script = self._app[FAKE_SCRIPT]
         stats = self._app[FAKE_STATS]
-        stats.requests += 1
-        stats.last_headers = dict(request.headers)
-        stats.last_path = request.path
-        stats.last_query = dict(request.query)
-        try:
-            body = await request.json()
-        except ValueError:
-            body = None
-        stats.last_body = body if isinstance(body, dict) else None
-        stats.notify()
+        _, body = await record_request(request, stats)
         if not isinstance(body, dict):
             return web.json_response({"error": "missing request body"}, status=400)
         fault: str = request.headers.get(FAULT_HEADER, script.fault)
@@ -142,46 +140,19 @@ class _Handler:
             fault = "http_500"  # without a stream, a runner failure is a 500 body
         if fault in _FAULT_STATUS:
             status = _FAULT_STATUS[fault]
-            headers: dict[str, str] = {}
-            if status == 429 and script.retry_after is not None:
-                headers["Retry-After"] = script.retry_after
+            headers = retry_after_headers(status, script.retry_after)
             message = _ERRORS[status].format(model=model)
             return web.json_response({"error": message}, status=status, headers=headers)
 
-        stats.open_streams += 1
-        stats.streams_started += 1
-        stats.notify()
         resp: web.StreamResponse | None = None
-        try:
+        async with track_stream(request, stats):
             if streaming:
                 resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
                 await resp.prepare(request)
                 await self._stream(request, resp, script, fault, model)
             else:
                 resp = await self._complete(request, script, fault, model)
-        except (ConnectionResetError, _ClientGone):
-            stats.streams_closed_by_client += 1
-            return resp if resp is not None else web.Response()
-        except asyncio.CancelledError:
-            if not self._app[_STOPPING].is_set():
-                stats.streams_closed_by_client += 1
-            raise
-        else:
-            if not self._app[_STOPPING].is_set():
-                stats.streams_completed += 1
-            return resp
-        finally:
-            stats.open_streams -= 1
-            stats.notify()
-
-    async def _stall(self, request: web.Request) -> None:
-        """Wait until the client goes away (raise _ClientGone) or the server stops."""
-        stopping = self._app[_STOPPING]
-        while not stopping.is_set():
-            transport = request.transport
-            if transport is None or transport.is_closing():
-                raise _ClientGone
-            await asyncio.sleep(0.005)
+        return resp if resp is not None else web.Response()
 
     async def _stream(
         self,
@@ -202,7 +173,7 @@ class _Handler:
                 await resp.write(data)
 
         if fault == "stall_before_first":
-            await self._stall(request)
+            await stall_until_client_gone(request)
             return
         chunks = [] if fault == "empty" else script.chunks
         sent = 0
@@ -217,7 +188,7 @@ class _Handler:
             await send({"model": model, "created_at": _now(), "message": message, "done": False})
             sent += 1
         if fault == "stall_mid_stream":
-            await self._stall(request)
+            await stall_until_client_gone(request)
             return
         if fault == "truncated":
             await resp.write_eof()
@@ -251,7 +222,7 @@ class _Handler:
         self, request: web.Request, script: FakeOllamaScript, fault: str, model: str
     ) -> web.StreamResponse:
         if fault == "stall_before_first":
-            await self._stall(request)
+            await stall_until_client_gone(request)
         chunks = [] if fault == "empty" else script.chunks
         data = json.dumps(self._final(script, model, "".join(chunks), len(chunks))).encode()
         if fault == "malformed":
@@ -259,15 +230,7 @@ class _Handler:
                 body=b'{"model": "broken", "message": {', content_type="application/json"
             )
         if fault in ("stall_mid_stream", "truncated"):
-            resp = web.StreamResponse(headers={"Content-Type": "application/json"})
-            resp.content_length = len(data)
-            await resp.prepare(request)
-            await resp.write(data[: len(data) // 2])
-            if fault == "stall_mid_stream":
-                await self._stall(request)
-            elif request.transport is not None:
-                request.transport.close()
-            return resp
+            return await half_body(request, data, stall=fault == "stall_mid_stream")
         return web.Response(body=data, content_type="application/json")
 
 
@@ -276,39 +239,18 @@ def make_fake_ollama_app(script: FakeOllamaScript | None = None) -> web.Applicat
 
     The script and stats live in `app[FAKE_SCRIPT]` and `app[FAKE_STATS]`.
     """
-    app = web.Application()
-    app[FAKE_SCRIPT] = script if script is not None else FakeOllamaScript()
-    app[FAKE_STATS] = FakeOllamaStats()
-    app[_STOPPING] = asyncio.Event()
-
-    async def on_shutdown(app: web.Application) -> None:
-        app[_STOPPING].set()
-
-    app.on_shutdown.append(on_shutdown)
+    script = script if script is not None else FakeOllamaScript()
+    app = fake_app(FAKE_SCRIPT, script, FAKE_STATS, FakeOllamaStats())
     app.router.add_post("/api/chat", _Handler(app).handle)
     return app
 
 
 @dataclass(frozen=True)
-class FakeOllama:
+class FakeOllama(RunningStreamFake[FakeOllamaScript, FakeOllamaStats]):
     """A running fake: `url` is what `OllamaConfig.base_url` takes."""
 
-    url: str
-    app: web.Application
-
-    @property
-    def script(self) -> FakeOllamaScript:
-        """The live script; mutate it to change the next answers."""
-        return self.app[FAKE_SCRIPT]
-
-    @property
-    def stats(self) -> FakeOllamaStats:
-        """What the fake has recorded so far."""
-        return self.app[FAKE_STATS]
-
-    async def wait_stream_closed(self, within: float = 1.0, count: int = 1) -> None:
-        """Return once `count` streams were closed by the client (else TimeoutError)."""
-        await self.stats.wait_stream_closed(within, count)
+    script_key = FAKE_SCRIPT
+    stats_key = FAKE_STATS
 
 
 @asynccontextmanager
@@ -320,42 +262,18 @@ async def run_fake_ollama(
     Yields a `FakeOllama`; on exit the listener closes and stalled responses end.
     """
     app = make_fake_ollama_app(script)
-    runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=2.0)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, host, port)
-        await site.start()
-        yield FakeOllama(url=f"http://{host}:{runner.addresses[0][1]}", app=app)
-    finally:
-        await runner.cleanup()
-
-
-def _parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Fake Ollama chat server")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=9400)
-    parser.add_argument("--chunks", type=int, default=3, help="content pieces per answer")
-    parser.add_argument("--delay", type=float, default=0.0, help="seconds before each piece")
-    parser.add_argument("--fault", choices=FAULTS, default="none")
-    return parser.parse_args(argv)
-
-
-async def _serve(args: argparse.Namespace) -> None:
-    script = FakeOllamaScript(
-        chunks=[f"tok{i} " for i in range(args.chunks)], delay=args.delay, fault=args.fault
-    )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    async with run_fake_ollama(host=args.host, port=args.port, script=script) as fake:
-        print(f"fake Ollama listening on {fake.url}", flush=True)
-        await stop.wait()
+    async with serve_app(app, host, port) as root:
+        yield FakeOllama(url=root, app=app)
 
 
 def main(argv: list[str] | None = None) -> None:
     """Command line entry: parse flags, serve until SIGINT/SIGTERM."""
-    asyncio.run(_serve(_parse_args(argv)))
+    parser = cli_parser("Fake Ollama chat server", port=9400, faults=FAULTS, unit="content piece")
+    args = parser.parse_args(argv)
+    script = FakeOllamaScript(chunks=cli_chunks(args.chunks), delay=args.delay, fault=args.fault)
+    serve_until_signalled(
+        lambda: run_fake_ollama(host=args.host, port=args.port, script=script), "Ollama"
+    )
 
 
 if __name__ == "__main__":

@@ -20,18 +20,33 @@ Standalone: `python -m fakes.openai_server --port 9100 --chunks 50 --delay 0.02`
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
-import signal
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal, get_args
 
 from aiohttp import web
+
+from fakes.common import FAULT_HEADER as FAULT_HEADER  # re-exported for the tests
+from fakes.common import (
+    FakeStats,
+    RunningStreamFake,
+    cli_chunks,
+    cli_parser,
+    fake_app,
+    half_body,
+    record_request,
+    refuse,
+    retry_after_headers,
+    serve_app,
+    serve_until_signalled,
+    stall_until_client_gone,
+    track_stream,
+)
 
 Fault = Literal[
     "none",
@@ -51,8 +66,6 @@ Fault = Literal[
 FAULTS: tuple[Fault, ...] = get_args(Fault)
 
 FakeFinishReason = Literal["stop", "length", "content_filter", "tool_calls"]
-
-FAULT_HEADER = "x-fake-fault"
 
 _ERROR_BODIES: Mapping[int, dict[str, Any]] = MappingProxyType(
     {
@@ -110,54 +123,12 @@ class FakeOpenAIScript:
     split_events: bool = False
 
 
-@dataclass
-class FakeOpenAIStats:
-    """What the fake has seen; every counter only grows except `open_streams`.
-
-    A "stream" is any 200 response the fake is producing (SSE or a JSON body
-    still being written); `streams_closed_by_client` counts those the client
-    abandoned before the fake finished, detected by a failed write, the handler's
-    cancellation or the transport closing while stalled.
-    """
-
-    requests: int = 0
-    last_body: dict[str, Any] | None = None
-    last_headers: dict[str, str] = field(default_factory=dict)
-    last_path: str = ""
-    last_query: dict[str, str] = field(default_factory=dict)
-    open_streams: int = 0
-    streams_started: int = 0
-    streams_completed: int = 0
-    streams_closed_by_client: int = 0
-    _changed: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
-
-    def notify(self) -> None:
-        """Wake the `wait_*` helpers after a counter changed."""
-        self._changed.set()
-
-    async def wait_until(self, predicate: Callable[[], bool], within: float = 1.0) -> None:
-        """Return once `predicate()` holds; raise TimeoutError after `within` seconds."""
-        async with asyncio.timeout(within):
-            while not predicate():
-                self._changed.clear()
-                await self._changed.wait()
-
-    async def wait_stream_closed(self, within: float = 1.0, count: int = 1) -> None:
-        """Return once `count` streams in total were closed by the client (else TimeoutError)."""
-        await self.wait_until(lambda: self.streams_closed_by_client >= count, within)
-
-    async def wait_idle(self, within: float = 1.0) -> None:
-        """Return once no stream is open (else TimeoutError)."""
-        await self.wait_until(lambda: self.open_streams == 0, within)
+class FakeOpenAIStats(FakeStats):
+    """What the fake OpenAI server has seen (see `FakeStats`)."""
 
 
 FAKE_SCRIPT = web.AppKey("fake_openai_script", FakeOpenAIScript)
 FAKE_STATS = web.AppKey("fake_openai_stats", FakeOpenAIStats)
-_STOPPING = web.AppKey("fake_openai_stopping", asyncio.Event)
-
-
-class _ClientGone(Exception):
-    """The peer closed the connection while the fake was stalled."""
 
 
 def _error_response(
@@ -179,17 +150,7 @@ class _Handler:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         script = self._app[FAKE_SCRIPT]
         stats = self._app[FAKE_STATS]
-        stats.requests += 1
-        number = stats.requests
-        stats.last_headers = dict(request.headers)
-        stats.last_path = request.path
-        stats.last_query = dict(request.query)
-        try:
-            body = await request.json()
-        except ValueError:
-            body = None
-        stats.last_body = body if isinstance(body, dict) else None
-        stats.notify()
+        number, body = await record_request(request, stats)
         if not isinstance(body, dict):
             return _error_response(
                 400,
@@ -213,14 +174,10 @@ class _Handler:
                 },
             )
         if fault == "refuse":
-            if request.transport is not None:
-                request.transport.close()
-            return web.Response()  # never written: the transport is gone
+            return refuse(request)
         if fault in _FAULT_STATUS:
             status = _FAULT_STATUS[fault]
-            headers: dict[str, str] = {}
-            if status == 429 and script.retry_after is not None:
-                headers["Retry-After"] = script.retry_after
+            headers = retry_after_headers(status, script.retry_after)
             return _error_response(status, _ERROR_BODIES[status], headers)
 
         model = str(body.get("model") or request.match_info.get("deployment") or "fake-model")
@@ -230,11 +187,8 @@ class _Handler:
             stream_options.get("include_usage")
         )
 
-        stats.open_streams += 1
-        stats.streams_started += 1
-        stats.notify()
         resp: web.StreamResponse | None = None
-        try:
+        async with track_stream(request, stats):
             if body.get("stream"):
                 resp = web.StreamResponse(
                     headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
@@ -243,29 +197,7 @@ class _Handler:
                 await self._stream(request, resp, script, fault, ident, model, include_usage)
             else:
                 resp = await self._complete(request, script, fault, ident, model)
-        except (ConnectionResetError, _ClientGone):
-            stats.streams_closed_by_client += 1
-            return resp if resp is not None else web.Response()
-        except asyncio.CancelledError:
-            if not self._app[_STOPPING].is_set():
-                stats.streams_closed_by_client += 1
-            raise
-        else:
-            if not self._app[_STOPPING].is_set():
-                stats.streams_completed += 1
-            return resp
-        finally:
-            stats.open_streams -= 1
-            stats.notify()
-
-    async def _stall(self, request: web.Request) -> None:
-        """Wait until the client goes away (raise _ClientGone) or the server stops."""
-        stopping = self._app[_STOPPING]
-        while not stopping.is_set():
-            transport = request.transport
-            if transport is None or transport.is_closing():
-                raise _ClientGone
-            await asyncio.sleep(0.005)
+        return resp if resp is not None else web.Response()
 
     async def _stream(
         self,
@@ -300,7 +232,7 @@ class _Handler:
             return f'[{{"index":0,"delta":{delta},"logprobs":null,"finish_reason":{reason}}}]'
 
         if fault == "stall_before_first":
-            await self._stall(request)
+            await stall_until_client_gone(request)
             return
         if fault == "empty_choices":
             await send("[]", ',"prompt_filter_results":[{"prompt_index":0}]')
@@ -322,7 +254,7 @@ class _Handler:
             sent += 1
 
         if fault == "stall_mid_stream":
-            await self._stall(request)
+            await stall_until_client_gone(request)
             return
         if fault == "truncated":
             await resp.write_eof()
@@ -349,7 +281,7 @@ class _Handler:
         model: str,
     ) -> web.StreamResponse:
         if fault == "stall_before_first":
-            await self._stall(request)
+            await stall_until_client_gone(request)
         content = "" if fault == "empty" else "".join(script.chunks)
         choices: list[dict[str, Any]] = [
             {
@@ -374,15 +306,7 @@ class _Handler:
                 body=b'{"id": "chatcmpl-broken", "choices": [', content_type="application/json"
             )
         if fault in ("stall_mid_stream", "truncated"):
-            resp = web.StreamResponse(headers={"Content-Type": "application/json"})
-            resp.content_length = len(data)
-            await resp.prepare(request)
-            await resp.write(data[: len(data) // 2])
-            if fault == "stall_mid_stream":
-                await self._stall(request)
-            elif request.transport is not None:
-                request.transport.close()
-            return resp
+            return await half_body(request, data, stall=fault == "stall_mid_stream")
         return web.Response(body=data, content_type="application/json")
 
     @staticmethod
@@ -403,15 +327,8 @@ def make_fake_openai_app(
     `POST /openai/deployments/{deployment}/chat/completions`. The script and stats
     live in `app[FAKE_SCRIPT]` and `app[FAKE_STATS]`.
     """
-    app = web.Application()
-    app[FAKE_SCRIPT] = script if script is not None else FakeOpenAIScript()
-    app[FAKE_STATS] = FakeOpenAIStats()
-    app[_STOPPING] = asyncio.Event()
-
-    async def on_shutdown(app: web.Application) -> None:
-        app[_STOPPING].set()
-
-    app.on_shutdown.append(on_shutdown)
+    script = script if script is not None else FakeOpenAIScript()
+    app = fake_app(FAKE_SCRIPT, script, FAKE_STATS, FakeOpenAIStats())
     handler = _Handler(app)
     app.router.add_post(f"{prefix.rstrip('/')}/chat/completions", handler.handle)
     app.router.add_post("/openai/deployments/{deployment}/chat/completions", handler.handle)
@@ -419,26 +336,12 @@ def make_fake_openai_app(
 
 
 @dataclass(frozen=True)
-class FakeOpenAI:
+class FakeOpenAI(RunningStreamFake[FakeOpenAIScript, FakeOpenAIStats]):
     """A running fake: `url` is the OpenAI base URL (with prefix), `root` the bare origin."""
 
-    url: str
     root: str
-    app: web.Application
-
-    @property
-    def script(self) -> FakeOpenAIScript:
-        """The live script; mutate it to change the next answers."""
-        return self.app[FAKE_SCRIPT]
-
-    @property
-    def stats(self) -> FakeOpenAIStats:
-        """What the fake has recorded so far."""
-        return self.app[FAKE_STATS]
-
-    async def wait_stream_closed(self, within: float = 1.0, count: int = 1) -> None:
-        """Return once `count` streams were closed by the client (else TimeoutError)."""
-        await self.stats.wait_stream_closed(within, count)
+    script_key = FAKE_SCRIPT
+    stats_key = FAKE_STATS
 
 
 @asynccontextmanager
@@ -454,51 +357,28 @@ async def run_fake_openai(
     Yields a `FakeOpenAI`; on exit the listener closes and stalled responses end.
     """
     app = make_fake_openai_app(script, prefix=prefix)
-    runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=2.0)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, host, port)
-        await site.start()
-        bound_port = runner.addresses[0][1]
-        root = f"http://{host}:{bound_port}"
+    async with serve_app(app, host, port) as root:
         yield FakeOpenAI(url=f"{root}{prefix.rstrip('/')}", root=root, app=app)
-    finally:
-        await runner.cleanup()
-
-
-def _parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Fake OpenAI-compatible chat server")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=9100)
-    parser.add_argument("--prefix", default="/v1")
-    parser.add_argument("--chunks", type=int, default=3, help="content chunks per answer")
-    parser.add_argument("--delay", type=float, default=0.0, help="seconds before each chunk")
-    parser.add_argument("--fault", choices=FAULTS, default="none")
-    parser.add_argument("--finish-reason", choices=get_args(FakeFinishReason), default="stop")
-    return parser.parse_args(argv)
-
-
-async def _serve(args: argparse.Namespace) -> None:
-    script = FakeOpenAIScript(
-        chunks=[f"tok{i} " for i in range(args.chunks)],
-        delay=args.delay,
-        fault=args.fault,
-        finish_reason=args.finish_reason,
-    )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    async with run_fake_openai(
-        host=args.host, port=args.port, script=script, prefix=args.prefix
-    ) as fake:
-        print(f"fake OpenAI listening on {fake.url}", flush=True)
-        await stop.wait()
 
 
 def main(argv: list[str] | None = None) -> None:
     """Command line entry: parse flags, serve until SIGINT/SIGTERM."""
-    asyncio.run(_serve(_parse_args(argv)))
+    parser = cli_parser(
+        "Fake OpenAI-compatible chat server", port=9100, faults=FAULTS, unit="content chunk"
+    )
+    parser.add_argument("--prefix", default="/v1")
+    parser.add_argument("--finish-reason", choices=get_args(FakeFinishReason), default="stop")
+    args = parser.parse_args(argv)
+    script = FakeOpenAIScript(
+        chunks=cli_chunks(args.chunks),
+        delay=args.delay,
+        fault=args.fault,
+        finish_reason=args.finish_reason,
+    )
+    serve_until_signalled(
+        lambda: run_fake_openai(host=args.host, port=args.port, script=script, prefix=args.prefix),
+        "OpenAI",
+    )
 
 
 if __name__ == "__main__":

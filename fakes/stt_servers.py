@@ -40,12 +40,24 @@ import json
 import re
 import wave
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
 import numpy as np
 from aiohttp import WSMsgType, web
+
+from fakes.common import (
+    FAULT_HEADER,
+    STOPPING,
+    ClientGone,
+    RunningFake,
+    Waitable,
+    fake_app,
+    refuse,
+    serve_app,
+    stall_until_client_gone,
+)
 
 SttFault = Literal[
     "none",
@@ -60,7 +72,6 @@ SttFault = Literal[
     "empty",
 ]
 STT_FAULTS: tuple[SttFault, ...] = get_args(SttFault)
-FAULT_HEADER = "x-fake-fault"
 _STATUS = {"http_400": 400, "http_401": 401, "http_429": 429, "http_500": 500}
 _PCM_TEXT = re.compile(r"pcm (\d+) (-?\d+)")
 
@@ -100,7 +111,7 @@ class FakeSttScript:
 
 
 @dataclass
-class FakeSttStats:
+class FakeSttStats(Waitable):
     """What a fake has seen (counters only grow, except `open`)."""
 
     requests: int = 0
@@ -113,23 +124,14 @@ class FakeSttStats:
     last_fields: dict[str, str] = field(default_factory=dict)
     last_query: dict[str, str] = field(default_factory=dict)
     last_headers: dict[str, str] = field(default_factory=dict)
-    _changed: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
-
-    def notify(self) -> None:
-        """Wake `wait_until` after a change."""
-        self._changed.set()
 
     async def wait_until(self, predicate: Callable[[], bool], within: float = 2.0) -> None:
         """Return once `predicate()` holds; TimeoutError after `within` seconds."""
-        async with asyncio.timeout(within):
-            while not predicate():
-                self._changed.clear()
-                await self._changed.wait()
+        await super().wait_until(predicate, within)
 
 
 SCRIPT = web.AppKey("fake_stt_script", FakeSttScript)
 STATS = web.AppKey("fake_stt_stats", FakeSttStats)
-_STOPPING = web.AppKey("fake_stt_stopping", asyncio.Event)
 
 
 def _fault(request: web.Request, script: FakeSttScript) -> str:
@@ -140,15 +142,6 @@ def _auth_ok(request: web.Request, script: FakeSttScript, scheme: str) -> bool:
     if script.api_key is None:
         return True
     return request.headers.get("Authorization") == f"{scheme} {script.api_key}"
-
-
-async def _stall(request: web.Request, stopping: asyncio.Event) -> None:
-    """Wait until the client goes away or the server stops."""
-    while not stopping.is_set():
-        transport = request.transport
-        if transport is None or transport.is_closing():
-            return
-        await asyncio.sleep(0.005)
 
 
 # ---- OpenAI /v1/audio/transcriptions ------------------------------------------------
@@ -167,9 +160,7 @@ async def _transcriptions(request: web.Request) -> web.StreamResponse:
     stats.last_headers = dict(request.headers)
     fault = _fault(request, script)
     if fault == "refuse":
-        if request.transport is not None:
-            request.transport.close()
-        return web.Response()
+        return refuse(request)
     if not _auth_ok(request, script, "Bearer"):
         return _openai_error(401, "Incorrect API key provided: sk-fake***.")
     if fault in _STATUS:
@@ -208,9 +199,10 @@ async def _transcriptions(request: web.Request) -> web.StreamResponse:
         text = script.text if script.text is not None else describe_pcm(pcm)
         if fault == "stall":
             try:
-                await _stall(request, app[_STOPPING])
+                with suppress(ClientGone):
+                    await stall_until_client_gone(request)
             finally:
-                if not app[_STOPPING].is_set():
+                if not app[STOPPING].is_set():
                     stats.closed_by_client += 1
             return web.Response()
         if fault == "malformed":
@@ -257,15 +249,7 @@ async def _transcription_stream(request: web.Request, text: str, fault: str) -> 
 
 def make_fake_transcription_app(script: FakeSttScript | None = None) -> web.Application:
     """The fake OpenAI transcription app (`app[SCRIPT]`, `app[STATS]`)."""
-    app = web.Application()
-    app[SCRIPT] = script or FakeSttScript()
-    app[STATS] = FakeSttStats()
-    app[_STOPPING] = asyncio.Event()
-
-    async def on_shutdown(app: web.Application) -> None:
-        app[_STOPPING].set()
-
-    app.on_shutdown.append(on_shutdown)
+    app = fake_app(SCRIPT, script or FakeSttScript(), STATS, FakeSttStats())
     app.router.add_post("/v1/audio/transcriptions", _transcriptions)
     return app
 
@@ -349,9 +333,7 @@ async def _listen(request: web.Request) -> web.StreamResponse:
     stats.last_query = dict(request.query)
     fault = _fault(request, script)
     if fault == "refuse":
-        if request.transport is not None:
-            request.transport.close()
-        return web.Response()
+        return refuse(request)
     if not _auth_ok(request, script, "Token"):
         return web.json_response(
             {"err_code": "INVALID_AUTH", "err_msg": "Invalid credentials."}, status=401
@@ -424,22 +406,14 @@ async def _listen(request: web.Request) -> web.StreamResponse:
         stats.open -= 1
         if finished:
             stats.completed += 1
-        elif fault != "drop" and not app[_STOPPING].is_set():
+        elif fault != "drop" and not app[STOPPING].is_set():
             stats.closed_by_client += 1
         stats.notify()
 
 
 def make_fake_deepgram_app(script: FakeSttScript | None = None) -> web.Application:
     """The fake Deepgram app (`app[SCRIPT]`, `app[STATS]`)."""
-    app = web.Application()
-    app[SCRIPT] = script or FakeSttScript()
-    app[STATS] = FakeSttStats()
-    app[_STOPPING] = asyncio.Event()
-
-    async def on_shutdown(app: web.Application) -> None:
-        app[_STOPPING].set()
-
-    app.on_shutdown.append(on_shutdown)
+    app = fake_app(SCRIPT, script or FakeSttScript(), STATS, FakeSttStats())
     app.router.add_get("/v1/listen", _listen)
     return app
 
@@ -448,35 +422,19 @@ def make_fake_deepgram_app(script: FakeSttScript | None = None) -> web.Applicati
 
 
 @dataclass(frozen=True)
-class FakeStt:
+class FakeStt(RunningFake[FakeSttScript, FakeSttStats]):
     """A running fake: `url` is the HTTP base (…/v1), `ws_url` the websocket origin."""
 
-    url: str
     ws_url: str
-    app: web.Application
-
-    @property
-    def script(self) -> FakeSttScript:
-        """The live script."""
-        return self.app[SCRIPT]
-
-    @property
-    def stats(self) -> FakeSttStats:
-        """What the fake has recorded."""
-        return self.app[STATS]
+    script_key = SCRIPT
+    stats_key = STATS
 
 
 @asynccontextmanager
 async def _serve(app: web.Application, host: str, port: int) -> AsyncIterator[FakeStt]:
-    runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=1.0)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, host, port)
-        await site.start()
-        bound = runner.addresses[0][1]
-        yield FakeStt(url=f"http://{host}:{bound}/v1", ws_url=f"ws://{host}:{bound}", app=app)
-    finally:
-        await runner.cleanup()
+    async with serve_app(app, host, port, shutdown_timeout=1.0) as root:
+        ws_url = root.replace("http://", "ws://", 1)
+        yield FakeStt(url=f"{root}/v1", ws_url=ws_url, app=app)
 
 
 @asynccontextmanager

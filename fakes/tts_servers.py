@@ -41,13 +41,25 @@ import asyncio
 import base64
 import json
 import math
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
 import numpy as np
 from aiohttp import WSMsgType, web
+
+from fakes.common import (
+    STOPPING,
+    ClientGone,
+    FakeStats,
+    RunningFake,
+    fake_app,
+    refuse,
+    serve_app,
+    stall_until_client_gone,
+    track_stream,
+)
 
 Fault = Literal[
     "none",
@@ -92,41 +104,14 @@ class FakeSpeechScript:
 
 
 @dataclass
-class FakeSpeechStats:
-    """What the fake has seen. A "stream" is a 200 response (or an upgraded socket)."""
+class FakeSpeechStats(FakeStats):
+    """What the fake has seen (see `FakeStats`). A "stream" is a 200 response (or an
+    upgraded socket); `texts` are the sentences spoken, `ws_messages` the websocket
+    messages received, `bytes_sent` the PCM bytes written."""
 
-    requests: int = 0
     texts: list[str] = field(default_factory=list)
-    last_body: dict[str, Any] | None = None
-    last_headers: dict[str, str] = field(default_factory=dict)
-    last_query: dict[str, str] = field(default_factory=dict)
-    last_path: str = ""
     ws_messages: list[Any] = field(default_factory=list)
-    open_streams: int = 0
-    streams_started: int = 0
-    streams_completed: int = 0
-    streams_closed_by_client: int = 0
     bytes_sent: int = 0
-    _changed: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
-
-    def notify(self) -> None:
-        """Wake the `wait_*` helpers."""
-        self._changed.set()
-
-    async def wait_until(self, predicate: Callable[[], bool], within: float = 1.0) -> None:
-        """Return once `predicate()` holds; TimeoutError after `within` seconds."""
-        async with asyncio.timeout(within):
-            while not predicate():
-                self._changed.clear()
-                await self._changed.wait()
-
-    async def wait_stream_closed(self, within: float = 1.0, count: int = 1) -> None:
-        """Return once `count` streams were closed by the client before their end."""
-        await self.wait_until(lambda: self.streams_closed_by_client >= count, within)
-
-    async def wait_idle(self, within: float = 1.0) -> None:
-        """Return once no stream is open."""
-        await self.wait_until(lambda: self.open_streams == 0, within)
 
 
 def tone(text: str, rate: int, ms_per_char: float) -> bytes:
@@ -146,13 +131,8 @@ def _chunks(audio: bytes, rate: int, chunk_ms: int) -> list[bytes]:
     return [audio[i : i + size] for i in range(0, len(audio), size)]
 
 
-class _ClientGone(Exception):
-    """The client closed the connection while the fake was stalled or writing."""
-
-
 FAKE_SCRIPT = web.AppKey("fake_tts_script", FakeSpeechScript)
 FAKE_STATS = web.AppKey("fake_tts_stats", FakeSpeechStats)
-_STOPPING = web.AppKey("fake_tts_stopping", asyncio.Event)
 
 
 class _Base:
@@ -178,33 +158,22 @@ class _Base:
         stats.last_body = body
         stats.notify()
 
-    async def stall(self, request: web.Request) -> None:
-        """Wait until the client goes away (raise _ClientGone) or the server stops."""
-        stopping = self.app[_STOPPING]
-        while not stopping.is_set():
-            transport = request.transport
-            if transport is None or transport.is_closing():
-                raise _ClientGone
-            await asyncio.sleep(0.005)
-
     async def stream_pcm(
         self, request: web.Request, audio: bytes, rate: int, fault: str
     ) -> web.StreamResponse:
         """A 200 with the audio as a chunked body, misbehaving as `fault` says."""
         script, stats = self.script, self.stats
-        stats.open_streams += 1
-        stats.streams_started += 1
-        stats.notify()
         resp = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
         chunks = [] if fault == "empty" else _chunks(audio, rate, script.chunk_ms)
         if fault == "truncated":
             resp.content_length = len(audio) + 1000
         else:
             resp.enable_chunked_encoding()
-        try:
+        # A response that ends while the server stops still counts as completed here.
+        async with track_stream(request, stats, completed_while_stopping=True):
             await resp.prepare(request)
             if fault == "stall_before_first":
-                await self.stall(request)
+                await stall_until_client_gone(request)
                 return resp
             for number, chunk in enumerate(chunks):
                 if number >= script.fault_after_chunks and fault in (
@@ -216,11 +185,11 @@ class _Base:
                 if script.delay:
                     await asyncio.sleep(script.delay)
                 if request.transport is None or request.transport.is_closing():
-                    raise _ClientGone
+                    raise ClientGone
                 await resp.write(chunk)
                 stats.bytes_sent += len(chunk)
             if fault == "stall_mid_stream":
-                await self.stall(request)
+                await stall_until_client_gone(request)
                 return resp
             if fault in ("fail_mid_stream", "truncated"):
                 if request.transport is not None:
@@ -229,19 +198,7 @@ class _Base:
             if fault == "half_sample":
                 await resp.write(b"\x01")
             await resp.write_eof()
-        except (ConnectionResetError, _ClientGone):
-            stats.streams_closed_by_client += 1
-            return resp
-        except asyncio.CancelledError:
-            if not self.app[_STOPPING].is_set():
-                stats.streams_closed_by_client += 1
-            raise
-        else:
-            stats.streams_completed += 1
-            return resp
-        finally:
-            stats.open_streams -= 1
-            stats.notify()
+        return resp
 
 
 class _OpenAISpeech(_Base):
@@ -258,9 +215,7 @@ class _OpenAISpeech(_Base):
         if script.api_key and request.headers.get("Authorization") != f"Bearer {script.api_key}":
             fault = "http_401"
         if fault == "refuse":
-            if request.transport is not None:
-                request.transport.close()
-            return web.Response()
+            return refuse(request)
         if fault in HTTP_FAULT_STATUS:
             return self._error(HTTP_FAULT_STATUS[fault])
         if not isinstance(body, dict) or not isinstance(body.get("input"), str):
@@ -368,9 +323,7 @@ class _ElevenLabs(_Base):
         self.record(request, body if isinstance(body, dict) else None)
         fault = self._fault(request)
         if fault == "refuse":
-            if request.transport is not None:
-                request.transport.close()
-            return web.Response()
+            return refuse(request)
         if fault in HTTP_FAULT_STATUS:
             return _eleven_error(HTTP_FAULT_STATUS[fault], self.script.retry_after)
         rate = _eleven_rate(request)
@@ -390,9 +343,7 @@ class _ElevenLabs(_Base):
         self.record(request, None)
         fault = self._fault(request)
         if fault == "refuse":
-            if request.transport is not None:
-                request.transport.close()
-            return web.Response()
+            return refuse(request)
         if fault in HTTP_FAULT_STATUS:
             return _eleven_error(HTTP_FAULT_STATUS[fault], self.script.retry_after)
         rate = _eleven_rate(request)
@@ -409,10 +360,10 @@ class _ElevenLabs(_Base):
         inbox = _Inbox(ws)
         try:
             outcome = await self._converse(ws, inbox, rate, fault, inactivity)
-        except (ConnectionResetError, _ClientGone):
+        except (ConnectionResetError, ClientGone):
             outcome = "closed_by_client"
         except asyncio.CancelledError:
-            if self.app[_STOPPING].is_set():
+            if self.app[STOPPING].is_set():
                 outcome = "stopped"
             raise
         finally:
@@ -511,7 +462,7 @@ class _ElevenLabs(_Base):
             if script.delay:
                 await asyncio.sleep(script.delay)
             if inbox.closed.is_set() or ws.closed:
-                raise _ClientGone
+                raise ClientGone
             await ws.send_str(
                 json.dumps(
                     {
@@ -530,7 +481,7 @@ class _ElevenLabs(_Base):
         return None
 
     async def _stall_ws(self, inbox: _Inbox) -> str:
-        stopping = self.app[_STOPPING]
+        stopping = self.app[STOPPING]
         while not stopping.is_set():
             if inbox.closed.is_set():
                 return "closed_by_client"
@@ -543,35 +494,17 @@ class _ElevenLabs(_Base):
 
 
 @dataclass(frozen=True)
-class FakeSpeechServer:
+class FakeSpeechServer(RunningFake[FakeSpeechScript, FakeSpeechStats]):
     """A running fake: `url` is the base URL to configure, `ws_url` its ws:// twin."""
 
-    url: str
     ws_url: str
-    app: web.Application
-
-    @property
-    def script(self) -> FakeSpeechScript:
-        """The live script; mutate it to change the next answers."""
-        return self.app[FAKE_SCRIPT]
-
-    @property
-    def stats(self) -> FakeSpeechStats:
-        """What the fake has recorded so far."""
-        return self.app[FAKE_STATS]
+    script_key = FAKE_SCRIPT
+    stats_key = FAKE_STATS
 
 
 def _base_app(script: FakeSpeechScript | None) -> web.Application:
-    app = web.Application()
-    app[FAKE_SCRIPT] = script if script is not None else FakeSpeechScript()
-    app[FAKE_STATS] = FakeSpeechStats()
-    app[_STOPPING] = asyncio.Event()
-
-    async def on_shutdown(app: web.Application) -> None:
-        app[_STOPPING].set()
-
-    app.on_shutdown.append(on_shutdown)
-    return app
+    script = script if script is not None else FakeSpeechScript()
+    return fake_app(FAKE_SCRIPT, script, FAKE_STATS, FakeSpeechStats())
 
 
 def make_fake_openai_speech_app(script: FakeSpeechScript | None = None) -> web.Application:
@@ -594,15 +527,9 @@ def make_fake_elevenlabs_app(script: FakeSpeechScript | None = None) -> web.Appl
 async def _serve(
     app: web.Application, host: str, port: int, prefix: str
 ) -> AsyncIterator[FakeSpeechServer]:
-    runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=2.0)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, host, port)
-        await site.start()
-        bound = runner.addresses[0][1]
-        yield FakeSpeechServer(f"http://{host}:{bound}{prefix}", f"ws://{host}:{bound}", app)
-    finally:
-        await runner.cleanup()
+    async with serve_app(app, host, port) as root:
+        ws_url = root.replace("http://", "ws://", 1)
+        yield FakeSpeechServer(url=f"{root}{prefix}", ws_url=ws_url, app=app)
 
 
 @asynccontextmanager

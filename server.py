@@ -33,6 +33,13 @@ from pydantic import ValidationError
 from reactivex import abc
 from reactivex.scheduler.eventloop import AsyncIOScheduler
 
+from apidocs import (
+    ASYNCAPI_PATH,
+    OPENAPI_PATH,
+    build_asyncapi,
+    build_openapi,
+    document_handler,
+)
 from config import ConfigError, SluiceConfig, check_config, load_config
 from config.models import SpeechRouterConfig
 from observability.logs import configure_logging, safe_extra
@@ -695,6 +702,9 @@ def build_app(
     app.router.add_get("/v1/speech", list_speech_routers)
     app.router.add_get("/v1/speech/{router}/{endpoint:speak|listen}", speech_socket)
     add_openai_routes(app, GATEWAY)
+    openapi, asyncapi = build_openapi(), build_asyncapi()
+    app.router.add_get(OPENAPI_PATH, document_handler(openapi))
+    app.router.add_get(ASYNCAPI_PATH, document_handler(asyncapi))
     app.router.add_get("/playground", playground_redirect)
     app.router.add_get("/playground/", playground_index)
     app.router.add_static("/playground/", static_dir())

@@ -69,7 +69,14 @@ from typing import Any, Generic, TypeVar
 import aiohttp
 import numpy as np
 import reactivex
-from pydantic import ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictStr,
+    ValidationError,
+)
 from reactivex import Observable, abc
 from reactivex import operators as ops
 from reactivex.disposable import CompositeDisposable, Disposable
@@ -81,6 +88,7 @@ from audio.encode import STREAMING_ENCODINGS, StreamEncoder, check_format, make_
 from audio.resample import Resampler
 from audio.sentences import DEFAULT_MAX_CHARS, Sentence, TextPiece, split_sentences
 from config.models import (
+    AudioEncoding,
     AudioFormat,
     ElevenLabsConfig,
     EspeakConfig,
@@ -147,34 +155,67 @@ class Refusal:
     """The config key of the limit that refused it (e.g. "max_text_chars")."""
 
 
+class SpeakFormatIn(BaseModel):
+    """`format` of a `speak` message: any field left out takes the router's `speak.format`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    encoding: AudioEncoding | None = None
+    sample_rate: int | None = Field(default=None, ge=8000, le=48000)
+    channels: int | None = Field(default=None, ge=1, le=2)
+
+
+class SpeakRequestIn(BaseModel):
+    """The body of a `speak` message (envelope fields are ignored here).
+
+    `voice` is one voice for every model, or voices keyed by model id or provider key.
+    """
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    text: StrictStr | None = None
+    voice: StrictStr | dict[str, StrictStr] | None = None
+    format: SpeakFormatIn | None = None
+    final: StrictBool = False
+
+
+class TextRequestIn(BaseModel):
+    """The body of a `text` message: more text for a `speak` request in flight."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    text: StrictStr = ""
+    final: StrictBool = False
+
+
+_FIELD_REFUSALS = {
+    "text": "text must be a string",
+    "final": "final must be true or false",
+    "voice": "voice must be a string or an object of strings keyed by model id or provider",
+}
+
+
+def _refusal(error: ValidationError) -> Refusal:
+    """The refusal for the first bad field, in the order text, final, voice, format."""
+    bad = {str(e["loc"][0]) for e in error.errors(include_url=False) if e["loc"]}
+    for field, message in _FIELD_REFUSALS.items():
+        if field in bad:
+            return Refusal(ErrorName.INVALID_REQUEST, message)
+    return Refusal(UNSUPPORTED_FORMAT, describe_validation_error(error))
+
+
 def parse_speak(body: Mapping[str, Any], section: SpeakSection) -> SpeakSpec | Refusal:
     """A `speak` message's JSON body -> its spec, or the reason it is refused."""
-    text = body.get("text")
-    if text is not None and not isinstance(text, str):
-        return Refusal(ErrorName.INVALID_REQUEST, "text must be a string")
-    final = body.get("final", False)
-    if not isinstance(final, bool):
-        return Refusal(ErrorName.INVALID_REQUEST, "final must be true or false")
-    voice = body.get("voice")
-    if voice is not None and not (
-        isinstance(voice, str)
-        or (isinstance(voice, dict) and all(isinstance(v, str) for v in voice.values()))
-    ):
-        return Refusal(
-            ErrorName.INVALID_REQUEST,
-            "voice must be a string or an object of strings keyed by model id or provider",
-        )
-    raw_format = body.get("format")
-    if raw_format is not None and not isinstance(raw_format, dict):
-        return Refusal(UNSUPPORTED_FORMAT, "format must be an object {encoding, sample_rate}")
     try:
-        fmt = AudioFormat.model_validate({**section.format.model_dump(), **(raw_format or {})})
+        request = SpeakRequestIn.model_validate(body)
+        given = request.format.model_dump(exclude_none=True) if request.format else {}
+        fmt = AudioFormat.model_validate({**section.format.model_dump(), **given})
     except ValidationError as error:
-        return Refusal(UNSUPPORTED_FORMAT, describe_validation_error(error))
+        return _refusal(error)
     problem = check_format(fmt.encoding, fmt.sample_rate, fmt.channels)
     if problem is not None:
         return Refusal(UNSUPPORTED_FORMAT, problem)
-    text = text or ""
+    final, voice, text = request.final, request.voice, request.text or ""
     if final and not text.strip():
         return Refusal(ErrorName.INVALID_REQUEST, "final is true but there is no text to speak")
     if len(text) > section.max_text_chars:
@@ -591,11 +632,12 @@ def _input_events(
             if state["final"]:
                 notice(ErrorName.INVALID_REQUEST, "the text already ended (final: true)")
                 return
-            text = msg.body.get("text", "")
-            final = msg.body.get("final", False)
-            if not isinstance(text, str) or not isinstance(final, bool):
+            try:
+                piece = TextRequestIn.model_validate(msg.body)
+            except ValidationError:
                 notice(ErrorName.INVALID_REQUEST, "text must be a string and final a boolean")
                 return
+            text, final = piece.text, piece.final
             output.characters += len(text)
             if output.characters > max_chars:
                 observer.on_next(

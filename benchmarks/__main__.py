@@ -1,4 +1,4 @@
-"""`python -m benchmarks chat|all [options]`: run benchmark suites, write JSON, Markdown, PNGs.
+"""`python -m benchmarks chat|speak|listen|all [options]`: run suites, write JSON, Markdown, PNGs.
 
 Each suite is an entry in `SUITES`: a function `(args, ctx) -> (result, markdown)`.
 `all` runs every registered suite in order. Per suite run the output folder gets
@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks import chat, chat_report, plots
+from benchmarks import chat, chat_report, listen, plots, speak
 from benchmarks.common import ROOT, Processes, Progress, machine_facts, raised_fd_limit
 
 RESULTS = ROOT / "benchmarks" / "results"
@@ -47,10 +47,30 @@ def run_chat(args: argparse.Namespace, ctx: chat.Context) -> tuple[dict[str, Any
     return result, ""
 
 
-SUITES: dict[str, SuiteRun] = {"chat": run_chat}
-"""Suites by name, in the order `all` runs them (speak and listen plug in here)."""
+def run_speak(args: argparse.Namespace, ctx: chat.Context) -> tuple[dict[str, Any], str]:
+    """The speak suite (see `benchmarks.speak`)."""
+    settings = speak.SpeakSettings.build(
+        quick=args.quick, levels=args.concurrency, requests=args.requests
+    )
+    return speak.run(ctx, settings), ""
 
-MARKDOWN: dict[str, Callable[[dict[str, Any], str], str]] = {"chat": chat_report.markdown}
+
+def run_listen(args: argparse.Namespace, ctx: chat.Context) -> tuple[dict[str, Any], str]:
+    """The listen suite (see `benchmarks.listen`)."""
+    settings = listen.ListenSettings.build(
+        quick=args.quick, levels=args.concurrency, budget=args.budget
+    )
+    return listen.run(ctx, settings), ""
+
+
+SUITES: dict[str, SuiteRun] = {"chat": run_chat, "speak": run_speak, "listen": run_listen}
+"""Suites by name, in the order `all` runs them."""
+
+MARKDOWN: dict[str, Callable[[dict[str, Any], str], str]] = {
+    "chat": chat_report.markdown,
+    "speak": speak.markdown,
+    "listen": listen.markdown,
+}
 
 
 def _levels(text: str) -> list[int]:
@@ -92,6 +112,14 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also run Sluice under cProfile during the paced load",
     )
+    p.add_argument(
+        "--requests", type=int, help="speak: requests measured per cell (default 200, quick 20)"
+    )
+    p.add_argument(
+        "--budget",
+        type=float,
+        help="listen: seconds for stepping up concurrency per engine (default 240, quick 60)",
+    )
     p.add_argument("--out", type=Path, default=RESULTS, help="output folder")
     p.add_argument(
         "--publish",
@@ -101,8 +129,17 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def publish(markdown: str, result: dict[str, Any], out_dir: Path) -> None:
-    """Copy plots to benchmarks/figures/ and put `markdown` between the README's markers."""
+def publish(markdown: str, result: dict[str, Any], out_dir: Path, suite: str = "chat") -> None:
+    """Copy plots to benchmarks/figures/ and put `markdown` between the README's markers.
+
+    The chat suite owns `<!-- results:start -->`...`<!-- results:end -->`; any other suite
+    `<!-- results:<suite>:start -->`...`<!-- results:<suite>:end -->`.
+    """
+    if suite != "chat":
+        _replace_between(
+            f"<!-- results:{suite}:start -->", f"<!-- results:{suite}:end -->", markdown
+        )
+        return
     FIGURES.mkdir(exist_ok=True)
     text = markdown
     for name in result.get("plots", []):
@@ -115,7 +152,10 @@ def publish(markdown: str, result: dict[str, Any], out_dir: Path) -> None:
         text = text.replace(f"`{profile['file']}`", "`figures/chat-profile.txt`")
     text = text.replace("## chatStream", "### chatStream").replace("\n### ", "\n#### ")
     text = text.replace("#### chatStream", "### chatStream")
-    start, end = "<!-- results:start -->", "<!-- results:end -->"
+    _replace_between("<!-- results:start -->", "<!-- results:end -->", text)
+
+
+def _replace_between(start: str, end: str, text: str) -> None:
     readme = README.read_text()
     if start in readme and end in readme:
         head, rest = readme.split(start, 1)
@@ -153,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
                 sections.append(markdown)
                 print(f"wrote {path}", file=sys.stderr)
                 if args.publish:
-                    publish(markdown, result, out_dir)
+                    publish(markdown, result, out_dir, name)
     except KeyboardInterrupt:
         print("\ninterrupted: every process this run started has been stopped", file=sys.stderr)
         return 130

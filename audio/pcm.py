@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import io
 import struct
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 import numpy as np
@@ -94,7 +95,7 @@ def downmix(samples: Int16Array, channels: int) -> Int16Array:
     return mixed
 
 
-class AudioDecoder:
+class AudioDecoder(ABC):
     """Base of the decoders: bytes in (`push`), mono PCM16 bytes at `out_rate` out.
 
     `output_samples` counts what was returned so far; `in_rate` is the input's
@@ -107,13 +108,13 @@ class AudioDecoder:
         self.output_samples = 0
         self.dangling_bytes = 0
 
+    @abstractmethod
     def push(self, data: bytes) -> bytes:
         """One chunk of client bytes in; the PCM decoded so far out (may be empty)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def flush(self) -> bytes:
         """End of the stream: the remaining PCM out."""
-        raise NotImplementedError
 
     def _out(self, samples: Int16Array) -> bytes:
         self.output_samples += int(samples.size)

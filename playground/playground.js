@@ -157,7 +157,11 @@ async function startTalking() {
   const router = $("listen-router").value;
   const ch = channel(`/v1/speech/${router}/listen`);
   const requestId = newId();
-  const stream = await navigator.mediaDevices.getUserMedia({ audio: true });
+  // raw microphone audio: the browser's echo cancellation, noise suppression and
+  // gain control reshape speech in ways that hurt recognition
+  const stream = await navigator.mediaDevices.getUserMedia({
+    audio: { echoCancellation: false, noiseSuppression: false, autoGainControl: false },
+  });
   const context = new AudioContext({ sampleRate: 48000 });
   const source = context.createMediaStreamSource(stream);
   const processor = context.createScriptProcessor(4096, 1, 1);

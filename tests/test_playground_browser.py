@@ -116,14 +116,15 @@ async def test_playground_chats_listens_and_speaks_in_chromium(
             talk = page.locator("#talk")
             await talk.hover()
             await page.mouse.down()
-            # the fake microphone plays 1 s of silence, the sentence, then silence
-            await page.wait_for_timeout(4500)
+            # the fake microphone plays 1 s of silence, the sentence (about 2 s), then
+            # 2 s of silence; release well after the sentence but before it loops
+            await page.wait_for_timeout(4800)
             await page.mouse.up()
             await page.wait_for_function(
                 "window.playground.stats.transcripts.length > 0", timeout=30_000
             )
             heard = " ".join(await page.evaluate("window.playground.stats.transcripts"))
-            assert "garden gate" in heard, heard
+            assert SENTENCE in heard, heard
 
             await page.fill("#speak-input", "The garden gate is open.")
             await page.press("#speak-input", "Enter")

@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.sluice-installed
 LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
 
-.PHONY: serve test lint typecheck unit setup clean
+.PHONY: serve test lint typecheck unit setup system-deps clean
 
 setup: $(STAMP)
 
@@ -28,7 +28,10 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-unit: $(STAMP)
+system-deps:
+	scripts/system-deps.sh
+
+unit: $(STAMP) system-deps
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test: lint typecheck unit

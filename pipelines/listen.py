@@ -71,8 +71,6 @@ import reactivex
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from reactivex import Observable, abc
 from reactivex import operators as ops
-from reactivex.disposable import CompositeDisposable
-from reactivex.subject import Subject
 
 from audio.pcm import (
     ENCODINGS,
@@ -104,7 +102,7 @@ from operators.vad import (
 from pipelines.common import Admission, describe_validation_error, request_frames
 from pipelines.endpoint import BuildContext, Pipeline
 from protocol.frames import ErrorName, Frame, FrameFactory
-from protocol.messages import CANCEL, ClientMessage, Inbound
+from protocol.messages import ClientMessage, Inbound
 from providers.stt_registry import build_stt_provider
 from providers.stt_types import (
     SegmentAudio,
@@ -706,81 +704,9 @@ def listen_request(
 
         return intake.pipe(ops.publish(body), then_emit(closing))
 
-    def subscribe(
-        observer: abc.ObserverBase[Frame], scheduler: abc.SchedulerBase | None = None
-    ) -> abc.DisposableBase:
-        backlog = _Backlog(later)
-
-        def answer_then_release(inputs: Observable[ClientMessage]) -> Observable[Frame]:
-            return backlog.released_after(answer_for(inputs))
-
-        answer = request_frames(
-            frames,
-            answer_then_release,
-            backlog.messages,
-            lambda error: error_frame(frames, router.id, error),
-        )
-        return CompositeDisposable(answer.subscribe(observer, scheduler=scheduler), backlog)
-
-    return Observable(subscribe)
-
-
-class _Backlog:
-    """A request's later messages, held from its start until its answer reads them.
-
-    `request_frames` subscribes the answer through `reactivex.merge`, which under
-    the app's AsyncIOScheduler happens a loop turn after the request started;
-    audio that arrives in that turn would be lost. `messages` replays what was
-    held to each subscriber until `released_after(answer)` has subscribed the
-    answer, then passes messages through. Cancels stay replayable for good:
-    `request_frames` watches for them from two subscriptions, the second of
-    which may come after the release.
-    """
-
-    def __init__(self, later: Observable[ClientMessage]) -> None:
-        self._held: list[ClientMessage] = []
-        self._holding = True
-        self._live: Subject[ClientMessage] = Subject()
-        self._subscription = later.subscribe(
-            self._on_next, self._live.on_error, self._live.on_completed
-        )
-
-    def _on_next(self, msg: ClientMessage) -> None:
-        if self._holding or msg.type == CANCEL:
-            self._held.append(msg)
-        self._live.on_next(msg)
-
-    @property
-    def messages(self) -> Observable[ClientMessage]:
-        """What is held, then the live messages."""
-
-        def subscribe(
-            observer: abc.ObserverBase[ClientMessage], scheduler: abc.SchedulerBase | None = None
-        ) -> abc.DisposableBase:
-            for msg in list(self._held):
-                observer.on_next(msg)
-            return self._live.subscribe(observer, scheduler=scheduler)
-
-        return Observable(subscribe)
-
-    def released_after(self, answer: Observable[Frame]) -> Observable[Frame]:
-        """`answer`, and the held audio let go once it is subscribed."""
-
-        def subscribe(
-            observer: abc.ObserverBase[Frame], scheduler: abc.SchedulerBase | None = None
-        ) -> abc.DisposableBase:
-            subscription = answer.subscribe(observer, scheduler=scheduler)
-            self._holding = False
-            self._held = [msg for msg in self._held if msg.type == CANCEL]
-            return subscription
-
-        return Observable(subscribe)
-
-    def dispose(self) -> None:
-        """Stop listening to the request's messages."""
-        self._held = []
-        self._holding = False
-        self._subscription.dispose()
+    return request_frames(
+        frames, answer_for, later, lambda error: error_frame(frames, router.id, error)
+    )
 
 
 def _segment_frames(

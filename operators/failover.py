@@ -25,7 +25,7 @@ from reactivex import operators as ops
 
 from config.models import RetryConfig
 from operators.scheduling import defer_scheduled, seconds
-from providers.types import ErrorCategory, ProviderError
+from providers.types import ProviderError
 from routing.backoff import backoff_delay
 
 T = TypeVar("T")
@@ -219,10 +219,3 @@ def retry_passes(
         return reactivex.defer(passes)
 
     return operator
-
-
-def is_failover_error(error: BaseException) -> bool:
-    """True for the errors failover itself produces (for callers mapping errors)."""
-    return isinstance(error, AllModelsUnavailable) or (
-        isinstance(error, ProviderError) and error.category is ErrorCategory.BAD_REQUEST
-    )

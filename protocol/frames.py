@@ -96,8 +96,3 @@ class FrameFactory:
         return Frame(
             self.request_id, self.envelope("error", error=error), terminal=finish_reason is not None
         )
-
-
-def orphan_error(router_id: str, name: str, message: str, now: Callable[[], float]) -> Frame:
-    """An error frame that belongs to no request (`request_id: null`), e.g. bad JSON."""
-    return FrameFactory(None, router_id, None, now).error(name, message, finish_reason=None)

@@ -65,6 +65,7 @@ from security.access import ACCESS, CLIENT, SUBPROTOCOL, Access, Client, access_
 from security.exposure import exposure_problem, is_loopback
 from security.keys import generate_key, hash_key
 from security.redact import Redactor, config_secrets
+from transport import loop as event_loop
 from transport.session import SocketSession
 
 log = logging.getLogger("sluice.server")
@@ -803,7 +804,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     configure_logging(server.log_level, redact=Redactor(config_secrets(config)))
     _log_crashes()
-    return asyncio.run(serve(config, host, port))
+    return event_loop.run(serve(config, host, port))
 
 
 def _loop_exception(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
@@ -834,7 +835,7 @@ async def serve(config: SluiceConfig, host: str, port: int) -> int:
     site = web.TCPSite(runner, host, port)
     await site.start()
     tune_garbage_collector()
-    log.info("listening", extra={"host": host, "port": port})
+    log.info("listening", extra={"host": host, "port": port, "loop": event_loop.loop_name()})
     if not config.auth.keys:
         if is_loopback(host):
             log.warning(

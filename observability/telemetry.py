@@ -71,7 +71,8 @@ class AttemptTelemetry:
             self._span = tracing.start(
                 f"attempt {model}", request.span, model=model, provider=provider
             )
-        log.debug("attempt started", extra=self._fields())
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("attempt started", extra=self._fields())
 
     def _fields(self) -> dict[str, object]:
         request = self._request

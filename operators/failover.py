@@ -1,9 +1,11 @@
 """Failover across a router's models, and retry of whole passes with backoff.
 
 `failover(...)` is a source: one request's answer, produced by trying the
-router's models in the order its strategy gives, built from `catch_with_iterable`
-(the next model is subscribed when the previous one errors). It is generic over
-the item type, so chat, speak and listen share it.
+router's models in the order its strategy gives (the next model is subscribed
+the moment the previous one errors, the way `catch_with_iterable` would, but in
+one subscription with no operator chain per attempt: this runs once per request
+and is on every chunk's path). It is generic over the item type, so chat, speak
+and listen share it.
 
 Items flow through unchanged. When an attempt fails after it already emitted
 items, a `Reset` is emitted before moving on, so the consumer can drop that
@@ -14,21 +16,23 @@ exponential backoff (`retry_passes`), and an attempt is never retried in place.
 
 from __future__ import annotations
 
+import logging
 import random
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
-import reactivex
 from reactivex import Observable, abc
-from reactivex import operators as ops
+from reactivex.disposable import Disposable, SerialDisposable
 
 from config.models import RetryConfig
-from operators.scheduling import defer_scheduled, seconds
+from operators.scheduling import require_scheduler, seconds
 from providers.types import ProviderError
 from routing.backoff import backoff_delay
 
 T = TypeVar("T")
+
+log = logging.getLogger("sluice.failover")
 
 
 class RouterHealth(Protocol):
@@ -97,79 +101,179 @@ def failover(
     consumer (whose terminal rule disposes the request at that item) sees it.
     """
 
-    def one_pass(sched: abc.SchedulerBase) -> Observable[T | Reset]:
+    def subscribe(
+        observer: abc.ObserverBase[T | Reset], scheduler_: abc.SchedulerBase | None = None
+    ) -> abc.DisposableBase:
+        sched = require_scheduler(scheduler, scheduler_, "failover")
         plan = router.plan(seconds(sched))
         if not plan:
-            return reactivex.throw(AllModelsUnavailable(router_id, []))
-        failures: list[tuple[str, BaseException]] = []
-        final: list[BaseException] = []
+            observer.on_error(AllModelsUnavailable(router_id, []))
+            return Disposable()
+        run: _Pass[T] = _Pass(
+            router_id, router, attempt, plan, observer, sched, scheduler_, is_final
+        )
+        run.next()
+        return Disposable(run.dispose)
 
-        def one_attempt(model_id: str) -> Observable[T | Reset]:
-            def start(sched_: abc.SchedulerBase) -> Observable[T | Reset]:
-                started = seconds(sched_)
-                if not router.available(model_id, started):
-                    failures.append((model_id, _Skipped()))
-                    return reactivex.throw(_Skipped())
-                router.begin_attempt(model_id, started)
-                state: dict[str, Any] = {"first": None, "count": 0, "settled": False}
+    return Observable(subscribe)
 
-                def on_next(item: T) -> None:
-                    if state["first"] is None:
-                        state["first"] = seconds(sched_) - started
-                    state["count"] += 1
-                    if is_final is not None and not state["settled"] and is_final(item):
-                        on_completed()
 
-                def on_completed() -> None:
-                    if state["settled"]:
-                        return
-                    state["settled"] = True
-                    now = seconds(sched_)
-                    first = state["first"]
-                    latency = None
-                    if first is not None:
-                        per_item = (now - started - first) / max(1, state["count"] - 1)
-                        latency = first + per_item
-                    router.record_success(model_id, now, latency)
+class _Pass(Generic[T]):
+    """One subscription of `failover`: the plan, where it stands, the live attempt."""
 
-                def on_abandon() -> None:
-                    if not state["settled"]:
-                        router.cancel_attempt(model_id, seconds(sched_))
+    __slots__ = (
+        "attempt",
+        "count",
+        "current",
+        "done",
+        "failures",
+        "final",
+        "first",
+        "generation",
+        "index",
+        "inherited",
+        "is_final",
+        "live",
+        "model",
+        "observer",
+        "plan",
+        "router",
+        "router_id",
+        "sched",
+        "settled",
+        "started",
+    )
 
-                def on_failure(error: Exception, _: Any) -> Observable[T | Reset]:
-                    state["settled"] = True
-                    router.record_failure(model_id, error, seconds(sched_))
-                    failures.append((model_id, error))
-                    if _is_final(error):
-                        final.append(error)
-                    if state["count"]:
-                        return reactivex.concat(
-                            reactivex.of(Reset(model_id, error)), reactivex.throw(error)
-                        )
-                    return reactivex.throw(error)
+    def __init__(
+        self,
+        router_id: str,
+        router: RouterHealth,
+        attempt: Callable[[str], Observable[T]],
+        plan: list[str],
+        observer: abc.ObserverBase[T | Reset],
+        sched: abc.SchedulerBase,
+        inherited: abc.SchedulerBase | None,
+        is_final: Callable[[T], bool] | None,
+    ) -> None:
+        self.router_id = router_id
+        self.router = router
+        self.attempt = attempt
+        self.plan = plan
+        self.observer = observer
+        self.sched = sched
+        self.inherited = inherited or sched
+        self.is_final = is_final
+        self.index = 0
+        self.failures: list[tuple[str, BaseException]] = []
+        self.final: BaseException | None = None
+        self.done = False
+        self.current: abc.DisposableBase | None = None
+        self.generation = 0
+        self.live = False
+        self.model = ""
+        self.started = 0.0
+        self.first: float | None = None
+        self.count = 0
+        self.settled = True
 
-                items: Observable[T | Reset] = attempt(model_id).pipe(
-                    ops.do_action(on_next=on_next, on_completed=on_completed),
-                    ops.finally_action(on_abandon),
-                )
-                return items.pipe(ops.catch(on_failure))
+    def next(self) -> None:
+        """Start the next available model of the plan, or end the pass."""
+        router = self.router
+        while not self.done:
+            if self.final is not None or self.index >= len(self.plan):
+                self.done = True
+                error = self.final
+                if not isinstance(error, Exception):
+                    error = AllModelsUnavailable(self.router_id, self.failures)
+                self.observer.on_error(error)
+                return
+            model = self.plan[self.index]
+            self.index += 1
+            now = seconds(self.sched)
+            if not router.available(model, now):
+                self.failures.append((model, _Skipped()))
+                continue
+            router.begin_attempt(model, now)
+            self.model, self.started, self.first, self.count = model, now, None, 0
+            self.settled = False
+            self.generation += 1
+            generation = self.generation
+            self.live = True
+            try:
+                source = self.attempt(model)
+            except Exception as error:
+                self._failed(error)
+                return
+            subscription = source.subscribe(
+                self._item, self._failed, self._completed, scheduler=self.inherited
+            )
+            # an attempt that ended inside `subscribe` has moved the pass on already
+            if self.live and self.generation == generation:
+                self.current = subscription
+            return
 
-            return defer_scheduled(start, scheduler, "failover")
+    def _succeed(self) -> None:
+        self.settled = True
+        now = seconds(self.sched)
+        first = self.first
+        latency = None
+        if first is not None:
+            per_item = (now - self.started - first) / max(1, self.count - 1)
+            latency = first + per_item
+        try:
+            self.router.record_success(self.model, now, latency)
+        except Exception:
+            log.exception("health bookkeeping failed", extra={"router": self.router_id})
 
-        def attempts() -> Iterator[Observable[T | Reset]]:
-            for model_id in plan:
-                if final:
-                    return
-                yield one_attempt(model_id)
+    def _item(self, item: T) -> None:
+        if self.done:
+            return
+        if self.first is None:
+            self.first = seconds(self.sched) - self.started
+        self.count += 1
+        if not self.settled and self.is_final is not None and self.is_final(item):
+            self._succeed()
+        self.observer.on_next(item)
 
-        def summarize(error: Exception, _: Any) -> Observable[T | Reset]:
-            if final and isinstance(final[0], Exception):
-                return reactivex.throw(final[0])
-            return reactivex.throw(AllModelsUnavailable(router_id, failures))
+    def _completed(self) -> None:
+        self.live = False
+        self.current = None
+        if self.done:
+            return
+        if not self.settled:
+            self._succeed()
+        self.done = True
+        self.observer.on_completed()
 
-        return reactivex.catch_with_iterable(attempts()).pipe(ops.catch(summarize))
+    def _failed(self, error: Exception) -> None:
+        self.live = False
+        self.current = None
+        if self.done:
+            return
+        model = self.model
+        self.settled = True
+        try:
+            self.router.record_failure(model, error, seconds(self.sched))
+        except Exception:
+            log.exception("health bookkeeping failed", extra={"router": self.router_id})
+        self.failures.append((model, error))
+        if _is_final(error):
+            self.final = error
+        if self.count:
+            self.observer.on_next(Reset(model, error))
+        self.next()
 
-    return defer_scheduled(one_pass, scheduler, "failover")
+    def dispose(self) -> None:
+        """Stop: abandon the live attempt (health hears it) and dispose it."""
+        if self.done:
+            return
+        self.done = True
+        if self.live and not self.settled:
+            self.settled = True
+            self.router.cancel_attempt(self.model, seconds(self.sched))
+        current, self.current = self.current, None
+        if current is not None:
+            current.dispose()
 
 
 def retry_passes(
@@ -189,33 +293,48 @@ def retry_passes(
     """
 
     def operator(source: Observable[T]) -> Observable[T]:
-        def passes(_: abc.SchedulerBase) -> Observable[T]:
+        def subscribe(
+            observer: abc.ObserverBase[T], scheduler_: abc.SchedulerBase | None = None
+        ) -> abc.DisposableBase:
             # failures seen by earlier passes of this subscription: a pass that finds
             # every model cooling down names them instead of saying "all unhealthy"
             seen: list[tuple[str, BaseException]] = []
+            current = SerialDisposable()
+            state = {"number": 0, "generation": 0}
 
-            def attempt(number: int) -> Observable[T]:
-                def on_error(error: Exception, _: Any) -> Observable[T]:
-                    if isinstance(error, AllModelsUnavailable):
-                        if error.failures:
-                            seen[:] = error.failures
-                        elif seen:
-                            error = AllModelsUnavailable(error.router_id, seen)
-                    if not isinstance(error, AllModelsUnavailable) or number >= retry.max_retries:
-                        return reactivex.throw(error)
-                    delay = backoff_delay(retry, number, rng)
+            def on_error(error: Exception) -> None:
+                if isinstance(error, AllModelsUnavailable):
+                    if error.failures:
+                        seen[:] = error.failures
+                    elif seen:
+                        error = AllModelsUnavailable(error.router_id, seen)
+                number = state["number"]
+                if not isinstance(error, AllModelsUnavailable) or number >= retry.max_retries:
+                    observer.on_error(error)
+                    return
+                try:
+                    sched = require_scheduler(scheduler, scheduler_, "retry_passes")
+                except ValueError as missing:
+                    observer.on_error(missing)
+                    return
+                state["number"] = number + 1
+                state["generation"] += 1
+                delay = backoff_delay(retry, number, rng)
+                current.disposable = sched.schedule_relative(delay, start_pass)
 
-                    def later(sched: abc.SchedulerBase) -> Observable[T]:
-                        return reactivex.timer(delay, scheduler=sched).pipe(
-                            ops.flat_map(lambda _: attempt(number + 1))
-                        )
+            def start_pass(_: abc.SchedulerBase | None = None, __: Any = None) -> None:
+                state["generation"] += 1
+                generation = state["generation"]
+                subscription = source.subscribe(
+                    observer.on_next, on_error, observer.on_completed, scheduler=scheduler_
+                )
+                # a pass that failed inside `subscribe` has armed the next one already
+                if state["generation"] == generation:
+                    current.disposable = subscription
 
-                    return defer_scheduled(later, scheduler, "retry_passes")
+            start_pass()
+            return current
 
-                return source.pipe(ops.catch(on_error))
-
-            return attempt(0)
-
-        return reactivex.defer(passes)
+        return Observable(subscribe)
 
     return operator

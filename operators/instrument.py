@@ -15,8 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from reactivex import Observable, abc
-from reactivex.disposable import CompositeDisposable, Disposable
+from reactivex import Observable
 
 from observability.telemetry import (
     CANCELLED,
@@ -26,6 +25,7 @@ from observability.telemetry import (
     REJECTED_ERRORS,
     RequestTelemetry,
 )
+from operators.attempt import Watch, guard_attempt
 from protocol.frames import Frame
 
 T = TypeVar("T")
@@ -54,33 +54,7 @@ def instrument_attempt(
     """
     if request is None:
         return _identity
-
-    def operator(source: Observable[T]) -> Observable[T]:
-        def subscribe(
-            observer: abc.ObserverBase[T], scheduler: abc.SchedulerBase | None = None
-        ) -> abc.DisposableBase:
-            attempt = request.attempt(model, provider)
-
-            def on_next(item: T) -> None:
-                attempt.output()
-                if is_final is not None and is_final(item):
-                    attempt.succeeded()
-                observer.on_next(item)
-
-            def on_error(error: Exception) -> None:
-                attempt.failed(error)
-                observer.on_error(error)
-
-            def on_completed() -> None:
-                attempt.succeeded()
-                observer.on_completed()
-
-            upstream = source.subscribe(on_next, on_error, on_completed, scheduler=scheduler)
-            return CompositeDisposable(upstream, Disposable(attempt.abandoned))
-
-        return Observable(subscribe)
-
-    return operator
+    return guard_attempt(watch=Watch(request, model, provider, is_final))
 
 
 def is_output_frame(frame: Frame) -> bool:

@@ -2,17 +2,24 @@
 
 Whatever happens upstream (a terminal frame, an error, a silent completion), the
 request's frame stream ends with exactly one frame marked `terminal`, and nothing
-follows it: at the terminal frame the upstream is disposed.
+follows it: at the terminal frame the upstream is disposed. This is
+`operators.request_scope` with no later messages; requests use that whole.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
-from reactivex import Observable, abc
-from reactivex.disposable import SerialDisposable
+import reactivex
+from reactivex import Observable
 
+from operators.request_scope import request_scope
 from protocol.frames import Frame
+
+
+def _never(_msg: Any) -> bool:
+    return False
 
 
 def terminal_rule(
@@ -27,39 +34,16 @@ def terminal_rule(
     """
 
     def operator(source: Observable[Frame]) -> Observable[Frame]:
-        def subscribe(
-            observer: abc.ObserverBase[Frame], scheduler: abc.SchedulerBase | None = None
-        ) -> abc.DisposableBase:
-            upstream = SerialDisposable()
-            state = {"ended": False}
+        def unreachable(_msg: Any) -> Frame:
+            raise AssertionError("terminal_rule has no later messages")
 
-            def finish(frame: Frame) -> None:
-                state["ended"] = True
-                upstream.dispose()
-                observer.on_next(frame)
-                observer.on_completed()
-
-            def on_next(frame: Frame) -> None:
-                if state["ended"]:
-                    return
-                if frame.terminal:
-                    finish(frame)
-                else:
-                    observer.on_next(frame)
-
-            def on_error(error: Exception) -> None:
-                if not state["ended"]:
-                    finish(error_frame(error))
-
-            def on_completed() -> None:
-                if not state["ended"]:
-                    finish(incomplete_frame())
-
-            upstream.disposable = source.subscribe(
-                on_next, on_error, on_completed, scheduler=scheduler
-            )
-            return upstream
-
-        return Observable(subscribe)
+        return request_scope(
+            lambda _inputs: source,
+            reactivex.never(),
+            is_cancel=_never,
+            cancelled_frame=unreachable,
+            error_frame=error_frame,
+            incomplete_frame=incomplete_frame,
+        )
 
     return operator

@@ -10,7 +10,7 @@ with failover restricted to that model.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import reactivex
@@ -20,6 +20,7 @@ from reactivex import operators as ops
 from config.models import LanguageModelConfig, LanguageRouterConfig
 from observability.telemetry import RequestTelemetry
 from operators.aio import from_async_iterable, from_awaitable
+from operators.attempt import Deadlines, OutputRule, Watch, guard_attempt
 from operators.deadlines import deadlines, require_output
 from operators.failover import Reset, RouterHealth, failover, retry_passes
 from operators.instrument import instrument_attempt
@@ -117,13 +118,20 @@ class ChatRouter:
                 return ChatChunk(info, delta)
 
             deltas: Observable[ChatDelta] = from_async_iterable(lambda: provider.stream(params))
+            watch = (
+                Watch(telemetry, model_id, provider.provider_id, _is_final_chunk)
+                if telemetry is not None
+                else None
+            )
+            # deadlines, the output rule, the tag and telemetry: one operator per attempt
             return deltas.pipe(
-                _attempt_deadlines(model, self._scheduler),
-                require_output(_has_content, closes=_is_final, what="content"),
-                ops.map(tag),
-                instrument_attempt(
-                    telemetry, model_id, provider.provider_id, is_final=_is_final_chunk
-                ),
+                guard_attempt(
+                    deadlines=_attempt_deadlines(model),
+                    output=CHUNK_OUTPUT,
+                    tag=tag,
+                    watch=watch,
+                    scheduler=self._scheduler,
+                )
             )
 
         return failover(
@@ -228,14 +236,10 @@ def _result_has_content(result: ChatResult) -> bool:
     return bool(result.content) or result.finish_reason == "content_filtered"
 
 
-def _attempt_deadlines(
-    model: LanguageModelConfig, scheduler: abc.SchedulerBase | None
-) -> Callable[[Observable[ChatDelta]], Observable[ChatDelta]]:
+CHUNK_OUTPUT: OutputRule[ChatDelta] = OutputRule(_has_content, _is_final, "content")
+"""A streamed answer must carry content before its final chunk (or its end)."""
+
+
+def _attempt_deadlines(model: LanguageModelConfig) -> Deadlines:
     client = model.client
-    return deadlines(
-        client.first_chunk_timeout,
-        client.idle_timeout,
-        client.timeout,
-        what="chunk",
-        scheduler=scheduler,
-    )
+    return Deadlines(client.first_chunk_timeout, client.idle_timeout, client.timeout, "chunk")

@@ -18,7 +18,6 @@ from reactivex import operators as ops
 
 from observability.telemetry import RequestTelemetry
 from operators.failover import AllModelsUnavailable, Reset
-from operators.ordered import merge_now
 from operators.per_request import per_request
 from pipelines.chat_router import ChatChunk, ChatEvent, ChatRouter
 from pipelines.common import Admission, describe_validation_error, request_frames
@@ -138,19 +137,15 @@ def chat_request(
     def to_frame(event: ChatEvent) -> Frame:
         return event_frame(frames, event)
 
-    def answer_for(inputs: Observable[ClientMessage]) -> Observable[Frame]:
-        duplicates = inputs.pipe(ops.map(duplicate))
-        answer = router.stream(request, telemetry=telemetry).pipe(ops.map(to_frame))
-
-        def with_duplicates(shared: Observable[Frame]) -> Observable[Frame]:
-            # duplicates are answered only while the answer runs
-            ended = shared.pipe(ops.count())
-            return merge_now(shared, duplicates.pipe(ops.take_until(ended)))
-
-        return answer.pipe(ops.publish(with_duplicates))
+    def answer_for(_inputs: Observable[ClientMessage]) -> Observable[Frame]:
+        return router.stream(request, telemetry=telemetry).pipe(ops.map(to_frame))
 
     return request_frames(
-        frames, answer_for, later, lambda error: error_frame(frames, router.id, error)
+        frames,
+        answer_for,
+        later,
+        lambda error: error_frame(frames, router.id, error),
+        input_frame=duplicate,
     )
 
 

@@ -16,11 +16,9 @@ from typing import TypeVar
 
 from pydantic import ValidationError
 from reactivex import Observable
-from reactivex import operators as ops
 
 from observability.telemetry import RequestTelemetry
-from operators.ordered import merge_now
-from operators.terminal import terminal_rule
+from operators.request_scope import request_scope
 from protocol.frames import ErrorName, Frame, FrameFactory
 from protocol.messages import CANCEL, BadMessage, ClientMessage
 
@@ -45,37 +43,38 @@ def request_frames(
     answer_for: Callable[[Observable[ClientMessage]], Observable[Frame]],
     later: Observable[ClientMessage],
     error_frame: Callable[[Exception], Frame],
+    *,
+    input_frame: Callable[[ClientMessage], Frame] | None = None,
 ) -> Observable[Frame]:
     """One request's frames, ending with exactly one terminal frame.
 
     later:   ---i----c      (i: further input, c: cancel)
     answer:  -a---b--       (answer_for(inputs), disposed at c)
     result:  -a---b--C|     (C: error `cancelled`, finish_reason cancelled)
-    An answer that errors ends with `error_frame(error)`.
+    An answer that errors ends with `error_frame(error)`. With `input_frame`,
+    further input is answered with that frame instead of reaching the answer
+    (see `operators.request_scope`).
     """
 
-    def is_cancel(msg: ClientMessage) -> bool:
-        return msg.type == CANCEL
+    def cancelled(_msg: ClientMessage) -> Frame:
+        return frames.error(CANCELLED, "cancelled by the client", finish_reason="cancelled")
 
-    def is_input(msg: ClientMessage) -> bool:
-        return msg.type != CANCEL
+    def incomplete() -> Frame:
+        return frames.error(ErrorName.UNKNOWN_ERROR, "the answer ended without a finish_reason")
 
-    cancels = later.pipe(ops.filter(is_cancel), ops.take(1))
-    inputs = later.pipe(ops.filter(is_input))
-    answer = answer_for(inputs).pipe(ops.take_until(cancels))
-    cancelled = cancels.pipe(
-        ops.map(
-            lambda _: frames.error(CANCELLED, "cancelled by the client", finish_reason="cancelled")
-        )
+    return request_scope(
+        answer_for,
+        later,
+        is_cancel=_is_cancel,
+        cancelled_frame=cancelled,
+        error_frame=error_frame,
+        incomplete_frame=incomplete,
+        input_frame=input_frame,
     )
-    return merge_now(answer, cancelled).pipe(
-        terminal_rule(
-            error_frame,
-            lambda: frames.error(
-                ErrorName.UNKNOWN_ERROR, "the answer ended without a finish_reason"
-            ),
-        )
-    )
+
+
+def _is_cancel(msg: ClientMessage) -> bool:
+    return msg.type == CANCEL
 
 
 def _no_telemetry(_request_id: str) -> RequestTelemetry | None:

@@ -81,6 +81,7 @@ from audio.pcm import (
     open_decoder,
 )
 from config.models import ListenModelConfig, ListenSection, SpeechRouterConfig
+from observability.logs import safe_extra
 from observability.telemetry import RequestTelemetry
 from operators.aio import from_async_iterable
 from operators.deadlines import require_output
@@ -827,7 +828,7 @@ class ListenEndpoint:
         self._clock = context.clock
 
     def _health_event(self, event: str, fields: dict[str, Any]) -> None:
-        log.error(event, extra={"router": self.router_id, "endpoint": LISTEN, **fields})
+        log.error(event, extra=safe_extra({"router": self.router_id, "endpoint": LISTEN, **fields}))
 
     def pipeline(self, admission: Admission) -> Pipeline:
         """A fresh pipeline for one accepted socket."""

@@ -97,6 +97,7 @@ from config.models import (
     SpeakSection,
     SpeechRouterConfig,
 )
+from observability.logs import safe_extra
 from observability.telemetry import RequestTelemetry
 from operators.aio import from_async_iterable
 from operators.deadlines import deadlines, require_output
@@ -989,7 +990,7 @@ class SpeakEndpoint:
 
 def _health_event(router_id: str) -> Callable[[str, dict[str, Any]], None]:
     def on_event(event: str, fields: dict[str, Any]) -> None:
-        log.warning(event, extra={"router": router_id, "endpoint": SPEAK, **fields})
+        log.warning(event, extra=safe_extra({"router": router_id, "endpoint": SPEAK, **fields}))
 
     return on_event
 

@@ -10,7 +10,6 @@ iterating, which closes the upstream response at once.
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncGenerator, Mapping
 from types import MappingProxyType
 from typing import Any
@@ -18,6 +17,7 @@ from typing import Any
 import aiohttp
 
 from config.models import ClientConfig, OpenAIConfig
+from protocol.jsoncodec import dumps, loads
 from providers.http_errors import error_from_exception, error_from_response, redact
 from providers.sse import SSEDecoder, read_sse_event
 from providers.types import (
@@ -41,6 +41,7 @@ FINISH_REASONS: Mapping[str, FinishReason] = MappingProxyType(
 )
 
 DONE = "[DONE]"
+JSON_BODY = MappingProxyType({"Content-Type": "application/json"})
 
 
 def _usage(raw: Any) -> TokenUsage | None:
@@ -140,7 +141,7 @@ class OpenAIWireProvider:
             vendor:  -role-"Hel"-"lo"-stop-usage-[DONE]|
             out:     ------"Hel"-"lo"---------------final|
         """
-        headers = {**self._headers, "Accept": "text/event-stream"}
+        headers = {**self._headers, "Accept": "text/event-stream", **JSON_BODY}
         finish: str | None = None
         usage: TokenUsage | None = None
         metadata: dict[str, str] = {}
@@ -150,7 +151,7 @@ class OpenAIWireProvider:
             async with self._session.post(
                 self._url,
                 params=self._query,
-                json=self.request_body(params, stream=True),
+                data=dumps(self.request_body(params, stream=True)),
                 headers=headers,
                 timeout=self._timeout,
                 allow_redirects=False,
@@ -206,7 +207,7 @@ class OpenAIWireProvider:
 
     def _parse_event(self, data: str) -> dict[str, Any]:
         try:
-            chunk = json.loads(data)
+            chunk = loads(data)
         except ValueError as exc:
             raise ProviderError(
                 ErrorCategory.PROTOCOL,
@@ -239,8 +240,8 @@ class OpenAIWireProvider:
             async with self._session.post(
                 self._url,
                 params=self._query,
-                json=self.request_body(params, stream=False),
-                headers=self._headers,
+                data=dumps(self.request_body(params, stream=False)),
+                headers={**self._headers, **JSON_BODY},
                 timeout=self._timeout,
                 allow_redirects=False,
             ) as resp:
@@ -251,7 +252,7 @@ class OpenAIWireProvider:
             raise error_from_exception(exc, self._label) from exc
 
         try:
-            obj = json.loads(raw)
+            obj = loads(raw)
         except ValueError as exc:
             raise ProviderError(
                 ErrorCategory.PROTOCOL, f"{self._label}: response body is not JSON"

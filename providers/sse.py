@@ -7,6 +7,7 @@ field is what Anthropic and Cohere v2 dispatch on; OpenAI and Gemini only use
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 
 import aiohttp
@@ -22,19 +23,66 @@ class SSEEvent:
     data: str
 
 
-class SSEDecoder:
-    """Server-sent-events decoding, one line at a time.
+MAX_LINE_BYTES = 1 << 20
+"""The longest SSE line accepted (a vendor event is one line of JSON)."""
 
-    In: lines without their terminator. Out: from `feed`, the finished event when
-    a blank line ends one that had data (multi-line data joined by "\\n"), else
-    None. Comments (`:`) and the `id` / `retry` fields are ignored.
+
+class SSEDecoder:
+    """Server-sent-events decoding, one line (`feed`) or one body chunk
+    (`feed_bytes`) at a time.
+
+    In: lines without their terminator, or raw body bytes. Out: from `feed`, the
+    finished event when a blank line ends one that had data (multi-line data
+    joined by "\\n"), else None; from `feed_bytes`, finished events queue up for
+    `pop`. Comments (`:`) and the `id` / `retry` fields are ignored.
     """
 
-    __slots__ = ("_data", "_event")
+    __slots__ = ("_data", "_event", "_events", "_rest")
 
     def __init__(self) -> None:
         self._data: list[str] = []
         self._event = ""
+        self._rest = b""
+        self._events: deque[SSEEvent] = deque()
+
+    def feed_bytes(self, chunk: bytes) -> None:
+        """Take a piece of the body: its complete lines are decoded, the rest kept.
+
+        Raises `ProviderError(PROTOCOL)` for a non-UTF-8 line or one over
+        `MAX_LINE_BYTES`.
+        """
+        if self._rest:
+            chunk = self._rest + chunk
+        lines = chunk.split(b"\n")
+        self._rest = lines.pop()
+        if len(self._rest) > MAX_LINE_BYTES:
+            raise ProviderError(ErrorCategory.PROTOCOL, "SSE line too long")
+        events = self._events
+        for raw in lines:
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise ProviderError(ErrorCategory.PROTOCOL, "SSE line is not UTF-8") from exc
+            if line[-1:] == "\r":
+                line = line[:-1]
+            event = self.feed(line)
+            if event is not None:
+                events.append(event)
+
+    def pop(self) -> SSEEvent | None:
+        """The oldest finished event not yet taken, or None."""
+        return self._events.popleft() if self._events else None
+
+    def end(self) -> SSEEvent | None:
+        """At end of input: the events still queued, then an unterminated last one."""
+        if self._events:
+            return self._events.popleft()
+        if self._rest:
+            rest, self._rest = self._rest, b""
+            self.feed_bytes(rest + b"\n")
+            if self._events:
+                return self._events.popleft()
+        return self.flush()
 
     def feed(self, line: str) -> SSEEvent | None:
         """Take one line; return the finished event when `line` is blank."""
@@ -66,19 +114,15 @@ async def read_sse_event(content: aiohttp.StreamReader, decoder: SSEDecoder) -> 
     """Read up to the end of the next SSE event of an HTTP body.
 
     Out: that event, or None at end of body; a last event missing its blank line
-    still counts. Raises `ProviderError(PROTOCOL)` for an over-long or non-UTF-8 line.
+    still counts. The body is read in whatever pieces arrive (not line by line),
+    so several events that came in one read cost one await. Raises
+    `ProviderError(PROTOCOL)` for an over-long or non-UTF-8 line.
     """
     while True:
-        try:
-            raw = await content.readline()
-        except ValueError as exc:  # aiohttp: a line beyond its buffer limit
-            raise ProviderError(ErrorCategory.PROTOCOL, f"SSE line too long: {exc}") from exc
-        if not raw:
-            return decoder.flush()
-        try:
-            line = raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise ProviderError(ErrorCategory.PROTOCOL, "SSE line is not UTF-8") from exc
-        event = decoder.feed(line.rstrip("\r\n"))
+        event = decoder.pop()
         if event is not None:
             return event
+        chunk = await content.readany()
+        if not chunk:
+            return decoder.end()
+        decoder.feed_bytes(chunk)

@@ -315,7 +315,10 @@ async def test_a_failing_model_loses_no_segment_and_keeps_the_order(
     assert [f["text"] for f in got] == [describe_pcm(s.pcm) for s in expected]
     assert [(f["start_ms"], f["end_ms"]) for f in got] == [(s.start_ms, s.end_ms) for s in expected]
     assert {f["model_id"] for f in got} == {"healthy"}
-    assert fakes["healthy"].stats.audio == [s.pcm for s in expected]
+    # every segment reached the healthy model whole; segments whose deadlines pass
+    # together are re-sent concurrently, so the provider may see them in any order
+    # (the client's order is asserted above)
+    assert sorted(fakes["healthy"].stats.audio) == sorted(s.pcm for s in expected)
     assert frames[-1]["usage"]["segments"] == len(expected) == 4
 
 

@@ -6,8 +6,10 @@ queue is marked overflowed; the session then closes the socket (1008) and
 disposes its requests (cancelling their provider calls), and `clear()` lets go
 of what was queued, which releases the memory at once.
 
-Each frame is queued with the time it entered (`at`, any clock the caller
-chooses) so the writer can measure how long it waited.
+Each frame is queued as its encoded payload, whether it is text, and the time
+it entered (`at`, any clock the caller chooses) so the writer can measure how
+long it waited. The writer takes everything queued at once (`get_all`), so one
+wake-up of its task flushes every frame that arrived meanwhile.
 """
 
 from __future__ import annotations
@@ -15,19 +17,29 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 
+Outbound = tuple[bytes, bool, float]
+"""(payload, is_text, queued_at): one encoded websocket frame."""
+
 
 class OutboundQueue:
-    """FIFO of encoded frames (`str` text or `bytes` binary), bounded in bytes."""
+    """FIFO of encoded frames (UTF-8 text or binary payloads), bounded in bytes."""
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
         self.queued_bytes = 0
         self.overflowed = False
-        self._items: deque[tuple[str | bytes, float]] = deque()
-        self._ready = asyncio.Event()
+        self._items: deque[Outbound] = deque()
+        self._waiter: asyncio.Future[None] | None = None
         self._closed = False
 
-    def put(self, item: str | bytes, at: float = 0.0) -> bool:
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def put(self, payload: bytes, is_text: bool, at: float = 0.0) -> bool:
         """Queue one frame; False (and `overflowed`) when the byte bound would pass.
 
         A single frame larger than the bound is accepted when the queue is empty
@@ -35,20 +47,20 @@ class OutboundQueue:
         """
         if self._closed or self.overflowed:
             return False
-        size = len(item)
+        size = len(payload)
         if self.queued_bytes + size > self.max_bytes and self._items:
             self.overflowed = True
-            self._ready.set()
+            self._wake()
             return False
-        self._items.append((item, at))
+        self._items.append((payload, is_text, at))
         self.queued_bytes += size
-        self._ready.set()
+        self._wake()
         return True
 
     def close(self) -> None:
-        """No more frames: `get` drains what is queued, then returns None."""
+        """No more frames: `get_all` drains what is queued, then returns None."""
         self._closed = True
-        self._ready.set()
+        self._wake()
 
     def clear(self) -> None:
         """Drop every queued frame (the socket is being cut) and close."""
@@ -56,19 +68,29 @@ class OutboundQueue:
         self.queued_bytes = 0
         self.close()
 
-    async def get(self) -> tuple[str | bytes, float] | None:
-        """The next frame and its queue time; None once closed and drained, or on overflow."""
+    async def get_all(self) -> list[Outbound] | None:
+        """Every queued frame, oldest first, once there is one; None once closed and
+        drained, or on overflow.
+
+        The bytes stay counted against the bound until the writer calls `sent(n)`,
+        so a peer that does not read cannot make the queue look empty.
+        """
         while True:
             if self.overflowed:
                 return None
             if self._items:
-                item = self._items.popleft()
-                self.queued_bytes -= len(item[0])
-                return item
+                items = list(self._items)
+                self._items.clear()
+                return items
             if self._closed:
                 return None
-            self._ready.clear()
-            await self._ready.wait()
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiter = waiter
+            await waiter
+
+    def sent(self, size: int) -> None:
+        """The writer wrote `size` bytes of what `get_all` handed it."""
+        self.queued_bytes -= size
 
     def __len__(self) -> int:
         return len(self._items)

@@ -29,7 +29,6 @@ their provider attempts.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Callable, Mapping
 
@@ -41,6 +40,7 @@ from reactivex.subject import Subject
 from observability.telemetry import ABORTED, RequestTelemetry, Telemetry
 from operators.instrument import is_output_frame, model_of, outcome_of
 from protocol.frames import ErrorName, Frame, FrameFactory
+from protocol.jsoncodec import dumps
 from protocol.messages import ClientMessage, Inbound, encode_binary, parse_binary, parse_text
 from transport.outbound import OutboundQueue
 
@@ -51,12 +51,13 @@ Pipeline = Callable[[Observable[Inbound]], Observable[Frame]]
 FLUSH_SECONDS = 5.0
 
 
-def encode_frame(frame: Frame) -> str | bytes:
-    """A frame as the websocket payload: compact JSON text, or id-prefixed audio."""
+def encode_frame(frame: Frame) -> tuple[bytes, bool]:
+    """A frame as the websocket payload and whether it is text: compact UTF-8 JSON
+    (True), or id-prefixed audio (False)."""
     if isinstance(frame.data, bytes):
         assert frame.request_id is not None
-        return encode_binary(frame.request_id, frame.data)
-    return json.dumps(frame.data, separators=(",", ":"), ensure_ascii=False)
+        return encode_binary(frame.request_id, frame.data), False
+    return dumps(frame.data), True
 
 
 def _error_name(frame: Frame) -> str | None:
@@ -127,6 +128,7 @@ class SocketSession:
         self.active: Mapping[str, ClientMessage] = {}
         self._requests: dict[str, RequestTelemetry] = {}
         self.closed = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
 
     # ---- requests ----------------------------------------------------------------
 
@@ -315,9 +317,9 @@ class SocketSession:
         )
         transport.abort()
 
-    def _encode(self, frame: Frame) -> str | bytes:
+    def _encode(self, frame: Frame) -> tuple[bytes, bool]:
         try:
-            payload = encode_frame(frame)
+            payload, is_text = encode_frame(frame)
         except (TypeError, ValueError, RecursionError) as error:
             log.error(
                 "a frame could not be encoded",
@@ -329,17 +331,17 @@ class SocketSession:
                 "internal error: a frame could not be encoded",
                 finish_reason="error" if frame.terminal else None,
             )
-            payload = encode_frame(replacement)
-        if self._redact is not None and isinstance(payload, str) and _error_name(frame):
-            payload = self._redact(payload)
-        return payload
+            payload, is_text = encode_frame(replacement)
+        if self._redact is not None and is_text and _error_name(frame):
+            payload = self._redact(payload.decode("utf-8")).encode("utf-8")
+        return payload, is_text
 
     def _enqueue(self, frame: Frame) -> None:
         telemetry = self._telemetry
         if telemetry is not None:
             self._account(frame, telemetry)
-        payload = self._encode(frame)
-        if not self.queue.put(payload, asyncio.get_running_loop().time()):
+        payload, is_text = self._encode(frame)
+        if not self.queue.put(payload, is_text, self._loop.time()):
             if self.queue.overflowed:
                 self._on_overflow()
 
@@ -369,31 +371,41 @@ class SocketSession:
         self.queue.close()
 
     async def _write(self) -> None:
-        loop = asyncio.get_running_loop()
+        """The socket's one writer: each wake-up sends every queued frame, then
+        updates the metrics once for the batch."""
+        loop = self._loop
+        queue = self.queue
+        send = self.ws.send_frame
+        text, binary = WSMsgType.TEXT, WSMsgType.BINARY
         metrics = self._telemetry.metrics if self._telemetry is not None else None
         try:
             if metrics is None:
-                while (got := await self.queue.get()) is not None:
-                    await self._send(got[0])
+                while (batch := await queue.get_all()) is not None:
+                    for payload, is_text, _ in batch:
+                        await send(payload, text if is_text else binary)
+                        queue.sent(len(payload))
                 return
             latency = metrics.chunk_latency.labels(self.endpoint)
             texts = metrics.frames_sent.labels(self.endpoint, "text")
             binaries = metrics.frames_sent.labels(self.endpoint, "binary")
             sent_bytes = metrics.bytes_sent.labels(self.endpoint)
-            while (got := await self.queue.get()) is not None:
-                item, queued_at = got
-                await self._send(item)
-                latency.observe(loop.time() - queued_at)
-                (texts if isinstance(item, str) else binaries).inc()
-                sent_bytes.inc(len(item))
+            while (batch := await queue.get_all()) is not None:
+                size = text_frames = 0
+                for payload, is_text, _ in batch:
+                    await send(payload, text if is_text else binary)
+                    queue.sent(len(payload))
+                    size += len(payload)
+                    text_frames += is_text
+                now = loop.time()
+                for _, _, queued_at in batch:
+                    latency.observe(now - queued_at)
+                if text_frames:
+                    texts.inc(text_frames)
+                if len(batch) > text_frames:
+                    binaries.inc(len(batch) - text_frames)
+                sent_bytes.inc(size)
         except (ConnectionResetError, RuntimeError) as error:
             log.debug("writer stopped: %s", error, extra={"socket": self._label})
-
-    async def _send(self, item: str | bytes) -> None:
-        if isinstance(item, str):
-            await self.ws.send_str(item)
-        else:
-            await self.ws.send_bytes(item)
 
     async def _stop_writer(self) -> None:
         writer = self._writer

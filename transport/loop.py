@@ -18,7 +18,7 @@ log = logging.getLogger("sluice.loop")
 
 
 def loop_name() -> str:
-    """"uvloop" when it is importable here, else "asyncio"."""
+    """The loop `run` uses: "uvloop" when it is importable, else "asyncio"."""
     try:
         import uvloop  # noqa: F401
     except ImportError:

@@ -11,6 +11,7 @@ import soundfile as sf
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from audio.encode import make_encoder
 from audio.pcm import (
     AudioFormatError,
     InputFormat,
@@ -20,7 +21,6 @@ from audio.pcm import (
     open_decoder,
     wav_bytes,
 )
-from audio.encode import make_encoder
 from audio.reframe import Reframer, frame_bytes_for
 from audio.resample import resample
 

@@ -21,7 +21,8 @@ as a fresh clone would have them), against one real server on loopback:
   `make serve`);
 - `docker` and `kubectl` are the stand-ins of `tests/doc_tools.py`; vendor keys
   (`OPENAI_API_KEY`, ...) are stand-in values;
-- shell blocks run under `set -eo pipefail`, with curl failing on HTTP errors;
+- shell blocks run under `set -eo pipefail`, with curl failing on HTTP errors,
+  and a page's shell blocks share their exported variables (one terminal);
   Python runs with warnings as errors.
 """
 
@@ -236,7 +237,11 @@ def localize(code: str, port: int) -> str:
     return code.replace(".venv/bin/sluice", shlex.quote(str(SLUICE)))
 
 
+# A page's shell blocks share one terminal, as a reader's do: what one exports, the
+# next sees (the exports are saved at exit and loaded at the start of the next).
 _SHELL_PRELUDE = """set -eo pipefail
+if [ -f "$DOC_TEST_STATE/exports.sh" ]; then . "$DOC_TEST_STATE/exports.sh"; fi
+trap 'export -p > "$DOC_TEST_STATE/exports.sh"' EXIT
 curl() { command curl --fail-with-body --max-time 40 "$@"; }
 """
 

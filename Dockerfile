@@ -1,7 +1,10 @@
-# Sluice gateway image: `docker build -t sluice .` then
-# `docker run -p 9099:9099 sluice` serves the embedded default config (local
-# engines, no keys). Mount a config and pass `--config /etc/sluice/sluice.yaml`
-# to use your own (see docs/deploying.md).
+# Sluice gateway image: `docker build -t sluice .`, then
+#   docker run -p 9099:9099 -e SLUICE_CLIENT_KEY_HASH="$(echo -n "$KEY" | docker run --rm -i sluice hash-key)" sluice
+# serves deploy/docker/sluice.yaml: the embedded default's local engines on
+# 0.0.0.0:9099, which Sluice allows only with a client key (clients send
+# `Authorization: Bearer $KEY`). Mount your own config over
+# /etc/sluice/sluice.yaml to change it (see docs/deploying.md, whose commands
+# tests/test_doc_examples.py checks against this file).
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 

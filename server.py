@@ -41,6 +41,7 @@ from apidocs import (
     document_handler,
 )
 from config import ConfigError, SluiceConfig, check_config, load_config
+from config.coverage import ENDPOINT_SECTIONS, endpoints_without_routers
 from config.models import SpeechRouterConfig
 from observability.logs import configure_logging, safe_extra
 from observability.metrics import CONTENT_TYPE, Metrics, ModelState, SocketState, StateSource
@@ -282,6 +283,7 @@ async def gateway_context(app: web.Application) -> AsyncIterator[None]:
             "tracing": config.tracing.exporter if config.tracing.enabled else None,
         },
     )
+    log_routerless_endpoints(config)
     try:
         yield
     finally:
@@ -291,6 +293,21 @@ async def gateway_context(app: web.Application) -> AsyncIterator[None]:
         await session.close()
         if tracing is not None:
             await asyncio.get_running_loop().run_in_executor(None, tracing.shutdown)
+
+
+def log_routerless_endpoints(config: SluiceConfig) -> None:
+    """A config in; a start-up warning naming the endpoints no router serves (a config
+    file replaces the whole embedded default, so they answer `router_not_found`)."""
+    missing = endpoints_without_routers(config)
+    if missing:
+        log.warning(
+            "no router serves some endpoints (a config file replaces the whole embedded "
+            "default; copy the routers you want to keep from config/default.yaml)",
+            extra={
+                "endpoints": missing,
+                "sections": sorted({ENDPOINT_SECTIONS[e] for e in missing}),
+            },
+        )
 
 
 async def close_sockets(app: web.Application) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from apidocs.components import component_schemas
-from config.models import VADConfig
+from config.models import ServerConfig, VADConfig
 from pipelines.listen import ListenRequestIn
 from pipelines.speak import SpeakRequestIn, TextRequestIn
 from protocol.chat import ChatRequest
@@ -151,7 +151,7 @@ def build_asyncapi(version: str = "0.1.0") -> dict[str, Any]:
                 "host": "{host}",
                 "protocol": "ws",
                 "description": "A Sluice instance (use wss behind TLS).",
-                "variables": {"host": {"default": "localhost:8080"}},
+                "variables": {"host": {"default": f"localhost:{ServerConfig().port}"}},
                 "security": [{"$ref": "#/components/securitySchemes/bearer"}],
             }
         },

@@ -19,7 +19,9 @@ flows out, followed by `flush()` at the end of the stream. What is accepted:
   stream that is still growing, so these bytes are accumulated (at most
   `max_container_bytes`) and decoded once, at the end of the stream; the VAD
   then sees all the audio at once. Clients that want live transcripts should
-  send `pcm_s16le` (or a streamed WAV).
+  send `pcm_s16le` (or a streamed WAV). The file is read block by block until
+  its end, never by its header's length: a streamed FLAC (Sluice's own speak
+  output) says "total samples unknown", and an MP3 header's length is an estimate.
 
 Resampling uses soxr (`audio.resample.Resampler`), which keeps its filter state
 across chunks and compensates its delay, so the output has exactly
@@ -35,6 +37,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 import soundfile as sf
 
 from audio.resample import Int16Array, Resampler, resample
@@ -245,6 +248,43 @@ class WavDecoder(AudioDecoder):
         return rate, channels, bits
 
 
+READ_BLOCK_FRAMES = 1 << 16
+
+
+class _SequentialSoundFile(sf.SoundFile):  # type: ignore[misc]  # soundfile is untyped
+    """A SoundFile read front to back only.
+
+    soundfile seeks to "position + frames read" after every read of a file
+    libsndfile calls seekable; in a FLAC whose header says "total samples unknown"
+    that seek fails. Reading sequentially never needs it.
+    """
+
+    def seekable(self) -> bool:
+        """Always False: the reads go front to back."""
+        return False
+
+
+def read_whole(blob: bytes) -> tuple[str, int, int, Int16Array]:
+    """A complete audio file in; (major format, rate, channels, int16 frames x channels) out.
+
+    Reads in blocks until the decoder reports the end, so a file whose header gives
+    no (or a wrong) length decodes whole. libsndfile's errors propagate.
+    """
+    with _SequentialSoundFile(io.BytesIO(blob)) as audio:
+        major = str(audio.format)
+        rate = int(audio.samplerate)
+        channels = int(audio.channels)
+        blocks: list[npt.NDArray[np.int16]] = []
+        while True:
+            block = audio.read(frames=READ_BLOCK_FRAMES, dtype="int16", always_2d=True)
+            if not len(block):
+                break
+            blocks.append(block)
+    if not blocks:
+        return major, rate, channels, np.zeros((0, channels), dtype=np.int16)
+    return major, rate, channels, np.concatenate(blocks)
+
+
 class WholeFileDecoder(AudioDecoder):
     """FLAC / Ogg / MP3: bytes accumulated, decoded once by libsndfile at `flush()`."""
 
@@ -280,11 +320,7 @@ class WholeFileDecoder(AudioDecoder):
         blob = b"".join(self._parts)
         self._parts = []
         try:
-            with sf.SoundFile(io.BytesIO(blob)) as audio:
-                major = str(audio.format)
-                rate = int(audio.samplerate)
-                channels = int(audio.channels)
-                samples = audio.read(dtype="int16", always_2d=True)
+            major, rate, channels, samples = read_whole(blob)
         except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as error:
             raise AudioFormatError(
                 f"could not decode the {self._declared.encoding} stream: {error}", INVALID_AUDIO

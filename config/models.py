@@ -403,6 +403,9 @@ class PocketsphinxConfig(Strict):
     workers: int = Field(default=1, ge=1, le=8)
     lm_path: str | None = None
     dict_path: str | None = None
+    # with `interim_results`, the segment so far is decoded again after every this
+    # much new audio (when a worker is free) and sent as an interim transcript
+    interim_interval: Duration = Field(default=1.0, ge=0.2, le=10.0)
 
 
 class OpenAITranscriptionConfig(Strict):

@@ -4,6 +4,17 @@ Flow: an `SttRequest` flows in; the adapter waits for the whole segment (a
 segment decoded at once is more accurate than VAD-gated frames fed into one
 live utterance), decodes it on a worker thread and yields one `SttFinal`.
 
+With `interim_results` it also yields `SttInterim`s while the segment is still
+being spoken: after every `interim_interval` of new audio, the segment so far is
+decoded whole (a partial decode) and its text is sent when it changed:
+
+    audio  ──1s──────2s──────3s──|end
+    events    Interim  Interim      Final
+
+Interims are best effort: one is decoded only when a worker is idle (so they
+never delay another segment's final) and never once the segment has ended (the
+final is about to come). Each costs a decode of the audio so far.
+
 - `workers` threads, each with its own `Decoder` (it is not thread-safe and
   takes ~0.6 s to create), created lazily on the thread's first segment and
   reused for every later one.
@@ -29,7 +40,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from config.models import PocketsphinxConfig
-from providers.stt_types import SttEvent, SttFinal, SttRequest
+from providers.stt_types import SttEvent, SttFinal, SttInterim, SttRequest
 from providers.types import ErrorCategory, ProviderError
 
 SAMPLE_RATE = 16000
@@ -54,6 +65,7 @@ class PocketsphinxProvider:
         self._local = threading.local()
         self._lock = threading.Lock()
         self._decoders_created = 0
+        self._busy = 0  # decodes queued or running (touched on the event loop only)
 
     @property
     def decoders_created(self) -> int:
@@ -71,25 +83,57 @@ class PocketsphinxProvider:
         }
 
     async def transcribe(self, request: SttRequest) -> AsyncIterator[SttEvent]:
-        """Wait for the segment's end, decode it whole on a worker, yield its `SttFinal`."""
+        """Wait for the segment's end, decode it whole on a worker, yield its `SttFinal`
+        (with `interim_results`, `SttInterim`s of partial decodes before it)."""
         if request.language and _primary(request.language) != _primary(self.config.language):
             raise ProviderError(
                 ErrorCategory.BAD_REQUEST,
                 f"the local engine speaks {self.config.language}, not {request.language}",
                 retryable=True,  # another model may speak it
             )
-        pcm = await request.whole()
+        if request.interim_results:
+            live = bytearray()
+            async for text in self._interims(request, live):
+                yield SttInterim(text)
+            pcm = bytes(live)
+        else:
+            pcm = await request.whole()
         if not pcm:
             yield SttFinal("")
             return
+        yield SttFinal(await self._run_decode(pcm))
+
+    async def _interims(self, request: SttRequest, live: bytearray) -> AsyncIterator[str]:
+        """The segment's audio read live into `live`; the changed partial texts out."""
+        step = int(self.config.interim_interval * SAMPLE_RATE) * 2
+        decoded_through = 0
+        last = ""
+        async for chunk in request.chunks():
+            live += chunk
+            if (
+                len(live) - decoded_through < step
+                or request.audio.finished
+                or self._busy >= self.config.workers
+            ):
+                continue
+            decoded_through = len(live)
+            text = await self._run_decode(bytes(live))
+            if text and text != last:
+                last = text
+                yield text
+
+    async def _run_decode(self, pcm: bytes) -> str:
+        """PCM16 at 16 kHz in; its text out, decoded whole on a worker thread."""
         loop = asyncio.get_running_loop()
+        self._busy += 1
         try:
-            text = await loop.run_in_executor(self._pool, self._decode, pcm)
+            return await loop.run_in_executor(self._pool, self._decode, pcm)
         except RuntimeError as error:
             raise ProviderError(
                 ErrorCategory.TRANSIENT, f"pocketsphinx failed: {error!r}"
             ) from error
-        yield SttFinal(text)
+        finally:
+            self._busy -= 1
 
     async def warm_up(self) -> None:
         """Create every worker's decoder now instead of on first use (optional)."""

@@ -86,6 +86,8 @@ def test_asyncapi_document_is_valid_asyncapi_3_0() -> None:
     schemas = document["components"]["schemas"]
     assert {"ChatRequest", "SpeakRequestIn", "ListenRequestIn", "VADConfig"} <= set(schemas)
     assert schemas["ChunkFrame"]["additionalProperties"] is False
+    # the default server is where `sluice serve` listens out of the box
+    assert document["servers"]["sluice"]["variables"]["host"]["default"] == "localhost:9099"
 
 
 async def test_documents_are_served_at_stable_paths(sluice: MakeClient, fake_a: FakeOpenAI) -> None:

@@ -10,6 +10,7 @@ that matches the Makefile's build flags and pyproject's pins.
 
 from __future__ import annotations
 
+import json
 import re
 import tomllib
 from pathlib import Path
@@ -179,7 +180,13 @@ def test_dockerfile_matches_makefile_and_pyproject() -> None:
     assert re.search(r"^STOPSIGNAL SIGTERM$", text, re.M)
     healthcheck = re.search(r"^HEALTHCHECK .*(?:\n\s+.*)*", text, re.M)
     assert healthcheck and "/v1/health/" in healthcheck.group(0)
-    assert re.search(r'^CMD \["serve", "--config", "/etc/sluice/sluice\.yaml"\]$', text, re.M)
+    cmd = re.search(r'^CMD \["serve", "--config", "/etc/sluice/sluice\.yaml"\]$', text, re.M)
+    assert cmd
+    # the guide names the image's command as it is (its examples run in test_doc_examples)
+    command = " ".join(json.loads(cmd.group(0).removeprefix("CMD ")))
+    assert f"the default command is `{command}`" in " ".join(
+        (ROOT / "docs" / "deploying.md").read_text().split()
+    )
     image_config = parse_config(
         (ROOT / "deploy/docker/sluice.yaml").read_text(),
         source="deploy/docker/sluice.yaml",

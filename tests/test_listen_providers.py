@@ -350,3 +350,45 @@ async def test_pocketsphinx_never_decodes_before_the_segment_ends(
         assert provider.decoders_created == 0
     finally:
         await provider.aclose()
+
+
+async def test_pocketsphinx_sends_partial_decodes_as_interims_while_the_segment_grows(
+    local_config: PocketsphinxConfig,
+) -> None:
+    spoken = speech_16k(synthesize([SENTENCES[0]])[SENTENCES[0]])
+    pcm = np.concatenate([silence(300), spoken, silence(300)]).tobytes()
+    provider = PocketsphinxProvider(local_config)
+    try:
+        segment = SegmentAudio(0, 0, 0, 16000)
+        events = provider.transcribe(SttRequest(segment, interim_results=True))
+        first = 32 * 1200  # 1.2 s: more than one interim_interval of audio
+        segment.append(pcm[:first])
+        interim = await asyncio.wait_for(anext(events), 20)
+        assert isinstance(interim, SttInterim), interim
+        words = interim.text.split()
+        assert words and set(words) <= set(SENTENCES[0].split()), interim.text
+        segment.append(pcm[first:])
+        segment.finish(len(pcm) // 32, len(pcm) // 32)
+        rest = [event async for event in events]
+        assert rest == [SttFinal(SENTENCES[0])]  # no interim once the segment has ended
+        assert provider.decoders_created == 1
+    finally:
+        await provider.aclose()
+
+
+async def test_pocketsphinx_sends_no_interims_unless_asked(
+    local_config: PocketsphinxConfig,
+) -> None:
+    spoken = speech_16k(synthesize([SENTENCES[1]])[SENTENCES[1]])
+    pcm = np.concatenate([silence(300), spoken, silence(300)]).tobytes()
+    provider = PocketsphinxProvider(local_config)
+    try:
+        segment = SegmentAudio(0, 0, 0, 16000)
+        task = asyncio.create_task(collect(provider.transcribe(SttRequest(segment))))
+        for i in range(0, len(pcm), 640):
+            segment.append(pcm[i : i + 640])
+            await asyncio.sleep(0)
+        segment.finish(len(pcm) // 32, len(pcm) // 32)
+        assert await asyncio.wait_for(task, 20) == [SttFinal(SENTENCES[1])]
+    finally:
+        await provider.aclose()

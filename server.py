@@ -54,6 +54,7 @@ from pipelines.chat_stream import CHAT, chat_stream_pipeline
 from pipelines.common import Admission, describe_validation_error
 from pipelines.endpoint import BuildContext, Pipeline, SocketEndpoint
 from playground import static_dir
+from protocol import jsoncodec
 from protocol.chat import ChatRequest
 from protocol.frames import ErrorName
 from protocol.messages import json_depth_exceeds
@@ -65,7 +66,9 @@ from security.access import ACCESS, CLIENT, SUBPROTOCOL, Access, Client, access_
 from security.exposure import exposure_problem, is_loopback
 from security.keys import generate_key, hash_key
 from security.redact import Redactor, config_secrets
+from transport.http_json import json_response
 from transport.session import SocketSession
+from transport.ws_text import TextFrameSocket
 
 log = logging.getLogger("sluice.server")
 
@@ -109,7 +112,7 @@ def error_response(
     status: int, name: str, message: str, headers: dict[str, str] | None = None
 ) -> web.Response:
     """Glide's HTTP error body `{name, message}`."""
-    return web.json_response({"name": name, "message": message}, status=status, headers=headers)
+    return json_response({"name": name, "message": message}, status=status, headers=headers)
 
 
 class GatewayState(StateSource):
@@ -356,14 +359,14 @@ async def json_errors(
 
 async def health(_: web.Request) -> web.Response:
     """Liveness: the process serves HTTP."""
-    return web.json_response({"healthy": True})
+    return json_response({"healthy": True})
 
 
 async def ready(request: web.Request) -> web.Response:
     """Readiness: 503 while draining so the load balancer stops sending."""
     if request.app[GATEWAY].draining:
-        return web.json_response({"ready": False, "reason": "draining"}, status=503)
-    return web.json_response({"ready": True})
+        return json_response({"ready": False, "reason": "draining"}, status=503)
+    return json_response({"ready": True})
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -405,7 +408,7 @@ async def list_language_routers(request: web.Request) -> web.Response:
                 ],
             }
         )
-    return web.json_response({"routers": out})
+    return json_response({"routers": out})
 
 
 async def list_speech_routers(request: web.Request) -> web.Response:
@@ -418,7 +421,7 @@ async def list_speech_routers(request: web.Request) -> web.Response:
         for router_id, by_kind in gateway.speech.items()
         if client.may_use(router_id)
     ]
-    return web.json_response({"routers": out})
+    return json_response({"routers": out})
 
 
 def _chat_router(request: web.Request) -> ChatRouter | web.Response:
@@ -475,7 +478,7 @@ async def _chat(
         return error_response(status, name, gateway.redact(message))
 
     try:
-        body = await request.json()
+        body = jsoncodec.loads(await request.read())
     except (ValueError, RecursionError) as error:
         return refuse(400, ErrorName.PAYLOAD_PARSE_ERROR, f"body is not JSON: {error}")
     if json_depth_exceeds(body):
@@ -512,7 +515,7 @@ async def _chat(
     tracked.output()
     tracked.finish(OK)
     result = completion.result
-    return web.json_response(
+    return json_response(
         {
             "id": request_id,
             "created_at": int(gateway.clock()),
@@ -573,7 +576,8 @@ async def serve_socket(
         )
     gateway.sockets_reserved += 1
     try:
-        ws = web.WebSocketResponse(
+        ws = TextFrameSocket(
+            text_limit=limits.text_frame_bytes,
             heartbeat=gateway.config.server.heartbeat or None,
             max_msg_size=max(limits.text_frame_bytes, limits.binary_frame_bytes),
             protocols=(SUBPROTOCOL,),

@@ -13,10 +13,13 @@ accepted and ignored; other response formats are refused (400).
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
+import zlib
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from multidict import MultiDictProxy
 
 from observability.telemetry import ABORTED, ERROR, OK, REJECTED
@@ -28,10 +31,24 @@ from openai_api.speech_common import admission_for, frame_error, speech_endpoint
 from openai_api.types import GatewayKey, GatewayView
 from protocol.frames import ErrorName
 from protocol.messages import ClientMessage
+from transport.http_json import json_response
+
+log = logging.getLogger("sluice.openai")
 
 ENDPOINT = "audio_transcriptions"
 CHUNK_BYTES = 64 * 1024
 RESPONSE_FORMATS = ("json", "text")
+MALFORMED_MULTIPART = (
+    ValueError,
+    LookupError,
+    RuntimeError,
+    AssertionError,
+    TypeError,
+    zlib.error,
+    HttpProcessingError,
+)
+"""What aiohttp's multipart reader raises on a body it cannot read (no boundary, an
+unterminated body, a nested multipart part, an encoding it cannot decode)."""
 
 
 def sniff_encoding(data: bytes) -> str | None:
@@ -80,7 +97,10 @@ async def _read_form(request: web.Request) -> tuple[bytes, str, str, str | None]
     """(file bytes, model, response_format, language) of the multipart body, or 400."""
     if not request.content_type.startswith("multipart/"):
         raise ApiError(400, "send the audio as multipart/form-data", code="invalid_request")
-    form = await request.post()
+    try:
+        form = await request.post()
+    except MALFORMED_MULTIPART as error:
+        raise malformed_multipart(request, error) from None
     upload = form.get("file")
     if not isinstance(upload, web.FileField):
         raise ApiError(
@@ -100,6 +120,27 @@ async def _read_form(request: web.Request) -> tuple[bytes, str, str, str | None]
             param="response_format",
         )
     return upload.file.read(), model, response_format, _field(form, "language") or None
+
+
+def malformed_multipart(request: web.Request, error: BaseException) -> ApiError:
+    """A multipart body aiohttp could not read -> 400 `invalid_request` naming the problem.
+
+    Logged at info: a client's bad upload is not a server error.
+    """
+    content_type = request.headers.get("Content-Type", "")
+    if "boundary=" not in content_type.lower():
+        problem = "the Content-Type has no boundary parameter"
+    elif isinstance(error, HttpProcessingError):
+        problem = error.message or type(error).__name__
+    else:
+        problem = str(error) or type(error).__name__
+    log.info(
+        "malformed multipart upload refused",
+        extra={"endpoint": ENDPOINT, "error": type(error).__name__, "problem": problem[:200]},
+    )
+    return ApiError(
+        400, f"the multipart body cannot be read: {problem[:200]}", code="invalid_request"
+    )
 
 
 def transcriptions(gateway_key: GatewayKey) -> Handler:
@@ -140,7 +181,7 @@ def transcriptions(gateway_key: GatewayKey) -> Handler:
         tracked.finish(OK)
         if response_format == "text":
             return web.Response(text=text, content_type="text/plain")
-        return web.json_response({"text": text, "usage": {"type": "duration", "seconds": seconds}})
+        return json_response({"text": text, "usage": {"type": "duration", "seconds": seconds}})
 
     return openai_errors(handle)
 

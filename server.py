@@ -44,6 +44,7 @@ from config import ConfigError, SluiceConfig, check_config, load_config
 from config.models import SpeechRouterConfig
 from observability.logs import configure_logging, safe_extra
 from observability.metrics import CONTENT_TYPE, Metrics, ModelState, SocketState, StateSource
+from observability.network import NETWORK, NetworkMetrics
 from observability.telemetry import ERROR, OK, REJECTED, Telemetry
 from observability.tracing import Tracing, build_tracing
 from openai_api import add_openai_routes
@@ -64,8 +65,10 @@ from routing.router import ModelRouter
 from routing.strategies import build_strategy
 from security.access import ACCESS, CLIENT, SUBPROTOCOL, Access, Client, access_middleware
 from security.exposure import exposure_problem, is_loopback
+from security.hosts import HOSTS, HostPolicy, host_middleware
 from security.keys import generate_key, hash_key
 from security.redact import Redactor, config_secrets
+from transport.http_guard import HTTP_GUARD, ConnectionGuard, guard_connections, guard_middleware
 from transport.http_json import json_response
 from transport.session import SocketSession
 from transport.ws_text import TextFrameSocket
@@ -578,6 +581,7 @@ async def serve_socket(
     try:
         ws = TextFrameSocket(
             text_limit=limits.text_frame_bytes,
+            on_heartbeat_timeout=request.app[NETWORK].heartbeat_timeouts.labels(endpoint).inc,
             heartbeat=gateway.config.server.heartbeat or None,
             max_msg_size=max(limits.text_frame_bytes, limits.binary_frame_bytes),
             protocols=(SUBPROTOCOL,),
@@ -667,6 +671,19 @@ async def playground_index(_: web.Request) -> web.FileResponse:
     return web.FileResponse(static_dir() / "index.html")
 
 
+def add_network_guards(app: web.Application, config: SluiceConfig) -> None:
+    """The app's DNS-rebinding Host policy and connection guard, with their metrics.
+
+    The guard's middleware is in `build_app`; its connection timers and caps start
+    when the serve path calls `guard_connections(runner)`.
+    """
+    network = app[NETWORK] = NetworkMetrics(app[METRICS].registry)
+    app[HOSTS] = HostPolicy.from_config(
+        config, lambda endpoint, reason: app[METRICS].rejections.labels(endpoint, reason).inc()
+    )
+    app[HTTP_GUARD] = ConnectionGuard(config.server, network, max_sockets=config.limits.max_sockets)
+
+
 def build_app(
     config: SluiceConfig,
     provider_factory: ProviderFactory | None = None,
@@ -676,7 +693,7 @@ def build_app(
     """An aiohttp app serving `config`; `provider_factory` swaps adapters (tests),
     `span_exporter` receives the trace spans (tests; implies tracing on)."""
     app = web.Application(
-        middlewares=[json_errors, access_middleware],
+        middlewares=[guard_middleware, host_middleware, json_errors, access_middleware],
         client_max_size=config.limits.text_frame_bytes,
     )
     app[CONFIG] = config
@@ -691,6 +708,7 @@ def build_app(
         metrics_need_key=config.metrics.require_key,
         on_reject=lambda endpoint, reason: app[METRICS].rejections.labels(endpoint, reason).inc(),
     )
+    add_network_guards(app, config)
     app.cleanup_ctx.append(gateway_context)
     app.on_shutdown.append(close_sockets)
     app.router.add_get("/v1/health/", health)
@@ -835,6 +853,7 @@ async def serve(config: SluiceConfig, host: str, port: int) -> int:
     app = build_app(config)
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
     await runner.setup()
+    guard_connections(runner)
     site = web.TCPSite(runner, host, port)
     await site.start()
     tune_garbage_collector()

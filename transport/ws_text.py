@@ -13,6 +13,7 @@ Every other message passes unchanged.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import WSMessage, WSMsgType, web
@@ -34,16 +35,31 @@ class TextFrameSocket(web.WebSocketResponse):
     """`web.WebSocketResponse` whose `receive()` decodes text frames as described above.
 
     `text_limit` is the largest text frame in bytes (`limits.text_frame_bytes`);
-    every other keyword goes to `web.WebSocketResponse`.
+    `on_heartbeat_timeout()` is called when the peer did not answer a heartbeat
+    ping (aiohttp then drops the connection); every other keyword goes to
+    `web.WebSocketResponse`.
     """
 
-    def __init__(self, *, text_limit: int, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        text_limit: int,
+        on_heartbeat_timeout: Callable[[], object] | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(decode_text=False, **kwargs)
         self._text_limit = text_limit
+        self._on_heartbeat_timeout = on_heartbeat_timeout
 
     async def receive(self, timeout: float | None = None) -> Any:  # noqa: ASYNC109 (the base's signature)
         """The next message; a text frame's data is always `str`."""
         msg = await super().receive(timeout)
         if msg.type is WSMsgType.TEXT and isinstance(msg.data, bytes | bytearray):
             return WSMessage(WSMsgType.TEXT, decode_text_frame(msg.data, self._text_limit), None)
+        if (
+            msg.type is WSMsgType.ERROR
+            and isinstance(msg.data, TimeoutError)
+            and self._on_heartbeat_timeout is not None
+        ):
+            self._on_heartbeat_timeout()
         return msg

@@ -13,6 +13,7 @@ import re
 from typing import Annotated, Any, ClassVar, Literal, Self
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -683,6 +684,24 @@ class TracingConfig(Strict):
         return self
 
 
+def _allowed_host(value: str) -> str:
+    host = value.strip().lower().rstrip(".")
+    name = host.removeprefix("*.").removeprefix(".").strip("[]")
+    if host == "*" or re.fullmatch(r"[a-z0-9_\-]+(\.[a-z0-9_\-]+)*", name):
+        return host
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        raise ValueError(
+            f"allowed host {host!r} must be a host name or IP address (no scheme, port or "
+            "path), '.example.com' for a domain and its subdomains, or '*'"
+        ) from None
+    return host
+
+
+AllowedHost = Annotated[str, AfterValidator(_allowed_host)]
+
+
 class ServerConfig(Strict):
     """Where and how the HTTP/websocket server listens, and what a connection may hold.
 
@@ -702,7 +721,7 @@ class ServerConfig(Strict):
     heartbeat: Duration = 20.0
     drain_grace: Duration = 30.0
     log_level: Literal["debug", "info", "warning", "error"] = "info"
-    allowed_hosts: list[str] = Field(default_factory=list)
+    allowed_hosts: list[AllowedHost] = Field(default_factory=list)
     header_timeout: Duration = 10.0
     keepalive_timeout: Duration = 75.0
     max_pending_connections: int = Field(default=1024, ge=1)
@@ -714,23 +733,6 @@ class ServerConfig(Strict):
         if value <= 0:
             raise ValueError("must be more than 0 seconds")
         return value
-
-    @field_validator("allowed_hosts")
-    @classmethod
-    def _host_shape(cls, hosts: list[str]) -> list[str]:
-        normal = [h.strip().lower().rstrip(".") for h in hosts]
-        for host in normal:
-            name = host.removeprefix("*.").removeprefix(".").strip("[]")
-            if host == "*" or re.fullmatch(r"[a-z0-9_\-]+(\.[a-z0-9_\-]+)*", name):
-                continue
-            try:
-                ipaddress.ip_address(name)
-            except ValueError:
-                raise ValueError(
-                    f"allowed host {host!r} must be a host name or IP address (no scheme, "
-                    "port or path), '.example.com' for a domain and its subdomains, or '*'"
-                ) from None
-        return normal
 
 
 class SluiceConfig(Strict):

@@ -13,18 +13,15 @@ accepted and ignored; other response formats are refused (400).
 from __future__ import annotations
 
 import asyncio
-import logging
 import uuid
-import zlib
 from typing import Any
 
 from aiohttp import web
-from aiohttp.http_exceptions import HttpProcessingError
-from multidict import MultiDictProxy
 
 from observability.telemetry import ABORTED, ERROR, OK, REJECTED
 from openai_api.endpoint_call import request_frames
 from openai_api.errors import ApiError, Handler, openai_errors
+from openai_api.form import Form, read_form
 from openai_api.gate import accepting, allowed, authenticated, in_flight, take_request
 from openai_api.rx_iter import RxIterator
 from openai_api.speech_common import admission_for, frame_error, speech_endpoint, telemetry_of
@@ -33,22 +30,9 @@ from protocol.frames import ErrorName
 from protocol.messages import ClientMessage
 from transport.http_json import json_response
 
-log = logging.getLogger("sluice.openai")
-
 ENDPOINT = "audio_transcriptions"
 CHUNK_BYTES = 64 * 1024
 RESPONSE_FORMATS = ("json", "text")
-MALFORMED_MULTIPART = (
-    ValueError,
-    LookupError,
-    RuntimeError,
-    AssertionError,
-    TypeError,
-    zlib.error,
-    HttpProcessingError,
-)
-"""What aiohttp's multipart reader raises on a body it cannot read (no boundary, an
-unterminated body, a nested multipart part, an encoding it cannot decode)."""
 
 
 def sniff_encoding(data: bytes) -> str | None:
@@ -84,25 +68,17 @@ def listen_messages(
     return messages
 
 
-def _field(form: MultiDictProxy[Any], name: str) -> str | None:
-    value = form.get(name)
-    if value is None:
-        return None
-    if not isinstance(value, str):
+def _field(form: Form, name: str) -> str | None:
+    if name in form.files:
         raise ApiError(400, f"{name} must be a text field", code="invalid_request", param=name)
-    return value
+    return form.fields.get(name)
 
 
-async def _read_form(request: web.Request) -> tuple[bytes, str, str, str | None]:
+async def _read_form(request: web.Request, max_bytes: int) -> tuple[bytes, str, str, str | None]:
     """(file bytes, model, response_format, language) of the multipart body, or 400."""
-    if not request.content_type.startswith("multipart/"):
-        raise ApiError(400, "send the audio as multipart/form-data", code="invalid_request")
-    try:
-        form = await request.post()
-    except MALFORMED_MULTIPART as error:
-        raise malformed_multipart(request, error) from None
-    upload = form.get("file")
-    if not isinstance(upload, web.FileField):
+    form = await read_form(request, max_bytes, ENDPOINT)
+    audio = form.files.get("file")
+    if audio is None:
         raise ApiError(
             400, "file is required (an audio file)", code="invalid_request", param="file"
         )
@@ -119,28 +95,7 @@ async def _read_form(request: web.Request) -> tuple[bytes, str, str, str | None]
             code="invalid_request",
             param="response_format",
         )
-    return upload.file.read(), model, response_format, _field(form, "language") or None
-
-
-def malformed_multipart(request: web.Request, error: BaseException) -> ApiError:
-    """A multipart body aiohttp could not read -> 400 `invalid_request` naming the problem.
-
-    Logged at info: a client's bad upload is not a server error.
-    """
-    content_type = request.headers.get("Content-Type", "")
-    if "boundary=" not in content_type.lower():
-        problem = "the Content-Type has no boundary parameter"
-    elif isinstance(error, HttpProcessingError):
-        problem = error.message or type(error).__name__
-    else:
-        problem = str(error) or type(error).__name__
-    log.info(
-        "malformed multipart upload refused",
-        extra={"endpoint": ENDPOINT, "error": type(error).__name__, "problem": problem[:200]},
-    )
-    return ApiError(
-        400, f"the multipart body cannot be read: {problem[:200]}", code="invalid_request"
-    )
+    return audio, model, response_format, _field(form, "language") or None
 
 
 def transcriptions(gateway_key: GatewayKey) -> Handler:
@@ -150,7 +105,8 @@ def transcriptions(gateway_key: GatewayKey) -> Handler:
         client = authenticated(request)
         gateway: GatewayView = request.app[gateway_key]
         accepting(gateway)
-        audio, model, response_format, language = await _read_form(request)
+        limit = gateway.config.limits.text_frame_bytes
+        audio, model, response_format, language = await _read_form(request, limit)
         endpoint = speech_endpoint(gateway, model, "listen")
         allowed(client, model)
         encoding = sniff_encoding(audio)

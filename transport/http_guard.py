@@ -15,6 +15,8 @@ A connection is refused at once (503 `too_many_connections`, closed) when
 `server.max_pending_per_peer` of its peer address, are already pending.
 "Head complete" is reported by `guard_middleware` (aiohttp calls the app for a
 request once its head is parsed); "response done" when the handler returned.
+Bytes that arrive while a request is being answered may be its body, so a
+request head pipelined behind another one is timed by `keepalive_timeout`.
 
 `guard_connections(runner)` installs it on a runner after `setup()` (the serve
 path calls it); `report_descriptor_headroom(...)` logs RLIMIT_NOFILE at start.

@@ -345,7 +345,8 @@ async def drain(app: web.Application, grace: float) -> None:
 async def json_errors(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
-    """Unknown routes and wrong methods answer in Glide's `{name, message}` shape."""
+    """Unknown routes, wrong methods, oversized bodies and aiohttp's own 400s (a
+    websocket route asked without an upgrade) answer in Glide's `{name, message}` shape."""
     try:
         return await handler(request)
     except (web.HTTPNotFound, web.HTTPMethodNotAllowed):
@@ -358,6 +359,8 @@ async def json_errors(
             ErrorName.PAYLOAD_TOO_LARGE,
             f"the request body is larger than {request.app[CONFIG].limits.text_frame_bytes} bytes",
         )
+    except web.HTTPBadRequest as error:  # e.g. a websocket route without an upgrade
+        return error_response(400, ErrorName.INVALID_REQUEST, error.text or "bad request")
 
 
 async def health(_: web.Request) -> web.Response:

@@ -70,8 +70,21 @@ class Response:
     body: bytes
 
 
-async def read_response(reader: asyncio.StreamReader, within: float = 10) -> Response:
-    """The next HTTP response on `reader` (its body by Content-Length, else to EOF)."""
+async def _chunked(reader: asyncio.StreamReader) -> bytes:
+    body = b""
+    while True:
+        size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
+        body += await reader.readexactly(size + 2)
+        if size == 0:
+            return body[:-2]
+        body = body[:-2]
+
+
+async def read_response(
+    reader: asyncio.StreamReader, within: float = 10, *, to_head: bool = False
+) -> Response:
+    """The next HTTP response on `reader`: its body by Content-Length, chunks or EOF
+    (none for the answer to a HEAD request)."""
     head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), within)
     lines = head.decode("latin-1").split("\r\n")
     status = int(lines[0].split(" ")[1])
@@ -80,7 +93,11 @@ async def read_response(reader: asyncio.StreamReader, within: float = 10) -> Res
         if ":" in line:
             name, _, value = line.partition(":")
             headers[name.strip().lower()] = value.strip()
-    if "content-length" in headers:
+    if to_head:
+        body = b""
+    elif headers.get("transfer-encoding", "").lower() == "chunked":
+        body = await asyncio.wait_for(_chunked(reader), within)
+    elif "content-length" in headers:
         body = await asyncio.wait_for(reader.readexactly(int(headers["content-length"])), within)
     elif status in (101, 204, 304):
         body = b""
@@ -107,7 +124,7 @@ async def exchange(port: int, raw: bytes, within: float = 10) -> Response:
     try:
         writer.write(raw)
         await writer.drain()
-        return await read_response(reader, within)
+        return await read_response(reader, within, to_head=raw.startswith(b"HEAD "))
     finally:
         await close_raw(writer)
 

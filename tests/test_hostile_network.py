@@ -656,10 +656,15 @@ OVERSIZED_HEADS = {
 }
 
 
-async def test_oversized_and_garbage_request_heads_are_refused_and_the_server_lives() -> None:
+async def test_oversized_and_garbage_request_heads_are_refused_and_the_server_lives(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO)
+    secret = b"Authorization: Bearer sluice-client-key-in-a-long-line-" + b"k" * 9000
     async with served(config_with()) as sluice:
         fds = server_fds()
-        for name, raw in OVERSIZED_HEADS.items():
+        heads = {**OVERSIZED_HEADS, "a key in a long line": b"GET / HTTP/1.1\r\n" + secret}
+        for name, raw in heads.items():
             reader, writer = await open_raw(sluice.port)
             with contextlib.suppress(ConnectionError):
                 writer.write(raw)
@@ -671,6 +676,12 @@ async def test_oversized_and_garbage_request_heads_are_refused_and_the_server_li
             resp = await exchange(sluice.port, request("GET", "/v1/health", sluice.host))
             assert resp.status == 200, name
         assert server_fds() <= fds + 2
+    # a client's garbage is not a server error, and its bytes are not logged
+    loud = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert not loud, [(r.name, r.getMessage()) for r in loud]
+    refused = [r for r in caplog.records if "malformed HTTP request" in r.getMessage()]
+    assert len(refused) == len(heads) - 1  # aiohttp logs a bad method (the TLS bytes) at debug
+    assert not any(b"sluice-client-key" in r.getMessage().encode() for r in caplog.records)
 
 
 async def test_websockets_that_never_send_are_dropped_by_the_heartbeat() -> None:

@@ -19,7 +19,10 @@ Bytes that arrive while a request is being answered may be its body, so a
 request head pipelined behind another one is timed by `keepalive_timeout`.
 
 `guard_connections(runner)` installs it on a runner after `setup()` (the serve
-path calls it); `report_descriptor_headroom(...)` logs RLIMIT_NOFILE at start.
+path calls it); `report_descriptor_headroom(...)` logs RLIMIT_NOFILE at start;
+`quiet_malformed_requests()` turns aiohttp's error-level tracebacks for requests
+it cannot parse (a client's garbage, oversized heads) into one info line that
+repeats none of the request's bytes (they may hold a client's key).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from config.models import ServerConfig
 from observability.network import NetworkMetrics
@@ -293,7 +297,29 @@ def guard_connections(runner: web.AppRunner) -> ConnectionGuard:
     server.__class__ = _GuardedServer
     cast(_GuardedServer, server).sluice_guard = guard
     report_descriptor_headroom(guard.settings, guard.max_sockets)
+    quiet_malformed_requests()
     return guard
+
+
+class MalformedRequestFilter(logging.Filter):
+    """On `aiohttp.server`: a parse error's traceback (error level) -> one info line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Rewrite a record whose exception is an `HttpProcessingError`; pass the rest."""
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, HttpProcessingError) and record.levelno > logging.INFO:
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            record.msg = "malformed HTTP request refused (%s, status %s)"
+            record.args = (type(error).__name__, error.code)
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def quiet_malformed_requests() -> None:
+    """Install `MalformedRequestFilter` on aiohttp's server logger (once)."""
+    logger = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, MalformedRequestFilter) for f in logger.filters):
+        logger.addFilter(MalformedRequestFilter())
 
 
 def open_descriptors() -> int | None:

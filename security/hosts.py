@@ -26,7 +26,6 @@ from collections.abc import Awaitable, Callable
 from aiohttp import hdrs, web
 
 from config.models import SluiceConfig
-from security.access import endpoint_of
 from transport.http_json import json_response
 
 log = logging.getLogger("sluice.access")
@@ -112,7 +111,9 @@ class HostPolicy:
         if self.allows(header, _local_address(request)):
             return None
         if self._on_reject is not None:
-            self._on_reject(endpoint_of(request), HOST_NOT_ALLOWED)
+            # a fixed label: the path of a refused request is the attacker's choice
+            is_upgrade = request.headers.get(hdrs.UPGRADE, "").lower() == "websocket"
+            self._on_reject("websocket" if is_upgrade else "http", HOST_NOT_ALLOWED)
         shown = host_name(header or "")[:100]
         log.info(
             "request refused",

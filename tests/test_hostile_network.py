@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from config import check_config
@@ -685,16 +686,29 @@ async def test_oversized_and_garbage_request_heads_are_refused_and_the_server_li
 
 
 async def test_websockets_that_never_send_are_dropped_by_the_heartbeat() -> None:
-    async with served(config_with(heartbeat="400ms")) as sluice:
+    async with (
+        served(config_with(heartbeat="400ms")) as sluice,
+        aiohttp.ClientSession() as http,
+    ):
         gateway = sluice.app[GATEWAY]
         fds = server_fds()
+        # an idle client that answers pings (aiohttp does while it reads) is a normal
+        # client: it stays
+        alive = await http.ws_connect(f"http://{sluice.host}{CHAT}")
+        reading = asyncio.ensure_future(alive.receive())
         silent = [await NeverReads.connect("127.0.0.1", sluice.port, CHAT) for _ in range(5)]
-        await wait_until(lambda: len(gateway.sessions) == 5, 5)
-        took = await wait_until(lambda: not gateway.sessions, 15)
+        await wait_until(lambda: len(gateway.sessions) == 6, 5)
+        took = await wait_until(lambda: len(gateway.sessions) == 1, 15)
+        await asyncio.sleep(1)  # more heartbeats than the silent ones got
+        assert len(gateway.sessions) == 1
+        await alive.send_str(json.dumps({"request_id": "still", "message": {"content": "hi"}}))
+        frame = json.loads((await asyncio.wait_for(reading, 5)).data)
+        assert frame["request_id"] == "still"
+        await alive.close()
         metrics = await metrics_of(sluice.port)
         for sock in silent:
             sock.close()
-        assert server_fds() <= fds + 2
+        await wait_until(lambda: server_fds() <= fds + 2, 5)
     print(f"5 silent websockets dropped by the heartbeat in {took:.2f}s")
     assert value(metrics, "sluice_socket_heartbeat_timeouts_total", endpoint="chatStream") == 5
 

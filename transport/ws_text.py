@@ -31,6 +31,12 @@ def decode_text_frame(data: bytes | bytearray, limit: int) -> str:
         return INVALID_UTF8
 
 
+def is_heartbeat_timeout(error: BaseException | None) -> bool:
+    """Whether a websocket's exception is aiohttp's "No PONG received" (not, say, a
+    close handshake that timed out)."""
+    return isinstance(error, TimeoutError) and "PONG" in str(error)
+
+
 class TextFrameSocket(web.WebSocketResponse):
     """`web.WebSocketResponse` whose `receive()` decodes text frames as described above.
 
@@ -50,6 +56,7 @@ class TextFrameSocket(web.WebSocketResponse):
         super().__init__(decode_text=False, **kwargs)
         self._text_limit = text_limit
         self._on_heartbeat_timeout = on_heartbeat_timeout
+        self._heartbeat_counted = False
 
     async def receive(self, timeout: float | None = None) -> Any:  # noqa: ASYNC109 (the base's signature)
         """The next message; a text frame's data is always `str`."""
@@ -57,9 +64,11 @@ class TextFrameSocket(web.WebSocketResponse):
         if msg.type is WSMsgType.TEXT and isinstance(msg.data, bytes | bytearray):
             return WSMessage(WSMsgType.TEXT, decode_text_frame(msg.data, self._text_limit), None)
         if (
-            msg.type is WSMsgType.ERROR
-            and isinstance(msg.data, TimeoutError)
+            not self._heartbeat_counted
+            and msg.type in (WSMsgType.ERROR, WSMsgType.CLOSED, WSMsgType.CLOSING)
+            and is_heartbeat_timeout(self.exception())
             and self._on_heartbeat_timeout is not None
         ):
+            self._heartbeat_counted = True
             self._on_heartbeat_timeout()
         return msg

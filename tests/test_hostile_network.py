@@ -88,7 +88,9 @@ def test_host_names_and_the_policy() -> None:
     assert host_name("LocalHost.:9099") == "localhost"
     assert host_name("[::1]:80") == "::1"
     assert host_name("attacker.example") == "attacker.example"
-    policy = HostPolicy(["sluice.internal", ".corp.example", "10.1.2.3"], enforced=True)
+    policy = HostPolicy(
+        ["sluice.internal", ".corp.example", "*.lab.example", "10.1.2.3"], enforced=True
+    )
     for good in (
         "localhost",
         "localhost:9099",
@@ -99,6 +101,7 @@ def test_host_names_and_the_policy() -> None:
         "corp.example",
         "api.corp.example:443",
         "10.1.2.3:9099",
+        "gpu1.lab.example",
         None,  # no Host header: not a browser
     ):
         assert policy.allows(good), good
@@ -109,6 +112,7 @@ def test_host_names_and_the_policy() -> None:
         "evilcorp.example",
         "0x7f000001",
         "10.1.2.4",
+        "notlab.example",
         "",
     ):
         assert not policy.allows(bad), bad

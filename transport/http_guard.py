@@ -108,15 +108,24 @@ class ConnectionGuard:
         if connection is not None:
             connection.enter(State.IDLE)
 
-    def _admit(self, connection: GuardedProtocol) -> str | None:
-        """Count a new pending connection, or the reason it is refused."""
+    def admit(self, connection: GuardedProtocol) -> str | None:
+        """A new connection in: None when it may wait for its head, else why it is refused."""
         if self.pending >= self.settings.max_pending_connections:
             return "pending_limit"
         if self.pending_by_peer.get(connection.peer, 0) >= self.settings.max_pending_per_peer:
             return "peer_pending_limit"
         return None
 
-    def _count(self, peer: str, delta: int) -> None:
+    def track(self, transport: asyncio.BaseTransport, connection: GuardedProtocol) -> None:
+        """Remember an admitted connection until `forget(transport)`."""
+        self._connections[transport] = connection
+
+    def forget(self, transport: asyncio.BaseTransport) -> None:
+        """The connection on `transport` ended."""
+        self._connections.pop(transport, None)
+
+    def count_pending(self, peer: str, delta: int) -> None:
+        """Add `delta` (+1 / -1) to the pending counts of the process and of `peer`."""
         self.pending += delta
         left = self.pending_by_peer.get(peer, 0) + delta
         if left > 0:
@@ -149,7 +158,7 @@ class GuardedProtocol(asyncio.Protocol):
         if isinstance(peername, tuple) and peername:
             self.peer = str(peername[0])
         guard = self._guard
-        reason = guard._admit(self)
+        reason = guard.admit(self)
         if reason is not None:
             self._refused = True
             if guard.metrics is not None:
@@ -167,7 +176,7 @@ class GuardedProtocol(asyncio.Protocol):
             )
             self._transport.close()
             return
-        guard._connections[transport] = self
+        guard.track(transport, self)
         self.enter(State.PENDING)
         self._inner.connection_made(transport)
 
@@ -176,9 +185,9 @@ class GuardedProtocol(asyncio.Protocol):
         if self._refused or self._state is state:
             return
         if self._state is State.PENDING:
-            self._guard._count(self.peer, -1)
+            self._guard.count_pending(self.peer, -1)
         elif state is State.PENDING:
-            self._guard._count(self.peer, +1)
+            self._guard.count_pending(self.peer, +1)
         self._state = state
         self._bytes_since_state = False
         self._cancel_timer()
@@ -242,10 +251,10 @@ class GuardedProtocol(asyncio.Protocol):
         if self._refused:
             return
         if self._state is State.PENDING:
-            self._guard._count(self.peer, -1)
+            self._guard.count_pending(self.peer, -1)
         self._state = None
         if self._transport is not None:
-            self._guard._connections.pop(self._transport, None)
+            self._guard.forget(self._transport)
         self._inner.connection_lost(exc)
 
     def pause_writing(self) -> None:

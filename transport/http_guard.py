@@ -235,6 +235,8 @@ class GuardedProtocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         """Bytes in: an idle connection starts a new request head; then aiohttp parses them."""
+        if self._refused:
+            return
         if data:
             if self._state is State.IDLE:
                 self.enter(State.PENDING)
@@ -243,7 +245,7 @@ class GuardedProtocol(asyncio.Protocol):
 
     def eof_received(self) -> bool | None:
         """The peer closed its side; aiohttp decides what follows."""
-        return self._inner.eof_received()
+        return None if self._refused else self._inner.eof_received()
 
     def connection_lost(self, exc: Exception | None) -> None:
         """The connection ended: forget it, uncount it, tell aiohttp."""

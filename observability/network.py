@@ -14,10 +14,12 @@ class NetworkMetrics:
     """Counters and the pending-connections gauge, registered in `registry`."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
+        # moved by inc/dec (not read at scrape time) so that worker processes sum up
         self.pending = Gauge(
             "sluice_http_pending_connections",
             "Connections that have not yet delivered a complete request head.",
             registry=registry,
+            multiprocess_mode="livesum",
         )
         self.header_timeouts = Counter(
             "sluice_http_header_timeouts",

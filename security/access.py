@@ -33,7 +33,6 @@ from config.models import AuthConfig, ClientKeyConfig, LimitsConfig, RateLimit
 from protocol.frames import ErrorName
 from routing.health import TokenBucket
 from security.keys import KeyRing
-from transport.http_json import json_response
 
 log = logging.getLogger("sluice.access")
 
@@ -185,7 +184,7 @@ def _protected(request: web.Request, metrics_need_key: bool) -> bool:
 
 
 def _refuse(status: int, name: str, message: str, **headers: str) -> web.Response:
-    return json_response({"name": name, "message": message}, status=status, headers=headers)
+    return web.json_response({"name": name, "message": message}, status=status, headers=headers)
 
 
 class Access:

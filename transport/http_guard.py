@@ -89,8 +89,6 @@ class ConnectionGuard:
         self.pending = 0
         self.pending_by_peer: dict[str, int] = {}
         self._connections: dict[asyncio.BaseTransport, GuardedProtocol] = {}
-        if metrics is not None:
-            metrics.pending.set_function(lambda: self.pending)
 
     def protect(self, inner: asyncio.BaseProtocol) -> GuardedProtocol:
         """A new connection's protocol in, the guarded protocol the event loop drives out."""
@@ -127,6 +125,8 @@ class ConnectionGuard:
     def count_pending(self, peer: str, delta: int) -> None:
         """Add `delta` (+1 / -1) to the pending counts of the process and of `peer`."""
         self.pending += delta
+        if self.metrics is not None:
+            self.metrics.pending.inc(delta)
         left = self.pending_by_peer.get(peer, 0) + delta
         if left > 0:
             self.pending_by_peer[peer] = left

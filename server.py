@@ -45,6 +45,7 @@ from config.coverage import ENDPOINT_SECTIONS, endpoints_without_routers
 from config.models import SpeechRouterConfig
 from observability.logs import configure_logging, safe_extra
 from observability.metrics import CONTENT_TYPE, Metrics, ModelState, SocketState, StateSource
+from observability.network import NETWORK, NetworkMetrics
 from observability.telemetry import ERROR, OK, REJECTED, Telemetry
 from observability.tracing import Tracing, build_tracing
 from openai_api import add_openai_routes
@@ -55,6 +56,7 @@ from pipelines.chat_stream import CHAT, chat_stream_pipeline
 from pipelines.common import Admission, describe_validation_error
 from pipelines.endpoint import BuildContext, Pipeline, SocketEndpoint
 from playground import static_dir
+from protocol import jsoncodec
 from protocol.chat import ChatRequest
 from protocol.frames import ErrorName
 from protocol.messages import json_depth_exceeds
@@ -64,10 +66,14 @@ from routing.router import ModelRouter
 from routing.strategies import build_strategy
 from security.access import ACCESS, CLIENT, SUBPROTOCOL, Access, Client, access_middleware
 from security.exposure import exposure_problem, is_loopback
+from security.hosts import HOSTS, HostPolicy, host_middleware
 from security.keys import generate_key, hash_key
 from security.redact import Redactor, config_secrets
 from transport import loop as event_loop
+from transport.http_guard import HTTP_GUARD, ConnectionGuard, guard_connections, guard_middleware
+from transport.http_json import json_response
 from transport.session import SocketSession
+from transport.ws_text import TextFrameSocket
 
 log = logging.getLogger("sluice.server")
 
@@ -111,7 +117,7 @@ def error_response(
     status: int, name: str, message: str, headers: dict[str, str] | None = None
 ) -> web.Response:
     """Glide's HTTP error body `{name, message}`."""
-    return web.json_response({"name": name, "message": message}, status=status, headers=headers)
+    return json_response({"name": name, "message": message}, status=status, headers=headers)
 
 
 class GatewayState(StateSource):
@@ -357,7 +363,8 @@ async def drain(app: web.Application, grace: float) -> None:
 async def json_errors(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
-    """Unknown routes and wrong methods answer in Glide's `{name, message}` shape."""
+    """Unknown routes, wrong methods, oversized bodies and aiohttp's own 400s (a
+    websocket route asked without an upgrade) answer in Glide's `{name, message}` shape."""
     try:
         return await handler(request)
     except (web.HTTPNotFound, web.HTTPMethodNotAllowed):
@@ -370,18 +377,20 @@ async def json_errors(
             ErrorName.PAYLOAD_TOO_LARGE,
             f"the request body is larger than {request.app[CONFIG].limits.text_frame_bytes} bytes",
         )
+    except web.HTTPBadRequest as error:  # e.g. a websocket route without an upgrade
+        return error_response(400, ErrorName.INVALID_REQUEST, error.text or "bad request")
 
 
 async def health(_: web.Request) -> web.Response:
     """Liveness: the process serves HTTP."""
-    return web.json_response({"healthy": True})
+    return json_response({"healthy": True})
 
 
 async def ready(request: web.Request) -> web.Response:
     """Readiness: 503 while draining so the load balancer stops sending."""
     if request.app[GATEWAY].draining:
-        return web.json_response({"ready": False, "reason": "draining"}, status=503)
-    return web.json_response({"ready": True})
+        return json_response({"ready": False, "reason": "draining"}, status=503)
+    return json_response({"ready": True})
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -423,7 +432,7 @@ async def list_language_routers(request: web.Request) -> web.Response:
                 ],
             }
         )
-    return web.json_response({"routers": out})
+    return json_response({"routers": out})
 
 
 async def list_speech_routers(request: web.Request) -> web.Response:
@@ -436,7 +445,7 @@ async def list_speech_routers(request: web.Request) -> web.Response:
         for router_id, by_kind in gateway.speech.items()
         if client.may_use(router_id)
     ]
-    return web.json_response({"routers": out})
+    return json_response({"routers": out})
 
 
 def _chat_router(request: web.Request) -> ChatRouter | web.Response:
@@ -493,7 +502,7 @@ async def _chat(
         return error_response(status, name, gateway.redact(message))
 
     try:
-        body = await request.json()
+        body = jsoncodec.loads(await request.read())
     except (ValueError, RecursionError) as error:
         return refuse(400, ErrorName.PAYLOAD_PARSE_ERROR, f"body is not JSON: {error}")
     if json_depth_exceeds(body):
@@ -530,7 +539,7 @@ async def _chat(
     tracked.output()
     tracked.finish(OK)
     result = completion.result
-    return web.json_response(
+    return json_response(
         {
             "id": request_id,
             "created_at": int(gateway.clock()),
@@ -591,7 +600,9 @@ async def serve_socket(
         )
     gateway.sockets_reserved += 1
     try:
-        ws = web.WebSocketResponse(
+        ws = TextFrameSocket(
+            text_limit=limits.text_frame_bytes,
+            on_heartbeat_timeout=request.app[NETWORK].heartbeat_timeouts.labels(endpoint).inc,
             heartbeat=gateway.config.server.heartbeat or None,
             max_msg_size=max(limits.text_frame_bytes, limits.binary_frame_bytes),
             protocols=(SUBPROTOCOL,),
@@ -681,6 +692,19 @@ async def playground_index(_: web.Request) -> web.FileResponse:
     return web.FileResponse(static_dir() / "index.html")
 
 
+def add_network_guards(app: web.Application, config: SluiceConfig) -> None:
+    """The app's DNS-rebinding Host policy and connection guard, with their metrics.
+
+    The guard's middleware is in `build_app`; its connection timers and caps start
+    when the serve path calls `guard_connections(runner)`.
+    """
+    network = app[NETWORK] = NetworkMetrics(app[METRICS].registry)
+    app[HOSTS] = HostPolicy.from_config(
+        config, lambda endpoint, reason: app[METRICS].rejections.labels(endpoint, reason).inc()
+    )
+    app[HTTP_GUARD] = ConnectionGuard(config.server, network, max_sockets=config.limits.max_sockets)
+
+
 def build_app(
     config: SluiceConfig,
     provider_factory: ProviderFactory | None = None,
@@ -690,7 +714,7 @@ def build_app(
     """An aiohttp app serving `config`; `provider_factory` swaps adapters (tests),
     `span_exporter` receives the trace spans (tests; implies tracing on)."""
     app = web.Application(
-        middlewares=[json_errors, access_middleware],
+        middlewares=[guard_middleware, host_middleware, json_errors, access_middleware],
         client_max_size=config.limits.text_frame_bytes,
     )
     app[CONFIG] = config
@@ -705,6 +729,7 @@ def build_app(
         metrics_need_key=config.metrics.require_key,
         on_reject=lambda endpoint, reason: app[METRICS].rejections.labels(endpoint, reason).inc(),
     )
+    add_network_guards(app, config)
     app.cleanup_ctx.append(gateway_context)
     app.on_shutdown.append(close_sockets)
     app.router.add_get("/v1/health/", health)
@@ -849,6 +874,7 @@ async def serve(config: SluiceConfig, host: str, port: int) -> int:
     app = build_app(config)
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
     await runner.setup()
+    guard_connections(runner)
     site = web.TCPSite(runner, host, port)
     await site.start()
     tune_garbage_collector()

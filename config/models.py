@@ -8,10 +8,12 @@ A YAML document flows in (after `${env:...}`/`${file:...}` substitution), a froz
 from __future__ import annotations
 
 import importlib.util
+import ipaddress
 import re
 from typing import Annotated, Any, ClassVar, Literal, Self
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -685,14 +687,55 @@ class TracingConfig(Strict):
         return self
 
 
+def _allowed_host(value: str) -> str:
+    host = value.strip().lower().rstrip(".")
+    name = host.removeprefix("*.").removeprefix(".").strip("[]")
+    if host == "*" or re.fullmatch(r"[a-z0-9_\-]+(\.[a-z0-9_\-]+)*", name):
+        return host
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        raise ValueError(
+            f"allowed host {host!r} must be a host name or IP address (no scheme, port or "
+            "path), '.example.com' for a domain and its subdomains, or '*'"
+        ) from None
+    return host
+
+
+AllowedHost = Annotated[str, AfterValidator(_allowed_host)]
+
+
 class ServerConfig(Strict):
-    """Where and how the HTTP/websocket server listens."""
+    """Where and how the HTTP/websocket server listens, and what a connection may hold.
+
+    `allowed_hosts`: Host headers served besides loopback names and addresses when
+    no client keys are configured (DNS rebinding); entries are host names or IP
+    addresses, `.example.com` (it and any subdomain) or `"*"` (any Host: only
+    behind a proxy that checks it). `header_timeout`: seconds a connection has to
+    deliver a complete request head (from its opening, or from its first byte
+    after a response). `keepalive_timeout`: seconds a connection may sit idle
+    between requests. `max_pending_connections` / `max_pending_per_peer`:
+    connections still sending their request head, per process and per peer
+    address; more are refused with 503.
+    """
 
     host: str = "127.0.0.1"
     port: int = Field(default=9099, ge=0, le=65535)
     heartbeat: Duration = 20.0
     drain_grace: Duration = 30.0
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    allowed_hosts: list[AllowedHost] = Field(default_factory=list)
+    header_timeout: Duration = 10.0
+    keepalive_timeout: Duration = 75.0
+    max_pending_connections: int = Field(default=1024, ge=1)
+    max_pending_per_peer: int = Field(default=128, ge=1)
+
+    @field_validator("header_timeout", "keepalive_timeout")
+    @classmethod
+    def _positive(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError("must be more than 0 seconds")
+        return value
 
 
 class SluiceConfig(Strict):

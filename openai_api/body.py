@@ -9,6 +9,7 @@ from pydantic import BaseModel, ValidationError
 
 from openai_api.errors import ApiError
 from pipelines.common import describe_validation_error
+from protocol import jsoncodec
 from protocol.frames import ErrorName
 from protocol.messages import json_depth_exceeds
 
@@ -27,7 +28,7 @@ def invalid(error: ValidationError) -> ApiError:
 async def read_json(request: web.Request, model: type[M]) -> M:
     """The request's JSON body validated as `model`, or a 400 `ApiError`."""
     try:
-        data = await request.json()
+        data = jsoncodec.loads(await request.read())
     except (ValueError, RecursionError) as error:
         raise ApiError(
             400, f"the body is not JSON: {error}", code=ErrorName.PAYLOAD_PARSE_ERROR

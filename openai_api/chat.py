@@ -14,7 +14,6 @@ OpenAI SDKs raise `APIError`): the answer is never spliced from two models.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import uuid
 from typing import Any
@@ -32,9 +31,11 @@ from openai_api.types import GatewayKey, GatewayView
 from operators.aio import to_future
 from operators.failover import Reset
 from pipelines.chat_router import ChatChunk, ChatRouter, ModelInfo
+from protocol import jsoncodec
 from protocol.chat import ChatRequest
 from protocol.frames import ErrorName
 from providers.types import FinishReason, TokenUsage
+from transport.http_json import json_response
 
 log = logging.getLogger("sluice.openai")
 
@@ -179,7 +180,7 @@ async def _complete(
     tracked.output()
     tracked.finish(OK)
     result = completion.result
-    return web.json_response(
+    return json_response(
         {
             "id": completion_id,
             "object": "chat.completion",
@@ -209,7 +210,7 @@ class _Sse:
         self.role_sent = False
 
     async def send(self, payload: dict[str, Any] | str) -> None:
-        data = payload if isinstance(payload, str) else json.dumps(payload, separators=(",", ":"))
+        data = payload if isinstance(payload, str) else jsoncodec.dumps_text(payload)
         await self.response.write(f"data: {data}\n\n".encode())
 
     async def chunk(self, model: str, delta: dict[str, Any], finish: str | None = None) -> None:

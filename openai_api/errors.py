@@ -15,6 +15,7 @@ from aiohttp import web
 from operators.failover import AllModelsUnavailable
 from protocol.frames import ErrorName
 from providers.types import ErrorCategory, ProviderError
+from transport.http_json import json_response
 
 INVALID_REQUEST = "invalid_request_error"
 SERVER_ERROR = "server_error"
@@ -61,7 +62,7 @@ class ApiError(Exception):
 
     def response(self) -> web.Response:
         """The HTTP response for this error."""
-        return web.json_response(self.body(), status=self.status, headers=self.headers)
+        return json_response(self.body(), status=self.status, headers=self.headers)
 
 
 def from_failure(error: Exception, redact: Callable[[str], str]) -> ApiError:
@@ -79,6 +80,15 @@ def from_failure(error: Exception, redact: Callable[[str], str]) -> ApiError:
     return ApiError(500, f"internal error: {type(error).__name__}", code=ErrorName.UNKNOWN_ERROR)
 
 
+def too_large() -> ApiError:
+    """The 413 `payload_too_large` of a body over the server's body limit."""
+    return ApiError(
+        413,
+        "the request body is larger than the server accepts (limits.max_text_frame_bytes)",
+        code=ErrorName.PAYLOAD_TOO_LARGE,
+    )
+
+
 def openai_errors(handler: Handler) -> Handler:
     """Wrap a handler so that an `ApiError` it raises becomes OpenAI's error response."""
 
@@ -87,7 +97,7 @@ def openai_errors(handler: Handler) -> Handler:
             return await handler(request)
         except ApiError as error:
             return error.response()
-        except web.HTTPRequestEntityTooLarge as error:
-            return ApiError(413, error.text or "the request body is too large").response()
+        except web.HTTPRequestEntityTooLarge:
+            return too_large().response()
 
     return wrapped

@@ -17,17 +17,18 @@ import uuid
 from typing import Any
 
 from aiohttp import web
-from multidict import MultiDictProxy
 
 from observability.telemetry import ABORTED, ERROR, OK, REJECTED
 from openai_api.endpoint_call import request_frames
 from openai_api.errors import ApiError, Handler, openai_errors
+from openai_api.form import Form, read_form
 from openai_api.gate import accepting, allowed, authenticated, in_flight, take_request
 from openai_api.rx_iter import RxIterator
 from openai_api.speech_common import admission_for, frame_error, speech_endpoint, telemetry_of
 from openai_api.types import GatewayKey, GatewayView
 from protocol.frames import ErrorName
 from protocol.messages import ClientMessage
+from transport.http_json import json_response
 
 ENDPOINT = "audio_transcriptions"
 CHUNK_BYTES = 64 * 1024
@@ -67,22 +68,17 @@ def listen_messages(
     return messages
 
 
-def _field(form: MultiDictProxy[Any], name: str) -> str | None:
-    value = form.get(name)
-    if value is None:
-        return None
-    if not isinstance(value, str):
+def _field(form: Form, name: str) -> str | None:
+    if name in form.files:
         raise ApiError(400, f"{name} must be a text field", code="invalid_request", param=name)
-    return value
+    return form.fields.get(name)
 
 
-async def _read_form(request: web.Request) -> tuple[bytes, str, str, str | None]:
+async def _read_form(request: web.Request, max_bytes: int) -> tuple[bytes, str, str, str | None]:
     """(file bytes, model, response_format, language) of the multipart body, or 400."""
-    if not request.content_type.startswith("multipart/"):
-        raise ApiError(400, "send the audio as multipart/form-data", code="invalid_request")
-    form = await request.post()
-    upload = form.get("file")
-    if not isinstance(upload, web.FileField):
+    form = await read_form(request, max_bytes, ENDPOINT)
+    audio = form.files.get("file")
+    if audio is None:
         raise ApiError(
             400, "file is required (an audio file)", code="invalid_request", param="file"
         )
@@ -99,7 +95,7 @@ async def _read_form(request: web.Request) -> tuple[bytes, str, str, str | None]
             code="invalid_request",
             param="response_format",
         )
-    return upload.file.read(), model, response_format, _field(form, "language") or None
+    return audio, model, response_format, _field(form, "language") or None
 
 
 def transcriptions(gateway_key: GatewayKey) -> Handler:
@@ -109,7 +105,8 @@ def transcriptions(gateway_key: GatewayKey) -> Handler:
         client = authenticated(request)
         gateway: GatewayView = request.app[gateway_key]
         accepting(gateway)
-        audio, model, response_format, language = await _read_form(request)
+        limit = gateway.config.limits.text_frame_bytes
+        audio, model, response_format, language = await _read_form(request, limit)
         endpoint = speech_endpoint(gateway, model, "listen")
         allowed(client, model)
         encoding = sniff_encoding(audio)
@@ -140,7 +137,7 @@ def transcriptions(gateway_key: GatewayKey) -> Handler:
         tracked.finish(OK)
         if response_format == "text":
             return web.Response(text=text, content_type="text/plain")
-        return web.json_response({"text": text, "usage": {"type": "duration", "seconds": seconds}})
+        return json_response({"text": text, "usage": {"type": "duration", "seconds": seconds}})
 
     return openai_errors(handle)
 

@@ -1,16 +1,19 @@
 """Client-to-server frames: parse raw websocket frames into typed messages.
 
-Text frame (one JSON object) -> `ClientMessage` or `BadMessage`.
+Text frame (one strict RFC 8259 JSON object, `protocol.jsoncodec`) -> `ClientMessage`
+or `BadMessage`; `NaN`, `Infinity`, numbers that overflow a double and invalid
+UTF-8 (lone surrogates) are `payload_parse_error`, so nothing non-standard gets
+in to be echoed back.
 Binary frame (byte 0 = N, bytes 1..N = UTF-8 request_id, rest = audio) ->
 `ClientMessage(type="audio")` or `BadMessage`. Nothing here raises on bad input.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
+from protocol import jsoncodec
 from protocol.frames import ErrorName
 
 MAX_REQUEST_ID_CHARS = 128
@@ -22,6 +25,9 @@ go to providers) at a deeper stack than they were parsed at, where Python's
 recursion limit could fail them; no real message needs more.
 """
 CANCEL = "cancel"
+INVALID_UTF8 = "\udcff"
+"""What a text frame that is not UTF-8 is read as (`transport.ws_text`): a lone
+surrogate, which no valid UTF-8 frame can decode to, so it cannot collide."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,8 +94,10 @@ def _maybe_too_deep(raw: str, obj: Any) -> bool:
 
 def parse_text(raw: str, default_type: str) -> Inbound:
     """One text frame -> a message with `type` defaulted to the endpoint's own."""
+    if raw == INVALID_UTF8:
+        return BadMessage(None, ErrorName.PAYLOAD_PARSE_ERROR, "text frame is not valid UTF-8")
     try:
-        obj = json.loads(raw)
+        obj = jsoncodec.loads(raw)
     except (ValueError, RecursionError) as error:
         return BadMessage(None, ErrorName.PAYLOAD_PARSE_ERROR, f"frame is not valid JSON: {error}")
     if not isinstance(obj, dict):

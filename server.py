@@ -31,7 +31,6 @@ import aiohttp
 from aiohttp import web
 from pydantic import ValidationError
 from reactivex import abc
-from reactivex.scheduler.eventloop import AsyncIOScheduler
 
 from apidocs import (
     ASYNCAPI_PATH,
@@ -51,6 +50,7 @@ from observability.tracing import Tracing, build_tracing
 from openai_api import add_openai_routes
 from operators.aio import to_future
 from operators.failover import AllModelsUnavailable
+from operators.scheduling import seconds
 from pipelines.chat_router import ChatRouter
 from pipelines.chat_stream import CHAT, chat_stream_pipeline
 from pipelines.common import Admission, describe_validation_error
@@ -102,7 +102,7 @@ class Gateway:
 
     def clock(self) -> float:
         """Unix seconds from the app's scheduler."""
-        return self.scheduler.to_seconds(self.scheduler.now)
+        return seconds(self.scheduler)
 
 
 CONFIG = web.AppKey("config", SluiceConfig)
@@ -193,7 +193,7 @@ class GatewayState(StateSource):
 
 
 def _clock_seconds(scheduler: abc.SchedulerBase) -> float:
-    return scheduler.to_seconds(scheduler.now)
+    return seconds(scheduler)
 
 
 def build_chat_routers(
@@ -261,7 +261,7 @@ async def gateway_context(app: web.Application) -> AsyncIterator[None]:
     """Build the gateway on startup; on cleanup close sockets, providers, HTTP session."""
     config = app[CONFIG]
     factory: ProviderFactory = app.get(PROVIDER_FACTORY, build_chat_provider)  # type: ignore[assignment]
-    scheduler = AsyncIOScheduler(asyncio.get_running_loop())
+    scheduler = event_loop.LoopScheduler(asyncio.get_running_loop())
     tracing: Tracing | None = build_tracing(config.tracing, exporter=app.get(SPAN_EXPORTER))
     telemetry = Telemetry(lambda: _clock_seconds(scheduler), app.get(METRICS), tracing)
     connector = aiohttp.TCPConnector(limit=0, limit_per_host=0)

@@ -43,6 +43,9 @@ from benchmarks.peer import portkey
 TARGETS = ("direct", "sluice", "peer")
 FULL_LEVELS = (1, 10, 50, 200, 400, 1000)
 QUICK_LEVELS = (1, 10)
+SHORT = "short"
+SHORT_LEVELS = (1, 64)
+"""Requests in flight on the one socket of the short-answer workload (direct: streams)."""
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,10 @@ class Workload:
     delay_ms: float
     warmup: float
     ramp: float
+    levels: tuple[int, ...] = ()
+    """Concurrency levels of this workload; empty: the run's `--concurrency` levels."""
+    one_socket: bool = False
+    """Sluice: every worker's requests share one websocket (requests per socket)."""
 
     def upstream_arg(self) -> str:
         """The upstream's `--workload` value."""
@@ -93,6 +100,16 @@ class ChatSettings:
         workloads = [
             Workload("paced", 50, 20, warmup=warm, ramp=warm),
             Workload("burst", 50, 0, warmup=0.3 if quick else 0.5, ramp=0.1),
+            # one-chunk answers, every request on one socket: per-request cost
+            Workload(
+                SHORT,
+                1,
+                0,
+                warmup=0.3 if quick else 0.5,
+                ramp=0.05,
+                levels=SHORT_LEVELS,
+                one_socket=True,
+            ),
         ]
         chosen = sorted(set(levels or (QUICK_LEVELS if quick else FULL_LEVELS)))
         # --quick uses the peer only when it is installed already; a full run installs it.
@@ -130,7 +147,7 @@ class Context:
 def plan(settings: ChatSettings, peer_ready: bool) -> int:
     """How many progress steps a run has."""
     targets = 3 if peer_ready else 2
-    steps = len(settings.workloads) * len(settings.levels) * targets
+    steps = sum(len(w.levels or settings.levels) for w in settings.workloads) * targets
     return steps + 1 + (1 if settings.profile else 0)
 
 
@@ -313,7 +330,7 @@ def _cell(
             "target": "chatstream",
             "url": f"ws://127.0.0.1:{endpoints['sluice_port']}/v1/language/{workload.name}"
             "/chatStream",
-            "per_socket": settings.per_socket,
+            "per_socket": level if workload.one_socket else settings.per_socket,
         }
     else:
         spec = {
@@ -348,6 +365,10 @@ def _cell(
         result["gateway_core_util"] = round(gateway_cpu / window, 3) if gateway_cpu else 0.0
         result["gateway_cpu_ms_per_1k_chunks"] = (
             round(gateway_cpu * 1e3 / chunks * 1000, 2) if chunks and gateway_cpu else None
+        )
+        requests = result["requests"]
+        result["gateway_cpu_ms_per_request"] = (
+            round(gateway_cpu * 1e3 / requests, 4) if requests and gateway_cpu else None
         )
         mem = memory_kb(gateway.pid)
         result["gateway_peak_rss_mb"] = round(mem.get("VmHWM", 0) / 1024, 1)
@@ -531,7 +552,7 @@ def run(ctx: Context, settings: ChatSettings) -> dict[str, Any]:
     cells: list[dict[str, Any]] = []
     started = time.monotonic()
     for workload in settings.workloads:
-        for level in settings.levels:
+        for level in workload.levels or settings.levels:
             for target in targets:
                 ctx.progress.show(f"{workload.name} x{level} {target}")
                 cells.append(_cell(ctx, settings, workload, level, target, endpoints, cores))

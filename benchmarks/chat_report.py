@@ -44,9 +44,14 @@ def _failed_share(cell: dict[str, Any]) -> float:
     return cell.get("errors", 0) / total if total else 0.0
 
 
+SHORT = "short"
+"""The one-chunk-answer workload: reported per request, not per chunk."""
+TEN_THOUSAND = 10_000
+
+
 def analyse(result: dict[str, Any]) -> dict[str, Any]:
     """The run's cells -> comparisons vs direct, degradation levels and the issue's targets."""
-    cells = result["cells"]
+    cells = [c for c in result["cells"] if c["workload"] != SHORT]
     index = _index(cells)
     workloads = list(dict.fromkeys(c["workload"] for c in cells))
     levels = sorted({c["concurrency"] for c in cells})
@@ -93,11 +98,65 @@ def analyse(result: dict[str, Any]) -> dict[str, Any]:
                 "sustains": sustained,
                 "highest_tested": max(tested) if tested else None,
             }
+    short = _short_answers(result["cells"])
     return {
         "comparisons": comparisons,
         "degradation": degradation,
-        "targets": _targets(result, index, comparisons, degradation),
+        "short_answers": short,
+        "targets": _targets(result, index, comparisons, degradation) + _short_targets(short),
     }
+
+
+def _short_answers(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per short-answer cell: requests/s, CPU per request, 10,000 requests' time."""
+    index = _index(cells)
+    rows = []
+    for cell in cells:
+        if cell["workload"] != SHORT:
+            continue
+        direct = index.get((SHORT, cell["concurrency"], "direct"))
+        rate = cell.get("requests_per_s")
+        ttfc, dttfc = _stat(cell, "ttfc_ms", "p50"), _stat(direct, "ttfc_ms", "p50")
+        rows.append(
+            {
+                "concurrency": cell["concurrency"],
+                "target": cell["target"],
+                "requests_per_s": rate,
+                "ratio_to_direct": _ratio(rate, direct.get("requests_per_s") if direct else None),
+                "ttfc_p50_ms": ttfc,
+                "added_ttfc_p50_ms": _minus(ttfc, dttfc) if cell["target"] != "direct" else None,
+                "gateway_cpu_ms_per_request": cell.get("gateway_cpu_ms_per_request"),
+                "gateway_core_util": cell.get("gateway_core_util"),
+                "load_core_util": cell.get("load_core_util"),
+                "seconds_for_10k": round(TEN_THOUSAND / rate, 2) if rate else None,
+                "errors": cell.get("errors", 0),
+            }
+        )
+    return rows
+
+
+def _short_targets(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    sluice = [r for r in rows if r["target"] == "sluice"]
+    if not sluice:
+        return []
+    busiest = max(sluice, key=lambda r: r["concurrency"])
+    level = busiest["concurrency"]
+    return [
+        _goal(
+            f"gateway CPU per one-chunk request ({level} in flight on one socket)",
+            "<= 0.3 ms",
+            busiest["gateway_cpu_ms_per_request"],
+            0.3,
+            "ms",
+        ),
+        _goal(
+            f"10,000 requests on one socket ({level} in flight)",
+            "< 3 s",
+            busiest["seconds_for_10k"],
+            3.0,
+            "s",
+        ),
+    ]
 
 
 def _compare(
@@ -280,6 +339,8 @@ def markdown(result: dict[str, Any], command: str) -> str:
         lines.append(f"Peer: not measured - {peer.get('reason')}.")
     lines.append("")
     for workload in dict.fromkeys(c["workload"] for c in result["cells"]):
+        if workload == SHORT:
+            continue
         lines += [
             f"### {workload}",
             "",
@@ -354,6 +415,29 @@ def markdown(result: dict[str, Any], command: str) -> str:
             f"| {d['workload']} | {d['gateway']} | {_f(d['baseline_p99_ms'])} | {degrades} "
             f"| {d['reason'] or '-'} | {_f(d['sustains'])} |"
         )
+    short = analysis.get("short_answers") or []
+    if short:
+        lines += [
+            "",
+            "### Short answers: requests per socket",
+            "",
+            "One-chunk answers. *sluice*: every request in flight shares one chatStream "
+            "socket; *direct* and *peer*: that many SSE requests at once. CPU per request is "
+            "the gateway's /proc time over the window / requests completed in it.",
+            "",
+            "| in flight | target | req/s | x direct | TTFC p50 ms | added TTFC | "
+            "CPU ms/request | gw core | load core | 10k requests s | errors |",
+            "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for r in short:
+            util = r.get("gateway_core_util")
+            lines.append(
+                f"| {r['concurrency']} | {r['target']} | {_f(r['requests_per_s'], 0)} "
+                f"| {_f(r['ratio_to_direct'])} | {_f(r['ttfc_p50_ms'])} "
+                f"| {_f(r['added_ttfc_p50_ms'])} | {_f(r['gateway_cpu_ms_per_request'], 3)} "
+                f"| {f'{util:.0%}' if util is not None else '-'} "
+                f"| {r['load_core_util']:.0%} | {_f(r['seconds_for_10k'])} | {r['errors']} |"
+            )
     idle = result.get("idle_sockets") or {}
     lines += [
         "",

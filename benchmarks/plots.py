@@ -21,7 +21,8 @@ def chat_plots(result: dict[str, Any], out_dir: Path, prefix: str) -> list[str]:
         import matplotlib.pyplot as plt
     except ImportError:
         return []
-    cells = result["cells"]
+    # streams only: one-chunk answers have no later chunks to plot
+    cells = [c for c in result["cells"] if c.get("latency_later_ms", {}).get("count")]
     workloads = list(dict.fromkeys(c["workload"] for c in cells))
     levels = sorted({c["concurrency"] for c in cells})
     written: list[str] = []

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Final
+from typing import Any, Final
 
 from observability.metrics import Metrics
 from observability.tracing import Span, Tracing
@@ -137,6 +137,7 @@ class RequestTelemetry:
 
     __slots__ = (
         "_finished",
+        "_interval",
         "_last_output",
         "endpoint",
         "failovers",
@@ -168,21 +169,23 @@ class RequestTelemetry:
         self.failovers = 0
         self.started = telemetry.clock()
         self._last_output: float | None = None
+        self._interval: tuple[str, Any] | None = None
         self._finished = False
         self.span: Span | None = None
         if telemetry.tracing is not None:
             self.span = telemetry.tracing.start(
                 f"{endpoint} {router}", endpoint=endpoint, router=router, request_id=request_id
             )
-        log.debug(
-            "request started",
-            extra={
-                "request_id": request_id,
-                "router": router,
-                "endpoint": endpoint,
-                "key_id": key_id,
-            },
-        )
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "request started",
+                extra={
+                    "request_id": request_id,
+                    "router": router,
+                    "endpoint": endpoint,
+                    "key_id": key_id,
+                },
+            )
 
     def labels(self, model: str | None = None, provider: str | None = None) -> tuple[str, ...]:
         """(endpoint, router, model, provider) metric labels."""
@@ -221,7 +224,12 @@ class RequestTelemetry:
                 if self.span is not None:
                     self.span.event("first_output", model=self.model)
         else:
-            metrics.chunk_interval.labels(*self.labels()).observe(max(0.0, now - last))
+            # the labelled child is looked up once per model, not once per chunk
+            interval = self._interval
+            if interval is None or interval[0] != self.model:
+                interval = (self.model, metrics.chunk_interval.labels(*self.labels()))
+                self._interval = interval
+            interval[1].observe(max(0.0, now - last))
 
     def final_transcript(self, seconds: float) -> None:
         """Listen: a final transcript came `seconds` after its speech segment ended."""

@@ -23,7 +23,7 @@ once to its answer; each frame takes one hop.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import reactivex
 from reactivex import Observable, abc
@@ -33,6 +33,9 @@ from reactivex.subject import Subject
 from protocol.frames import Frame
 
 M = TypeVar("M")
+
+_NO_INPUTS: Observable[Any] = reactivex.empty()
+"""What `answer_for` gets when later input is answered by `input_frame` (immutable)."""
 
 
 def request_scope(
@@ -58,10 +61,7 @@ def request_scope(
             observer, is_cancel, cancelled_frame, error_frame, incomplete_frame, input_frame
         )
         scope.later = later.subscribe(scope.on_message, scheduler=scheduler)
-        if scope.inputs is not None:
-            answer = answer_for(scope.inputs)
-        else:
-            answer = answer_for(reactivex.empty())
+        answer = answer_for(scope.inputs if scope.inputs is not None else _NO_INPUTS)
         if not scope.done:
             subscription = answer.subscribe(
                 scope.on_frame, scope.on_error, scope.on_completed, scheduler=scheduler

@@ -26,7 +26,14 @@ def require_scheduler(
 
 
 def seconds(scheduler: abc.SchedulerBase) -> float:
-    """The scheduler's clock as float seconds (virtual under a TestScheduler)."""
+    """The scheduler's clock as float seconds (virtual under a TestScheduler).
+
+    A scheduler with a `unix_seconds()` method (the app's `transport.loop.LoopScheduler`)
+    answers from it directly: read per chunk, `now` would build a datetime each time.
+    """
+    fast = getattr(scheduler, "unix_seconds", None)
+    if fast is not None:
+        return float(fast())
     return scheduler.to_seconds(scheduler.now)
 
 

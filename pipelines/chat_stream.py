@@ -34,29 +34,32 @@ CHAT = "chat"
 def chunk_frame(frames: FrameFactory, event: ChatChunk) -> Frame:
     """A Glide chatStream chunk frame; terminal when it carries a finish_reason."""
     delta = event.delta
+    model = event.model
     model_response: dict[str, Any] = {
         "metadata": delta.metadata or {},
         "message": {"role": "assistant", "content": delta.content},
     }
     chunk: dict[str, Any] = {
-        "model_id": event.model.model_id,
-        "provider_id": event.model.provider_id,
-        "model_name": event.model.model_name,
+        "model_id": model.model_id,
+        "provider_id": model.provider_id,
+        "model_name": model.model_name,
         "cached": False,
         "model_response": model_response,
     }
-    if delta.finish_reason is not None:
-        chunk["finish_reason"] = delta.finish_reason
+    finish_reason = delta.finish_reason
+    if finish_reason is not None:
+        chunk["finish_reason"] = finish_reason
         # Glide's Python client stops reading at model_response.finish_reason.
-        model_response["finish_reason"] = delta.finish_reason
+        model_response["finish_reason"] = finish_reason
         if delta.usage is not None:
             model_response["token_usage"] = {
                 "prompt_tokens": delta.usage.prompt_tokens,
                 "response_tokens": delta.usage.response_tokens,
                 "total_tokens": delta.usage.total_tokens,
             }
-    frame = frames.event("chunk", chunk=chunk)
-    return Frame(frame.request_id, frame.data, terminal=delta.finish_reason is not None)
+    data = frames.envelope("chunk")
+    data["chunk"] = chunk
+    return Frame(frames.request_id, data, finish_reason is not None)
 
 
 def event_frame(frames: FrameFactory, event: ChatEvent) -> Frame:

@@ -16,6 +16,7 @@ from reactivex import Observable, abc
 
 from config.models import LimitsConfig
 from observability.telemetry import Telemetry
+from operators.scheduling import seconds
 from pipelines.common import Admission
 from protocol.frames import Frame
 from protocol.messages import Inbound
@@ -42,7 +43,7 @@ class BuildContext:
 
     def clock(self) -> float:
         """Unix seconds from the app's scheduler."""
-        return self.scheduler.to_seconds(self.scheduler.now)
+        return seconds(self.scheduler)
 
 
 class SocketEndpoint(Protocol):

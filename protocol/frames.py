@@ -78,7 +78,8 @@ class FrameFactory:
             "router_id": self.router_id,
             "metadata": self.metadata,
         }
-        data.update(fields)
+        if fields:
+            data.update(fields)
         return data
 
     def event(self, frame_type: str, **fields: Any) -> Frame:

@@ -55,10 +55,18 @@ def test_quick_chat_run_writes_every_figure(tmp_path: Path) -> None:
     assert result["layout"]["gateway_cores"] != "" and result["layout"]["load_cores"] != ""
 
     levels = result["settings"]["levels"]
-    cells = {(c["workload"], c["concurrency"], c["target"]): c for c in result["cells"]}
+    every = {(c["workload"], c["concurrency"], c["target"]): c for c in result["cells"]}
+    cells = {key: cell for key, cell in every.items() if key[0] != "short"}
+    short = {key: cell for key, cell in every.items() if key[0] == "short"}
     assert set(cells) == {
         (w, lvl, t) for w in ("paced", "burst") for lvl in levels for t in ("direct", "sluice")
     }
+    assert set(short) == {("short", lvl, t) for lvl in (1, 64) for t in ("direct", "sluice")}
+    for (_, _, target), cell in short.items():
+        assert cell["errors"] == 0, cell["error_samples"]
+        assert cell["requests"] > 0 and cell["chunks"] == cell["requests"]
+        if target == "sluice":
+            assert _number(cell["gateway_cpu_ms_per_request"])
     for (_, _, target), cell in cells.items():
         assert cell["errors"] == 0, cell["error_samples"]
         assert cell["chunks"] > 0 and cell["requests"] > 0
@@ -78,7 +86,10 @@ def test_quick_chat_run_writes_every_figure(tmp_path: Path) -> None:
         for key in ("added_p50_ms", "added_p99_ms", "ratio_p50", "added_ttfc_p50_ms"):
             assert _number(row[key]), key
     assert {"paced/sluice", "burst/sluice"} <= set(analysis["degradation"])
-    assert len(analysis["targets"]) == 8
+    assert len(analysis["targets"]) == 10
+    rows = analysis["short_answers"]
+    assert {(r["concurrency"], r["target"]) for r in rows} == set((lvl, t) for _, lvl, t in short)
+    assert all(_number(r["seconds_for_10k"]) for r in rows)
 
     idle = result["idle_sockets"]
     assert idle["sockets_opened"] == idle["sockets_requested"] > 0

@@ -39,6 +39,7 @@ from reactivex.subject import Subject
 
 from observability.telemetry import ABORTED, RequestTelemetry, Telemetry
 from operators.instrument import is_output_frame, model_of, outcome_of
+from operators.scheduling import seconds
 from protocol.frames import ErrorName, Frame, FrameFactory
 from protocol.jsoncodec import dumps
 from protocol.messages import ClientMessage, Inbound, encode_binary, parse_binary, parse_text
@@ -155,7 +156,7 @@ class SocketSession:
         return self._requests.get(request_id)
 
     def _now(self) -> float:
-        return self._scheduler.to_seconds(self._scheduler.now)
+        return seconds(self._scheduler)
 
     def _finish_all(self, outcome: str, error: str | None = None) -> None:
         requests = list(self._requests.values())

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import gc
 import getpass
 import importlib
@@ -345,23 +344,13 @@ METRICS_STATE_SECONDS = 1.0
 """How often a worker writes its state gauges for the other workers' scrapes."""
 
 
-async def publish_metrics_state(app: web.Application) -> AsyncIterator[None]:
-    """One of several workers: write this worker's state gauges (sockets, requests,
-    health, draining) every `METRICS_STATE_SECONDS`, for whichever worker is scraped."""
-    metrics = app[METRICS]
-
-    async def publish() -> None:
-        while True:
-            metrics.publish_state()
-            await asyncio.sleep(METRICS_STATE_SECONDS)
-
-    task = asyncio.create_task(publish())
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+async def publish_metrics_state(metrics: Metrics) -> None:
+    """One of several workers, from the moment it listens until cancelled: write this
+    worker's state gauges (sockets, requests, health, draining) every
+    `METRICS_STATE_SECONDS`, for whichever worker is scraped."""
+    while True:
+        metrics.publish_state()
+        await asyncio.sleep(METRICS_STATE_SECONDS)
 
 
 @web.middleware
@@ -720,8 +709,6 @@ def build_app(
         store=limits,
     )
     app.cleanup_ctx.append(gateway_context)
-    if metrics_dir is not None:
-        app.cleanup_ctx.append(publish_metrics_state)
     app.on_shutdown.append(close_sockets)
     app.router.add_get("/v1/health/", health)
     app.router.add_get("/v1/health", health)
@@ -908,6 +895,7 @@ async def serve(
     await runner.setup()
     site = web.TCPSite(runner, host, port, reuse_port=worker is not None)
     await site.start()
+    publishing = asyncio.create_task(publish_metrics_state(app[METRICS])) if worker else None
     tune_garbage_collector()
     log.info("listening", extra={"host": host, "port": port})
     if not config.auth.keys and (worker is None or worker.slot == 0):
@@ -942,6 +930,8 @@ async def serve(
         watch_supervisor(loop, stop)
     await stop.wait()
     await drain(app, config.server.drain_grace)
+    if publishing is not None:
+        publishing.cancel()
     await runner.cleanup()
     log.info("stopped")
     logging.shutdown()

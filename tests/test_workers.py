@@ -434,3 +434,38 @@ async def test_workers_drain_and_exit_when_the_supervisor_is_killed(
         for pid in workers:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+
+
+async def test_a_second_signal_ends_every_worker_at_once(
+    tmp_path: Path, upstream: FakeOpenAI
+) -> None:
+    upstream.script.chunks = ["slow "] * 100
+    upstream.script.delay = 0.2  # 20 s streams, grace 20 s: only the second signal ends them
+    served = await start(tmp_path, config_for(upstream))
+    workers = list(per_worker(await scrape(served)))
+    loop = asyncio.get_running_loop()
+    try:
+        async with fresh_session() as http:
+            sockets = [await http.ws_connect(served.ws_url) for _ in range(8)]
+            for i, ws in enumerate(sockets):
+                await ws.send_str(chat(f"long{i}"))
+            await upstream.stats.wait_until(lambda: upstream.stats.open_streams == 8, 10)
+            served.proc.send_signal(signal.SIGINT)
+            await asyncio.sleep(0.5)
+            assert served.proc.returncode is None  # draining: the streams still run
+            served.proc.send_signal(signal.SIGINT)
+            signalled = loop.time()
+            assert await asyncio.wait_for(served.proc.wait(), 5) == 1
+            assert loop.time() - signalled < 2.0
+            for _ in range(50):
+                if not any(alive(pid) for pid in workers):
+                    break
+                await asyncio.sleep(0.1)
+            assert not any(alive(pid) for pid in workers)
+            for ws in sockets:
+                await ws.close()
+    finally:
+        await stop(served)
+        for pid in workers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)

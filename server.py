@@ -24,7 +24,7 @@ import signal
 import sys
 import threading
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
@@ -842,8 +842,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     _log_crashes()
     workers = args.workers or available_cores()
     if workers == 1:
-        return asyncio.run(serve(config, host, port))
+        return run_loop(serve(config, host, port))
     return Supervisor(config, host, port, workers, serve_worker).run()
+
+
+def run_loop(main: Coroutine[Any, Any, int]) -> int:
+    """Run `main` on a new event loop and return its result: the one place a serving
+    process (single, or each worker) chooses its loop."""
+    return asyncio.run(main)
 
 
 def serve_worker(spec: WorkerSpec) -> None:
@@ -854,7 +860,7 @@ def serve_worker(spec: WorkerSpec) -> None:
     configure_logging(config.server.log_level, redact=Redactor(config_secrets(config)))
     tag_logs(spec)
     _log_crashes()
-    code = asyncio.run(serve(config, spec.host, spec.port, worker=spec))
+    code = run_loop(serve(config, spec.host, spec.port, worker=spec))
     if code:
         sys.exit(code)
 

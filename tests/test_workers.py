@@ -26,6 +26,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from fakes.openai_server import FakeOpenAI, run_fake_openai
 from security.keys import hash_key
+from server import main
 from tests.conftest import is_terminal
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -469,3 +470,41 @@ async def test_a_second_signal_ends_every_worker_at_once(
         for pid in workers:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_workers_flag_needs_a_positive_count(capsys: pytest.CaptureFixture[str]) -> None:
+    for bad in ("0", "-1", "two"):
+        with pytest.raises(SystemExit) as exited:
+            main(["serve", "--workers", bad])
+        assert exited.value.code == 2
+    assert "at least 1 worker" in capsys.readouterr().err
+
+
+async def test_supervisor_refuses_a_port_another_server_holds(
+    tmp_path: Path, upstream: FakeOpenAI
+) -> None:
+    with socket.socket() as other:
+        other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        config = tmp_path / "sluice.yaml"
+        config.write_text(config_for(upstream))
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            str(ROOT / "server.py"),
+            "serve",
+            "--config",
+            str(config),
+            "--port",
+            str(port),
+            "--workers",
+            "2",
+            cwd=ROOT,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        _, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 2
+    assert f"cannot listen on 127.0.0.1:{port}" in err.decode()
+    assert "worker started" not in err.decode()

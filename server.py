@@ -66,7 +66,7 @@ from routing.strategies import build_strategy
 from security.access import ACCESS, CLIENT, SUBPROTOCOL, Access, Client, access_middleware
 from security.exposure import exposure_problem, is_loopback
 from security.keys import generate_key, hash_key
-from security.limits import LimitStore, SocketCap
+from security.limits import SocketCap
 from security.redact import Redactor, config_secrets
 from serving.cores import available_cores
 from serving.supervisor import STOP_SIGNALS, Supervisor
@@ -683,14 +683,14 @@ def build_app(
     provider_factory: ProviderFactory | None = None,
     *,
     span_exporter: Any = None,
-    limits: LimitStore | None = None,
-    metrics_dir: str | None = None,
+    worker: WorkerSpec | None = None,
 ) -> web.Application:
     """An aiohttp app serving `config`; `provider_factory` swaps adapters (tests),
     `span_exporter` receives the trace spans (tests; implies tracing on).
 
-    One of several workers passes the `limits` store they share and the
-    prometheus multiprocess `metrics_dir`; alone, both stay in this process."""
+    One of several workers passes its `worker` spec: limits are then counted in
+    the store the workers share and metrics written to their common directory;
+    alone, both stay in this process."""
     app = web.Application(
         middlewares=[json_errors, access_middleware],
         client_max_size=config.limits.text_frame_bytes,
@@ -700,13 +700,17 @@ def build_app(
         app[PROVIDER_FACTORY] = provider_factory
     if span_exporter is not None:
         app[SPAN_EXPORTER] = span_exporter
-    app[METRICS] = Metrics(lambda: GatewayState(app), multiprocess_dir=metrics_dir)
+    app[METRICS] = Metrics(
+        lambda: GatewayState(app),
+        multiprocess_dir=worker.metrics_dir if worker else None,
+        worker=worker.slot if worker else 0,
+    )
     app[ACCESS] = Access(
         config.auth,
         config.limits,
         metrics_need_key=config.metrics.require_key,
         on_reject=lambda endpoint, reason: app[METRICS].rejections.labels(endpoint, reason).inc(),
-        store=limits,
+        store=worker.limits if worker else None,
     )
     app.cleanup_ctx.append(gateway_context)
     app.on_shutdown.append(close_sockets)
@@ -892,11 +896,7 @@ async def serve(
 
     As one `worker` of several: share the port (SO_REUSEPORT), the limit store
     and the metrics directory, and drain too if the supervisor goes away."""
-    app = build_app(
-        config,
-        limits=worker.limits if worker else None,
-        metrics_dir=worker.metrics_dir if worker else None,
-    )
+    app = build_app(config, worker=worker)
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port, reuse_port=worker is not None)

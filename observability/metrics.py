@@ -159,7 +159,8 @@ _HEALTH = (
 _DRAINING = ("sluice_draining", "1 while the instance drains.")
 _WORKER_SOCKETS = (
     "sluice_worker_active_sockets",
-    "Open websockets per worker process (label pid): how evenly the workers share the port.",
+    "Open websockets per worker process (labels worker: its slot, pid): how evenly the "
+    "workers share the port. A worker's series appears once it listens.",
 )
 _PAIR = ["endpoint", "router"]
 _MODEL = ["endpoint", "router", "model", "provider", "state"]
@@ -188,8 +189,8 @@ class _StateCollector(Collector):
             health.add_metric(list(labels), value)
         draining = GaugeMetricFamily(*_DRAINING)
         draining.add_metric([], 1.0 if values.draining else 0.0)
-        worker = GaugeMetricFamily(*_WORKER_SOCKETS, labels=["pid"])
-        worker.add_metric([str(os.getpid())], values.sockets)
+        worker = GaugeMetricFamily(*_WORKER_SOCKETS, labels=["worker", "pid"])
+        worker.add_metric(["0", str(os.getpid())], values.sockets)
         yield from (sockets, requests, http, queued, queued_max, health, draining, worker)
 
 
@@ -198,7 +199,7 @@ class _SharedStateGauges:
     own values (`publish`), and the scrape sums (`livesum`) or takes the largest
     (`livemax`) over live workers; a dead worker's values leave with it."""
 
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(self, registry: CollectorRegistry, worker: int) -> None:
         def gauge(spec: tuple[str, str], labels: list[str], mode: Any) -> Gauge:
             return Gauge(*spec, labels, registry=registry, multiprocess_mode=mode)
 
@@ -209,7 +210,10 @@ class _SharedStateGauges:
         self.queued_max = gauge(_QUEUED_MAX, [], "livemax")
         self.health = gauge(_HEALTH, _MODEL, "livemax")
         self.draining = gauge(_DRAINING, [], "livemax")
-        self.worker = gauge(_WORKER_SOCKETS, [], "liveall")
+        # labelled: a series exists from its first `labels()`, the first publish, which
+        # comes once the worker listens
+        self.worker = gauge(_WORKER_SOCKETS, ["worker"], "liveall")
+        self._slot = str(worker)
         self._pairs: set[tuple[str, str]] = set()
         self._models: set[tuple[str, str, str, str, str]] = set()
 
@@ -232,7 +236,7 @@ class _SharedStateGauges:
         self.http.set(values.http_in_flight)
         self.queued_max.set(values.largest_queue)
         self.draining.set(1.0 if values.draining else 0.0)
-        self.worker.set(values.sockets)
+        self.worker.labels(self._slot).set(values.sockets)
 
 
 class Metrics:
@@ -246,7 +250,8 @@ class Metrics:
     must have been imported with `PROMETHEUS_MULTIPROC_DIR` set to it), every
     value is written to that directory and `render()` reports the sum over all
     workers; the state gauges are written by `publish_state()` (the server calls
-    it every second and before each scrape).
+    it every second once the worker listens, and before each scrape). `worker`
+    is this worker's slot (a label of `sluice_worker_active_sockets`).
     """
 
     def __init__(
@@ -254,6 +259,7 @@ class Metrics:
         state: Callable[[], StateSource] | None = None,
         *,
         multiprocess_dir: str | None = None,
+        worker: int = 0,
     ) -> None:
         if multiprocess_dir is not None and not getattr(
             prometheus_values.ValueClass, "_multiprocess", False
@@ -366,7 +372,7 @@ class Metrics:
         )
         self._shared: _SharedStateGauges | None = None
         if multiprocess_dir is not None:
-            self._shared = _SharedStateGauges(registry)
+            self._shared = _SharedStateGauges(registry, worker)
         elif state is not None:
             registry.register(_StateCollector(state))
 

@@ -311,14 +311,14 @@ async def test_sigterm_drains_in_flight_streams_on_every_worker(
 async def test_a_killed_worker_is_restarted_and_its_sockets_released(
     tmp_path: Path, upstream: FakeOpenAI
 ) -> None:
-    served = await start(tmp_path, config_for(upstream, "limits:\n  max_sockets: 8"))
+    served = await start(tmp_path, config_for(upstream, "limits:\n  max_sockets: 16"))
     try:
         async with fresh_session() as http:
-            sockets = [await http.ws_connect(served.ws_url) for _ in range(8)]
+            sockets = [await http.ws_connect(served.ws_url) for _ in range(16)]
             with pytest.raises(aiohttp.WSServerHandshakeError) as full:
                 await http.ws_connect(served.ws_url)
             assert full.value.status == 503
-            samples = await wait_for_metrics(served, lambda s: spread(s, 8))
+            samples = await wait_for_metrics(served, lambda s: spread(s, 16))
             counts = per_worker(samples)
             victim = min(counts, key=lambda pid: counts[pid])
             survivor = next(pid for pid in counts if pid != victim)
@@ -366,14 +366,14 @@ auth:
   keys:
     - id: capped
       hash: "{hash_key("key-capped")}"
-      max_sockets: 10
+      max_sockets: 14
     - id: open
       hash: "{hash_key("key-open")}"
     - id: slow
       hash: "{hash_key("key-slow")}"
       rate_limit: 5/m
 limits:
-  max_sockets: 16
+  max_sockets: 20
 """
     served = await start(tmp_path, config_for(upstream, keys))
 
@@ -387,14 +387,14 @@ limits:
 
     try:
         async with fresh_session() as http:
-            capped = [await attempt(http, "key-capped") for _ in range(20)]
+            capped = [await attempt(http, "key-capped") for _ in range(28)]
             opened = [ws for ws in capped if not isinstance(ws, int)]
-            assert len(opened) == 10
-            assert sorted(s for s in capped if isinstance(s, int)) == [429] * 10
-            await wait_for_metrics(served, lambda s: spread(s, 10))
+            assert len(opened) == 14  # the key's cap, across both workers
+            assert sorted(s for s in capped if isinstance(s, int)) == [429] * 14
+            await wait_for_metrics(served, lambda s: spread(s, 14))
             others = [await attempt(http, "key-open") for _ in range(10)]
             opened += [ws for ws in others if not isinstance(ws, int)]
-            assert len(opened) == 16  # the server's cap, across both workers
+            assert len(opened) == 20  # the server's cap, across both workers
             assert [s for s in others if isinstance(s, int)] == [503] * 4
             statuses = []
             for i in range(10):
@@ -406,7 +406,7 @@ limits:
                     statuses.append(resp.status)
             assert sorted(statuses) == [200] * 5 + [429] * 5
             samples = await scrape(served)
-            assert total(samples, "sluice_rejections_total", reason="too_many_sockets") == 14
+            assert total(samples, "sluice_rejections_total", reason="too_many_sockets") == 18
             assert total(samples, "sluice_rejections_total", reason="rate_limited") == 5
             for ws in opened:
                 await ws.close()

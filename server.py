@@ -1,7 +1,9 @@
 """Sluice's HTTP and websocket server, and the `sluice` command line.
 
 `build_app(config)` -> an aiohttp Application serving every configured router;
-`main()` parses `sluice serve|check-config|hash-key` and runs it.
+`main()` parses `sluice serve|check-config|hash-key` and runs it: `serve` runs one
+process, or with `--workers N` a supervisor (`serving.supervisor`) and N worker
+processes sharing the port, each running `serve()`.
 
 Every request passes the access policy first (`security.access`: client keys,
 Origins, router allowlists; refused before any upgrade), then its handler.
@@ -22,7 +24,7 @@ import signal
 import sys
 import threading
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
@@ -68,7 +70,11 @@ from security.access import ACCESS, CLIENT, SUBPROTOCOL, Access, Client, access_
 from security.exposure import exposure_problem, is_loopback
 from security.hosts import HOSTS, HostPolicy, host_middleware
 from security.keys import generate_key, hash_key
+from security.limits import SocketCap
 from security.redact import Redactor, config_secrets
+from serving.cores import available_cores
+from serving.supervisor import STOP_SIGNALS, Supervisor
+from serving.worker import WorkerSpec, tag_logs, watch_supervisor
 from transport import loop as event_loop
 from transport.http_guard import HTTP_GUARD, ConnectionGuard, guard_connections, guard_middleware
 from transport.http_json import json_response
@@ -93,7 +99,6 @@ class Gateway:
     work_ended: asyncio.Event = field(default_factory=asyncio.Event)
     telemetry: Telemetry | None = None
     redact: Redactor = field(default_factory=Redactor)
-    sockets_reserved: int = 0
 
     @property
     def busy(self) -> bool:
@@ -359,6 +364,19 @@ async def drain(app: web.Application, grace: float) -> None:
     )
 
 
+METRICS_STATE_SECONDS = 1.0
+"""How often a worker writes its state gauges for the other workers' scrapes."""
+
+
+async def publish_metrics_state(metrics: Metrics) -> None:
+    """One of several workers, from the moment it listens until cancelled: write this
+    worker's state gauges (sockets, requests, health, draining) every
+    `METRICS_STATE_SECONDS`, for whichever worker is scraped."""
+    while True:
+        metrics.publish_state()
+        await asyncio.sleep(METRICS_STATE_SECONDS)
+
+
 @web.middleware
 async def json_errors(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -572,9 +590,9 @@ async def serve_socket(
     """Upgrade to a websocket and run `make_pipeline`'s pipeline on it until it closes.
 
     Refused before the upgrade while draining (503), at the socket limit (503) or
-    at the caller's own socket limit (429). The server's subprotocol `sluice.v1`
-    is selected when the client offers it (browsers sending their key as
-    `sluice.auth.<key>` must offer it too).
+    at the caller's own socket limit (429); both limits count every worker's
+    sockets. The server's subprotocol `sluice.v1` is selected when the client
+    offers it (browsers sending their key as `sluice.auth.<key>` must offer it too).
     """
     gateway = request.app[GATEWAY]
     limits = gateway.config.limits
@@ -585,20 +603,18 @@ async def serve_socket(
         telemetry.rejected(endpoint, router_id, ErrorName.SHUTTING_DOWN, request=False)
         return error_response(503, ErrorName.SHUTTING_DOWN, "this instance is shutting down")
     # counted before the handshake awaits, so simultaneous upgrades cannot overshoot
-    if gateway.sockets_reserved >= limits.max_sockets:
+    refused = client.open_socket()
+    if refused is not None:
         telemetry.rejected(endpoint, router_id, ErrorName.TOO_MANY_SOCKETS, request=False)
-        return error_response(
-            503, ErrorName.TOO_MANY_SOCKETS, "the socket limit is reached; retry later"
-        )
-    if not client.open_socket():
-        telemetry.rejected(endpoint, router_id, ErrorName.TOO_MANY_SOCKETS, request=False)
+        if refused is SocketCap.SERVER:
+            return error_response(
+                503, ErrorName.TOO_MANY_SOCKETS, "the socket limit is reached; retry later"
+            )
         return error_response(
             429,
             ErrorName.TOO_MANY_SOCKETS,
-            f"this API key already has {client.sockets} websockets open "
-            f"(limit {client.max_sockets})",
+            f"this API key already has {client.max_sockets} websockets open (its limit)",
         )
-    gateway.sockets_reserved += 1
     try:
         ws = TextFrameSocket(
             text_limit=limits.text_frame_bytes,
@@ -645,7 +661,6 @@ async def serve_socket(
             gateway.work_ended.set()
     finally:
         client.close_socket()
-        gateway.sockets_reserved -= 1
     return ws
 
 
@@ -710,9 +725,14 @@ def build_app(
     provider_factory: ProviderFactory | None = None,
     *,
     span_exporter: Any = None,
+    worker: WorkerSpec | None = None,
 ) -> web.Application:
     """An aiohttp app serving `config`; `provider_factory` swaps adapters (tests),
-    `span_exporter` receives the trace spans (tests; implies tracing on)."""
+    `span_exporter` receives the trace spans (tests; implies tracing on).
+
+    One of several workers passes its `worker` spec: limits are then counted in
+    the store the workers share and metrics written to their common directory;
+    alone, both stay in this process."""
     app = web.Application(
         middlewares=[guard_middleware, host_middleware, json_errors, access_middleware],
         client_max_size=config.limits.text_frame_bytes,
@@ -722,12 +742,17 @@ def build_app(
         app[PROVIDER_FACTORY] = provider_factory
     if span_exporter is not None:
         app[SPAN_EXPORTER] = span_exporter
-    app[METRICS] = Metrics(lambda: GatewayState(app))
+    app[METRICS] = Metrics(
+        lambda: GatewayState(app),
+        multiprocess_dir=worker.metrics_dir if worker else None,
+        worker=worker.slot if worker else 0,
+    )
     app[ACCESS] = Access(
         config.auth,
         config.limits,
         metrics_need_key=config.metrics.require_key,
         on_reject=lambda endpoint, reason: app[METRICS].rejections.labels(endpoint, reason).inc(),
+        store=worker.limits if worker else None,
     )
     add_network_guards(app, config)
     app.cleanup_ctx.append(gateway_context)
@@ -754,6 +779,16 @@ def build_app(
     return app
 
 
+def _worker_count(text: str) -> int:
+    try:
+        count = int(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from error
+    if count < 1:
+        raise argparse.ArgumentTypeError("at least 1 worker")
+    return count
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sluice", description="Sluice streaming AI gateway")
     sub = parser.add_subparsers(dest="command")
@@ -761,6 +796,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", help="YAML config file (default: the embedded config)")
     serve.add_argument("--host", help="override server.host")
     serve.add_argument("--port", type=int, help="override server.port")
+    serve.add_argument(
+        "--workers",
+        type=_worker_count,
+        help="processes serving the port (default: one per core this process may use; "
+        "1 runs a single process without a supervisor)",
+    )
     check = sub.add_parser("check-config", help="validate a config file")
     check.add_argument("file")
     hashing = sub.add_parser(
@@ -820,8 +861,8 @@ def _log_crashes() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`sluice serve [--config F] [--host H] [--port P]`, `sluice check-config F` or
-    `sluice hash-key [--generate] [--scheme sha256|scrypt]`."""
+    """`sluice serve [--config F] [--host H] [--port P] [--workers N]`, `sluice
+    check-config F` or `sluice hash-key [--generate] [--scheme sha256|scrypt]`."""
     args = _parser().parse_args(argv)
     if args.command == "check-config":
         problems = check_config(args.file)
@@ -846,7 +887,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     configure_logging(server.log_level, redact=Redactor(config_secrets(config)))
     _log_crashes()
-    return event_loop.run(serve(config, host, port))
+    workers = args.workers or available_cores()
+    if workers == 1:
+        return run_loop(serve(config, host, port))
+    return Supervisor(config, host, port, workers, serve_worker).run()
+
+
+def run_loop(main: Coroutine[Any, Any, int]) -> int:
+    """Run `main` on a new event loop and return its result: the one place a serving
+    process (single, or each worker) chooses its loop (uvloop where installed)."""
+    return event_loop.run(main)
+
+
+def serve_worker(spec: WorkerSpec) -> None:
+    """A worker process of `sluice serve --workers N`: serve `spec` until drained;
+    the exit status is `serve`'s (run by the supervisor, in a spawned process)."""
+    os.setpgrp()  # signals reach the supervisor alone; it forwards them
+    config = spec.config
+    configure_logging(config.server.log_level, redact=Redactor(config_secrets(config)))
+    tag_logs(spec)
+    _log_crashes()
+    code = run_loop(serve(config, spec.host, spec.port, worker=spec))
+    if code:
+        sys.exit(code)
 
 
 def _loop_exception(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
@@ -869,17 +932,23 @@ def tune_garbage_collector() -> None:
     gc.set_threshold(20_000, 20, 20)
 
 
-async def serve(config: SluiceConfig, host: str, port: int) -> int:
-    """Serve until SIGTERM/SIGINT, then drain (a second signal exits at once)."""
-    app = build_app(config)
+async def serve(
+    config: SluiceConfig, host: str, port: int, worker: WorkerSpec | None = None
+) -> int:
+    """Serve until SIGTERM/SIGINT, then drain (a second signal exits at once).
+
+    As one `worker` of several: share the port (SO_REUSEPORT), the limit store
+    and the metrics directory, and drain too if the supervisor goes away."""
+    app = build_app(config, worker=worker)
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
     await runner.setup()
     guard_connections(runner)
-    site = web.TCPSite(runner, host, port)
+    site = web.TCPSite(runner, host, port, reuse_port=worker is not None)
     await site.start()
+    publishing = asyncio.create_task(publish_metrics_state(app[METRICS])) if worker else None
     tune_garbage_collector()
     log.info("listening", extra={"host": host, "port": port, "loop": event_loop.loop_name()})
-    if not config.auth.keys:
+    if not config.auth.keys and (worker is None or worker.slot == 0):
         if is_loopback(host):
             log.warning(
                 "no client API keys configured: serving without authentication, on "
@@ -904,10 +973,15 @@ async def serve(config: SluiceConfig, host: str, port: int) -> int:
         log.info("signal received: draining", extra={"signal": sig.name})
         stop.set()
 
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    for sig in STOP_SIGNALS:
         loop.add_signal_handler(sig, on_signal, sig)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # a supervisor's workers start blocked
+    if worker is not None:
+        watch_supervisor(loop, stop)
     await stop.wait()
     await drain(app, config.server.drain_grace)
+    if publishing is not None:
+        publishing.cancel()
     await runner.cleanup()
     log.info("stopped")
     logging.shutdown()

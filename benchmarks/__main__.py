@@ -1,4 +1,5 @@
-"""`python -m benchmarks chat|speak|listen|all [options]`: run suites, write JSON, Markdown, PNGs.
+"""`python -m benchmarks chat|speak|listen|scaling|all [options]`: run suites, write JSON,
+Markdown, PNGs.
 
 Each suite is an entry in `SUITES`: a function `(args, ctx) -> (result, markdown)`.
 `all` runs every registered suite in order. Per suite run the output folder gets
@@ -20,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks import chat, chat_report, listen, plots, speak
+from benchmarks import chat, chat_report, listen, plots, scaling, speak
 from benchmarks.common import ROOT, Processes, Progress, machine_facts, raised_fd_limit
 
 RESULTS = ROOT / "benchmarks" / "results"
@@ -63,13 +64,28 @@ def run_listen(args: argparse.Namespace, ctx: chat.Context) -> tuple[dict[str, A
     return listen.run(ctx, settings), ""
 
 
-SUITES: dict[str, SuiteRun] = {"chat": run_chat, "speak": run_speak, "listen": run_listen}
+def run_scaling(args: argparse.Namespace, ctx: chat.Context) -> tuple[dict[str, Any], str]:
+    """The scaling suite: `--workers 1` on one core vs N workers on every core
+    (see `benchmarks.scaling`)."""
+    settings = scaling.ScalingSettings.build(
+        quick=args.quick, levels=args.concurrency, duration=args.duration
+    )
+    return scaling.run(ctx, settings), ""
+
+
+SUITES: dict[str, SuiteRun] = {
+    "chat": run_chat,
+    "speak": run_speak,
+    "listen": run_listen,
+    "scaling": run_scaling,
+}
 """Suites by name, in the order `all` runs them."""
 
 MARKDOWN: dict[str, Callable[[dict[str, Any], str], str]] = {
     "chat": chat_report.markdown,
     "speak": speak.markdown,
     "listen": listen.markdown,
+    "scaling": scaling.markdown,
 }
 
 

@@ -15,8 +15,9 @@ caller's `Client` at `request[CLIENT]`.
   `origin_not_allowed` (cross-site websocket hijacking). No `Origin` header means
   no browser, and is allowed.
 - Limits per key: a token bucket of requests (`rate_limit`) and a count of open
-  websockets (`max_sockets`). With no keys, all callers are one client,
-  `anonymous`.
+  websockets (`max_sockets`), counted in a `security.limits.LimitStore` (in
+  shared memory when several workers serve). With no keys, all callers are one
+  client, `anonymous`.
 `/v1/health`, `/v1/ready` (and `/metrics` unless `metrics.require_key`) are open.
 """
 
@@ -24,48 +25,45 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from aiohttp import hdrs, web
 from yarl import URL
 
-from config.models import AuthConfig, ClientKeyConfig, LimitsConfig, RateLimit
+from config.models import AuthConfig, LimitsConfig
 from protocol.frames import ErrorName
-from routing.health import TokenBucket
 from security.keys import KeyRing
+from security.limits import ANONYMOUS, LimitPolicy, LimitStore, LocalLimits, SocketCap
 
 log = logging.getLogger("sluice.access")
 
 SUBPROTOCOL = "sluice.v1"
 AUTH_SUBPROTOCOL_PREFIX = "sluice.auth."
-ANONYMOUS = "anonymous"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Rejection = Callable[[str, str], None]
 """(endpoint, reason) of every refused request, for metrics."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class Client:
-    """One caller (a configured key, or `anonymous`) and its shared limits.
+    """One caller (a configured key, or `anonymous`) and where its limits are counted.
 
     `take_request(now)` spends a token of the key's rate limit: None when the
     request may go on, else the seconds until a token is back. `open_socket()` /
-    `close_socket()` count the key's websockets against `max_sockets`.
+    `close_socket()` count the key's websockets against its own cap and the
+    server's `limits.max_sockets`. The counts live in a `LimitStore`, shared by
+    every worker process of a server.
     """
 
     key_id: str
-    routers: frozenset[str] | None = None
-    rate_limit: RateLimit | None = None
-    max_sockets: int | None = None
-    sockets: int = 0
-    _bucket: TokenBucket | None = field(default=None, repr=False)
+    routers: frozenset[str] | None
+    limits: LimitStore
 
-    def __post_init__(self) -> None:
-        if self.rate_limit is not None:
-            # starts full; the first real `now` (scheduler seconds) only refills it
-            limit = self.rate_limit
-            self._bucket = TokenBucket(limit.requests, limit.per_seconds, 0.0)
+    @property
+    def max_sockets(self) -> int | None:
+        """This key's websocket cap (None: only the server's cap applies)."""
+        return self.limits.policy.of(self.key_id).max_sockets
 
     def may_use(self, router_id: str) -> bool:
         """Whether this key may use router `router_id`."""
@@ -73,22 +71,15 @@ class Client:
 
     def take_request(self, now: float) -> float | None:
         """Admit one request at `now` (None), or the seconds to wait for a token."""
-        bucket = self._bucket
-        if bucket is None or bucket.take(now):
-            return None
-        missing = 1.0 - bucket.tokens(now)
-        return max(0.001, missing * bucket.refill_seconds / bucket.capacity)
+        return self.limits.take_request(self.key_id, now)
 
-    def open_socket(self) -> bool:
-        """Count one more websocket; False (nothing counted) at `max_sockets`."""
-        if self.max_sockets is not None and self.sockets >= self.max_sockets:
-            return False
-        self.sockets += 1
-        return True
+    def open_socket(self) -> SocketCap | None:
+        """Count one more websocket (None), or the cap that refused it (nothing counted)."""
+        return self.limits.take_socket(self.key_id)
 
     def close_socket(self) -> None:
         """One of this key's websockets closed."""
-        self.sockets = max(0, self.sockets - 1)
+        self.limits.release_socket(self.key_id)
 
 
 CLIENT = web.RequestKey("sluice_client", Client)
@@ -191,7 +182,8 @@ class Access:
     """The app's access policy: keys, Origins and one `Client` per key.
 
     Built once per app from `auth` and `limits`; `on_reject(endpoint, reason)`
-    hears every refusal (metrics).
+    hears every refusal (metrics). Sockets and request tokens are counted in
+    `store` (shared by the workers of one server), else in this process.
     """
 
     def __init__(
@@ -201,25 +193,20 @@ class Access:
         *,
         metrics_need_key: bool = False,
         on_reject: Rejection | None = None,
+        store: LimitStore | None = None,
     ) -> None:
         self.keyring = KeyRing(auth.keys)
         self.origins = OriginPolicy(auth.origins)
         self._metrics_need_key = metrics_need_key
         self._on_reject = on_reject
-        self.anonymous = Client(ANONYMOUS, None, limits.rate_limit, limits.max_sockets_per_key)
+        self.limits = store or LocalLimits(LimitPolicy.build(auth, limits))
+        self.anonymous = Client(ANONYMOUS, None, self.limits)
         self._clients: dict[str, Client] = {
-            key.id: self._client_for(key, limits) for key in auth.keys
+            key.id: Client(
+                key.id, frozenset(key.routers) if key.routers is not None else None, self.limits
+            )
+            for key in auth.keys
         }
-
-    @staticmethod
-    def _client_for(key: ClientKeyConfig, limits: LimitsConfig) -> Client:
-        routers = frozenset(key.routers) if key.routers is not None else None
-        return Client(
-            key.id,
-            routers,
-            key.rate_limit or limits.rate_limit,
-            key.max_sockets or limits.max_sockets_per_key,
-        )
 
     @property
     def keys_required(self) -> bool:

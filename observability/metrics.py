@@ -22,7 +22,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client import values as prometheus_values
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
@@ -388,5 +388,26 @@ class Metrics:
             return generate_latest(self.registry)
         self.publish_state()
         merged = CollectorRegistry()
-        MultiProcessCollector(merged, path=self.multiprocess_dir)  # type: ignore[no-untyped-call]
+        merged.register(_EveryWorker(self.multiprocess_dir, self.registry))
         return generate_latest(merged)
+
+
+class _EveryWorker(Collector):
+    """Multiprocess mode: every worker's samples (prometheus-client sums them), and the
+    HELP / TYPE of metrics no worker has recorded yet, so /metrics lists the same
+    names with one worker or many."""
+
+    def __init__(self, path: str, declared: CollectorRegistry) -> None:
+        self._path = path
+        self._declared = declared
+
+    def collect(self) -> Iterable[Metric]:
+        """Merged families, then empty families for the declared names not among them."""
+        seen: set[str] = set()
+        merged = MultiProcessCollector(None, path=self._path)  # type: ignore[no-untyped-call]
+        for family in merged.collect():  # type: ignore[no-untyped-call]
+            seen.add(family.name)
+            yield family
+        for family in self._declared.collect():
+            if family.name not in seen:
+                yield Metric(family.name, family.documentation, family.type)

@@ -325,6 +325,9 @@ async def test_a_real_sluice_process_sheds_200_half_sent_requests(tmp_path: Path
         str(config),
         "--port",
         str(port),
+        # one process: the pending caps are per process, and its descriptors are counted
+        "--workers",
+        "1",
         cwd=ROOT,
         env={"PATH": "/usr/bin:/bin"},
         stdout=asyncio.subprocess.DEVNULL,

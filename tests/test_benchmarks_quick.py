@@ -64,7 +64,9 @@ def test_quick_chat_run_writes_every_figure(tmp_path: Path) -> None:
     assert set(short) == {("short", lvl, t) for lvl in (1, 64) for t in ("direct", "sluice")}
     for (_, _, target), cell in short.items():
         assert cell["errors"] == 0, cell["error_samples"]
-        assert cell["requests"] > 0 and cell["chunks"] == cell["requests"]
+        # one content chunk per answer; an answer whose finish came after the window
+        # has its chunk counted but not its request
+        assert 0 < cell["requests"] <= cell["chunks"] <= cell["requests"] + cell["concurrency"]
         if target == "sluice":
             assert _number(cell["gateway_cpu_ms_per_request"])
     for (_, _, target), cell in cells.items():

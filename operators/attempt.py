@@ -18,10 +18,9 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from reactivex import Observable, abc
-from reactivex.disposable import Disposable
 
 from observability.telemetry import AttemptTelemetry, RequestTelemetry
-from operators.scheduling import require_scheduler, seconds
+from operators.scheduling import Once, require_scheduler, seconds
 from providers.types import ErrorCategory, ProviderError
 
 T = TypeVar("T")
@@ -92,12 +91,14 @@ def guard_attempt(
             )
             guard = _Guard(observer, deadlines, output, tag, watch, sched)
             guard.start()
-            guard.upstream = source.subscribe(
+            upstream = source.subscribe(
                 guard.on_next, guard.on_error, guard.on_completed, scheduler=scheduler_
             )
             if guard.done:
-                guard.upstream.dispose()
-            return Disposable(guard.dispose)
+                upstream.dispose()  # it ended inside `subscribe`
+            else:
+                guard.upstream = upstream
+            return Once(guard.dispose)
 
         return Observable(subscribe)
 
@@ -232,6 +233,7 @@ class _Guard(Generic[T, U]):
         if self.done:
             return
         self.done = True
+        self.upstream = None  # it ended: nothing to dispose, and no cycle to keep
         self._stop_timers()
         if self.attempt is not None:
             self.attempt.failed(error)
@@ -245,6 +247,7 @@ class _Guard(Generic[T, U]):
             self._empty()
             return
         self.done = True
+        self.upstream = None
         self._stop_timers()
         if self.attempt is not None:
             self.attempt.succeeded()
@@ -259,8 +262,9 @@ class _Guard(Generic[T, U]):
             return
         self.done = True
         self._stop_timers()
-        if self.upstream is not None:
-            self.upstream.dispose()
+        upstream, self.upstream = self.upstream, None
+        if upstream is not None:
+            upstream.dispose()
         if self.attempt is not None:
             self.attempt.failed(error)
         self.observer.on_error(error)
@@ -272,5 +276,6 @@ class _Guard(Generic[T, U]):
             if self.attempt is not None:
                 self.attempt.abandoned()
         self._stop_timers()
-        if self.upstream is not None:
-            self.upstream.dispose()
+        upstream, self.upstream = self.upstream, None
+        if upstream is not None:
+            upstream.dispose()

@@ -23,10 +23,9 @@ from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
 from reactivex import Observable, abc
-from reactivex.disposable import Disposable, SerialDisposable
 
 from config.models import RetryConfig
-from operators.scheduling import require_scheduler, seconds
+from operators.scheduling import Once, require_scheduler, seconds
 from providers.types import ProviderError
 from routing.backoff import backoff_delay
 
@@ -108,12 +107,12 @@ def failover(
         plan = router.plan(seconds(sched))
         if not plan:
             observer.on_error(AllModelsUnavailable(router_id, []))
-            return Disposable()
+            return Once()
         run: _Pass[T] = _Pass(
             router_id, router, attempt, plan, observer, sched, scheduler_, is_final
         )
         run.next()
-        return Disposable(run.dispose)
+        return Once(run.dispose)
 
     return Observable(subscribe)
 
@@ -296,45 +295,105 @@ def retry_passes(
         def subscribe(
             observer: abc.ObserverBase[T], scheduler_: abc.SchedulerBase | None = None
         ) -> abc.DisposableBase:
-            # failures seen by earlier passes of this subscription: a pass that finds
-            # every model cooling down names them instead of saying "all unhealthy"
-            seen: list[tuple[str, BaseException]] = []
-            current = SerialDisposable()
-            state = {"number": 0, "generation": 0}
-
-            def on_error(error: Exception) -> None:
-                if isinstance(error, AllModelsUnavailable):
-                    if error.failures:
-                        seen[:] = error.failures
-                    elif seen:
-                        error = AllModelsUnavailable(error.router_id, seen)
-                number = state["number"]
-                if not isinstance(error, AllModelsUnavailable) or number >= retry.max_retries:
-                    observer.on_error(error)
-                    return
-                try:
-                    sched = require_scheduler(scheduler, scheduler_, "retry_passes")
-                except ValueError as missing:
-                    observer.on_error(missing)
-                    return
-                state["number"] = number + 1
-                state["generation"] += 1
-                delay = backoff_delay(retry, number, rng)
-                current.disposable = sched.schedule_relative(delay, start_pass)
-
-            def start_pass(_: abc.SchedulerBase | None = None, __: Any = None) -> None:
-                state["generation"] += 1
-                generation = state["generation"]
-                subscription = source.subscribe(
-                    observer.on_next, on_error, observer.on_completed, scheduler=scheduler_
-                )
-                # a pass that failed inside `subscribe` has armed the next one already
-                if state["generation"] == generation:
-                    current.disposable = subscription
-
-            start_pass()
-            return current
+            passes: _Passes[T] = _Passes(source, observer, retry, rng, scheduler, scheduler_)
+            passes.start()
+            return Once(passes.dispose)
 
         return Observable(subscribe)
 
     return operator
+
+
+class _Passes(Generic[T]):
+    """One subscription of `retry_passes`: the live pass (or the timer before the next).
+
+    A class rather than closures: two closures that call each other form a reference
+    cycle that only the garbage collector frees, once per request.
+    """
+
+    __slots__ = (
+        "current",
+        "disposed",
+        "generation",
+        "number",
+        "observer",
+        "retry",
+        "rng",
+        "scheduler",
+        "seen",
+        "source",
+        "subscription_scheduler",
+    )
+
+    def __init__(
+        self,
+        source: Observable[T],
+        observer: abc.ObserverBase[T],
+        retry: RetryConfig,
+        rng: random.Random,
+        scheduler: abc.SchedulerBase | None,
+        subscription_scheduler: abc.SchedulerBase | None,
+    ) -> None:
+        self.source = source
+        self.observer = observer
+        self.retry = retry
+        self.rng = rng
+        self.scheduler = scheduler
+        self.subscription_scheduler = subscription_scheduler
+        # failures seen by earlier passes of this subscription: a pass that finds
+        # every model cooling down names them instead of saying "all unhealthy"
+        self.seen: list[tuple[str, BaseException]] = []
+        self.number = 0
+        self.generation = 0
+        self.current: abc.DisposableBase | None = None
+        self.disposed = False
+
+    def _replace(self, subscription: abc.DisposableBase | None) -> None:
+        previous, self.current = self.current, subscription
+        if previous is not None:
+            previous.dispose()
+
+    def start(self, _: abc.SchedulerBase | None = None, __: Any = None) -> None:
+        """Subscribe one pass."""
+        self.generation += 1
+        generation = self.generation
+        subscription = self.source.subscribe(
+            self.observer.on_next,
+            self._failed,
+            self._completed,
+            scheduler=self.subscription_scheduler,
+        )
+        # a pass that ended inside `subscribe` has moved on (or finished) already
+        if self.generation == generation and not self.disposed:
+            self._replace(subscription)
+
+    def _completed(self) -> None:
+        self.generation += 1
+        self.current = None
+        self.observer.on_completed()
+
+    def _failed(self, error: Exception) -> None:
+        self.generation += 1
+        self.current = None
+        if isinstance(error, AllModelsUnavailable):
+            if error.failures:
+                self.seen[:] = error.failures
+            elif self.seen:
+                error = AllModelsUnavailable(error.router_id, self.seen)
+        number = self.number
+        if not isinstance(error, AllModelsUnavailable) or number >= self.retry.max_retries:
+            self.observer.on_error(error)
+            return
+        try:
+            sched = require_scheduler(self.scheduler, self.subscription_scheduler, "retry_passes")
+        except ValueError as missing:
+            self.observer.on_error(missing)
+            return
+        self.number = number + 1
+        delay = backoff_delay(self.retry, number, self.rng)
+        self._replace(sched.schedule_relative(delay, self.start))
+
+    def dispose(self) -> None:
+        """Stop the live pass or the pending one."""
+        self.disposed = True
+        self._replace(None)

@@ -27,9 +27,9 @@ from typing import Any, Generic, TypeVar
 
 import reactivex
 from reactivex import Observable, abc
-from reactivex.disposable import Disposable
 from reactivex.subject import Subject
 
+from operators.scheduling import Once
 from protocol.frames import Frame
 
 M = TypeVar("M")
@@ -39,7 +39,7 @@ _NO_INPUTS: Observable[Any] = reactivex.empty()
 
 
 def request_scope(
-    answer_for: Callable[[Observable[M]], Observable[Frame]],
+    answer_for: Callable[[Observable[M]], Observable[Any]],
     later: Observable[M],
     *,
     is_cancel: Callable[[M], bool],
@@ -47,18 +47,27 @@ def request_scope(
     error_frame: Callable[[Exception], Frame],
     incomplete_frame: Callable[[], Frame],
     input_frame: Callable[[M], Frame] | None = None,
+    to_frame: Callable[[Any], Frame] | None = None,
 ) -> Observable[Frame]:
     """A request's frames, ending with exactly one terminal frame (see the module).
 
     `error_frame`, `incomplete_frame` and `cancelled_frame` must return terminal
-    frames; `input_frame` non-terminal ones.
+    frames; `input_frame` non-terminal ones. With `to_frame`, the answer's items are
+    events that it turns into frames (in place of a `map` operator and its hop);
+    a `to_frame` that raises ends the request as an answer error would.
     """
 
     def subscribe(
         observer: abc.ObserverBase[Frame], scheduler: abc.SchedulerBase | None = None
     ) -> abc.DisposableBase:
         scope: _Scope[M] = _Scope(
-            observer, is_cancel, cancelled_frame, error_frame, incomplete_frame, input_frame
+            observer,
+            is_cancel,
+            cancelled_frame,
+            error_frame,
+            incomplete_frame,
+            input_frame,
+            to_frame,
         )
         scope.later = later.subscribe(scope.on_message, scheduler=scheduler)
         answer = answer_for(scope.inputs if scope.inputs is not None else _NO_INPUTS)
@@ -70,7 +79,7 @@ def request_scope(
                 subscription.dispose()
             else:
                 scope.answer = subscription
-        return Disposable(scope.dispose)
+        return Once(scope.dispose)
 
     return Observable(subscribe)
 
@@ -89,6 +98,7 @@ class _Scope(Generic[M]):
         "is_cancel",
         "later",
         "observer",
+        "to_frame",
     )
 
     def __init__(
@@ -99,8 +109,10 @@ class _Scope(Generic[M]):
         error_frame: Callable[[Exception], Frame],
         incomplete_frame: Callable[[], Frame],
         input_frame: Callable[[M], Frame] | None,
+        to_frame: Callable[[Any], Frame] | None,
     ) -> None:
         self.observer = observer
+        self.to_frame = to_frame
         self.is_cancel = is_cancel
         self.cancelled_frame = cancelled_frame
         self.error_frame = error_frame
@@ -122,10 +134,18 @@ class _Scope(Generic[M]):
         elif self.inputs is not None:
             self.inputs.on_next(msg)
 
-    def on_frame(self, frame: Frame) -> None:
-        """A frame of the answer; the first terminal one ends the request."""
+    def on_frame(self, item: Any) -> None:
+        """A frame of the answer (or an event `to_frame` makes one of); the first
+        terminal frame ends the request."""
         if self.done:
             return
+        frame: Frame = item
+        if self.to_frame is not None:
+            try:
+                frame = self.to_frame(item)
+            except Exception as error:
+                self.on_error(error)
+                return
         if frame.terminal:
             self.finish(frame)
         else:

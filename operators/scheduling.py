@@ -59,3 +59,22 @@ def defer_scheduled(
         return source.subscribe(observer, scheduler=scheduler_ or sched)
 
     return Observable(subscribe)
+
+
+class Once(abc.DisposableBase):
+    """A disposable that runs `action` on its first `dispose()` (later calls do nothing).
+
+    Rx's `Disposable` makes a re-entrant lock per instance for threads this app does
+    not have; the operators on the request path make one of these per subscription.
+    """
+
+    __slots__ = ("_action",)
+
+    def __init__(self, action: Callable[[], object] | None = None) -> None:
+        self._action = action
+
+    def dispose(self) -> None:
+        """Run the action once."""
+        action, self._action = self._action, None
+        if action is not None:
+            action()

@@ -14,7 +14,6 @@ from typing import Any
 import reactivex
 from pydantic import ValidationError
 from reactivex import Observable
-from reactivex import operators as ops
 
 from observability.telemetry import RequestTelemetry
 from operators.failover import AllModelsUnavailable, Reset
@@ -140,8 +139,8 @@ def chat_request(
     def to_frame(event: ChatEvent) -> Frame:
         return event_frame(frames, event)
 
-    def answer_for(_inputs: Observable[ClientMessage]) -> Observable[Frame]:
-        return router.stream(request, telemetry=telemetry).pipe(ops.map(to_frame))
+    def answer_for(_inputs: Observable[ClientMessage]) -> Observable[ChatEvent]:
+        return router.stream(request, telemetry=telemetry)
 
     return request_frames(
         frames,
@@ -149,6 +148,7 @@ def chat_request(
         later,
         lambda error: error_frame(frames, router.id, error),
         input_frame=duplicate,
+        to_frame=to_frame,
     )
 
 

@@ -12,7 +12,7 @@ import json
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
 from reactivex import Observable
@@ -40,11 +40,12 @@ def describe_validation_error(error: ValidationError) -> str:
 
 def request_frames(
     frames: FrameFactory,
-    answer_for: Callable[[Observable[ClientMessage]], Observable[Frame]],
+    answer_for: Callable[[Observable[ClientMessage]], Observable[Any]],
     later: Observable[ClientMessage],
     error_frame: Callable[[Exception], Frame],
     *,
     input_frame: Callable[[ClientMessage], Frame] | None = None,
+    to_frame: Callable[[Any], Frame] | None = None,
 ) -> Observable[Frame]:
     """One request's frames, ending with exactly one terminal frame.
 
@@ -52,8 +53,8 @@ def request_frames(
     answer:  -a---b--       (answer_for(inputs), disposed at c)
     result:  -a---b--C|     (C: error `cancelled`, finish_reason cancelled)
     An answer that errors ends with `error_frame(error)`. With `input_frame`,
-    further input is answered with that frame instead of reaching the answer
-    (see `operators.request_scope`).
+    further input is answered with that frame instead of reaching the answer;
+    with `to_frame`, the answer's events become frames (see `operators.request_scope`).
     """
 
     def cancelled(_msg: ClientMessage) -> Frame:
@@ -70,6 +71,7 @@ def request_frames(
         error_frame=error_frame,
         incomplete_frame=incomplete,
         input_frame=input_frame,
+        to_frame=to_frame,
     )
 
 

@@ -368,13 +368,23 @@ METRICS_STATE_SECONDS = 1.0
 """How often a worker writes its state gauges for the other workers' scrapes."""
 
 
-async def publish_metrics_state(metrics: Metrics) -> None:
+async def publish_metrics_state(app: web.Application) -> None:
     """One of several workers, from the moment it listens until cancelled: write this
-    worker's state gauges (sockets, requests, health, draining) every
-    `METRICS_STATE_SECONDS`, for whichever worker is scraped."""
+    worker's state gauges (sockets, requests, health, draining) and its sockets'
+    batched frame counts every `METRICS_STATE_SECONDS`, for whichever worker is scraped."""
+    metrics = app[METRICS]
     while True:
+        flush_socket_counts(app)
         metrics.publish_state()
         await asyncio.sleep(METRICS_STATE_SECONDS)
+
+
+def flush_socket_counts(app: web.Application) -> None:
+    """Add every open socket's batched frame and byte counts to the metrics now."""
+    gateway = app.get(GATEWAY)
+    if gateway is not None:
+        for session in gateway.sessions:
+            session.flush_counts()
 
 
 @web.middleware
@@ -413,6 +423,7 @@ async def ready(request: web.Request) -> web.Response:
 
 async def metrics(request: web.Request) -> web.Response:
     """`GET /metrics`: the app's Prometheus registry in the text exposition format."""
+    flush_socket_counts(request.app)
     body = request.app[METRICS].render()
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
@@ -945,7 +956,7 @@ async def serve(
     guard_connections(runner)
     site = web.TCPSite(runner, host, port, reuse_port=worker is not None)
     await site.start()
-    publishing = asyncio.create_task(publish_metrics_state(app[METRICS])) if worker else None
+    publishing = asyncio.create_task(publish_metrics_state(app)) if worker else None
     tune_garbage_collector()
     log.info("listening", extra={"host": host, "port": port, "loop": event_loop.loop_name()})
     if not config.auth.keys and (worker is None or worker.slot == 0):

@@ -1,9 +1,14 @@
-"""One websocket: its reader (the handler task), its pipeline and its single writer.
+"""One websocket: its reader (the handler task), its pipeline and its writer.
 
 websocket frames ─► parse ─► Subject[Inbound] ─► pipeline ─► encode ─►
-OutboundQueue (bounded) ─► writer task ─► websocket
+  (nothing queued, writer idle, transport buffer small) ─► transport, at once
+  (otherwise) ─► OutboundQueue (bounded) ─► writer task ─► websocket
 
-Only the handler task reads the socket and only the writer task sends on it.
+Only the handler task reads the socket. Frames leave in order through one of two
+doors that are never open together: written straight to the transport while
+nothing waits (the common case, one loop turn sooner), or queued for the writer
+task, which alone awaits a slow peer (aiohttp's drain) and keeps the overflow
+policy below.
 When the client goes away the inbound stream completes, which disposes every
 request in flight (cancelling their provider calls).
 
@@ -43,6 +48,7 @@ from operators.scheduling import seconds
 from protocol.frames import ErrorName, Frame, FrameFactory
 from protocol.jsoncodec import dumps
 from protocol.messages import ClientMessage, Inbound, encode_binary, parse_binary, parse_text
+from transport.frame_writer import SentCounts, ws_frame
 from transport.outbound import OutboundQueue
 
 log = logging.getLogger("sluice.socket")
@@ -50,6 +56,8 @@ log = logging.getLogger("sluice.socket")
 Pipeline = Callable[[Observable[Inbound]], Observable[Frame]]
 
 FLUSH_SECONDS = 5.0
+DIRECT_WRITE_LIMIT = 64 * 1024
+"""Bytes in the transport's buffer above which frames wait for the writer task."""
 
 
 def encode_frame(frame: Frame) -> tuple[bytes, bool]:
@@ -130,6 +138,18 @@ class SocketSession:
         self._requests: dict[str, RequestTelemetry] = {}
         self.closed = asyncio.Event()
         self._loop = asyncio.get_running_loop()
+        self._writer_busy = False
+        metrics = telemetry.metrics if telemetry is not None else None
+        self._latency = metrics.chunk_latency.labels(self.endpoint) if metrics else None
+        self._sent = (
+            SentCounts(
+                metrics.frames_sent.labels(self.endpoint, "text"),
+                metrics.frames_sent.labels(self.endpoint, "binary"),
+                metrics.bytes_sent.labels(self.endpoint),
+            )
+            if metrics
+            else SentCounts()
+        )
 
     # ---- requests ----------------------------------------------------------------
 
@@ -342,6 +362,8 @@ class SocketSession:
         if telemetry is not None:
             self._account(frame, telemetry)
         payload, is_text = self._encode(frame)
+        if self._write_now(payload, is_text):
+            return
         if not self.queue.put(payload, is_text, self._loop.time()):
             if self.queue.overflowed:
                 self._on_overflow()
@@ -371,42 +393,61 @@ class SocketSession:
         log.error("socket pipeline failed", exc_info=error, extra={"socket": self._label})
         self.queue.close()
 
+    def _write_now(self, payload: bytes, is_text: bool) -> bool:
+        """Write one frame straight to the transport when nothing is ahead of it.
+
+        The writer task exists for the slow path (a backlog, a peer that reads slowly:
+        aiohttp's send waits for the buffer to drain). A frame that finds the queue
+        empty, the writer idle and the transport's buffer under `DIRECT_WRITE_LIMIT`
+        is written here, one loop turn sooner and without waking the writer; order
+        holds because any frame behind a queued one is queued too.
+        """
+        transport = self._transport
+        if (
+            transport is None
+            or self._writer_busy
+            or self._closing
+            or len(self.queue)
+            or transport.is_closing()
+            or transport.get_write_buffer_size() > DIRECT_WRITE_LIMIT
+        ):
+            return False
+        transport.write(ws_frame(payload, is_text))
+        self._sent.add(len(payload), is_text)
+        if self._latency is not None:
+            self._latency.observe(0.0)
+        return True
+
+    def flush_counts(self) -> None:
+        """Add the frames and bytes written since the last flush to the metrics."""
+        self._sent.flush()
+
     async def _write(self) -> None:
-        """The socket's one writer: each wake-up sends every queued frame, then
-        updates the metrics once for the batch."""
+        """The socket's one writer task: each wake-up sends every queued frame (with
+        aiohttp's send, which waits while the peer is slow to read), then updates the
+        metrics once for the batch."""
         loop = self._loop
         queue = self.queue
         send = self.ws.send_frame
         text, binary = WSMsgType.TEXT, WSMsgType.BINARY
-        metrics = self._telemetry.metrics if self._telemetry is not None else None
+        latency = self._latency
+        sent = self._sent
         try:
-            if metrics is None:
-                while (batch := await queue.get_all()) is not None:
-                    for payload, is_text, _ in batch:
-                        await send(payload, text if is_text else binary)
-                        queue.sent(len(payload))
-                return
-            latency = metrics.chunk_latency.labels(self.endpoint)
-            texts = metrics.frames_sent.labels(self.endpoint, "text")
-            binaries = metrics.frames_sent.labels(self.endpoint, "binary")
-            sent_bytes = metrics.bytes_sent.labels(self.endpoint)
             while (batch := await queue.get_all()) is not None:
-                size = text_frames = 0
+                self._writer_busy = True
                 for payload, is_text, _ in batch:
                     await send(payload, text if is_text else binary)
                     queue.sent(len(payload))
-                    size += len(payload)
-                    text_frames += is_text
-                now = loop.time()
-                for _, _, queued_at in batch:
-                    latency.observe(now - queued_at)
-                if text_frames:
-                    texts.inc(text_frames)
-                if len(batch) > text_frames:
-                    binaries.inc(len(batch) - text_frames)
-                sent_bytes.inc(size)
+                    sent.add(len(payload), is_text)
+                self._writer_busy = False
+                if latency is not None:
+                    now = loop.time()
+                    for _, _, queued_at in batch:
+                        latency.observe(now - queued_at)
         except (ConnectionResetError, RuntimeError) as error:
             log.debug("writer stopped: %s", error, extra={"socket": self._label})
+        finally:
+            sent.flush()
 
     async def _stop_writer(self) -> None:
         writer = self._writer

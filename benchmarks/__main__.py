@@ -59,7 +59,10 @@ def run_speak(args: argparse.Namespace, ctx: chat.Context) -> tuple[dict[str, An
 def run_listen(args: argparse.Namespace, ctx: chat.Context) -> tuple[dict[str, Any], str]:
     """The listen suite (see `benchmarks.listen`)."""
     settings = listen.ListenSettings.build(
-        quick=args.quick, levels=args.concurrency, budget=args.budget
+        quick=args.quick,
+        levels=args.concurrency,
+        budget=args.budget,
+        gateway_workers=args.gateway_workers,
     )
     return listen.run(ctx, settings), ""
 
@@ -135,6 +138,13 @@ def parser() -> argparse.ArgumentParser:
         "--budget",
         type=float,
         help="listen: seconds for stepping up concurrency per engine (default 240, quick 60)",
+    )
+    p.add_argument(
+        "--gateway-workers",
+        type=int,
+        default=1,
+        help="listen: Sluice with --workers N on every core (shared with the load; default "
+        "1 process on the gateway core)",
     )
     p.add_argument("--out", type=Path, default=RESULTS, help="output folder")
     p.add_argument(

@@ -48,6 +48,43 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
+def process_tree(pid: int) -> list[int]:
+    """`pid` and its live child processes (a supervisor and its workers)."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [pid, *(int(c) for c in f.read().split())]
+    except OSError:
+        return [pid]
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds of `pid` and of its live child processes (a supervisor's workers)."""
+    total = 0.0
+    for member in process_tree(pid):
+        try:
+            total += cpu_seconds(member)
+        except OSError:
+            continue
+    return total
+
+
+def tree_memory_kb(pid: int) -> dict[str, int]:
+    """`VmRSS` and `VmHWM` summed over `pid` and its live child processes, in KiB."""
+    out = {"VmRSS": 0, "VmHWM": 0}
+    for member in process_tree(pid):
+        try:
+            for key, value in memory_kb(member).items():
+                out[key] = out.get(key, 0) + value
+        except OSError:
+            continue
+    return out
+
+
+def reset_tree_peak_rss(pid: int) -> bool:
+    """`reset_peak_rss` for `pid` and its live child processes; False if any refused."""
+    return all([reset_peak_rss(member) for member in process_tree(pid)])
+
+
 def core_busy_seconds() -> dict[str, float]:
     """Busy (non-idle, non-iowait) CPU seconds per core since boot, from /proc/stat."""
     out: dict[str, float] = {}

@@ -58,10 +58,10 @@ import numpy as np
 from benchmarks.chat import Context, _start_sluice
 from benchmarks.common import (
     core_layout,
-    cpu_seconds,
     free_port,
-    memory_kb,
-    reset_peak_rss,
+    reset_tree_peak_rss,
+    tree_cpu_seconds,
+    tree_memory_kb,
     wait_for_port,
     wait_idle,
 )
@@ -100,12 +100,20 @@ class ListenSettings:
     sentences_per_stream: int
     provider_delay_ms: float = 50.0
     workers: int = 1
+    gateway_workers: int = 1
+    """Sluice processes: 1 = one process on the gateway core; N = `--workers N` on
+    every core, which the client and the fake upstream then share."""
     quick: bool = False
     engines: list[str] = field(default_factory=lambda: list(ENGINES))
 
     @classmethod
     def build(
-        cls, *, quick: bool, levels: list[int] | None, budget: float | None
+        cls,
+        *,
+        quick: bool,
+        levels: list[int] | None,
+        budget: float | None,
+        gateway_workers: int = 1,
     ) -> ListenSettings:
         """Defaults for a full or a `--quick` run, overridden by what the user passed."""
         chosen = sorted(set(levels or (QUICK_LEVELS if quick else FULL_LEVELS)))
@@ -113,6 +121,7 @@ class ListenSettings:
             levels=chosen,
             budget_s=budget if budget is not None else (60.0 if quick else 240.0),
             sentences_per_stream=1 if quick else 3,
+            gateway_workers=gateway_workers,
             quick=quick,
         )
 
@@ -129,6 +138,9 @@ def sluice_config(upstream: int, lm: str, words: str, workers: int, max_sockets:
 server:
   host: 127.0.0.1
   log_level: warning
+  # every stream connects from one address at once, as through a proxy
+  max_pending_connections: {max_sockets}
+  max_pending_per_peer: {max_sockets}
 limits:
   max_sockets: {max_sockets}
 routers:
@@ -370,8 +382,8 @@ def _cell(
     wait_idle(sluice.pid)
     if engine == "fake":
         _stamps(endpoints["upstream_port"])  # drop anything left over
-    peak_reset = reset_peak_rss(sluice.pid)
-    cpu0 = cpu_seconds(sluice.pid)
+    peak_reset = reset_tree_peak_rss(sluice.pid)
+    cpu0 = tree_cpu_seconds(sluice.pid)
     wall0 = time.monotonic()
     argv = [ctx.python, "-m", "benchmarks.listen", "client", json.dumps(spec)]
     child = ctx.processes.start(
@@ -386,8 +398,8 @@ def _cell(
         raise RuntimeError(f"listen client failed ({child.popen.returncode}):\n{child.log_tail()}")
     raw: dict[str, Any] = json.loads(lines[-1])
     wall = time.monotonic() - wall0
-    cpu = cpu_seconds(sluice.pid) - cpu0
-    mem = memory_kb(sluice.pid)
+    cpu = tree_cpu_seconds(sluice.pid) - cpu0
+    mem = tree_memory_kb(sluice.pid)
     segments = raw.pop("segments")
     eos, close, added, inbound = array("q"), array("q"), array("q"), array("q")
     wrong = 0
@@ -485,7 +497,11 @@ def run(ctx: Context, settings: ListenSettings) -> dict[str, Any]:
     config.write_text(
         sluice_config(port, lm, words, settings.workers, 2 * max(settings.levels) + 100)
     )
-    sluice, sluice_port = _start_sluice(ctx, config, gateway_cores, name="sluice-listen")
+    if settings.gateway_workers > 1:
+        gateway_cores = ",".join(sorted({*gateway_cores.split(","), *load_cores.split(",")}))
+    sluice, sluice_port = _start_sluice(
+        ctx, config, gateway_cores, name="sluice-listen", workers=settings.gateway_workers
+    )
     endpoints = {
         "sluice": sluice,
         "sluice_port": sluice_port,
@@ -566,8 +582,9 @@ def markdown(result: dict[str, Any], command: str) -> str:
         f"Machine: {m.get('cpu_model', '?')}, {m.get('cores', '?')} cores, Python "
         f"{m.get('python', '?')}, commit {str(m.get('git_commit') or '?')[:10]}"
         f"{' (dirty)' if m.get('git_dirty') else ''}.  ",
-        f"Layout: Sluice on core {layout['gateway_cores']}, client + fake upstream on core "
-        f"{layout['load_cores']} - one machine, loopback only.  ",
+        f"Layout: Sluice ({s.get('gateway_workers', 1)} process(es)) on core(s) "
+        f"{layout['gateway_cores']}, client + fake upstream on core {layout['load_cores']} - "
+        "one machine, loopback only.  ",
         f"Each stream: its own websocket, {s['sentences_per_stream']} espeak-ng sentence(s) "
         f"{GAP_MS} ms apart at 16 kHz, sent as 20 ms frames at real time; VAD hangover "
         f"{HANGOVER_MS} ms. fake = `fakes/stt_servers.py` OpenAI transcriptions answering "

@@ -95,6 +95,9 @@ def sluice_config(upstream: int, max_sockets: int) -> str:
 server:
   host: 127.0.0.1
   log_level: warning
+  # every stream connects from one address at once, as through a proxy
+  max_pending_connections: {max_sockets}
+  max_pending_per_peer: {max_sockets}
 limits:
   max_sockets: {max_sockets}
   max_requests_per_socket: 1024

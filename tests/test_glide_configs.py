@@ -310,3 +310,22 @@ def test_bedrock_glide_names_and_sluice_names_are_the_same_fields(tmp_path: Path
     assert glide.model_copy(update={"api_key": None}) == ours
     assert glide.api_key == SecretStr("K")
     assert glide.chat_endpoint == "/model"
+
+
+@pytest.mark.parametrize(
+    ("block", "expected"),
+    [
+        ("openai: {api_key: k}", ("https://api.openai.com/v1", "/chat/completions", "gpt-4o")),
+        (
+            "octoml: {api_key: k}",
+            (None, "/chat/completions", "mistral-7b-instruct-fp16"),
+        ),
+        ("ollama: {}", ("http://127.0.0.1:11434", "/api/chat", "llama3.2")),
+    ],
+)
+def test_blocks_with_only_a_key_take_glides_defaults(
+    tmp_path: Path, block: str, expected: tuple[str | None, str, str]
+) -> None:
+    """Glide's docs: for OpenAI and OctoML only an API key is needed; Ollama needs nothing."""
+    fields = model_block(tmp_path, block).provider_config.model_dump()
+    assert (fields["base_url"], fields["chat_endpoint"], fields["model"]) == expected

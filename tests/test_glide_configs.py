@@ -31,7 +31,7 @@ from tests.conftest import MakeClient
 CONFIGS = Path(__file__).parent / "glide_configs"
 AWS_SECRET = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYGLIDEKEY"
 
-Fake = RunningStreamFake[Any, FakeStats]
+Fake = RunningStreamFake[Any, Any]
 
 
 @asynccontextmanager

@@ -36,7 +36,7 @@ from config.models import (
 from fakes.anthropic_server import run_fake_anthropic
 from fakes.bedrock_server import run_fake_bedrock
 from fakes.cohere_server import run_fake_cohere
-from fakes.common import FakeStats, RunningStreamFake
+from fakes.common import RunningStreamFake
 from fakes.gemini_server import run_fake_gemini
 from fakes.ollama_server import run_fake_ollama
 from fakes.openai_server import run_fake_openai
@@ -49,7 +49,7 @@ from providers.openai import OpenAIProvider
 from providers.types import ChatDelta, ChatProvider, ErrorCategory, ProviderError
 from tests.provider_helpers import PARAMS, collect, stream_error
 
-Fake = RunningStreamFake[Any, FakeStats]
+Fake = RunningStreamFake[Any, Any]
 
 OPENAI_KEY = "sk-test-0123456789abcdef"
 ANTHROPIC_KEY = "sk-ant-test-0123456789abcdef"

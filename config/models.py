@@ -14,6 +14,7 @@ from typing import Annotated, Any, ClassVar, Literal, Self
 
 from pydantic import (
     AfterValidator,
+    AliasChoices,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -113,7 +114,10 @@ class ClientConfig(Strict):
     connect_timeout: Duration = 5.0
     first_chunk_timeout: Duration = 30.0
     idle_timeout: Duration = 30.0
+    # Glide's pool settings: accepted so Glide configs load; Sluice's pool is the
+    # app's one shared HTTP session, so neither limits it.
     max_idle_connections: int = Field(default=100, ge=1)
+    max_idle_connections_per_host: int = Field(default=2, ge=1)
 
 
 class HealthConfig(Strict):
@@ -126,18 +130,32 @@ class HealthConfig(Strict):
 JSONDict = dict[str, Any]
 
 
+def _url_path_ends_with_version(base_url: Any) -> str | None:
+    """The trailing `/v1`-style segment of a base URL's path ("v1"), or None."""
+    if not isinstance(base_url, str):
+        return None
+    match = re.search(r"/(v\d+)/*$", base_url)
+    return match.group(1) if match else None
+
+
 class OpenAIConfig(Strict):
-    """An OpenAI-compatible chat endpoint (OpenAI, vLLM, Groq, ...)."""
+    """An OpenAI-compatible chat endpoint (OpenAI, vLLM, Groq, ...): POST
+    `{base_url}{chat_endpoint}`. Fields and defaults are Glide 0.1.0's `openai` block.
+    """
 
     base_url: str = "https://api.openai.com/v1"
     chat_endpoint: str = "/chat/completions"
-    model: str = "gpt-4o-mini"
+    model: str = "gpt-4o"
     api_key: SecretStr | None = None
     default_params: JSONDict = Field(default_factory=dict)
 
 
 class AzureOpenAIConfig(Strict):
-    """An Azure OpenAI deployment (`{base_url}/openai/deployments/{model}/...`)."""
+    """An Azure OpenAI deployment (`{base_url}/openai/deployments/{model}{chat_endpoint}`).
+
+    Glide 0.1.0's `azureopenai` block; `api_version` defaults to 2024-06-01 rather
+    than Glide's 2023-05-15 (a Glide config that names its version keeps it).
+    """
 
     base_url: str
     chat_endpoint: str = "/chat/completions"
@@ -160,24 +178,85 @@ class LocalLLMConfig(Strict):
 
 
 class AnthropicConfig(Strict):
-    """Anthropic Messages API (`/v1/messages`)."""
+    """Anthropic Messages API: POST `{base_url}{chat_endpoint}`.
 
-    base_url: str = "https://api.anthropic.com"
-    chat_endpoint: str = "/v1/messages"
+    Glide 0.1.0's `anthropic` block: `base_url` defaults to
+    `https://api.anthropic.com/v1` and `chat_endpoint` to `/messages`. Without a
+    `chat_endpoint`, a `base_url` that does not end in a version segment (the bare
+    origin, as earlier Sluice configs write it) gets `/v1/messages`. Glide's
+    `default_params` names (`system`, `temperature`, `top_p`, `top_k`,
+    `max_tokens`, `stop`) are understood (`stop` is sent as `stop_sequences`).
+    """
+
+    base_url: str = "https://api.anthropic.com/v1"
+    chat_endpoint: str = "/messages"
     model: str = "claude-3-5-haiku-latest"
     api_key: SecretStr
     api_version: str = "2023-06-01"
     default_params: JSONDict = Field(default_factory=lambda: {"max_tokens": 1024})
 
+    @model_validator(mode="before")
+    @classmethod
+    def _endpoint_for_base_url(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("chat_endpoint") is None and "base_url" in data:
+            versioned = _url_path_ends_with_version(data["base_url"])
+            return {**data, "chat_endpoint": "/messages" if versioned else "/v1/messages"}
+        return data
+
+
+COHERE_V1_PARAMS: frozenset[str] = frozenset(
+    {"preamble", "connectors", "search_queries_only", "prompt_truncation"}
+)
+"""Params only Cohere's v1 chat API has (Glide 0.1.0 spoke v1)."""
+
 
 class CohereConfig(Strict):
-    """Cohere chat: `api: v2` (SSE) or `api: v1` (JSON lines)."""
+    """Cohere chat: `api: v2` (SSE) or `api: v1` (JSON lines), POST `{base_url}{chat_endpoint}`.
 
-    base_url: str = "https://api.cohere.com"
+    Glide 0.1.0's `cohere` block (`base_url: https://api.cohere.ai/v1`,
+    `chat_endpoint: /chat`) loads as is. Without `api`, it is v1 when the URL
+    names `/v1` or `default_params` uses a v1-only param (`preamble`,
+    `connectors`, `search_queries_only`, `prompt_truncation`), otherwise v2.
+    Without `base_url`, it is `https://api.cohere.com/{api}`; without
+    `chat_endpoint`, `/chat`, or `/{api}/chat` when `base_url` does not end in a
+    version (the bare origin, as earlier Sluice configs write it).
+    """
+
+    base_url: str = "https://api.cohere.com/v2"
+    chat_endpoint: str = "/chat"
     api: Literal["v1", "v2"] = "v2"
     model: str = "command-r-plus"
     api_key: SecretStr
     default_params: JSONDict = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _api_and_endpoint(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        base_url, endpoint = data.get("base_url"), data.get("chat_endpoint")
+        if data.get("api") is None:
+            url = f"{base_url or ''}{endpoint or ''}".split("://", 1)[-1]
+            params = data.get("default_params")
+            v1_params = isinstance(params, dict) and bool(COHERE_V1_PARAMS & params.keys())
+            data["api"] = "v1" if v1_params or re.search(r"/v1(/|$)", url) else "v2"
+        if base_url is None:
+            base_url = data["base_url"] = f"https://api.cohere.com/{data['api']}"
+        if endpoint is None:
+            versioned = _url_path_ends_with_version(base_url)
+            data["chat_endpoint"] = "/chat" if versioned else f"/{data['api']}/chat"
+        return data
+
+    @model_validator(mode="after")
+    def _v1_params_need_v1(self) -> Self:
+        given = sorted(COHERE_V1_PARAMS & self.default_params.keys())
+        if self.api == "v2" and given:
+            raise ValueError(
+                f"only Cohere's v1 chat API takes default_params {', '.join(given)}; "
+                "set api: v1 (or give a system message instead of a preamble)"
+            )
+        return self
 
 
 class GeminiConfig(Strict):
@@ -190,22 +269,41 @@ class GeminiConfig(Strict):
 
 
 class OllamaConfig(Strict):
-    """Ollama's native `/api/chat` (NDJSON stream)."""
+    """Ollama's native chat API, POST `{base_url}{chat_endpoint}` (NDJSON stream).
+
+    Glide 0.1.0's `ollama` block; its `default_params` (`num_ctx`, `top_k`, `stop`,
+    `num_predict`, ... and Glide's spelling `microstat*` for `mirostat*`) become
+    Ollama `options`.
+    """
 
     base_url: str = "http://127.0.0.1:11434"
+    chat_endpoint: str = "/api/chat"
     model: str = "llama3.2"
     default_params: JSONDict = Field(default_factory=dict)
 
 
 class BedrockConfig(Strict):
-    """AWS Bedrock Converse / ConverseStream, SigV4-signed."""
+    """AWS Bedrock Converse / ConverseStream, SigV4-signed:
+    POST `{base_url}{chat_endpoint}/{model}/converse-stream` (or `/converse`).
+
+    Glide 0.1.0's `bedrock` block loads as is: its `aws_region`, `access_key` and
+    `secret_key` are other names for `region`, `access_key_id` and
+    `secret_access_key`; its `chat_endpoint` (`/model`) is the path prefix; its
+    `api_key`, which Glide requires but never sends, is accepted and unused
+    (requests are signed with the access keys). Glide's `default_params`
+    (`temperature`, `top_p`, `max_tokens`, `stop_sequences`) fill `inferenceConfig`.
+    """
 
     base_url: str | None = None
-    region: str = "us-east-1"
+    chat_endpoint: str = "/model"
+    region: str = Field(default="us-east-1", validation_alias=AliasChoices("region", "aws_region"))
     model: str = "anthropic.claude-3-haiku-20240307-v1:0"
-    access_key_id: SecretStr
-    secret_access_key: SecretStr
+    access_key_id: SecretStr = Field(validation_alias=AliasChoices("access_key_id", "access_key"))
+    secret_access_key: SecretStr = Field(
+        validation_alias=AliasChoices("secret_access_key", "secret_key")
+    )
     session_token: SecretStr | None = None
+    api_key: SecretStr | None = None
     default_params: JSONDict = Field(default_factory=dict)
 
 
@@ -223,7 +321,18 @@ class OpenAIPresetConfig(Strict):
     default_params: JSONDict = Field(default_factory=dict)
 
 
+class OctoMLConfig(OpenAIPresetConfig):
+    """Glide 0.1.0's `octoml` block: OctoAI's OpenAI-compatible API, Glide's defaults.
+
+    OctoAI's hosted service has closed; `base_url` can point the block at any
+    OpenAI-compatible server.
+    """
+
+    model: str = "mistral-7b-instruct-fp16"
+
+
 OPENAI_PRESET_KEYS: tuple[str, ...] = (
+    "octoml",
     "mistral",
     "groq",
     "together",
@@ -306,6 +415,7 @@ class LanguageModelConfig(ModelBase):
     gemini: GeminiConfig | None = None
     ollama: OllamaConfig | None = None
     bedrock: BedrockConfig | None = None
+    octoml: OctoMLConfig | None = None
     mistral: OpenAIPresetConfig | None = None
     groq: OpenAIPresetConfig | None = None
     together: OpenAIPresetConfig | None = None

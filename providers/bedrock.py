@@ -2,9 +2,9 @@
 
 Flow: `ChatParams` in; a JSON body signed by botocore's `SigV4Auth` (service
 "bedrock") and POSTed with the app's shared aiohttp session to
-`{endpoint}/model/{modelId}/converse-stream` (or `/converse`); `ChatDelta`s out
-of the binary AWS event stream, decoded by botocore's `EventStreamBuffer` as bytes
-arrive, or one `ChatResult` from Converse. Every failure leaves as a
+`{endpoint}{chat_endpoint}/{modelId}/converse-stream` (or `/converse`; `chat_endpoint`
+is `/model`); `ChatDelta`s out of the binary AWS event stream, decoded by botocore's
+`EventStreamBuffer` as bytes arrive, or one `ChatResult` from Converse. Every failure leaves as a
 `ProviderError`; the secret key and session token never appear in one.
 
     vendor:  -messageStart-delta"Hi"-delta"!"-contentBlockStop-messageStop-metadata-EOF|
@@ -88,6 +88,7 @@ INFERENCE_PARAMS: Mapping[str, str] = MappingProxyType(
         "temperature": "temperature",
         "top_p": "topP",
         "stop": "stopSequences",
+        "stop_sequences": "stopSequences",
         "maxTokens": "maxTokens",
         "topP": "topP",
         "stopSequences": "stopSequences",
@@ -155,7 +156,7 @@ class BedrockProvider:
         self.provider_id = provider_id
         self.model_name = config.model
         endpoint = config.base_url or f"https://bedrock-runtime.{config.region}.amazonaws.com"
-        model_path = f"{endpoint.rstrip('/')}/model/{quote(config.model, safe='')}"
+        model_path = f"{endpoint.rstrip('/')}{config.chat_endpoint}/{quote(config.model, safe='')}"
         self.stream_url = f"{model_path}/converse-stream"
         self.converse_url = f"{model_path}/converse"
         secret = config.secret_access_key.get_secret_value()
@@ -165,7 +166,8 @@ class BedrockProvider:
             SIGNING_SERVICE,
             config.region,
         )
-        self._secrets = tuple(s for s in (secret, token) if s)
+        unused_key = config.api_key.get_secret_value() if config.api_key else None
+        self._secrets = tuple(s for s in (secret, token, unused_key) if s)
         self._default_params = dict(config.default_params)
         self._session = session
         self._label = f"{provider_id}/{config.model}"

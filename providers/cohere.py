@@ -1,6 +1,6 @@
 """The Cohere chat adapter, for both of Cohere's chat APIs.
 
-Flow: `ChatParams` in; a POST to `{base_url}/v2/chat` or `{base_url}/v1/chat`
+Flow: `ChatParams` in; a POST to `{base_url}{chat_endpoint}` in the v2 or v1 shape
 (`CohereConfig.api`) with `Authorization: Bearer <key>`; `ChatDelta`s out of the
 stream, or one `ChatResult` from the non-streaming call. Every failure leaves as a
 `ProviderError`. Deadlines beyond connecting belong to the Rx operators around the
@@ -143,7 +143,7 @@ class CohereProvider:
         self.model_name = config.model
         self.api = config.api
         key = config.api_key.get_secret_value()
-        self._url = f"{config.base_url.rstrip('/')}/{config.api}/chat"
+        self._url = f"{config.base_url.rstrip('/')}{config.chat_endpoint}"
         self._headers = {"Authorization": f"Bearer {key}"} if key else {}
         self._secrets = (key,) if key else ()
         self._default_params = dict(config.default_params)

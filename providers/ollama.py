@@ -42,8 +42,16 @@ FINISH_REASONS: Mapping[str, FinishReason] = MappingProxyType(
     {"stop": "complete", "length": "max_tokens"}
 )
 
-OPTION_ALIASES: Mapping[str, str] = MappingProxyType({"max_tokens": "num_predict"})
-"""Our (OpenAI-style) param names that Ollama spells differently inside `options`."""
+OPTION_ALIASES: Mapping[str, str] = MappingProxyType(
+    {
+        "max_tokens": "num_predict",
+        "microstat": "mirostat",
+        "microstat_eta": "mirostat_eta",
+        "microstat_tau": "mirostat_tau",
+    }
+)
+"""Param names Ollama spells differently inside `options`: ours (OpenAI-style) and
+Glide 0.1.0's (`microstat*`)."""
 
 TOP_LEVEL_PARAMS: frozenset[str] = frozenset({"format", "keep_alive", "think", "tools"})
 """Params that are fields of the request itself, not model options."""
@@ -91,7 +99,7 @@ class OllamaProvider:
     ) -> None:
         self.provider_id = provider_id
         self.model_name = config.model
-        self._url = f"{config.base_url.rstrip('/')}/api/chat"
+        self._url = f"{config.base_url.rstrip('/')}{config.chat_endpoint}"
         self._default_params = dict(config.default_params)
         self._session = session
         self._label = f"{provider_id}/{config.model}"

@@ -1,5 +1,5 @@
-"""OpenAI-compatible vendors by name: mistral, groq, together, fireworks, deepseek,
-openrouter and vllm.
+"""OpenAI-compatible vendors by name: octoml (Glide 0.1.0's), mistral, groq, together,
+fireworks, deepseek, openrouter and vllm.
 
 Flow: a preset key and its `OpenAIPresetConfig` come in; an `OpenAIProvider`
 (the OpenAI adapter itself, no wire logic of its own) comes out, pointed at the
@@ -29,6 +29,7 @@ from providers.types import ChatParams, ChatProvider
 
 PRESETS: Mapping[str, str | None] = MappingProxyType(
     {
+        "octoml": "https://text.octoai.run/v1",
         "mistral": "https://api.mistral.ai/v1",
         "groq": "https://api.groq.com/openai/v1",
         "together": "https://api.together.xyz/v1",

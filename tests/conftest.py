@@ -7,6 +7,7 @@ import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import ClientWebSocketResponse, WSMsgType
 from aiohttp.test_utils import TestClient
@@ -17,6 +18,13 @@ from server import build_app
 
 FAST_CLIENT = {"first_chunk_timeout": "1s", "idle_timeout": "1s", "timeout": "5s"}
 FAST_RETRY = {"max_retries": 1, "min_delay": "50ms", "max_delay": "100ms", "jitter": 0}
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    """An HTTP client session, as the app shares one between provider adapters."""
+    async with aiohttp.ClientSession() as client:
+        yield client
 
 
 @pytest.fixture

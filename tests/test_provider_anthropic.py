@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
-from contextlib import aclosing
 from typing import Any
 
 import aiohttp
@@ -14,7 +12,7 @@ from pydantic import SecretStr
 from pytest_aiohttp import AiohttpServer
 
 from config.models import AnthropicConfig, ClientConfig
-from fakes.anthropic_server import FakeAnthropic, Fault, run_fake_anthropic
+from fakes.anthropic_server import FakeAnthropic, run_fake_anthropic
 from providers.anthropic import AnthropicProvider, split_messages
 from providers.types import (
     ChatDelta,
@@ -24,9 +22,9 @@ from providers.types import (
     ProviderError,
     TokenUsage,
 )
+from tests.provider_helpers import PARAMS, collect, stream_error
 
 KEY = "sk-ant-test-0123456789abcdef"
-PARAMS = ChatParams(messages=(Message("user", "hi"),))
 
 
 @pytest.fixture
@@ -35,28 +33,10 @@ async def fake() -> AsyncIterator[FakeAnthropic]:
         yield server
 
 
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as client:
-        yield client
-
-
 def claude(fake: FakeAnthropic, session: aiohttp.ClientSession, **config: Any) -> AnthropicProvider:
     settings: dict[str, Any] = {"base_url": fake.url, "model": "claude-test", "api_key": KEY}
     settings.update(config)
     return AnthropicProvider(AnthropicConfig(**settings), ClientConfig(), session)
-
-
-async def collect(provider: AnthropicProvider, params: ChatParams = PARAMS) -> list[ChatDelta]:
-    return [delta async for delta in provider.stream(params)]
-
-
-async def stream_error(provider: AnthropicProvider) -> tuple[ProviderError, list[ChatDelta]]:
-    seen: list[ChatDelta] = []
-    with pytest.raises(ProviderError) as caught:
-        async for delta in provider.stream(PARAMS):
-            seen.append(delta)
-    return caught.value, seen
 
 
 # --- streaming: the happy path -------------------------------------------------------
@@ -196,39 +176,6 @@ async def test_refusal_without_text_is_not_empty_output(
 # --- streaming: faults ---------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("fault", "category", "status", "retryable"),
-    [
-        ("http_500", ErrorCategory.TRANSIENT, 500, True),
-        ("http_529", ErrorCategory.TRANSIENT, 529, True),
-        ("http_401", ErrorCategory.AUTH, 401, True),
-        ("http_400", ErrorCategory.BAD_REQUEST, 400, False),
-        ("http_429", ErrorCategory.RATE_LIMITED, 429, True),
-        ("refuse", ErrorCategory.TRANSIENT, None, True),
-        ("truncated", ErrorCategory.PROTOCOL, None, True),
-        ("malformed", ErrorCategory.PROTOCOL, None, True),
-        ("empty", ErrorCategory.EMPTY_OUTPUT, None, True),
-        ("error_event", ErrorCategory.TRANSIENT, None, True),
-    ],
-)
-async def test_stream_faults_are_classified(
-    fake: FakeAnthropic,
-    session: aiohttp.ClientSession,
-    fault: Fault,
-    category: ErrorCategory,
-    status: int | None,
-    retryable: bool,
-) -> None:
-    fake.script.fault = fault
-    error, _ = await stream_error(claude(fake, session))
-    assert error.category is category
-    assert error.status == status
-    assert error.retryable is retryable
-    assert error.retry_after == (1.0 if fault == "http_429" else None)
-    assert error.message.startswith("anthropic/claude-test: ")
-    assert KEY not in str(error)
-
-
 async def test_vendor_error_messages_are_kept(
     fake: FakeAnthropic, session: aiohttp.ClientSession
 ) -> None:
@@ -282,62 +229,6 @@ async def test_missing_api_key_header_would_be_refused(
     assert "x-api-key header is required" in error.message
 
 
-async def test_retry_after_seconds_from_header(
-    fake: FakeAnthropic, session: aiohttp.ClientSession
-) -> None:
-    fake.script.fault = "http_429"
-    fake.script.retry_after = "23"
-    with pytest.raises(ProviderError) as caught:
-        await claude(fake, session).complete(PARAMS)
-    assert caught.value.category is ErrorCategory.RATE_LIMITED
-    assert caught.value.retry_after == 23.0
-
-
-# --- streaming: the consumer stops early ---------------------------------------------
-
-
-async def test_breaking_out_closes_the_upstream_stream(
-    fake: FakeAnthropic, session: aiohttp.ClientSession
-) -> None:
-    fake.script.chunks = [f"t{i}" for i in range(50)]
-    fake.script.delay = 0.005
-    async with aclosing(claude(fake, session).stream(PARAMS)) as deltas:
-        async for delta in deltas:
-            assert delta.content == "t0"
-            break
-    await fake.wait_stream_closed(1.0)
-    assert fake.stats.streams_completed == 0
-
-
-async def test_cancelling_a_stalled_consumer_closes_the_upstream_stream(
-    fake: FakeAnthropic, session: aiohttp.ClientSession
-) -> None:
-    fake.script.fault = "stall_before_first"
-    with pytest.raises(TimeoutError):
-        async with asyncio.timeout(0.05):
-            await collect(claude(fake, session))
-    await fake.wait_stream_closed(1.0)
-    await fake.stats.wait_idle(1.0)
-
-
-async def test_cancelling_mid_stream_closes_the_upstream_stream(
-    fake: FakeAnthropic, session: aiohttp.ClientSession
-) -> None:
-    fake.script.fault = "stall_mid_stream"
-    first = asyncio.Event()
-
-    async def consume() -> None:
-        async for _ in claude(fake, session).stream(PARAMS):
-            first.set()
-
-    task = asyncio.create_task(consume())
-    await asyncio.wait_for(first.wait(), 1.0)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    await fake.wait_stream_closed(1.0)
-
-
 # --- non-streaming -------------------------------------------------------------------
 
 
@@ -359,34 +250,6 @@ async def test_complete_returns_the_whole_answer(
         "messages": [{"role": "user", "content": "hi"}],
     }
     assert fake.stats.last_headers["x-api-key"] == KEY
-
-
-@pytest.mark.parametrize(
-    ("fault", "category", "status"),
-    [
-        ("empty", ErrorCategory.EMPTY_OUTPUT, None),
-        ("malformed", ErrorCategory.PROTOCOL, None),
-        ("truncated", ErrorCategory.PROTOCOL, None),
-        ("refuse", ErrorCategory.TRANSIENT, None),
-        ("http_500", ErrorCategory.TRANSIENT, 500),
-        ("http_529", ErrorCategory.TRANSIENT, 529),
-        ("http_400", ErrorCategory.BAD_REQUEST, 400),
-        ("http_401", ErrorCategory.AUTH, 401),
-    ],
-)
-async def test_complete_faults_are_classified(
-    fake: FakeAnthropic,
-    session: aiohttp.ClientSession,
-    fault: Fault,
-    category: ErrorCategory,
-    status: int | None,
-) -> None:
-    fake.script.fault = fault
-    with pytest.raises(ProviderError) as caught:
-        await claude(fake, session).complete(PARAMS)
-    assert caught.value.category is category
-    assert caught.value.status == status
-    assert KEY not in str(caught.value)
 
 
 # --- wire details a hand-written server covers -------------------------------------------

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 from collections.abc import AsyncIterator
-from contextlib import aclosing
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,19 +20,18 @@ from fakes.bedrock_server import (
     EVENT_STREAM,
     STREAM_ERROR_MESSAGE,
     FakeBedrock,
-    Fault,
     encode_event,
     event_message,
     run_fake_bedrock,
 )
 from providers.bedrock import BedrockProvider
-from providers.types import ChatDelta, ChatParams, ErrorCategory, Message, ProviderError, TokenUsage
+from providers.types import ChatParams, ErrorCategory, Message, ProviderError, TokenUsage
+from tests.provider_helpers import PARAMS, collect, stream_error
 
 ACCESS_KEY = "AKIDFAKEEXAMPLE12345"
 SECRET = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYSECRETKEY"
 TOKEN = "FwoGZXIvYXdzEFAKESESSIONTOKEN"
 MODEL = "anthropic.claude-3-haiku-20240307-v1:0"
-PARAMS = ChatParams(messages=(Message("user", "hi"),))
 
 
 @pytest.fixture
@@ -42,12 +39,6 @@ async def fake() -> AsyncIterator[FakeBedrock]:
     async with run_fake_bedrock() as server:
         server.script.secret_access_key = SECRET
         yield server
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as client:
-        yield client
 
 
 def bedrock(fake: FakeBedrock, session: aiohttp.ClientSession, **config: Any) -> BedrockProvider:
@@ -60,18 +51,6 @@ def bedrock(fake: FakeBedrock, session: aiohttp.ClientSession, **config: Any) ->
     }
     settings.update(config)
     return BedrockProvider(BedrockConfig(**settings), ClientConfig(), session)
-
-
-async def collect(provider: BedrockProvider, params: ChatParams = PARAMS) -> list[ChatDelta]:
-    return [delta async for delta in provider.stream(params)]
-
-
-async def stream_error(provider: BedrockProvider) -> tuple[ProviderError, list[ChatDelta]]:
-    seen: list[ChatDelta] = []
-    with pytest.raises(ProviderError) as caught:
-        async for delta in provider.stream(PARAMS):
-            seen.append(delta)
-    return caught.value, seen
 
 
 # --- streaming: the happy path -------------------------------------------------------
@@ -260,39 +239,6 @@ async def test_body_ending_right_after_message_stop_is_complete(
 # --- streaming: faults ---------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("fault", "category", "status", "retryable"),
-    [
-        ("http_400", ErrorCategory.BAD_REQUEST, 400, False),
-        ("http_403", ErrorCategory.AUTH, 403, True),
-        ("http_404", ErrorCategory.TRANSIENT, 404, True),
-        ("http_429", ErrorCategory.RATE_LIMITED, 429, True),
-        ("http_500", ErrorCategory.TRANSIENT, 500, True),
-        ("truncated", ErrorCategory.PROTOCOL, None, True),
-        ("malformed", ErrorCategory.PROTOCOL, None, True),
-        ("error_event", ErrorCategory.TRANSIENT, None, True),
-        ("empty", ErrorCategory.EMPTY_OUTPUT, None, True),
-    ],
-)
-async def test_stream_faults_are_classified(
-    fake: FakeBedrock,
-    session: aiohttp.ClientSession,
-    fault: Fault,
-    category: ErrorCategory,
-    status: int | None,
-    retryable: bool,
-) -> None:
-    fake.script.fault = fault
-    error, _ = await stream_error(bedrock(fake, session, session_token=TOKEN))
-    assert error.category is category
-    assert error.status == status
-    assert error.retryable is retryable
-    assert error.retry_after is None  # Bedrock sends no Retry-After unless told to
-    assert error.message.startswith(f"bedrock/{MODEL}: ")
-    assert SECRET not in str(error)
-    assert TOKEN not in str(error)
-
-
 async def test_http_error_names_the_aws_error_type(
     fake: FakeBedrock, session: aiohttp.ClientSession
 ) -> None:
@@ -387,51 +333,6 @@ async def test_vendor_messages_echoing_the_secret_are_redacted(
     assert error.message == f"bedrock/{MODEL}: bad key *** / *** (UnrecognizedClientException)"
 
 
-# --- streaming: the consumer stops early ------------------------------------------------
-
-
-async def test_breaking_out_closes_the_upstream_stream(
-    fake: FakeBedrock, session: aiohttp.ClientSession
-) -> None:
-    fake.script.chunks = [f"t{i}" for i in range(50)]
-    fake.script.delay = 0.005
-    async with aclosing(bedrock(fake, session).stream(PARAMS)) as deltas:
-        async for delta in deltas:
-            assert delta.content == "t0"
-            break
-    await fake.wait_stream_closed(1.0)
-    assert fake.stats.streams_completed == 0
-
-
-async def test_cancelling_a_stalled_consumer_closes_the_upstream_stream(
-    fake: FakeBedrock, session: aiohttp.ClientSession
-) -> None:
-    fake.script.fault = "stall_before_first"
-    with pytest.raises(TimeoutError):
-        async with asyncio.timeout(0.05):
-            await collect(bedrock(fake, session))
-    await fake.wait_stream_closed(1.0)
-    await fake.stats.wait_idle(1.0)
-
-
-async def test_cancelling_mid_stream_closes_the_upstream_stream(
-    fake: FakeBedrock, session: aiohttp.ClientSession
-) -> None:
-    fake.script.fault = "stall_mid_stream"
-    first = asyncio.Event()
-
-    async def consume() -> None:
-        async for _ in bedrock(fake, session).stream(PARAMS):
-            first.set()
-
-    task = asyncio.create_task(consume())
-    await asyncio.wait_for(first.wait(), 1.0)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    await fake.wait_stream_closed(1.0)
-
-
 # --- non-streaming --------------------------------------------------------------------
 
 
@@ -446,33 +347,6 @@ async def test_complete_returns_the_whole_answer(
     assert set(result.metadata) == {"request_id"}
     assert fake.stats.last_headers["Accept"] == "application/json"
     assert fake.stats.last_body == {"messages": [{"role": "user", "content": [{"text": "hi"}]}]}
-
-
-@pytest.mark.parametrize(
-    ("fault", "category", "status"),
-    [
-        ("empty", ErrorCategory.EMPTY_OUTPUT, None),
-        ("malformed", ErrorCategory.PROTOCOL, None),
-        ("truncated", ErrorCategory.PROTOCOL, None),
-        ("error_event", ErrorCategory.TRANSIENT, 500),
-        ("http_400", ErrorCategory.BAD_REQUEST, 400),
-        ("http_403", ErrorCategory.AUTH, 403),
-        ("http_429", ErrorCategory.RATE_LIMITED, 429),
-    ],
-)
-async def test_complete_faults_are_classified(
-    fake: FakeBedrock,
-    session: aiohttp.ClientSession,
-    fault: Fault,
-    category: ErrorCategory,
-    status: int | None,
-) -> None:
-    fake.script.fault = fault
-    with pytest.raises(ProviderError) as caught:
-        await bedrock(fake, session).complete(PARAMS)
-    assert caught.value.category is category
-    assert caught.value.status == status
-    assert SECRET not in str(caught.value)
 
 
 # --- the fake's event stream encoder ------------------------------------------------------

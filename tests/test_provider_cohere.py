@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
-from contextlib import aclosing
 from typing import Any, Literal
 
 import aiohttp
@@ -14,12 +12,12 @@ from pydantic import SecretStr
 from pytest_aiohttp import AiohttpServer
 
 from config.models import ClientConfig, CohereConfig
-from fakes.cohere_server import GENERATION_ERROR, FakeCohere, Fault, run_fake_cohere
+from fakes.cohere_server import GENERATION_ERROR, FakeCohere, run_fake_cohere
 from providers.cohere import CohereProvider
 from providers.types import ChatDelta, ChatParams, ErrorCategory, Message, ProviderError, TokenUsage
+from tests.provider_helpers import PARAMS, collect, stream_error
 
 KEY = "co-test-0123456789abcdef"
-PARAMS = ChatParams(messages=(Message("user", "hi"),))
 API = pytest.mark.parametrize("api", ["v2", "v1"])
 
 Api = Literal["v1", "v2"]
@@ -29,12 +27,6 @@ Api = Literal["v1", "v2"]
 async def fake() -> AsyncIterator[FakeCohere]:
     async with run_fake_cohere() as server:
         yield server
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as client:
-        yield client
 
 
 def cohere(
@@ -48,18 +40,6 @@ def cohere(
     }
     settings.update(config)
     return CohereProvider(CohereConfig(**settings), ClientConfig(), session)
-
-
-async def collect(provider: CohereProvider, params: ChatParams = PARAMS) -> list[ChatDelta]:
-    return [delta async for delta in provider.stream(params)]
-
-
-async def stream_error(provider: CohereProvider) -> tuple[ProviderError, list[ChatDelta]]:
-    seen: list[ChatDelta] = []
-    with pytest.raises(ProviderError) as caught:
-        async for delta in provider.stream(PARAMS):
-            seen.append(delta)
-    return caught.value, seen
 
 
 CONVERSATION = ChatParams(
@@ -184,40 +164,6 @@ async def test_filtered_answer_without_text_is_not_empty_output(
 # --- streaming: faults ---------------------------------------------------------------
 
 
-@API
-@pytest.mark.parametrize(
-    ("fault", "category", "status", "retryable"),
-    [
-        ("http_400", ErrorCategory.BAD_REQUEST, 400, False),
-        ("http_401", ErrorCategory.AUTH, 401, True),
-        ("http_498", ErrorCategory.AUTH, 498, True),
-        ("http_429", ErrorCategory.RATE_LIMITED, 429, True),
-        ("http_500", ErrorCategory.TRANSIENT, 500, True),
-        ("truncated", ErrorCategory.PROTOCOL, None, True),
-        ("malformed", ErrorCategory.PROTOCOL, None, True),
-        ("error_event", ErrorCategory.TRANSIENT, None, True),
-        ("empty", ErrorCategory.EMPTY_OUTPUT, None, True),
-    ],
-)
-async def test_stream_faults_are_classified(
-    fake: FakeCohere,
-    session: aiohttp.ClientSession,
-    api: Api,
-    fault: Fault,
-    category: ErrorCategory,
-    status: int | None,
-    retryable: bool,
-) -> None:
-    fake.script.fault = fault
-    error, _ = await stream_error(cohere(fake, session, api))
-    assert error.category is category
-    assert error.status == status
-    assert error.retryable is retryable
-    assert error.retry_after == (1.0 if fault == "http_429" else None)
-    assert error.message.startswith("cohere/command-test: ")
-    assert KEY not in str(error)
-
-
 async def test_vendor_error_message_is_kept(
     fake: FakeCohere, session: aiohttp.ClientSession
 ) -> None:
@@ -277,53 +223,6 @@ async def test_missing_key_header_is_refused_by_the_fake(
     assert "Authorization" not in fake.stats.last_headers
 
 
-# --- streaming: the consumer stops early ------------------------------------------------
-
-
-@API
-async def test_breaking_out_closes_the_upstream_stream(
-    fake: FakeCohere, session: aiohttp.ClientSession, api: Api
-) -> None:
-    fake.script.chunks = [f"t{i}" for i in range(50)]
-    fake.script.delay = 0.005
-    async with aclosing(cohere(fake, session, api).stream(PARAMS)) as deltas:
-        async for delta in deltas:
-            assert delta.content == "t0"
-            break
-    await fake.wait_stream_closed(1.0)
-    assert fake.stats.streams_completed == 0
-
-
-@API
-async def test_cancelling_a_stalled_consumer_closes_the_upstream_stream(
-    fake: FakeCohere, session: aiohttp.ClientSession, api: Api
-) -> None:
-    fake.script.fault = "stall_before_first"
-    with pytest.raises(TimeoutError):
-        async with asyncio.timeout(0.05):
-            await collect(cohere(fake, session, api))
-    await fake.wait_stream_closed(1.0)
-    await fake.stats.wait_idle(1.0)
-
-
-async def test_cancelling_mid_stream_closes_the_upstream_stream(
-    fake: FakeCohere, session: aiohttp.ClientSession
-) -> None:
-    fake.script.fault = "stall_mid_stream"
-    first = asyncio.Event()
-
-    async def consume() -> None:
-        async for _ in cohere(fake, session).stream(PARAMS):
-            first.set()
-
-    task = asyncio.create_task(consume())
-    await asyncio.wait_for(first.wait(), 1.0)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    await fake.wait_stream_closed(1.0)
-
-
 # --- non-streaming --------------------------------------------------------------------
 
 
@@ -341,45 +240,6 @@ async def test_complete_returns_the_whole_answer(
     assert fake.stats.last_body is not None
     assert fake.stats.last_body["stream"] is False
     assert fake.stats.last_headers["Authorization"] == f"Bearer {KEY}"
-
-
-@API
-@pytest.mark.parametrize(
-    ("fault", "category", "status"),
-    [
-        ("empty", ErrorCategory.EMPTY_OUTPUT, None),
-        ("malformed", ErrorCategory.PROTOCOL, None),
-        ("truncated", ErrorCategory.PROTOCOL, None),
-        ("error_event", ErrorCategory.TRANSIENT, None),
-        ("http_400", ErrorCategory.BAD_REQUEST, 400),
-        ("http_498", ErrorCategory.AUTH, 498),
-        ("http_500", ErrorCategory.TRANSIENT, 500),
-    ],
-)
-async def test_complete_faults_are_classified(
-    fake: FakeCohere,
-    session: aiohttp.ClientSession,
-    api: Api,
-    fault: Fault,
-    category: ErrorCategory,
-    status: int | None,
-) -> None:
-    fake.script.fault = fault
-    with pytest.raises(ProviderError) as caught:
-        await cohere(fake, session, api).complete(PARAMS)
-    assert caught.value.category is category
-    assert caught.value.status == status
-
-
-async def test_complete_rate_limit_carries_retry_after(
-    fake: FakeCohere, session: aiohttp.ClientSession
-) -> None:
-    fake.script.fault = "http_429"
-    fake.script.retry_after = "17"
-    with pytest.raises(ProviderError) as caught:
-        await cohere(fake, session).complete(PARAMS)
-    assert caught.value.category is ErrorCategory.RATE_LIMITED
-    assert caught.value.retry_after == 17.0
 
 
 # --- wire details the fake does not produce ----------------------------------------------

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
-from contextlib import aclosing
 from typing import Any
 
 import aiohttp
@@ -14,7 +12,7 @@ from pydantic import SecretStr
 from pytest_aiohttp import AiohttpServer
 
 from config.models import ClientConfig, GeminiConfig
-from fakes.gemini_server import FakeGemini, Fault, run_fake_gemini
+from fakes.gemini_server import FakeGemini, run_fake_gemini
 from providers.gemini import GeminiProvider, build_contents
 from providers.types import (
     ChatDelta,
@@ -24,9 +22,9 @@ from providers.types import (
     ProviderError,
     TokenUsage,
 )
+from tests.provider_helpers import PARAMS, collect, stream_error
 
 KEY = "AIzaSy-test-0123456789abcdef"
-PARAMS = ChatParams(messages=(Message("user", "hi"),))
 META = {"response_id": "fake-response-1", "model_version": "gemini-test"}
 
 
@@ -36,28 +34,10 @@ async def fake() -> AsyncIterator[FakeGemini]:
         yield server
 
 
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as client:
-        yield client
-
-
 def gemini(fake: FakeGemini, session: aiohttp.ClientSession, **config: Any) -> GeminiProvider:
     settings: dict[str, Any] = {"base_url": fake.url, "model": "gemini-test", "api_key": KEY}
     settings.update(config)
     return GeminiProvider(GeminiConfig(**settings), ClientConfig(), session)
-
-
-async def collect(provider: GeminiProvider, params: ChatParams = PARAMS) -> list[ChatDelta]:
-    return [delta async for delta in provider.stream(params)]
-
-
-async def stream_error(provider: GeminiProvider) -> tuple[ProviderError, list[ChatDelta]]:
-    seen: list[ChatDelta] = []
-    with pytest.raises(ProviderError) as caught:
-        async for delta in provider.stream(PARAMS):
-            seen.append(delta)
-    return caught.value, seen
 
 
 # --- streaming: the happy path -------------------------------------------------------
@@ -197,42 +177,6 @@ async def test_safety_stop_without_text_is_not_empty_output(
 # --- streaming: faults ---------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("fault", "category", "status", "retryable"),
-    [
-        ("http_500", ErrorCategory.TRANSIENT, 500, True),
-        ("http_503", ErrorCategory.TRANSIENT, 503, True),
-        ("http_401", ErrorCategory.AUTH, 401, True),
-        ("http_403", ErrorCategory.AUTH, 403, True),
-        ("invalid_key", ErrorCategory.AUTH, 400, True),
-        ("http_400", ErrorCategory.BAD_REQUEST, 400, False),
-        ("http_429", ErrorCategory.RATE_LIMITED, 429, True),
-        ("blocked_prompt", ErrorCategory.BAD_REQUEST, None, False),
-        ("refuse", ErrorCategory.TRANSIENT, None, True),
-        ("truncated", ErrorCategory.PROTOCOL, None, True),
-        ("malformed", ErrorCategory.PROTOCOL, None, True),
-        ("empty", ErrorCategory.EMPTY_OUTPUT, None, True),
-        ("error_event", ErrorCategory.TRANSIENT, None, True),
-    ],
-)
-async def test_stream_faults_are_classified(
-    fake: FakeGemini,
-    session: aiohttp.ClientSession,
-    fault: Fault,
-    category: ErrorCategory,
-    status: int | None,
-    retryable: bool,
-) -> None:
-    fake.script.fault = fault
-    error, _ = await stream_error(gemini(fake, session))
-    assert error.category is category
-    assert error.status == status
-    assert error.retryable is retryable
-    assert error.retry_after == (1.0 if fault == "http_429" else None)
-    assert error.message.startswith("gemini/gemini-test: ")
-    assert KEY not in str(error)
-
-
 async def test_error_messages_carry_rpc_status_and_text(
     fake: FakeGemini, session: aiohttp.ClientSession
 ) -> None:
@@ -281,51 +225,6 @@ async def test_stream_without_finish_reason_is_truncated(
     assert error.message == "gemini/gemini-test: stream ended without a finishReason"
 
 
-# --- streaming: the consumer stops early ---------------------------------------------
-
-
-async def test_breaking_out_closes_the_upstream_stream(
-    fake: FakeGemini, session: aiohttp.ClientSession
-) -> None:
-    fake.script.chunks = [f"t{i}" for i in range(50)]
-    fake.script.delay = 0.005
-    async with aclosing(gemini(fake, session).stream(PARAMS)) as deltas:
-        async for delta in deltas:
-            assert delta.content == "t0"
-            break
-    await fake.wait_stream_closed(1.0)
-    assert fake.stats.streams_completed == 0
-
-
-async def test_cancelling_a_stalled_consumer_closes_the_upstream_stream(
-    fake: FakeGemini, session: aiohttp.ClientSession
-) -> None:
-    fake.script.fault = "stall_before_first"
-    with pytest.raises(TimeoutError):
-        async with asyncio.timeout(0.05):
-            await collect(gemini(fake, session))
-    await fake.wait_stream_closed(1.0)
-    await fake.stats.wait_idle(1.0)
-
-
-async def test_cancelling_mid_stream_closes_the_upstream_stream(
-    fake: FakeGemini, session: aiohttp.ClientSession
-) -> None:
-    fake.script.fault = "stall_mid_stream"
-    first = asyncio.Event()
-
-    async def consume() -> None:
-        async for _ in gemini(fake, session).stream(PARAMS):
-            first.set()
-
-    task = asyncio.create_task(consume())
-    await asyncio.wait_for(first.wait(), 1.0)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    await fake.wait_stream_closed(1.0)
-
-
 # --- non-streaming -------------------------------------------------------------------
 
 
@@ -347,36 +246,6 @@ async def test_complete_returns_the_whole_answer(
         "systemInstruction": {"parts": [{"text": "sys"}]},
         "generationConfig": {"maxOutputTokens": 50},
     }
-
-
-@pytest.mark.parametrize(
-    ("fault", "category", "status"),
-    [
-        ("empty", ErrorCategory.EMPTY_OUTPUT, None),
-        ("blocked_prompt", ErrorCategory.BAD_REQUEST, None),
-        ("malformed", ErrorCategory.PROTOCOL, None),
-        ("truncated", ErrorCategory.PROTOCOL, None),
-        ("refuse", ErrorCategory.TRANSIENT, None),
-        ("http_500", ErrorCategory.TRANSIENT, 500),
-        ("error_event", ErrorCategory.TRANSIENT, 503),
-        ("http_400", ErrorCategory.BAD_REQUEST, 400),
-        ("invalid_key", ErrorCategory.AUTH, 400),
-        ("http_429", ErrorCategory.RATE_LIMITED, 429),
-    ],
-)
-async def test_complete_faults_are_classified(
-    fake: FakeGemini,
-    session: aiohttp.ClientSession,
-    fault: Fault,
-    category: ErrorCategory,
-    status: int | None,
-) -> None:
-    fake.script.fault = fault
-    with pytest.raises(ProviderError) as caught:
-        await gemini(fake, session).complete(PARAMS)
-    assert caught.value.category is category
-    assert caught.value.status == status
-    assert KEY not in str(caught.value)
 
 
 # --- wire details a hand-written server covers -------------------------------------------

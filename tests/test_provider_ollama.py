@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
-from contextlib import aclosing
 from typing import Any
 
 import aiohttp
@@ -13,12 +11,11 @@ from aiohttp import web
 from pytest_aiohttp import AiohttpServer
 
 from config.models import ClientConfig, OllamaConfig
-from fakes.ollama_server import MID_STREAM_ERROR, FakeOllama, Fault, run_fake_ollama
+from fakes.ollama_server import MID_STREAM_ERROR, FakeOllama, run_fake_ollama
 from providers.ndjson import JSONLinesReader
 from providers.ollama import OllamaProvider
 from providers.types import ChatDelta, ChatParams, ErrorCategory, Message, ProviderError, TokenUsage
-
-PARAMS = ChatParams(messages=(Message("user", "hi"),))
+from tests.provider_helpers import PARAMS, collect, stream_error
 
 
 @pytest.fixture
@@ -27,28 +24,10 @@ async def fake() -> AsyncIterator[FakeOllama]:
         yield server
 
 
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as client:
-        yield client
-
-
 def ollama(fake: FakeOllama, session: aiohttp.ClientSession, **config: Any) -> OllamaProvider:
     settings: dict[str, Any] = {"base_url": f"{fake.url}/", "model": "llama-test"}
     settings.update(config)
     return OllamaProvider(OllamaConfig(**settings), ClientConfig(), session)
-
-
-async def collect(provider: OllamaProvider, params: ChatParams = PARAMS) -> list[ChatDelta]:
-    return [delta async for delta in provider.stream(params)]
-
-
-async def stream_error(provider: OllamaProvider) -> tuple[ProviderError, list[ChatDelta]]:
-    seen: list[ChatDelta] = []
-    with pytest.raises(ProviderError) as caught:
-        async for delta in provider.stream(PARAMS):
-            seen.append(delta)
-    return caught.value, seen
 
 
 # --- streaming: the happy path -------------------------------------------------------
@@ -147,37 +126,6 @@ async def test_lines_split_across_reads_are_reassembled(
 # --- streaming: faults ---------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("fault", "category", "status", "retryable"),
-    [
-        ("http_400", ErrorCategory.BAD_REQUEST, 400, False),
-        ("http_401", ErrorCategory.AUTH, 401, True),
-        ("http_404", ErrorCategory.TRANSIENT, 404, True),
-        ("http_429", ErrorCategory.RATE_LIMITED, 429, True),
-        ("http_500", ErrorCategory.TRANSIENT, 500, True),
-        ("truncated", ErrorCategory.PROTOCOL, None, True),
-        ("malformed", ErrorCategory.PROTOCOL, None, True),
-        ("error_event", ErrorCategory.TRANSIENT, None, True),
-        ("empty", ErrorCategory.EMPTY_OUTPUT, None, True),
-    ],
-)
-async def test_stream_faults_are_classified(
-    fake: FakeOllama,
-    session: aiohttp.ClientSession,
-    fault: Fault,
-    category: ErrorCategory,
-    status: int | None,
-    retryable: bool,
-) -> None:
-    fake.script.fault = fault
-    error, _ = await stream_error(ollama(fake, session))
-    assert error.category is category
-    assert error.status == status
-    assert error.retryable is retryable
-    assert error.retry_after == (1.0 if fault == "http_429" else None)
-    assert error.message.startswith("ollama/llama-test: ")
-
-
 async def test_missing_model_keeps_ollamas_message(
     fake: FakeOllama, session: aiohttp.ClientSession
 ) -> None:
@@ -205,51 +153,6 @@ async def test_truncated_stream_says_why(fake: FakeOllama, session: aiohttp.Clie
     assert error.message == "ollama/llama-test: stream ended before a done:true line"
 
 
-# --- streaming: the consumer stops early ------------------------------------------------
-
-
-async def test_breaking_out_closes_the_upstream_stream(
-    fake: FakeOllama, session: aiohttp.ClientSession
-) -> None:
-    fake.script.chunks = [f"t{i}" for i in range(50)]
-    fake.script.delay = 0.005
-    async with aclosing(ollama(fake, session).stream(PARAMS)) as deltas:
-        async for delta in deltas:
-            assert delta.content == "t0"
-            break
-    await fake.wait_stream_closed(1.0)
-    assert fake.stats.streams_completed == 0
-
-
-async def test_cancelling_a_stalled_consumer_closes_the_upstream_stream(
-    fake: FakeOllama, session: aiohttp.ClientSession
-) -> None:
-    fake.script.fault = "stall_before_first"
-    with pytest.raises(TimeoutError):
-        async with asyncio.timeout(0.05):
-            await collect(ollama(fake, session))
-    await fake.wait_stream_closed(1.0)
-    await fake.stats.wait_idle(1.0)
-
-
-async def test_cancelling_mid_stream_closes_the_upstream_stream(
-    fake: FakeOllama, session: aiohttp.ClientSession
-) -> None:
-    fake.script.fault = "stall_mid_stream"
-    first = asyncio.Event()
-
-    async def consume() -> None:
-        async for _ in ollama(fake, session).stream(PARAMS):
-            first.set()
-
-    task = asyncio.create_task(consume())
-    await asyncio.wait_for(first.wait(), 1.0)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    await fake.wait_stream_closed(1.0)
-
-
 # --- non-streaming --------------------------------------------------------------------
 
 
@@ -265,32 +168,6 @@ async def test_complete_returns_the_whole_answer(
     assert fake.stats.last_body is not None
     assert fake.stats.last_body["stream"] is False
     assert fake.stats.last_body["options"] == {"num_predict": 3}
-
-
-@pytest.mark.parametrize(
-    ("fault", "category", "status"),
-    [
-        ("empty", ErrorCategory.EMPTY_OUTPUT, None),
-        ("malformed", ErrorCategory.PROTOCOL, None),
-        ("truncated", ErrorCategory.PROTOCOL, None),
-        ("error_event", ErrorCategory.TRANSIENT, 500),
-        ("http_404", ErrorCategory.TRANSIENT, 404),
-        ("http_400", ErrorCategory.BAD_REQUEST, 400),
-        ("http_429", ErrorCategory.RATE_LIMITED, 429),
-    ],
-)
-async def test_complete_faults_are_classified(
-    fake: FakeOllama,
-    session: aiohttp.ClientSession,
-    fault: Fault,
-    category: ErrorCategory,
-    status: int | None,
-) -> None:
-    fake.script.fault = fault
-    with pytest.raises(ProviderError) as caught:
-        await ollama(fake, session).complete(PARAMS)
-    assert caught.value.category is category
-    assert caught.value.status == status
 
 
 async def test_complete_error_object_in_a_200_body(

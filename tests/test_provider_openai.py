@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import socket
 from collections.abc import AsyncIterator
-from contextlib import aclosing
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from typing import Any
@@ -30,9 +28,9 @@ from providers.types import (
     ProviderError,
     TokenUsage,
 )
+from tests.provider_helpers import PARAMS, collect, stream_error
 
 KEY = "sk-test-0123456789abcdef"
-PARAMS = ChatParams(messages=(Message("user", "hi"),))
 
 
 @pytest.fixture
@@ -41,28 +39,10 @@ async def fake() -> AsyncIterator[FakeOpenAI]:
         yield server
 
 
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as client:
-        yield client
-
-
 def openai(fake: FakeOpenAI, session: aiohttp.ClientSession, **config: Any) -> OpenAIProvider:
     settings: dict[str, Any] = {"base_url": fake.url, "model": "gpt-test", "api_key": KEY}
     settings.update(config)
     return OpenAIProvider(OpenAIConfig(**settings), ClientConfig(), session)
-
-
-async def collect(provider: OpenAIProvider, params: ChatParams = PARAMS) -> list[ChatDelta]:
-    return [delta async for delta in provider.stream(params)]
-
-
-async def stream_error(provider: OpenAIProvider) -> tuple[ProviderError, list[ChatDelta]]:
-    seen: list[ChatDelta] = []
-    with pytest.raises(ProviderError) as caught:
-        async for delta in provider.stream(PARAMS):
-            seen.append(delta)
-    return caught.value, seen
 
 
 # --- streaming: the happy path -------------------------------------------------
@@ -170,37 +150,6 @@ async def test_content_filtered_without_text_is_not_empty_output(
 # --- streaming: faults -----------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("fault", "category", "status", "retryable"),
-    [
-        ("http_500", ErrorCategory.TRANSIENT, 500, True),
-        ("http_401", ErrorCategory.AUTH, 401, True),
-        ("http_400", ErrorCategory.BAD_REQUEST, 400, False),
-        ("http_429", ErrorCategory.RATE_LIMITED, 429, True),
-        ("refuse", ErrorCategory.TRANSIENT, None, True),
-        ("truncated", ErrorCategory.PROTOCOL, None, True),
-        ("malformed", ErrorCategory.PROTOCOL, None, True),
-        ("empty", ErrorCategory.EMPTY_OUTPUT, None, True),
-    ],
-)
-async def test_stream_faults_are_classified(
-    fake: FakeOpenAI,
-    session: aiohttp.ClientSession,
-    fault: Fault,
-    category: ErrorCategory,
-    status: int | None,
-    retryable: bool,
-) -> None:
-    fake.script.fault = fault
-    error, _ = await stream_error(openai(fake, session))
-    assert error.category is category
-    assert error.status == status
-    assert error.retryable is retryable
-    assert error.retry_after == (1.0 if fault == "http_429" else None)
-    assert error.message.startswith("openai/gpt-test: ")
-    assert KEY not in str(error)
-
-
 async def test_vendor_message_is_kept_and_keys_are_redacted(
     fake: FakeOpenAI, session: aiohttp.ClientSession
 ) -> None:
@@ -243,51 +192,6 @@ async def test_connection_refused_is_transient(session: aiohttp.ClientSession) -
     assert caught.value.retryable
 
 
-# --- streaming: the consumer stops early -------------------------------------------
-
-
-async def test_breaking_out_closes_the_upstream_stream(
-    fake: FakeOpenAI, session: aiohttp.ClientSession
-) -> None:
-    fake.script.chunks = [f"t{i}" for i in range(50)]
-    fake.script.delay = 0.005
-    async with aclosing(openai(fake, session).stream(PARAMS)) as deltas:
-        async for delta in deltas:
-            assert delta.content == "t0"
-            break
-    await fake.wait_stream_closed(1.0)
-    assert fake.stats.streams_completed == 0
-
-
-async def test_cancelling_a_stalled_consumer_closes_the_upstream_stream(
-    fake: FakeOpenAI, session: aiohttp.ClientSession
-) -> None:
-    fake.script.fault = "stall_before_first"
-    with pytest.raises(TimeoutError):
-        async with asyncio.timeout(0.05):
-            await collect(openai(fake, session))
-    await fake.wait_stream_closed(1.0)
-    await fake.stats.wait_idle(1.0)
-
-
-async def test_cancelling_mid_stream_closes_the_upstream_stream(
-    fake: FakeOpenAI, session: aiohttp.ClientSession
-) -> None:
-    fake.script.fault = "stall_mid_stream"
-    first = asyncio.Event()
-
-    async def consume() -> None:
-        async for _ in openai(fake, session).stream(PARAMS):
-            first.set()
-
-    task = asyncio.create_task(consume())
-    await asyncio.wait_for(first.wait(), 1.0)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    await fake.wait_stream_closed(1.0)
-
-
 # --- non-streaming -----------------------------------------------------------------
 
 
@@ -306,43 +210,6 @@ async def test_complete_returns_the_whole_answer(
     assert fake.stats.last_body["stream"] is False
     assert "stream_options" not in fake.stats.last_body
     assert fake.stats.last_headers["Authorization"] == f"Bearer {KEY}"
-
-
-@pytest.mark.parametrize(
-    ("fault", "category", "status"),
-    [
-        ("empty", ErrorCategory.EMPTY_OUTPUT, None),
-        ("empty_choices", ErrorCategory.EMPTY_OUTPUT, None),
-        ("malformed", ErrorCategory.PROTOCOL, None),
-        ("truncated", ErrorCategory.PROTOCOL, None),
-        ("refuse", ErrorCategory.TRANSIENT, None),
-        ("http_500", ErrorCategory.TRANSIENT, 500),
-        ("http_400", ErrorCategory.BAD_REQUEST, 400),
-    ],
-)
-async def test_complete_faults_are_classified(
-    fake: FakeOpenAI,
-    session: aiohttp.ClientSession,
-    fault: Fault,
-    category: ErrorCategory,
-    status: int | None,
-) -> None:
-    fake.script.fault = fault
-    with pytest.raises(ProviderError) as caught:
-        await openai(fake, session).complete(PARAMS)
-    assert caught.value.category is category
-    assert caught.value.status == status
-
-
-async def test_complete_rate_limit_carries_retry_after(
-    fake: FakeOpenAI, session: aiohttp.ClientSession
-) -> None:
-    fake.script.fault = "http_429"
-    fake.script.retry_after = "17"
-    with pytest.raises(ProviderError) as caught:
-        await openai(fake, session).complete(PARAMS)
-    assert caught.value.category is ErrorCategory.RATE_LIMITED
-    assert caught.value.retry_after == 17.0
 
 
 # --- Azure ---------------------------------------------------------------------------

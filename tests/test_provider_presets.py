@@ -25,12 +25,6 @@ async def fake() -> AsyncIterator[FakeOpenAI]:
         yield server
 
 
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as client:
-        yield client
-
-
 def test_every_config_preset_key_has_a_preset() -> None:
     assert set(PRESETS) == set(OPENAI_PRESET_KEYS)
     with pytest.raises(TypeError):

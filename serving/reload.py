@@ -243,8 +243,14 @@ class Reloader:
     ) -> ReloadOutcome:
         gateway = self._gateway
         old_chat, old_speech = gateway.chat_routers, gateway.speech
-        chat, speech, changed = self._build(new, old_chat, old_speech)
         self._mask_new_secrets(new)
+        try:
+            chat, speech, changed = self._build(new, old_chat, old_speech)
+        except Exception as error:  # a provider or engine that cannot start (a model file...)
+            log.exception("config reload: building the routers failed")
+            where = self.source.path or DEFAULT_SOURCE
+            message = f"cannot build the routers: {type(error).__name__}: {error}"
+            return self._reject([Problem(where, None, None, "routers", gateway.redact(message))])
         # the swap: nothing below awaits, so no request sees half of it
         gateway.config = new
         gateway.chat_routers = chat

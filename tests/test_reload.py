@@ -8,11 +8,14 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
 
 from config import load_config
 from fakes.openai_server import FakeOpenAI
+from providers.registry import build_chat_provider
+from providers.types import ChatProvider
 from security.keys import hash_key
 from server import build_app
 from serving.reload import CONFIG_SOURCE, RELOADER, ConfigSource, ReloadOutcome
@@ -289,3 +292,27 @@ async def test_a_speech_socket_on_a_removed_router_refuses_new_requests(
     assert is_terminal(frame)
     assert not ws.closed
     await ws.close()
+
+
+async def test_a_router_that_cannot_be_built_rejects_the_reload(
+    aiohttp_client: Any, tmp_path: Path, fake_a: FakeOpenAI
+) -> None:
+    def factory(config: Any, session: aiohttp.ClientSession) -> ChatProvider:
+        if config.id == "broken":
+            raise RuntimeError("this engine cannot start")
+        return build_chat_provider(config, session)
+
+    path = tmp_path / "sluice.yaml"
+    write(path, router("r", model("a", fake_a)))
+    app = build_app(load_config(path), provider_factory=factory)
+    app[CONFIG_SOURCE] = ConfigSource(str(path), "127.0.0.1")
+    client: TestClient[Any, Any] = await aiohttp_client(app)
+    write(path, router("r", model("a", fake_a)), router("more", model("broken", fake_a)))
+    outcome = reload(client)
+    assert outcome.outcome == "rejected"
+    assert outcome.problems == (
+        f"{path}: routers: cannot build the routers: RuntimeError: this engine cannot start",
+    )
+    listed = await (await client.get("/v1/language/")).json()
+    assert [r["id"] for r in listed["routers"]] == ["r"]
+    assert await reloads(client, "rejected") == 1

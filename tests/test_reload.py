@@ -13,12 +13,15 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from config import load_config
+from config.models import LanguageModelConfig
 from fakes.openai_server import FakeOpenAI
 from providers.registry import build_chat_provider
-from providers.types import ChatProvider
+from providers.types import ChatProvider, ErrorCategory, ProviderError
+from routing.router import ModelRouter
+from routing.strategies import PriorityStrategy
 from security.keys import hash_key
 from server import build_app
-from serving.reload import CONFIG_SOURCE, RELOADER, ConfigSource, ReloadOutcome
+from serving.reload import CONFIG_SOURCE, RELOADER, ConfigSource, ReloadOutcome, enable_disabled
 from tests.conftest import FAST_CLIENT, FAST_RETRY, collect, is_terminal, receive_json, text_of
 
 KEY_ONE = "sluice-test-key-number-one"
@@ -316,3 +319,17 @@ async def test_a_router_that_cannot_be_built_rejects_the_reload(
     listed = await (await client.get("/v1/language/")).json()
     assert [r["id"] for r in listed["routers"]] == ["r"]
     assert await reloads(client, "rejected") == 1
+
+
+def test_enable_disabled_resets_only_auth_disabled_models() -> None:
+    models = [
+        LanguageModelConfig.model_validate({"id": m, "error_budget": "1/m", "openai": {}})
+        for m in ("denied", "failing", "fine")
+    ]
+    tracker = ModelRouter("r", models, PriorityStrategy())
+    tracker.record_failure("denied", ProviderError(ErrorCategory.AUTH, "401", status=401), 1.0)
+    tracker.record_failure("failing", ProviderError(ErrorCategory.TRANSIENT, "503"), 1.0)
+    before = tracker.health_states(2.0)
+    assert before == {"denied": "disabled", "failing": "unhealthy", "fine": "healthy"}
+    assert enable_disabled([tracker, None, object()], 2.0) == 1
+    assert tracker.health_states(2.0) == {**before, "denied": "healthy"}

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import getpass
 import importlib
@@ -43,7 +44,7 @@ from apidocs import (
 )
 from config import ConfigError, SluiceConfig, check_config, load_config
 from config.coverage import ENDPOINT_SECTIONS, endpoints_without_routers
-from config.models import SpeechRouterConfig
+from config.models import ServerConfig, SpeechRouterConfig
 from observability.logs import configure_logging, safe_extra
 from observability.metrics import CONTENT_TYPE, Metrics, ModelState, SocketState, StateSource
 from observability.network import NETWORK, NetworkMetrics
@@ -73,7 +74,10 @@ from security.keys import generate_key, hash_key
 from security.limits import SocketCap
 from security.redact import Redactor, config_secrets
 from serving.cores import available_cores
-from serving.supervisor import STOP_SIGNALS, Supervisor
+from serving.live import following, router_served
+from serving.reload import CONFIG_SOURCE, RELOADER, ConfigSource, Reloader
+from serving.supervisor import BLOCKED_AT_START, STOP_SIGNALS, Supervisor
+from serving.triggers import Triggers, pidfile_for, send_reload
 from serving.worker import WorkerSpec, tag_logs, watch_supervisor
 from transport import loop as event_loop
 from transport.http_guard import HTTP_GUARD, ConnectionGuard, guard_connections, guard_middleware
@@ -295,11 +299,26 @@ async def gateway_context(app: web.Application) -> AsyncIterator[None]:
         },
     )
     log_routerless_endpoints(config)
+    # config reload (serving/reload.py): only when the serve path named the source
+    source = app.get(CONFIG_SOURCE)
+    if source is not None:
+        app[RELOADER] = Reloader(
+            app[GATEWAY],
+            source,
+            build_chat=lambda c: build_chat_routers(c, session, scheduler, factory),
+            build_speech=build_speech_endpoints,
+            context=context,
+            access=app[ACCESS],
+            hosts=app.get(HOSTS),
+            registry=app[METRICS].registry,
+        )
     try:
         yield
     finally:
         closing = [p.aclose() for p in providers]
         closing += [e.aclose() for by_kind in speech.values() for e in by_kind.values()]
+        if RELOADER in app:
+            closing.append(app[RELOADER].aclose())
         await asyncio.gather(*closing, return_exceptions=True)
         await session.close()
         if tracing is not None:
@@ -663,6 +682,7 @@ async def serve_socket(
             max_metadata_bytes=limits.max_metadata_bytes,
             request_telemetry=session.request_telemetry,
             key_id=client.key_id,
+            router_present=lambda: router_served(gateway, endpoint, router_id),
         )
         gateway.sessions.add(session)
         try:
@@ -683,8 +703,11 @@ async def chat_stream(request: web.Request) -> web.StreamResponse:
     gateway = request.app[GATEWAY]
     max_history = gateway.config.limits.max_message_history
 
+    # new requests on this socket use the router a config reload put in its place
+    live = following(lambda: gateway.chat_routers, router)
+
     def make_pipeline(admission: Admission) -> Pipeline:
-        return chat_stream_pipeline(router, gateway.clock, admission, max_history)
+        return chat_stream_pipeline(live, gateway.clock, admission, max_history)
 
     return await serve_socket(request, make_pipeline, CHAT, router.id, f"chatStream:{router.id}")
 
@@ -808,11 +831,25 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="override server.host")
     serve.add_argument("--port", type=int, help="override server.port")
     serve.add_argument(
+        "--pidfile",
+        help="where to write the server's pid for `sluice reload` "
+        "(default: $XDG_RUNTIME_DIR or the temp dir, sluice-PORT.pid)",
+    )
+    serve.add_argument(
         "--workers",
         type=_worker_count,
         help="processes serving the port (default: one per core this process may use; "
         "1 runs a single process without a supervisor)",
     )
+    reload = sub.add_parser(
+        "reload",
+        help="make a running server re-read its config (sends it SIGHUP)",
+        description="Send SIGHUP to the server whose pid is in the pidfile; with --config "
+        "the file is checked first and nothing is sent if it has problems.",
+    )
+    reload.add_argument("--config", help="check this config file before signalling")
+    reload.add_argument("--pidfile", help="the server's pidfile (default: from --port)")
+    reload.add_argument("--port", type=int, help="the server's port (default: 9099)")
     check = sub.add_parser("check-config", help="validate a config file")
     check.add_argument("file")
     hashing = sub.add_parser(
@@ -830,6 +867,16 @@ def _parser() -> argparse.ArgumentParser:
         help="sha256 (default; right for generated keys) or scrypt (for keys people chose)",
     )
     return parser
+
+
+def _reload_port(args: argparse.Namespace) -> int:
+    """`sluice reload`'s server port: --port, else the config file's, else the default."""
+    if args.port:
+        return int(args.port)
+    if args.config:
+        with contextlib.suppress(ConfigError):
+            return load_config(args.config).server.port
+    return ServerConfig().port
 
 
 def _hash_key_command(generate: bool, scheme: str) -> int:
@@ -884,6 +931,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1 if problems else 0
     if args.command == "hash-key":
         return _hash_key_command(args.generate, args.scheme)
+    if args.command == "reload":
+        return send_reload(args.pidfile or pidfile_for(_reload_port(args)), args.config)
     try:
         config = load_config(getattr(args, "config", None))
     except ConfigError as error:
@@ -899,9 +948,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(server.log_level, redact=Redactor(config_secrets(config)))
     _log_crashes()
     workers = args.workers or available_cores()
+    path, pidfile = args.config, args.pidfile or pidfile_for(port)
     if workers == 1:
-        return run_loop(serve(config, host, port))
-    return Supervisor(config, host, port, workers, serve_worker).run()
+        return run_loop(serve(config, host, port, config_path=path, pidfile=pidfile))
+    supervisor = Supervisor(
+        config, host, port, workers, serve_worker, config_path=path, pidfile=pidfile
+    )
+    return supervisor.run()
 
 
 def run_loop(main: Coroutine[Any, Any, int]) -> int:
@@ -918,7 +971,7 @@ def serve_worker(spec: WorkerSpec) -> None:
     configure_logging(config.server.log_level, redact=Redactor(config_secrets(config)))
     tag_logs(spec)
     _log_crashes()
-    code = run_loop(serve(config, spec.host, spec.port, worker=spec))
+    code = run_loop(serve(config, spec.host, spec.port, worker=spec, config_path=spec.config_path))
     if code:
         sys.exit(code)
 
@@ -944,13 +997,22 @@ def tune_garbage_collector() -> None:
 
 
 async def serve(
-    config: SluiceConfig, host: str, port: int, worker: WorkerSpec | None = None
+    config: SluiceConfig,
+    host: str,
+    port: int,
+    worker: WorkerSpec | None = None,
+    *,
+    config_path: str | None = None,
+    pidfile: str | None = None,
 ) -> int:
     """Serve until SIGTERM/SIGINT, then drain (a second signal exits at once).
+    SIGHUP reloads `config_path` (None: the embedded default), see `serving.reload`;
+    alone, the process writes `pidfile` and watches the file if the config says so.
 
     As one `worker` of several: share the port (SO_REUSEPORT), the limit store
     and the metrics directory, and drain too if the supervisor goes away."""
     app = build_app(config, worker=worker)
+    app[CONFIG_SOURCE] = ConfigSource(config_path, host)
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
     await runner.setup()
     guard_connections(runner)
@@ -986,10 +1048,19 @@ async def serve(
 
     for sig in STOP_SIGNALS:
         loop.add_signal_handler(sig, on_signal, sig)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # a supervisor's workers start blocked
+    alone = worker is None  # else the supervisor holds the pidfile and watches the file
+    triggers = Triggers(
+        loop,
+        app[RELOADER].reload,
+        watch=config_path if alone and config.server.watch_config else None,
+        pidfile=pidfile if alone else None,
+    )
+    # a supervisor's workers start with these blocked
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, BLOCKED_AT_START)
     if worker is not None:
         watch_supervisor(loop, stop)
     await stop.wait()
+    triggers.stop()
     await drain(app, config.server.drain_grace)
     if publishing is not None:
         publishing.cancel()

@@ -826,7 +826,8 @@ class ServerConfig(Strict):
     after a response). `keepalive_timeout`: seconds a connection may sit idle
     between requests. `max_pending_connections` / `max_pending_per_peer`:
     connections still sending their request head, per process and per peer
-    address; more are refused with 503.
+    address; more are refused with 503. `watch_config`: re-read the config file
+    whenever its content changes (checked every 2 s), as SIGHUP does.
     """
 
     host: str = "127.0.0.1"
@@ -839,6 +840,7 @@ class ServerConfig(Strict):
     keepalive_timeout: Duration = 75.0
     max_pending_connections: int = Field(default=1024, ge=1)
     max_pending_per_peer: int = Field(default=128, ge=1)
+    watch_config: bool = False
 
     @field_validator("header_timeout", "keepalive_timeout")
     @classmethod

@@ -48,6 +48,15 @@ class JsonFormatter(logging.Formatter):
         super().__init__()
         self._redact = redact or _keep
 
+    def also_mask(self, redact: Redact) -> None:
+        """Mask what `redact` masks as well, from the next line on."""
+        first = self._redact
+
+        def both(text: str) -> str:
+            return redact(first(text))
+
+        self._redact = both
+
     def format(self, record: logging.LogRecord) -> str:
         """Render `record` with its extra fields and, if any, its exception."""
         redact = self._redact
@@ -66,6 +75,14 @@ class JsonFormatter(logging.Formatter):
         if "sluice.auth." in line or "Bearer" in line:
             line = _CLIENT_KEY.sub(r"\1***", line)  # a client key quoted by a library
         return line
+
+
+def mask_in_logs(redact: Redact) -> None:
+    """Secrets a config reload brought in: every JSON log handler masks them too."""
+    for handler in logging.getLogger().handlers:
+        formatter = handler.formatter
+        if isinstance(formatter, JsonFormatter):
+            formatter.also_mask(redact)
 
 
 def configure_logging(level: str, *, redact: Redact | None = None) -> None:

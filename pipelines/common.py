@@ -93,7 +93,8 @@ class Admission:
     else the seconds until a token is back); `max_metadata_bytes` bounds the
     `metadata` a request echoes on every frame. `request_telemetry(request_id)`
     gives an admitted request's telemetry (for `instrument_attempt`), `key_id`
-    names the caller's API key.
+    names the caller's API key. `router_present()` turns False once a config
+    reload removed the socket's router: new requests get `router_not_found`.
     """
 
     max_requests: int
@@ -103,14 +104,16 @@ class Admission:
     max_metadata_bytes: int | None = None
     request_telemetry: Callable[[str], RequestTelemetry | None] = _no_telemetry
     key_id: str | None = None
+    router_present: Callable[[], bool] = field(default=lambda: True)
 
     def admit_frame(
         self, router_id: str, clock: Callable[[], float]
     ) -> Callable[[ClientMessage, int], Frame | None]:
         """(first message, requests in flight) -> a refusal frame, or None to admit.
 
-        Checked in order: shutting down, requests per socket, metadata size, the
-        key's request rate (a refused request spends no token).
+        Checked in order: shutting down, router removed by a reload, requests per
+        socket, metadata size, the key's request rate (a refused request spends no
+        token).
         """
 
         def admit(msg: ClientMessage, active: int) -> Frame | None:
@@ -119,6 +122,12 @@ class Admission:
                 return frames.error(
                     ErrorName.SHUTTING_DOWN,
                     "this instance is shutting down; reconnect and send the request again",
+                )
+            if not self.router_present():
+                return frames.error(
+                    ErrorName.ROUTER_NOT_FOUND,
+                    f"router {router_id!r} was removed by a config reload; "
+                    "requests already running on this socket finish",
                 )
             if active >= self.max_requests:
                 return frames.error(

@@ -195,12 +195,19 @@ class Access:
         on_reject: Rejection | None = None,
         store: LimitStore | None = None,
     ) -> None:
-        self.keyring = KeyRing(auth.keys)
-        self.origins = OriginPolicy(auth.origins)
         self._metrics_need_key = metrics_need_key
         self._on_reject = on_reject
         self.limits = store or LocalLimits(LimitPolicy.build(auth, limits))
         self.anonymous = Client(ANONYMOUS, None, self.limits)
+        self.reconfigure(auth, limits)
+
+    def reconfigure(self, auth: AuthConfig, limits: LimitsConfig) -> None:
+        """Keys, Origins and per-key limits in (start-up, or a config reload); they
+        apply from the next request or upgrade on. Requests already admitted and
+        sockets already open keep the `Client` they were admitted as."""
+        self.keyring = KeyRing(auth.keys)
+        self.origins = OriginPolicy(auth.origins)
+        self.limits.set_policy(LimitPolicy.build(auth, limits))
         self._clients: dict[str, Client] = {
             key.id: Client(
                 key.id, frozenset(key.routers) if key.routers is not None else None, self.limits

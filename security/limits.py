@@ -85,6 +85,11 @@ class LimitStore(Protocol):
         """Admit one request of `key_id` at `now` (None), or the seconds to wait for a token."""
         ...
 
+    def set_policy(self, policy: LimitPolicy) -> None:
+        """A config reload's limits in: counts of open websockets carry over, a
+        surviving key keeps its bucket (refilled at its new rate), a new key starts full."""
+        ...
+
 
 def bucket_take(
     level: float, updated: float, limit: RateLimit, now: float
@@ -112,17 +117,29 @@ class LocalLimits:
         self._policy = policy
         self._total = 0
         self._sockets = dict.fromkeys(policy.keys, 0)
-        # a bucket starts full; its first `now` only refills it
-        self._buckets = {
-            key: (float(lim.rate_limit.requests), 0.0)
-            for key, lim in policy.keys.items()
-            if lim.rate_limit is not None
-        }
+        self._buckets: dict[str, tuple[float, float]] = {}
+        self.set_policy(policy)
 
     @property
     def policy(self) -> LimitPolicy:
         """The limits this store enforces."""
         return self._policy
+
+    def set_policy(self, policy: LimitPolicy) -> None:
+        """A config reload's limits in: counts of open websockets carry over, a
+        surviving key keeps its bucket (refilled at its new rate), a new key starts full.
+
+        A removed key keeps its socket count, so its sockets still open are
+        released against it (never against `anonymous`)."""
+        self._policy = policy
+        for key in policy.keys:
+            self._sockets.setdefault(key, 0)
+        # a bucket starts full; its first `now` only refills it
+        self._buckets = {
+            key: self._buckets.get(key, (float(lim.rate_limit.requests), 0.0))
+            for key, lim in policy.keys.items()
+            if lim.rate_limit is not None
+        }
 
     def take_socket(self, key_id: str) -> SocketCap | None:
         """Count one more websocket for `key_id`; the refusing cap (nothing counted) at a cap."""
@@ -143,8 +160,10 @@ class LocalLimits:
         self._sockets[key] = max(0, self._sockets[key] - 1)
 
     def take_request(self, key_id: str, now: float) -> float | None:
-        """Admit one request of `key_id` at `now` (None), or the seconds to wait for a token."""
-        key = key_id if key_id in self._sockets else ANONYMOUS
+        """Admit one request of `key_id` at `now` (None), or the seconds to wait for a token.
+
+        A key removed by a reload (its sockets still open) is limited as `anonymous`."""
+        key = key_id if key_id in self._policy.keys else ANONYMOUS
         limit = self._policy.of(key).rate_limit
         if limit is None:
             return None

@@ -12,6 +12,10 @@ A worker writes only its own row, so when it dies the supervisor calls
 `reset_worker(slot)`: that worker's sockets are gone, and its row is zeroed (its
 buckets' spent tokens stay spent). A worker killed while holding the lock would
 stop every other worker at the next socket or request; `reset_worker` frees it.
+
+The array is sized for the keys configured at start. A config reload
+(`set_policy`) changes those keys' limits in place; a key it adds is counted in
+each worker's own memory until a restart (see `set_policy`).
 """
 
 from __future__ import annotations
@@ -35,16 +39,27 @@ class SharedLimits:
     """`LimitStore` over shared memory; one instance per worker (`for_worker`)."""
 
     def __init__(
-        self, policy: LimitPolicy, workers: int, values: Any, lock: Any, slot: int = 0
+        self,
+        policy: LimitPolicy,
+        workers: int,
+        values: Any,
+        lock: Any,
+        slot: int = 0,
+        layout: tuple[str, ...] | None = None,
     ) -> None:
         self._policy = policy
         self._workers = workers
         self._values = values
         self._lock = lock
         self._slot = slot
-        self._index = {key: i for i, key in enumerate(policy.keys)}
+        # the keys the shared array was sized for, in its order (fixed for its life)
+        self._layout = layout if layout is not None else tuple(policy.keys)
+        self._index = {key: i for i, key in enumerate(self._layout)}
         self._keys = len(self._index)
         self._rows = 2 * self._keys
+        # keys a reload added: not in the array, counted in this process only
+        self._added_sockets: dict[str, int] = {}
+        self._added_buckets: dict[str, tuple[float, float]] = {}
 
     @classmethod
     def create(
@@ -66,7 +81,9 @@ class SharedLimits:
         """The same shared state, counting this worker's sockets in row `slot`."""
         if not 0 <= slot < self._workers:
             raise ValueError(f"worker slot {slot} is outside 0..{self._workers - 1}")
-        return SharedLimits(self._policy, self._workers, self._values, self._lock, slot)
+        return SharedLimits(
+            self._policy, self._workers, self._values, self._lock, slot, self._layout
+        )
 
     def __getstate__(self) -> dict[str, Any]:
         return {
@@ -75,17 +92,43 @@ class SharedLimits:
             "values": self._values,
             "lock": self._lock,
             "slot": self._slot,
+            "layout": self._layout,
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(  # type: ignore[misc]
-            state["policy"], state["workers"], state["values"], state["lock"], state["slot"]
+            state["policy"],
+            state["workers"],
+            state["values"],
+            state["lock"],
+            state["slot"],
+            state["layout"],
         )
 
     @property
     def policy(self) -> LimitPolicy:
         """The limits this store enforces."""
         return self._policy
+
+    def set_policy(self, policy: LimitPolicy) -> None:
+        """A config reload's limits in (each worker applies the same file).
+
+        The shared array keeps the keys it was sized for at start: those keys go on
+        being counted across every worker, under their new limits. A key added by a
+        reload is counted in this worker only (so its caps hold per worker, N times
+        over with N workers) until the next restart sizes the array for it; the
+        server-wide socket cap still counts its sockets across workers."""
+        self._policy = policy
+        added = [key for key in policy.keys if key not in self._index]
+        if added and self._slot == 0:
+            log.warning(
+                "client keys added by a reload are rate- and socket-limited per worker "
+                "until the next restart",
+                extra={"keys": added, "workers": self._workers},
+            )
+
+    def _added(self, key_id: str) -> bool:
+        return key_id not in self._index and key_id in self._policy.keys
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
@@ -111,17 +154,24 @@ class SharedLimits:
     def take_socket(self, key_id: str) -> SocketCap | None:
         """Count one more websocket for `key_id`; the refusing cap (nothing counted) at a cap."""
         k = self._key(key_id)
+        added = self._added(key_id)
         cap = self._policy.of(key_id).max_sockets
         values = self._values
         rows = [self._row(w) for w in range(self._workers)]
         with self._locked():
             if sum(values[r] for r in rows) >= self._policy.max_sockets:
                 return SocketCap.SERVER
-            if cap is not None and sum(values[r + 1 + k] for r in rows) >= cap:
+            if added:
+                if cap is not None and self._added_sockets.get(key_id, 0) >= cap:
+                    return SocketCap.KEY
+            elif cap is not None and sum(values[r + 1 + k] for r in rows) >= cap:
                 return SocketCap.KEY
             own = self._row(self._slot)
             values[own] += 1.0
-            values[own + 1 + k] += 1.0
+            if added:
+                self._added_sockets[key_id] = self._added_sockets.get(key_id, 0) + 1
+            else:
+                values[own + 1 + k] += 1.0
         return None
 
     def release_socket(self, key_id: str) -> None:
@@ -129,15 +179,24 @@ class SharedLimits:
         k = self._key(key_id)
         own = self._row(self._slot)
         values = self._values
+        added = self._added_sockets.get(key_id, 0) > 0
         with self._locked():
             values[own] = max(0.0, values[own] - 1.0)
-            values[own + 1 + k] = max(0.0, values[own + 1 + k] - 1.0)
+            if added:
+                self._added_sockets[key_id] -= 1
+            else:
+                values[own + 1 + k] = max(0.0, values[own + 1 + k] - 1.0)
 
     def take_request(self, key_id: str, now: float) -> float | None:
         """Admit one request of `key_id` at `now` (None), or the seconds to wait for a token."""
         limit = self._policy.of(key_id).rate_limit
         if limit is None:
             return None
+        if self._added(key_id):
+            level, updated = self._added_buckets.get(key_id, (float(limit.requests), 0.0))
+            level, updated, wait = bucket_take(level, updated, limit, now)
+            self._added_buckets[key_id] = (level, updated)
+            return wait
         at = 2 * self._key(key_id)
         values = self._values
         with self._locked():

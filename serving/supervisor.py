@@ -13,8 +13,13 @@
 - SIGTERM/SIGINT is forwarded to every worker, which drains exactly as a single
   process does; the supervisor exits 0 once all of them exited 0. A second
   signal kills the workers and exits 1 at once.
+- SIGHUP (also from `sluice reload`, which finds the supervisor's pid in its
+  pidfile, or from a change of the watched config file): the supervisor re-reads
+  the config (the one workers it starts from now on get, restart-only sections
+  kept) and forwards SIGHUP to every worker; each reloads itself
+  (`serving.reload`), logs and counts the outcome.
 
-Workers start with SIGTERM/SIGINT blocked (they are unblocked once the worker's
+Workers start with SIGTERM/SIGINT/SIGHUP blocked (they are unblocked once the worker's
 handlers are in place, so a signal during start-up still drains) and in their
 own process group (a Ctrl-C or `kill -- -<pgid>` reaches the supervisor only,
 and each worker sees one signal, not two).
@@ -39,14 +44,19 @@ from multiprocessing.process import BaseProcess
 
 from prometheus_client.multiprocess import mark_process_dead
 
+from config import ConfigError
 from config.models import SluiceConfig
 from security.limits import LimitPolicy
 from security.shared_limits import SharedLimits
+from serving.reload import ConfigSource, load_for_reload
+from serving.triggers import Triggers
 from serving.worker import WorkerSpec
 
 log = logging.getLogger("sluice.supervisor")
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+BLOCKED_AT_START = (*STOP_SIGNALS, signal.SIGHUP)
+"""Blocked in a new worker until it has its handlers (SIGHUP's default is to exit)."""
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 STABLE_AFTER = 10.0
 """A worker that served this many seconds before dying is restarted at once."""
@@ -117,6 +127,9 @@ class Supervisor:
         port: int,
         workers: int,
         target: WorkerTarget,
+        *,
+        config_path: str | None = None,
+        pidfile: str | None = None,
     ) -> None:
         if workers < 2:
             raise ValueError("a supervisor runs at least two workers")
@@ -131,6 +144,8 @@ class Supervisor:
         self._limits: SharedLimits | None = None
         self._metrics_dir = ""
         self._owns_metrics_dir = False
+        self._config_path = config_path
+        self._pidfile = pidfile
 
     def run(self) -> int:
         """Serve until the workers drained (0), or a second signal (1); 2 if the port is taken."""
@@ -172,6 +187,8 @@ class Supervisor:
         loop = asyncio.get_running_loop()
         for sig in STOP_SIGNALS:
             loop.add_signal_handler(sig, self._on_signal, sig)
+        watch = self._config_path if self._config.server.watch_config else None
+        triggers = Triggers(loop, self._on_reload, watch=watch, pidfile=self._pidfile)
         log.info(
             "supervisor starting workers",
             extra={
@@ -184,6 +201,7 @@ class Supervisor:
         for slot in self._slots:
             self._start(slot)
         await self._done.wait()
+        triggers.stop()
         failed = [s.index for s in self._slots if s.final_exitcode not in (None, 0)]
         log.info("supervisor stopped", extra={"workers_failed": failed})
         return 1 if failed else 0
@@ -201,12 +219,13 @@ class Supervisor:
             self._config,
             self._limits.for_worker(slot.index),
             self._metrics_dir,
+            self._config_path,
         )
         process = self._context.Process(
             target=self._target, args=(spec,), name=f"sluice-worker-{slot.index}"
         )
         # blocked in the child until its handlers are installed (see the module docstring)
-        old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, BLOCKED_AT_START)
         try:
             process.start()
         finally:
@@ -263,6 +282,31 @@ class Supervisor:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(slot.process.pid, sig)
         self._check_done()
+
+    def _on_reload(self) -> None:
+        """SIGHUP: re-read the config for the workers started later, then pass the
+        signal on so every running worker reloads itself."""
+        if self._stopping:
+            return
+        try:
+            self._config, restart_only = load_for_reload(
+                ConfigSource(self._config_path, self._host), self._config
+            )
+        except ConfigError as error:
+            log.error(
+                "config reload rejected: workers keep (and restarted ones get) the running config",
+                extra={"problems": [str(p) for p in error.problems]},
+            )
+        else:
+            log.info(
+                "config re-read: workers started from now on get it",
+                extra={"restart_only_fields_kept": restart_only},
+            )
+        pids = [s.process.pid for s in self._slots if s.process is not None and s.process.pid]
+        log.info("forwarding SIGHUP to the workers", extra={"workers": pids})
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGHUP)
 
     def _check_done(self) -> None:
         if self._stopping and all(s.process is None for s in self._slots):

@@ -23,7 +23,8 @@ log = logging.getLogger("sluice.worker")
 @dataclass(frozen=True)
 class WorkerSpec:
     """Worker `slot` of `workers`: serve `config` on host:port (shared with the others),
-    count limits in `limits`, write metrics to `metrics_dir`."""
+    count limits in `limits`, write metrics to `metrics_dir`; SIGHUP reloads
+    `config_path` (None: the embedded default)."""
 
     slot: int
     workers: int
@@ -32,6 +33,7 @@ class WorkerSpec:
     config: SluiceConfig
     limits: LimitStore
     metrics_dir: str
+    config_path: str | None = None
 
 
 class _WorkerFields(logging.Filter):

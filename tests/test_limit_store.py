@@ -181,3 +181,52 @@ def test_available_cores_follows_the_cgroup_quota(tmp_path: Path) -> None:
     cpu_max.write_text(f"{(affinity + 4) * 100000} 100000\n")
     assert available_cores(cpu_max) == affinity
     assert available_cores(tmp_path / "missing") == affinity
+
+
+def reloaded_policy() -> LimitPolicy:
+    """After a reload: key `a` removed, `b` allowed 2 sockets, key `c` added (1 socket, 1/m)."""
+    auth = AuthConfig.model_validate(
+        {
+            "keys": [
+                {"id": "b", "hash": "sha256:" + "1" * 64, "max_sockets": 2, "rate_limit": "1/m"},
+                {"id": "c", "hash": "sha256:" + "2" * 64, "max_sockets": 1, "rate_limit": "1/m"},
+            ]
+        }
+    )
+    limits = LimitsConfig.model_validate({"max_sockets": 5, "max_sockets_per_key": 3})
+    return LimitPolicy.build(auth, limits)
+
+
+@pytest.mark.parametrize("make", STORES, ids=["local", "shared"])
+def test_a_reload_keeps_open_sockets_counted_and_applies_new_limits(
+    make: Callable[[LimitPolicy], LimitStore],
+) -> None:
+    store = make(policy(max_sockets=5, per_key=3))
+    assert [store.take_socket(k) for k in ("a", "a", "b")] == [None, None, None]
+    assert store.take_request("b", 100.0) is None
+    store.set_policy(reloaded_policy())
+    assert store.take_socket("c") is None  # a new key, with its own cap
+    assert store.take_socket("c") is SocketCap.KEY
+    assert store.take_socket("b") is None  # its new cap is 2
+    assert store.take_socket(ANONYMOUS) is SocketCap.SERVER  # a, a, b, c, b are open
+    store.release_socket("a")  # a removed key's socket closes against its own count
+    assert store.take_socket("b") is SocketCap.KEY
+    assert store.take_request("b", 100.0) is not None  # its spent token stays spent
+    assert store.take_request("c", 100.0) is None
+    assert store.take_request("c", 100.0) is not None
+    store.release_socket("a")
+    store.release_socket("c")
+    assert [store.take_socket(k) for k in ("c", ANONYMOUS, ANONYMOUS)] == [None, None, None]
+    assert store.take_socket(ANONYMOUS) is SocketCap.SERVER
+
+
+def test_shared_limits_count_a_key_added_by_a_reload_per_worker() -> None:
+    first = SharedLimits.create(policy(max_sockets=5, per_key=3), workers=2)
+    workers = [first.for_worker(0), first.for_worker(1)]
+    for store in workers:
+        store.set_policy(reloaded_policy())
+    assert [w.take_socket("c") for w in workers] == [None, None]  # cap 1, in each worker
+    assert workers[0].take_socket("b") is None
+    assert workers[1].take_socket("b") is None
+    assert workers[1].take_socket("b") is SocketCap.KEY  # a start-up key: across workers
+    assert first.sockets() == 4

@@ -61,11 +61,16 @@ Fault = Literal[
     "stall_mid_stream",
     "truncated",
     "malformed",
+    "error_mid_stream",
     "empty",
     "empty_choices",
     "empty_data",
 ]
 FAULTS: tuple[Fault, ...] = get_args(Fault)
+
+MID_STREAM_FAULTS = frozenset({"stall_mid_stream", "truncated", "malformed", "error_mid_stream"})
+"""Faults that strike after `fault_after_chunks` content chunks (`error_mid_stream`:
+an `{"error": ...}` event, the way a 5xx reaches a client once the stream is open)."""
 
 FakeFinishReason = Literal["stop", "length", "content_filter", "tool_calls"]
 
@@ -257,7 +262,7 @@ class _Handler:
         limit = script.fault_after_chunks
         sent = 0
         for text in chunks:
-            if fault in ("stall_mid_stream", "truncated", "malformed") and sent >= limit:
+            if fault in MID_STREAM_FAULTS and sent >= limit:
                 break
             if script.delay:
                 await asyncio.sleep(script.delay)
@@ -277,6 +282,9 @@ class _Handler:
         if fault == "malformed":
             await resp.write(b'data: {"id": "chatcmpl-broken", "choices": [\n\n')
             await resp.write_eof(_sse("[DONE]"))
+            return
+        if fault == "error_mid_stream":
+            await resp.write_eof(_sse(json.dumps({"error": _ERROR_BODIES[500]})))
             return
 
         await send(choice("{}", script.finish_reason))
@@ -321,7 +329,7 @@ class _Handler:
             return web.Response(
                 body=b'{"id": "chatcmpl-broken", "choices": [', content_type="application/json"
             )
-        if fault in ("stall_mid_stream", "truncated"):
+        if fault in ("stall_mid_stream", "truncated", "error_mid_stream"):
             return await half_body(request, data, stall=fault == "stall_mid_stream")
         return web.Response(body=data, content_type="application/json")
 

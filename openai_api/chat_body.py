@@ -94,7 +94,12 @@ class ChatBody(BaseModel):
     logit_bias: dict[str, float] | None = None
     user: str | None = None
     # Sluice's own (`extra_body` in the OpenAI SDKs): the request's deadline budget
-    deadline_ms: int | None = Field(default=None, ge=1)
+    deadline_ms: int | None = Field(
+        default=None,
+        ge=1,
+        description="Sluice's own (`extra_body`): the request's deadline budget in "
+        "milliseconds across all attempts and retry passes; the router's `deadline` caps it.",
+    )
 
     @property
     def include_usage(self) -> bool:

@@ -67,7 +67,12 @@ class ChatRequest(BaseModel):
     )
     # Sluice's own (additive): this request's deadline budget in milliseconds,
     # across all attempts and retry passes; the router's `deadline` caps it.
-    deadline_ms: int | None = Field(default=None, ge=1)
+    deadline_ms: int | None = Field(
+        default=None,
+        ge=1,
+        description="Sluice's own: this request's deadline budget in milliseconds across "
+        "all attempts and retry passes; the router's `deadline` caps it.",
+    )
 
     @model_validator(mode="before")
     @classmethod

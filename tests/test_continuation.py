@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from reactivex.testing import ReactiveTest, TestScheduler
 
+from config import check_config
 from operators.failover import Reset
 from pipelines.chat_router import (
     ChatChunk,
@@ -101,3 +104,28 @@ def test_assemble_passes_errors_and_fails_an_unfinished_answer() -> None:
     (message,) = results.messages
     assert message.time == T0 + 2
     assert isinstance(message.value.exception, ProviderError)
+
+
+def test_check_config_names_file_line_and_field_of_the_new_router_options(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "sluice.yaml"
+    path.write_text(
+        "routers:\n"
+        "  language:\n"
+        "    - id: r\n"
+        "      mid_stream: resume\n"
+        "      deadline: 0s\n"
+        "      models:\n"
+        "        - id: a\n"
+        "          capabilities: {continuation: maybe}\n"
+        "          openai: {}\n"
+    )
+    problems = check_config(path)
+    assert any(
+        p.startswith(f"{path}:4:") and "routers.language[0].mid_stream" in p for p in problems
+    )
+    assert any(p.startswith(f"{path}:5:") and "routers.language[0].deadline" in p for p in problems)
+    assert any(
+        p.startswith(f"{path}:8:") and "models[0].capabilities.continuation" in p for p in problems
+    )

@@ -149,8 +149,12 @@ def build_openapi(version: str = "0.1.0") -> dict[str, Any]:
                 "summary": "OpenAI-compatible chat completions",
                 "description": "`model` names a language router, or `router/model-id` to pin "
                 "one model. With `stream: true` the answer is server-sent events "
-                "(`chat.completion.chunk` objects, then `[DONE]`); a failure after the "
-                "first chunk ends the stream with an `error` event.",
+                "(`chat.completion.chunk` objects, then `[DONE]`). A model failing after "
+                "the first chunk: with the router's `mid_stream: continue` (default) the "
+                "next model goes on from the partial answer in the same stream (later "
+                "chunks name it in `model`); with `restart`, or when no remaining model "
+                "can continue, the stream ends with an `error` event. A request ends "
+                "within the router's `deadline` (or `deadline_ms`, if shorter).",
                 "tags": ["openai"],
                 "security": BEARER,
                 "requestBody": {

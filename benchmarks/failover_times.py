@@ -18,7 +18,16 @@ requests concurrently, so the whole script takes about 45 s. A second table give
 the time to `all_models_unavailable` when both models fail (fast faults only): the
 retry passes' backoff (2 s, 4 s, 5 s with 10 % jitter by default) dominates it.
 
+A third table gives the time an answer loses at a mid-stream switch, for both
+`mid_stream` modes: both fakes say the same 20-chunk answer paced 10 ms a chunk,
+the faulty one breaks after 10 chunks (EOF, or an `{"error": ...}` event). The
+figure is the gap the client sees, from the faulty model's last chunk to the first
+chunk that carries text beyond what it already had: with `continue` the healthy
+model's first chunk; with `restart` the restarted answer's chunk that passes the
+point where the first one broke (the client re-reads the partial answer first).
+
     .venv/bin/python -m benchmarks.failover_times [--requests 20] [--skip-stalls]
+    .venv/bin/python -m benchmarks.failover_times --only-switch [--switch-requests 50]
 
 Prints Markdown tables; writes JSON to benchmarks/results/failover_times.json.
 """
@@ -88,8 +97,8 @@ class Row:
     note: str
 
 
-def sluice_config(faulty: FakeOpenAI, healthy: FakeOpenAI) -> SluiceConfig:
-    """Router `bench` = [faulty, healthy], everything else at its default."""
+def sluice_config(faulty: FakeOpenAI, healthy: FakeOpenAI, **router: Any) -> SluiceConfig:
+    """Router `bench` = [faulty, healthy], everything else at its default (or `router`)."""
 
     def model(model_id: str, fake: FakeOpenAI) -> dict[str, Any]:
         return {"id": model_id, "openai": {"base_url": fake.url, "api_key": "sk-bench-0000"}}
@@ -98,7 +107,11 @@ def sluice_config(faulty: FakeOpenAI, healthy: FakeOpenAI) -> SluiceConfig:
         {
             "routers": {
                 "language": [
-                    {"id": ROUTER, "models": [model("faulty", faulty), model("healthy", healthy)]}
+                    {
+                        "id": ROUTER,
+                        "models": [model("faulty", faulty), model("healthy", healthy)],
+                        **router,
+                    }
                 ]
             }
         }
@@ -206,7 +219,7 @@ async def measure_sequential(fault: Fault, requests: int) -> Row:
             samples.append(times[f"r{i}"])
     note = "baseline: first chunk, no failover" if fault == "none" else ""
     if fault in MID_STREAM:
-        note = "partial text, then model_unavailable, then the restart"
+        note = "partial text, then the healthy model continues it (mid_stream: continue)"
     return row(fault, samples, concurrent=False, note=note)
 
 
@@ -248,6 +261,115 @@ async def measure_all_failing(fault: Fault, requests: int) -> Row:
     return row(fault, elapsed, concurrent=True, note="")
 
 
+SWITCH_ANSWER = [f"w{i:02d} " for i in range(20)]
+SWITCH_AFTER = 10
+SWITCH_DELAY = 0.01
+SWITCH_FAULTS: tuple[Fault, ...] = ("truncated", "error_mid_stream")
+
+
+@dataclass(frozen=True)
+class SwitchRow:
+    """Time lost at a mid-stream switch, in milliseconds, for one mode and fault."""
+
+    mode: str
+    fault: str
+    requests: int
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+
+
+def percentile(samples: Sequence[float], q: float) -> float:
+    """The `q` quantile (0..1) of `samples`, nearest rank."""
+    ordered = sorted(samples)
+    rank = max(0, min(len(ordered) - 1, round(q * len(ordered) + 0.5) - 1))
+    return ordered[rank]
+
+
+async def switch_gap(ws: aiohttp.ClientWebSocketResponse, request_id: str) -> float:
+    """Send one request; seconds from the faulty model's last chunk to new text after it."""
+    loop = asyncio.get_running_loop()
+    await ws.send_str(chat(request_id))
+    partial = 0
+    text = ""
+    last_faulty: float | None = None
+    gap: float | None = None
+    while True:
+        msg = await ws.receive()
+        if msg.type is not aiohttp.WSMsgType.TEXT:
+            raise RuntimeError(f"the socket ended early: {msg.type}")
+        now = loop.time()
+        frame = json.loads(msg.data)
+        if frame["type"] == "error" and frame["error"]["name"] == "model_unavailable":
+            text = ""  # restart: the client drops the partial answer
+        elif frame["type"] == "chunk":
+            content = frame["chunk"]["model_response"]["message"]["content"]
+            if frame["chunk"]["model_id"] == "faulty":
+                partial += len(content)
+                last_faulty = now
+            elif gap is None and last_faulty is not None and len(text) + len(content) > partial:
+                gap = now - last_faulty
+            text += content
+        if is_terminal(frame):
+            if text != "".join(SWITCH_ANSWER) or gap is None:
+                raise RuntimeError(f"request {request_id} did not switch cleanly: {frame}")
+            return gap
+
+
+async def measure_switch(mode: str, fault: Fault, requests: int) -> SwitchRow:
+    """`requests` sequential requests through a mid-stream failure in `mode`."""
+    async with AsyncExitStack() as stack:
+        faulty = await stack.enter_async_context(run_fake_openai())
+        healthy = await stack.enter_async_context(run_fake_openai())
+        for fake in (faulty, healthy):
+            fake.script.chunks = list(SWITCH_ANSWER)
+            fake.script.delay = SWITCH_DELAY
+        faulty.script.fault = fault
+        faulty.script.fault_after_chunks = SWITCH_AFTER
+        url, app = await stack.enter_async_context(
+            run_sluice(sluice_config(faulty, healthy, mid_stream=mode))
+        )
+        session = await stack.enter_async_context(aiohttp.ClientSession())
+        ws = await stack.enter_async_context(session.ws_connect(url))
+        health = app[GATEWAY].chat_routers[ROUTER].health
+        await switch_gap(ws, "warmup")
+        samples: list[float] = []
+        for i in range(requests):
+            health.reset()  # type: ignore[attr-defined]
+            samples.append(await switch_gap(ws, f"s{i}"))
+    return SwitchRow(
+        mode=mode,
+        fault=fault,
+        requests=requests,
+        p50_ms=round(statistics.median(samples) * 1000, 1),
+        p99_ms=round(percentile(samples, 0.99) * 1000, 1),
+        max_ms=round(max(samples) * 1000, 1),
+    )
+
+
+async def measure_switches(requests: int) -> list[SwitchRow]:
+    """Both modes, each switch fault."""
+    return [
+        await measure_switch(mode, fault, requests)
+        for fault in SWITCH_FAULTS
+        for mode in ("continue", "restart")
+    ]
+
+
+def switch_markdown(rows: Sequence[SwitchRow]) -> str:
+    """The switch rows as a Markdown table."""
+    lines = [
+        "| mid_stream | fault | requests | p50 (ms) | p99 (ms) | max (ms) |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r.mode} | {r.fault} | {r.requests} | {r.p50_ms:.1f} | {r.p99_ms:.1f} "
+            f"| {r.max_ms:.1f} |"
+        )
+    return "\n".join(lines)
+
+
 def defaults() -> dict[str, Any]:
     """The default settings the figures depend on (seconds)."""
     model = LanguageModelConfig.model_validate({"id": "m", "openai": {}})
@@ -274,8 +396,25 @@ def markdown(rows: Sequence[Row], unit: str = "ms") -> str:
     return "\n".join(lines)
 
 
+def machine() -> dict[str, Any]:
+    """Where the figures were taken."""
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "loadavg_at_end": list(os.getloadavg()),
+    }
+
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     """Every measurement; returns what goes into the JSON file."""
+    if args.only_switch:
+        switches = await measure_switches(args.switch_requests)
+        return {
+            "generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "machine": machine(),
+            "switch": [asdict(r) for r in switches],
+        }
     client = ClientConfig()
     rows = [await measure_sequential("none", args.requests)]
     for fault in FAST_FAULTS:
@@ -294,19 +433,16 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         *(measure_all_failing(fault, args.failing_requests) for fault in FAST_FAULTS)
     )
     rows.extend(await asyncio.gather(*background))
+    switches = await measure_switches(args.switch_requests)
     return {
         "generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "machine": {
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-            "cpus": os.cpu_count(),
-            "loadavg_at_end": list(os.getloadavg()),
-        },
+        "machine": machine(),
         "router": "[faulty, healthy], strategy priority, every setting at its default",
         "defaults": defaults(),
         "health_reset_between_sequential_requests": True,
         "failover": [asdict(r) for r in rows],
         "all_models_failing": [asdict(r) for r in failing],
+        "switch": [asdict(r) for r in switches],
     }
 
 
@@ -317,6 +453,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--stall-requests", type=int, default=5, help="per stall kind")
     parser.add_argument("--failing-requests", type=int, default=3, help="all-failing, per kind")
     parser.add_argument("--skip-stalls", action="store_true", help="skip the 30 s stall kinds")
+    parser.add_argument("--switch-requests", type=int, default=50, help="per mode and fault")
+    parser.add_argument(
+        "--only-switch", action="store_true", help="measure only the mid-stream switch"
+    )
     parser.add_argument("--output", type=Path, default=RESULTS, help="JSON results file")
     parser.add_argument("--verbose", action="store_true", help="show Sluice's own logs")
     return parser.parse_args(argv)
@@ -331,12 +471,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     results = asyncio.run(run(args))
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(results, indent=2) + "\n")
+    switches = [SwitchRow(**r) for r in results["switch"]]
+    if args.only_switch:
+        print("### Time lost at a mid-stream switch (last faulty chunk -> new text)\n")
+        print(switch_markdown(switches))
+        print(f"\nwrote {args.output}")
+        return 0
     failover = [Row(**r) for r in results["failover"]]
     failing = [Row(**r) for r in results["all_models_failing"]]
     print("### Time to fail over (send -> first chunk of the healthy model)\n")
     print(markdown(failover))
     print("\n### Both models failing (send -> all_models_unavailable)\n")
     print(markdown(failing, unit="s"))
+    print("\n### Time lost at a mid-stream switch (last faulty chunk -> new text)\n")
+    print(switch_markdown(switches))
     print(f"\nwrote {args.output}")
     return 0
 

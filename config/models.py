@@ -402,10 +402,26 @@ class ModelBase(Strict):
         return block
 
 
+class ModelCapabilities(Strict):
+    """Per-model overrides of what its adapter declares it can do.
+
+    `continuation`: whether the model is asked to continue a partial answer after
+    another model broke mid-stream (`mid_stream: continue`). None (the default)
+    keeps the adapter's own declaration; false makes that hop restart instead
+    (`model_unavailable`, then the whole answer); true cannot teach an adapter
+    that has no way to continue (Cohere, Gemini, Ollama, Bedrock, the local
+    engine): it is logged and ignored there.
+    """
+
+    continuation: bool | None = None
+
+
 class LanguageModelConfig(ModelBase):
     """One model of a language router: shared settings plus exactly one provider block."""
 
     PROVIDERS: ClassVar[tuple[str, ...]] = PROVIDER_KEYS
+
+    capabilities: ModelCapabilities = Field(default_factory=ModelCapabilities)
 
     openai: OpenAIConfig | None = None
     azureopenai: AzureOpenAIConfig | None = None
@@ -427,6 +443,14 @@ class LanguageModelConfig(ModelBase):
 
 Strategy = Literal["priority", "round_robin", "weighted_round_robin", "least_latency"]
 
+MidStream = Literal["continue", "restart"]
+
+DEFAULT_CONTINUATION_INSTRUCTION = (
+    "Your previous reply was cut off. Continue it from exactly where it stops, "
+    "without repeating any of it."
+)
+"""Added after the request's own system prompt when a model continues a partial answer."""
+
 
 class LanguageRouterConfig(Strict):
     """A language router: a routing strategy over models, retried as whole passes."""
@@ -435,6 +459,16 @@ class LanguageRouterConfig(Strict):
     enabled: bool = True
     strategy: Strategy = "priority"
     retry: RetryConfig = Field(default_factory=RetryConfig)
+    # What a model failing after chunks were sent means for the client: `continue`
+    # (the next model goes on from the partial answer, one seamless answer) or
+    # `restart` (Glide's semantics: `model_unavailable`, then the answer restarts).
+    mid_stream: MidStream = "continue"
+    # The budget of one request across all its attempts and retry passes; a request
+    # may ask for less (`deadline_ms`), never for more.
+    deadline: Duration = Field(default=60.0, gt=0)
+    # Added after the request's own system prompt (never replacing it) when a model
+    # is asked to continue a partial answer; "" adds nothing.
+    continuation_instruction: str = DEFAULT_CONTINUATION_INSTRUCTION
     models: list[LanguageModelConfig] = Field(min_length=1)
 
     @field_validator("models")

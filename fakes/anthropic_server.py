@@ -35,6 +35,7 @@ from fakes.common import (
     RunningStreamFake,
     cli_chunks,
     cli_parser,
+    continue_from,
     fake_app,
     half_body,
     record_request,
@@ -44,6 +45,7 @@ from fakes.common import (
     serve_until_signalled,
     stall_until_client_gone,
     track_stream,
+    trailing_assistant,
 )
 
 Fault = Literal[
@@ -96,6 +98,11 @@ class FakeAnthropicScript:
     `stall_mid_stream`, `truncated`, `error_event` and `malformed` send before
     misbehaving; `error_type` is the mid-stream error's `error.type`.
     `retry_after` is the 429's `retry-after` header (None omits it).
+
+    Prefill: when the last message is an assistant message, the answer goes on
+    after it (`fakes.common.continue_from`), as Claude does; like the real API, a
+    prefill that ends in whitespace is a 400. `prefill_overlap` characters of the
+    prefill's tail are repeated first.
     """
 
     chunks: list[str] = field(default_factory=lambda: ["Hello", " from", " Claude"])
@@ -108,6 +115,7 @@ class FakeAnthropicScript:
     retry_after: str | None = "1"
     input_tokens: int = 11
     cache_read_input_tokens: int = 0
+    prefill_overlap: int = 0
 
 
 class FakeAnthropicStats(FakeStats):
@@ -164,6 +172,16 @@ class _Handler:
             kind, message = _ERRORS[status]
             return _error_response(status, kind, message, headers)
 
+        chunks = script.chunks
+        partial = trailing_assistant(body.get("messages"))
+        if partial is not None:
+            if partial != partial.rstrip():
+                return _error_response(
+                    400,
+                    "invalid_request_error",
+                    "messages: final assistant content cannot end with trailing whitespace",
+                )
+            chunks = continue_from(chunks, partial, script.prefill_overlap)
         model = str(body.get("model") or "claude-fake")
         ident = f"msg_fake{number}"
         resp: web.StreamResponse | None = None
@@ -173,9 +191,9 @@ class _Handler:
                     headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
                 )
                 await resp.prepare(request)
-                await self._stream(request, resp, script, fault, ident, model)
+                await self._stream(request, resp, script, chunks, fault, ident, model)
             else:
-                resp = await self._complete(request, script, fault, ident, model)
+                resp = await self._complete(request, script, chunks, fault, ident, model)
         return resp if resp is not None else web.Response()
 
     async def _stream(
@@ -183,6 +201,7 @@ class _Handler:
         request: web.Request,
         resp: web.StreamResponse,
         script: FakeAnthropicScript,
+        answer: list[str],
         fault: str,
         ident: str,
         model: str,
@@ -225,7 +244,7 @@ class _Handler:
         await resp.write(_event("content_block_start", {"index": index, "content_block": block}))
         await resp.write(_event("ping", {}))
 
-        chunks = [] if fault == "empty" else script.chunks
+        chunks = [] if fault == "empty" else answer
         sent = 0
         for text in chunks:
             if fault in ("stall_mid_stream", "truncated", "error_event", "malformed") and (
@@ -269,6 +288,7 @@ class _Handler:
         self,
         request: web.Request,
         script: FakeAnthropicScript,
+        answer: list[str],
         fault: str,
         ident: str,
         model: str,
@@ -278,7 +298,7 @@ class _Handler:
         if fault == "error_event":
             kind = script.error_type
             return _error_response(529 if kind == "overloaded_error" else 500, kind, "Overloaded")
-        text = "" if fault == "empty" else "".join(script.chunks)
+        text = "" if fault == "empty" else "".join(answer)
         content: list[dict[str, Any]] = []
         if script.thinking is not None:
             content.append(
@@ -298,7 +318,7 @@ class _Handler:
                 "input_tokens": script.input_tokens,
                 "cache_creation_input_tokens": 0,
                 "cache_read_input_tokens": script.cache_read_input_tokens,
-                "output_tokens": 0 if fault == "empty" else len(script.chunks),
+                "output_tokens": 0 if fault == "empty" else len(answer),
             },
         }
         data = json.dumps(payload).encode()

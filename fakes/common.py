@@ -107,6 +107,40 @@ async def record_request(request: web.Request, stats: FakeStats) -> tuple[int, A
     return number, body
 
 
+def continue_from(chunks: Sequence[str], partial: str, overlap: int = 0) -> list[str]:
+    """What a model whose whole answer is `chunks` says after the prefill `partial`.
+
+    When the answer starts with `partial`, the rest of it (in the same chunk
+    boundaries); otherwise the whole answer (the model goes on in its own words).
+    `overlap` repeats that many characters of the prefill's tail first, as a model
+    that restates the end of the partial answer does.
+
+    continue_from(["partial", " text", " lost"], "partial") == [" text", " lost"]
+    continue_from(["partial", " text", " lost"], "partial", 4) == ["tial", " text", " lost"]
+    """
+    answer = "".join(chunks)
+    start = max(0, len(partial) - overlap) if answer.startswith(partial) else 0
+    out: list[str] = []
+    position = 0
+    for chunk in chunks:
+        end = position + len(chunk)
+        if end > start:
+            out.append(chunk[max(0, start - position) :])
+        position = end
+    return out
+
+
+def trailing_assistant(messages: Any) -> str | None:
+    """The content of a final assistant message (a prefill), else None."""
+    if isinstance(messages, list) and messages:
+        last = messages[-1]
+        if isinstance(last, dict) and last.get("role") == "assistant":
+            content = last.get("content")
+            if isinstance(content, str):
+                return content
+    return None
+
+
 def refuse(request: web.Request) -> web.Response:
     """The `refuse` fault: close the connection; the returned response is never written."""
     if request.transport is not None:

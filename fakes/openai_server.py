@@ -37,6 +37,7 @@ from fakes.common import (
     RunningStreamFake,
     cli_chunks,
     cli_parser,
+    continue_from,
     fake_app,
     half_body,
     record_request,
@@ -46,6 +47,7 @@ from fakes.common import (
     serve_until_signalled,
     stall_until_client_gone,
     track_stream,
+    trailing_assistant,
 )
 
 Fault = Literal[
@@ -59,11 +61,16 @@ Fault = Literal[
     "stall_mid_stream",
     "truncated",
     "malformed",
+    "error_mid_stream",
     "empty",
     "empty_choices",
     "empty_data",
 ]
 FAULTS: tuple[Fault, ...] = get_args(Fault)
+
+MID_STREAM_FAULTS = frozenset({"stall_mid_stream", "truncated", "malformed", "error_mid_stream"})
+"""Faults that strike after `fault_after_chunks` content chunks (`error_mid_stream`:
+an `{"error": ...}` event, the way a 5xx reaches a client once the stream is open)."""
 
 FakeFinishReason = Literal["stop", "length", "content_filter", "tool_calls"]
 
@@ -111,6 +118,11 @@ class FakeOpenAIScript:
     before misbehaving. `retry_after` is the 429's `Retry-After` value (seconds or
     an HTTP date; None omits the header). `split_events` writes each SSE event in
     two pieces so a `data:` line straddles HTTP chunks and TCP reads.
+
+    Prefill: a request whose last message is an assistant message gets the rest
+    of the answer after it (`fakes.common.continue_from`), the way vLLM
+    (`continue_final_message`), Mistral and DeepSeek (`prefix`) continue one;
+    `prefill_overlap` characters of its tail are repeated first.
     """
 
     chunks: list[str] = field(default_factory=lambda: ["Hello", " from", " fake"])
@@ -121,6 +133,7 @@ class FakeOpenAIScript:
     retry_after: str | None = "1"
     prompt_tokens: int = 7
     split_events: bool = False
+    prefill_overlap: int = 0
 
 
 class FakeOpenAIStats(FakeStats):
@@ -187,6 +200,10 @@ class _Handler:
             stream_options.get("include_usage")
         )
 
+        chunks = script.chunks
+        partial = trailing_assistant(body.get("messages"))
+        if partial is not None:
+            chunks = continue_from(chunks, partial, script.prefill_overlap)
         resp: web.StreamResponse | None = None
         async with track_stream(request, stats):
             if body.get("stream"):
@@ -194,9 +211,11 @@ class _Handler:
                     headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
                 )
                 await resp.prepare(request)
-                await self._stream(request, resp, script, fault, ident, model, include_usage)
+                await self._stream(
+                    request, resp, script, chunks, fault, ident, model, include_usage
+                )
             else:
-                resp = await self._complete(request, script, fault, ident, model)
+                resp = await self._complete(request, script, chunks, fault, ident, model)
         return resp if resp is not None else web.Response()
 
     async def _stream(
@@ -204,6 +223,7 @@ class _Handler:
         request: web.Request,
         resp: web.StreamResponse,
         script: FakeOpenAIScript,
+        answer: list[str],
         fault: str,
         ident: str,
         model: str,
@@ -238,11 +258,11 @@ class _Handler:
             await send("[]", ',"prompt_filter_results":[{"prompt_index":0}]')
         await send(choice('{"role":"assistant","content":""}'))
 
-        chunks = [] if fault == "empty" else script.chunks
+        chunks = [] if fault == "empty" else answer
         limit = script.fault_after_chunks
         sent = 0
         for text in chunks:
-            if fault in ("stall_mid_stream", "truncated", "malformed") and sent >= limit:
+            if fault in MID_STREAM_FAULTS and sent >= limit:
                 break
             if script.delay:
                 await asyncio.sleep(script.delay)
@@ -263,6 +283,9 @@ class _Handler:
             await resp.write(b'data: {"id": "chatcmpl-broken", "choices": [\n\n')
             await resp.write_eof(_sse("[DONE]"))
             return
+        if fault == "error_mid_stream":
+            await resp.write_eof(_sse(json.dumps({"error": _ERROR_BODIES[500]})))
+            return
 
         await send(choice("{}", script.finish_reason))
         if include_usage:
@@ -276,13 +299,14 @@ class _Handler:
         self,
         request: web.Request,
         script: FakeOpenAIScript,
+        answer: list[str],
         fault: str,
         ident: str,
         model: str,
     ) -> web.StreamResponse:
         if fault == "stall_before_first":
             await stall_until_client_gone(request)
-        content = "" if fault == "empty" else "".join(script.chunks)
+        content = "" if fault == "empty" else "".join(answer)
         choices: list[dict[str, Any]] = [
             {
                 "index": 0,
@@ -298,14 +322,14 @@ class _Handler:
             "model": model,
             "system_fingerprint": "fp_fake",
             "choices": [] if fault == "empty_choices" else choices,
-            "usage": self._usage(script, 0 if fault == "empty" else len(script.chunks)),
+            "usage": self._usage(script, 0 if fault == "empty" else len(answer)),
         }
         data = json.dumps(payload).encode()
         if fault == "malformed":
             return web.Response(
                 body=b'{"id": "chatcmpl-broken", "choices": [', content_type="application/json"
             )
-        if fault in ("stall_mid_stream", "truncated"):
+        if fault in ("stall_mid_stream", "truncated", "error_mid_stream"):
             return await half_body(request, data, stall=fault == "stall_mid_stream")
         return web.Response(body=data, content_type="application/json")
 

@@ -93,6 +93,13 @@ class ChatBody(BaseModel):
     seed: int | None = None
     logit_bias: dict[str, float] | None = None
     user: str | None = None
+    # Sluice's own (`extra_body` in the OpenAI SDKs): the request's deadline budget
+    deadline_ms: int | None = Field(
+        default=None,
+        ge=1,
+        description="Sluice's own (`extra_body`): the request's deadline budget in "
+        "milliseconds across all attempts and retry passes; the router's `deadline` caps it.",
+    )
 
     @property
     def include_usage(self) -> bool:
@@ -112,6 +119,8 @@ class ChatBody(BaseModel):
         *history, last = (m.to_sluice() for m in self.messages)
         params = self.params()
         body: dict[str, Any] = {"message": last, "message_history": history}
+        if self.deadline_ms is not None:
+            body["deadline_ms"] = self.deadline_ms
         if params:
             body["override_params"] = {model_id: dict(params) for model_id in model_ids}
         return ChatRequest.model_validate(body)

@@ -29,12 +29,17 @@ U = TypeVar("U")
 
 @dataclass(frozen=True, slots=True)
 class Deadlines:
-    """Seconds to the first item, between items, and for the whole attempt."""
+    """Seconds to the first item, between items, and for the whole attempt.
+
+    `end` (scheduler seconds, absolute) is the request's own deadline: the whole
+    attempt ends by then even when `total` would allow longer.
+    """
 
     first: float
     idle: float
     total: float
     what: str = "chunk"
+    end: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +67,7 @@ def guard_attempt(
     *,
     deadlines: Deadlines | None = None,
     output: OutputRule[T] | None = None,
-    tag: Callable[[T], U] | None = None,
+    tag: Callable[[T], U | None] | None = None,
     watch: Watch[U] | None = None,
     scheduler: abc.SchedulerBase | None = None,
 ) -> Callable[[Observable[T]], Observable[U]]:
@@ -74,6 +79,10 @@ def guard_attempt(
     output rule, counts(x) false:
     source: --x--|
     result: --x--#             (ProviderError EMPTY_OUTPUT)
+    A `tag` that returns None withholds that item (it still counts as arrived for
+    the deadlines and the output rule):
+    source: --a--b--|   tag(a) None
+    result: -----b--|
     A failed guard disposes the upstream (closing the provider call). Telemetry
     hears one verdict: success (completion or the final item), failure (error),
     or abandoned (disposed first). `deadlines` needs a scheduler (given or the
@@ -110,6 +119,7 @@ class _Guard(Generic[T, U]):
 
     __slots__ = (
         "attempt",
+        "budget_cut",
         "counted",
         "deadlines",
         "done",
@@ -130,7 +140,7 @@ class _Guard(Generic[T, U]):
         observer: abc.ObserverBase[U],
         deadlines: Deadlines | None,
         output: OutputRule[T] | None,
-        tag: Callable[[T], U] | None,
+        tag: Callable[[T], U | None] | None,
         watch: Watch[U] | None,
         sched: abc.SchedulerBase | None,
     ) -> None:
@@ -148,6 +158,7 @@ class _Guard(Generic[T, U]):
         self.gap_timer: abc.DisposableBase | None = None
         self.total_timer: abc.DisposableBase | None = None
         self.attempt: AttemptTelemetry | None = None
+        self.budget_cut = False
 
     def start(self) -> None:
         """Open the telemetry attempt and arm the deadlines."""
@@ -155,18 +166,23 @@ class _Guard(Generic[T, U]):
             self.attempt = self.watch.request.attempt(self.watch.model, self.watch.provider)
         limits, sched = self.deadlines, self.sched
         if limits is not None and sched is not None:
-            self.total_timer = sched.schedule_relative(limits.total, self._overall)
+            total = limits.total
+            if limits.end is not None:
+                left = max(0.0, limits.end - seconds(sched))
+                if left < total:
+                    total, self.budget_cut = left, True
+            self.total_timer = sched.schedule_relative(total, self._overall)
             self.gap_timer = sched.schedule_relative(limits.first, self._no_first)
 
     # ---- deadlines -----------------------------------------------------------------
 
     def _overall(self, _: abc.SchedulerBase, __: Any = None) -> None:
         assert self.deadlines is not None
-        self._fail(
-            ProviderError(
-                ErrorCategory.TIMEOUT, f"attempt exceeded its {self.deadlines.total:g}s deadline"
-            )
-        )
+        if self.budget_cut:
+            message = "the request's deadline ran out during this attempt"
+        else:
+            message = f"attempt exceeded its {self.deadlines.total:g}s deadline"
+        self._fail(ProviderError(ErrorCategory.TIMEOUT, message))
 
     def _no_first(self, _: abc.SchedulerBase, __: Any = None) -> None:
         assert self.deadlines is not None
@@ -217,6 +233,8 @@ class _Guard(Generic[T, U]):
                     self._empty()
                     return
             tagged: Any = item if self.tag is None else self.tag(item)
+            if tagged is None:
+                return  # withheld by the tag
             attempt = self.attempt
             if attempt is not None:
                 attempt.output()

@@ -9,14 +9,19 @@ and listen share it.
 
 Items flow through unchanged. When an attempt fails after it already emitted
 items, a `Reset` is emitted before moving on, so the consumer can drop that
-partial output (Glide's `model_unavailable`). Failover sits above retry: each
-pass tries every available model once; a whole failed pass is retried after an
-exponential backoff (`retry_passes`), and an attempt is never retried in place.
+partial output (Glide's `model_unavailable`) — unless a `Handoff` is given: then
+the request itself decides, per next model, whether that model carries the
+partial output on (no Reset) or restarts (the Reset comes right before it).
+Failover sits above retry: each pass tries every available model once; a whole
+failed pass is retried after an exponential backoff (`retry_passes`), and an
+attempt is never retried in place. A `Budget` bounds one request across all its
+attempts and passes.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -54,17 +59,101 @@ class Reset:
 
 
 class AllModelsUnavailable(Exception):
-    """Every model of the router failed or was unavailable for this request."""
+    """Every model of the router failed or was unavailable for this request.
 
-    def __init__(self, router_id: str, failures: Sequence[tuple[str, BaseException]]) -> None:
+    `reason` says why no further attempt was made, when that was not simply the
+    end of the retries (the request's deadline, every model out past it).
+    """
+
+    def __init__(
+        self,
+        router_id: str,
+        failures: Sequence[tuple[str, BaseException]],
+        reason: str | None = None,
+    ) -> None:
         self.router_id = router_id
         self.failures = list(failures)
+        self.reason = reason
         if failures:
             causes = "; ".join(f"{model}: {error}" for model, error in failures)
             text = f"all models of router {router_id!r} failed: {causes}"
         else:
             text = f"no model of router {router_id!r} is available right now (all unhealthy)"
+        if reason:
+            text = f"{text}; {reason}"
         super().__init__(text)
+
+
+class Handoff(Protocol):
+    """How one request carries a broken answer over to the next model.
+
+    `broke(model_id, error)`: the attempt on `model_id` failed after it emitted
+    items. `before(model_id)`: the next attempt is about to start on `model_id`;
+    a `Reset` returned is emitted first (that model restarts the answer), None
+    means it goes on from what was emitted (or there is nothing to carry).
+    """
+
+    def broke(self, model_id: str, error: BaseException) -> None: ...
+    def before(self, model_id: str) -> Reset | None: ...
+
+
+Recovery = Callable[[str, float], float | None]
+"""(model_id, now) -> when a cooling-down model is available again (`math.inf`
+while disabled), None when it is available or its return is unknown."""
+
+
+class Budget:
+    """One request's time budget across all its attempts and retry passes.
+
+    `seconds` from the moment the first pass starts (`start(now)`); `end` is then
+    that moment plus `seconds` on the scheduler's clock. `models` and `recovery`
+    let `retry_passes` see that no model can be back before `end`.
+    """
+
+    __slots__ = ("end", "models", "recovery", "seconds")
+
+    def __init__(
+        self,
+        seconds: float,
+        models: Sequence[str] = (),
+        recovery: Recovery | None = None,
+    ) -> None:
+        self.seconds = seconds
+        self.models = tuple(models)
+        self.recovery = recovery
+        self.end: float | None = None
+
+    def start(self, now: float) -> None:
+        """The request starts at `now` (later calls change nothing)."""
+        if self.end is None:
+            self.end = now + self.seconds
+
+    def left(self, now: float) -> float:
+        """Seconds left at `now` (infinite before `start`)."""
+        return math.inf if self.end is None else self.end - now
+
+    def exhausted(self) -> str:
+        """The reason given when the budget ran out."""
+        return f"the request's {self.seconds:g}s deadline ran out"
+
+    def futile(self, start_at: float, now: float) -> str | None:
+        """Why a pass starting at `start_at` cannot help (None when it may)."""
+        if self.end is None:
+            return None
+        if start_at >= self.end:
+            return f"no time for another pass within the request's {self.seconds:g}s deadline"
+        if self.recovery is None or not self.models:
+            return None
+        outs: list[str] = []
+        for model in self.models:
+            until = self.recovery(model, now)
+            if until is None or until < self.end:
+                return None
+            outs.append(f"{model} {'disabled' if until == math.inf else 'cooling down'}")
+        return (
+            f"no model can be tried again within the request's {self.seconds:g}s deadline "
+            f"({', '.join(outs)})"
+        )
 
 
 class _Skipped(Exception):
@@ -86,6 +175,8 @@ def failover(
     *,
     scheduler: abc.SchedulerBase | None = None,
     is_final: Callable[[T], bool] | None = None,
+    handoff: Handoff | None = None,
+    budget: Budget | None = None,
 ) -> Observable[T | Reset]:
     """One pass over the router's available models; the first to finish wins.
 
@@ -98,19 +189,31 @@ def failover(
     `is_final(item)` marks an item that completes the answer (a chunk with a
     finish_reason): the attempt counts as a success when it passes, before the
     consumer (whose terminal rule disposes the request at that item) sees it.
+
+    `handoff` (one per request) replaces the Reset: it hears `broke` instead, and
+    `before(model)` may return the Reset to emit ahead of the next attempt.
+    `budget` (one per request) starts with the first pass; no attempt starts once
+    it is spent (the pass ends with `AllModelsUnavailable` saying so):
+    budget 5, attempt(m1) stalls and its guard cuts it at the budget's end:
+    attempt(m1): -------#(5)     result: -------#(5, AllModelsUnavailable)
     """
 
     def subscribe(
         observer: abc.ObserverBase[T | Reset], scheduler_: abc.SchedulerBase | None = None
     ) -> abc.DisposableBase:
         sched = require_scheduler(scheduler, scheduler_, "failover")
-        plan = router.plan(seconds(sched))
+        now = seconds(sched)
+        if budget is not None:
+            budget.start(now)
+        plan = router.plan(now)
         if not plan:
             observer.on_error(AllModelsUnavailable(router_id, []))
             return Once()
         run: _Pass[T] = _Pass(
             router_id, router, attempt, plan, observer, sched, scheduler_, is_final
         )
+        run.handoff = handoff
+        run.budget = budget
         run.next()
         return Once(run.dispose)
 
@@ -122,6 +225,7 @@ class _Pass(Generic[T]):
 
     __slots__ = (
         "attempt",
+        "budget",
         "count",
         "current",
         "done",
@@ -129,6 +233,7 @@ class _Pass(Generic[T]):
         "final",
         "first",
         "generation",
+        "handoff",
         "index",
         "inherited",
         "is_final",
@@ -174,24 +279,35 @@ class _Pass(Generic[T]):
         self.first: float | None = None
         self.count = 0
         self.settled = True
+        self.handoff: Handoff | None = None
+        self.budget: Budget | None = None
 
     def next(self) -> None:
         """Start the next available model of the plan, or end the pass."""
         router = self.router
         while not self.done:
-            if self.final is not None or self.index >= len(self.plan):
+            now = seconds(self.sched)
+            budget = self.budget
+            spent = budget is not None and budget.left(now) <= 1e-9
+            if self.final is not None or self.index >= len(self.plan) or spent:
                 self.done = True
                 error = self.final
                 if not isinstance(error, Exception):
-                    error = AllModelsUnavailable(self.router_id, self.failures)
+                    reason = budget.exhausted() if spent and budget is not None else None
+                    error = AllModelsUnavailable(self.router_id, self.failures, reason)
                 self.observer.on_error(error)
                 return
             model = self.plan[self.index]
             self.index += 1
-            now = seconds(self.sched)
             if not router.available(model, now):
                 self.failures.append((model, _Skipped()))
                 continue
+            if self.handoff is not None:
+                reset = self.handoff.before(model)
+                if reset is not None:
+                    self.observer.on_next(reset)
+                    if self.done:
+                        return
             router.begin_attempt(model, now)
             self.model, self.started, self.first, self.count = model, now, None, 0
             self.settled = False
@@ -259,7 +375,10 @@ class _Pass(Generic[T]):
         if _is_final(error):
             self.final = error
         if self.count:
-            self.observer.on_next(Reset(model, error))
+            if self.handoff is None:
+                self.observer.on_next(Reset(model, error))
+            else:
+                self.handoff.broke(model, error)
         self.next()
 
     def dispose(self) -> None:
@@ -280,6 +399,7 @@ def retry_passes(
     rng: random.Random,
     *,
     scheduler: abc.SchedulerBase | None = None,
+    budget: Budget | None = None,
 ) -> Callable[[Observable[T]], Observable[T]]:
     """Resubscribe a failed pass after an exponential backoff, up to `max_retries`.
 
@@ -289,6 +409,9 @@ def retry_passes(
     With min 2 s, x2, max 5 s and no jitter:
     pass:   -#            (passes start at 0, 2, 6, 11)
     result: -----------#  (error at 11 + the last pass's time)
+    With a `budget` (the same object failover was given), a pass that would start
+    at or after the budget's end, or while every model is out (disabled, cooling
+    down) past it, is not waited for: the error comes at once, with the reason.
     """
 
     def operator(source: Observable[T]) -> Observable[T]:
@@ -296,6 +419,7 @@ def retry_passes(
             observer: abc.ObserverBase[T], scheduler_: abc.SchedulerBase | None = None
         ) -> abc.DisposableBase:
             passes: _Passes[T] = _Passes(source, observer, retry, rng, scheduler, scheduler_)
+            passes.budget = budget
             passes.start()
             return Once(passes.dispose)
 
@@ -312,6 +436,7 @@ class _Passes(Generic[T]):
     """
 
     __slots__ = (
+        "budget",
         "current",
         "disposed",
         "generation",
@@ -347,6 +472,7 @@ class _Passes(Generic[T]):
         self.generation = 0
         self.current: abc.DisposableBase | None = None
         self.disposed = False
+        self.budget: Budget | None = None
 
     def _replace(self, subscription: abc.DisposableBase | None) -> None:
         previous, self.current = self.current, subscription
@@ -389,8 +515,20 @@ class _Passes(Generic[T]):
         except ValueError as missing:
             self.observer.on_error(missing)
             return
-        self.number = number + 1
         delay = backoff_delay(self.retry, number, self.rng)
+        budget = self.budget
+        if budget is not None and isinstance(error, AllModelsUnavailable):
+            if error.reason is not None:  # the pass ended on the budget: nothing to wait for
+                self.observer.on_error(error)
+                return
+            now = seconds(sched)
+            futile = budget.futile(now + delay, now)
+            if futile is not None:
+                self.observer.on_error(
+                    AllModelsUnavailable(error.router_id, error.failures, futile)
+                )
+                return
+        self.number = number + 1
         self._replace(sched.schedule_relative(delay, self.start))
 
     def dispose(self) -> None:

@@ -1,31 +1,53 @@
 """A language router: its models' providers behind failover, retry and deadlines.
 
-`ChatRouter.stream(request)` -> Observable of `ChatChunk | Reset` (one answer,
-from whichever model succeeds); `ChatRouter.complete(request)` -> Observable of
-one `ChatCompletion`. Pipelines depend on these observables, not on providers.
-Both take `only_model=` to pin one model: the same retry, deadlines and health,
-with failover restricted to that model.
+`ChatRouter.stream(request)` -> Observable of `ChatChunk | Reset` (one answer);
+`ChatRouter.complete(request)` -> Observable of one `ChatCompletion`, assembled
+from the same stream (so a sync request fails over at the first-chunk deadline
+like a streamed one, and a long answer is not cut while it flows). Pipelines
+depend on these observables, not on providers. Both take `only_model=` to pin
+one model: the same retry, deadlines and health, failover restricted to it.
+
+Mid-stream failures (`mid_stream` of the router):
+- `restart`: Glide's semantics. A `Reset` names the model that broke; the answer
+  restarts on the next model.
+- `continue` (default): the next model is asked to go on from the partial answer
+  (`ChatParams.continuation`), if its adapter declares it can (and the model's
+  config does not say otherwise); its first chunk carries `switched_from`, and a
+  repeat of the partial answer's tail is trimmed. A model that cannot continue
+  gets the `restart` treatment for that hop (`Reset` first).
+Every request runs under the router's `deadline` budget (or the request's own
+`deadline_ms`, never longer), across all attempts and retry passes.
 """
 
 from __future__ import annotations
 
+import logging
 import random
-from collections.abc import Mapping
-from dataclasses import dataclass
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from typing import Protocol, runtime_checkable
 
-import reactivex
 from reactivex import Observable, abc
-from reactivex import operators as ops
 
 from config.models import LanguageModelConfig, LanguageRouterConfig
 from observability.telemetry import RequestTelemetry
-from operators.aio import from_async_iterable, from_awaitable
+from operators.aio import from_async_iterable
 from operators.attempt import Deadlines, OutputRule, Watch, guard_attempt
-from operators.deadlines import deadlines, require_output
-from operators.failover import Reset, RouterHealth, failover, retry_passes
-from operators.instrument import instrument_attempt
+from operators.failover import Budget, Recovery, Reset, RouterHealth, failover, retry_passes
+from operators.scheduling import Once
 from protocol.chat import ChatRequest
-from providers.types import ChatDelta, ChatProvider, ChatResult
+from providers.types import (
+    ChatDelta,
+    ChatProvider,
+    ChatResult,
+    Continuation,
+    ErrorCategory,
+    ProviderError,
+    TokenUsage,
+)
+
+log = logging.getLogger("sluice.chat")
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,22 +60,43 @@ class ModelInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class Switch:
+    """Where a continued answer changed models: the model that broke and how many
+    characters (Unicode code points) of the answer had been sent before it."""
+
+    model_id: str
+    provider_id: str
+    at_char: int
+
+
+@dataclass(frozen=True, slots=True)
 class ChatChunk:
-    """One streamed piece of an answer and the model that produced it."""
+    """One streamed piece of an answer and the model that produced it; the first
+    piece after a continued switch says where it switched from."""
 
     model: ModelInfo
     delta: ChatDelta
+    switched_from: Switch | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class ChatCompletion:
-    """A whole answer and the model that produced it."""
+    """A whole answer, the model that finished it, and every model whose text is
+    in it (in order; one id unless the answer was continued)."""
 
     model: ModelInfo
     result: ChatResult
+    models: tuple[str, ...] = ()
 
 
 ChatEvent = ChatChunk | Reset
+
+
+@runtime_checkable
+class RecoveringHealth(Protocol):
+    """Health that can tell when a cooling-down model is back (`routing.ModelRouter`)."""
+
+    def unavailable_until(self, model_id: str, now: float) -> float | None: ...
 
 
 class ChatRouter:
@@ -74,6 +117,12 @@ class ChatRouter:
         self._models = {m.id: m for m in config.enabled_models}
         self._rng = rng
         self._scheduler = scheduler
+        self._continues = {
+            m.id: _continues(m, self._providers[m.id]) for m in self._models.values()
+        }
+        self._recovery: Recovery | None = (
+            health.unavailable_until if isinstance(health, RecoveringHealth) else None
+        )
 
     def model_info(self, model_id: str) -> ModelInfo:
         """Glide's ids for one model."""
@@ -83,6 +132,19 @@ class ChatRouter:
     def has_model(self, model_id: str) -> bool:
         """Whether `model_id` is one of this router's enabled models."""
         return model_id in self._models
+
+    def continues(self, model_id: str) -> bool:
+        """Whether `model_id` may be asked to continue a partial answer (its adapter's
+        capability, unless the model's config overrides it)."""
+        return self._continues.get(model_id, False)
+
+    def budget_seconds(self, request: ChatRequest) -> float:
+        """The request's deadline budget: the router's `deadline`, or the request's
+        `deadline_ms` when that is shorter (never longer)."""
+        budget = self.config.deadline
+        if request.deadline_ms is not None:
+            budget = min(budget, request.deadline_ms / 1000.0)
+        return budget
 
     def _health_for(self, only_model: str | None) -> RouterHealth:
         if only_model is None:
@@ -98,45 +160,87 @@ class ChatRouter:
         telemetry: RequestTelemetry | None = None,
         only_model: str | None = None,
     ) -> Observable[ChatEvent]:
-        """The streamed answer: chunks of one model, `Reset` before each restart.
+        """The streamed answer: chunks, and `Reset` before a restart (module doc).
 
         Each attempt runs under the model's first-chunk, idle and overall
-        deadlines; an attempt that ends without content is a failure. The chunk
-        that carries a finish_reason settles the attempt as a success (health,
-        latency, telemetry) before it travels on. `telemetry` hears each attempt.
-        `only_model` pins the answer to that model (KeyError if it is not enabled).
+        deadlines, cut short by the request's budget; an attempt that ends
+        without content is a failure. The chunk that carries a finish_reason
+        settles the attempt as a success (health, latency, telemetry) before it
+        travels on. `telemetry` hears each attempt. `only_model` pins the answer
+        to that model (KeyError if it is not enabled).
         """
         health = self._health_for(only_model)
+        budget_seconds = self.budget_seconds(request)
+        models = [only_model] if only_model is not None else list(self._models)
+        continuing = self.config.mid_stream == "continue"
 
-        def attempt(model_id: str) -> Observable[ChatEvent]:
-            model = self._models[model_id]
-            provider = self._providers[model_id]
-            info = self.model_info(model_id)
-            params = request.params_for(model_id, provider.model_name)
+        def subscribe(
+            observer: abc.ObserverBase[ChatEvent], scheduler_: abc.SchedulerBase | None = None
+        ) -> abc.DisposableBase:
+            # per request: its budget and (continue mode) its answer so far
+            budget = Budget(budget_seconds, models, self._recovery)
+            answer = _Answer(self) if continuing else None
 
-            def tag(delta: ChatDelta) -> ChatEvent:
-                return ChatChunk(info, delta)
+            def attempt(model_id: str) -> Observable[ChatEvent]:
+                return self._attempt(request, model_id, telemetry, budget, answer)
 
-            deltas: Observable[ChatDelta] = from_async_iterable(lambda: provider.stream(params))
-            watch = (
-                Watch(telemetry, model_id, provider.provider_id, _is_final_chunk)
-                if telemetry is not None
-                else None
+            routed = failover(
+                self.id,
+                health,
+                attempt,
+                scheduler=self._scheduler,
+                is_final=_is_final_chunk,
+                handoff=answer,
+                budget=budget,
+            ).pipe(
+                retry_passes(self.config.retry, self._rng, scheduler=self._scheduler, budget=budget)
             )
-            # deadlines, the output rule, the tag and telemetry: one operator per attempt
-            return deltas.pipe(
-                guard_attempt(
-                    deadlines=_attempt_deadlines(model),
-                    output=CHUNK_OUTPUT,
-                    tag=tag,
-                    watch=watch,
-                    scheduler=self._scheduler,
-                )
-            )
+            return routed.subscribe(observer, scheduler=scheduler_)
 
-        return failover(
-            self.id, health, attempt, scheduler=self._scheduler, is_final=_is_final_chunk
-        ).pipe(retry_passes(self.config.retry, self._rng, scheduler=self._scheduler))
+        return Observable(subscribe)
+
+    def _attempt(
+        self,
+        request: ChatRequest,
+        model_id: str,
+        telemetry: RequestTelemetry | None,
+        budget: Budget,
+        answer: _Answer | None,
+    ) -> Observable[ChatEvent]:
+        model = self._models[model_id]
+        provider = self._providers[model_id]
+        info = self.model_info(model_id)
+        params = request.params_for(model_id, provider.model_name)
+        tag: Callable[[ChatDelta], ChatEvent | None]
+        if answer is None:
+            tag = _plain_tag(info)
+        elif answer.pieces:  # `answer.before` let this model continue the partial answer
+            partial = "".join(answer.pieces)
+            instruction = self.config.continuation_instruction
+            params = replace(params, continuation=Continuation(partial, instruction))
+            tag = _Resume(answer, info, partial)
+        else:
+            tag = answer.tag(info)
+        deltas: Observable[ChatDelta] = from_async_iterable(lambda: provider.stream(params))
+        watch = (
+            Watch(telemetry, model_id, provider.provider_id, _is_final_chunk)
+            if telemetry is not None
+            else None
+        )
+        client = model.client
+        limits = Deadlines(
+            client.first_chunk_timeout, client.idle_timeout, client.timeout, "chunk", budget.end
+        )
+        # deadlines, the output rule, the tag and telemetry: one operator per attempt
+        return deltas.pipe(
+            guard_attempt(
+                deadlines=limits,
+                output=CHUNK_OUTPUT,
+                tag=tag,
+                watch=watch,
+                scheduler=self._scheduler,
+            )
+        )
 
     def complete(
         self,
@@ -145,38 +249,236 @@ class ChatRouter:
         telemetry: RequestTelemetry | None = None,
         only_model: str | None = None,
     ) -> Observable[ChatCompletion]:
-        """The whole answer of the first model that gives one (same failover).
+        """The whole answer, assembled from `stream` (same failover, deadlines and
+        budget; the vendor is called in streaming mode, so a stalled model fails
+        over at its first-chunk deadline while a long answer that flows is not cut).
 
         `only_model` pins the answer to that model (KeyError if it is not enabled).
         """
-        health = self._health_for(only_model)
+        events = self.stream(request, telemetry=telemetry, only_model=only_model)
+        return events.pipe(assemble_completion())
 
-        def attempt(model_id: str) -> Observable[ChatCompletion]:
-            model = self._models[model_id]
-            provider = self._providers[model_id]
-            info = self.model_info(model_id)
-            params = request.params_for(model_id, provider.model_name)
-            timeout = model.client.timeout
 
-            def tag(result: ChatResult) -> ChatCompletion:
-                return ChatCompletion(info, result)
+def assemble_completion() -> Callable[[Observable[ChatEvent]], Observable[ChatCompletion]]:
+    """A streamed answer in, one `ChatCompletion` out at its final chunk.
 
-            results: Observable[ChatResult] = from_awaitable(lambda: provider.complete(params))
-            return results.pipe(
-                deadlines(timeout, timeout, timeout, what="response", scheduler=self._scheduler),
-                require_output(_result_has_content, what="content"),
-                ops.map(tag),
-                instrument_attempt(telemetry, model_id, provider.provider_id),
-            )
+    events: -a-b-R-c-d(final)-|     (R: a Reset, the answer restarts)
+    result: -----------------(C)|   C = "cd", model of d, models (d's model)
+    A continued answer is one answer: its text joined, `model` the one that
+    finished it, `models` every model whose text is in it; usage and metadata
+    are the final chunk's (plus `models`, comma-separated, when more than one).
+    Errors pass on; a source that ends without a final chunk is a PROTOCOL error.
+    """
 
-        def completions(event: ChatCompletion | Reset) -> Observable[ChatCompletion]:
-            # one item per attempt, emitted at its end: a Reset cannot follow it
-            return reactivex.of(event) if isinstance(event, ChatCompletion) else reactivex.empty()
+    def operator(source: Observable[ChatEvent]) -> Observable[ChatCompletion]:
+        def subscribe(
+            observer: abc.ObserverBase[ChatCompletion],
+            scheduler_: abc.SchedulerBase | None = None,
+        ) -> abc.DisposableBase:
+            pieces: list[str] = []
+            models: list[str] = []
+            done = [False]
 
-        routed = failover(self.id, health, attempt, scheduler=self._scheduler).pipe(
-            retry_passes(self.config.retry, self._rng, scheduler=self._scheduler)
+            def on_next(event: ChatEvent) -> None:
+                if done[0]:
+                    return
+                if isinstance(event, Reset):
+                    pieces.clear()
+                    models.clear()
+                    return
+                delta = event.delta
+                if delta.content:
+                    pieces.append(delta.content)
+                model_id = event.model.model_id
+                if not models or models[-1] != model_id:
+                    models.append(model_id)
+                if delta.finish_reason is None:
+                    return
+                done[0] = True
+                metadata = dict(delta.metadata or {})
+                if len(models) > 1:
+                    metadata["models"] = ",".join(models)
+                result = ChatResult(
+                    content="".join(pieces),
+                    finish_reason=delta.finish_reason,
+                    usage=delta.usage or TokenUsage(),
+                    metadata=metadata,
+                )
+                observer.on_next(ChatCompletion(event.model, result, tuple(models)))
+                observer.on_completed()
+
+            def on_error(error: Exception) -> None:
+                if not done[0]:
+                    done[0] = True
+                    observer.on_error(error)
+
+            def on_completed() -> None:
+                if not done[0]:
+                    done[0] = True
+                    observer.on_error(
+                        ProviderError(ErrorCategory.PROTOCOL, "the answer ended unfinished")
+                    )
+
+            upstream = source.subscribe(on_next, on_error, on_completed, scheduler=scheduler_)
+            return Once(upstream.dispose)
+
+        return Observable(subscribe)
+
+    return operator
+
+
+class _Answer:
+    """One request's answer so far, in `continue` mode; the failover `Handoff`.
+
+    `pieces` is every content piece the client was sent (joined only at a switch);
+    `broken` the model whose attempt broke after sending some of them.
+    """
+
+    __slots__ = ("broken", "error", "pieces", "router")
+
+    def __init__(self, router: ChatRouter) -> None:
+        self.router = router
+        self.pieces: list[str] = []
+        self.broken: ModelInfo | None = None
+        self.error: BaseException | None = None
+
+    def tag(self, info: ModelInfo) -> Callable[[ChatDelta], ChatEvent]:
+        """The tag of an attempt that starts the answer: it notes each piece."""
+        pieces = self.pieces
+
+        def tag(delta: ChatDelta) -> ChatEvent:
+            content = delta.content
+            if content:
+                pieces.append(content)
+            return ChatChunk(info, delta)
+
+        return tag
+
+    def broke(self, model_id: str, error: BaseException) -> None:
+        """The attempt on `model_id` failed after it sent chunks."""
+        self.broken = self.router.model_info(model_id)
+        self.error = error
+
+    def before(self, model_id: str) -> Reset | None:
+        """Continue on `model_id` when it can (None); else restart: the Reset."""
+        if not self.pieces or self.router.continues(model_id):
+            return None
+        self.pieces.clear()
+        broken = self.broken.model_id if self.broken is not None else model_id
+        error = self.error or ProviderError(ErrorCategory.TRANSIENT, "failed mid-stream")
+        return Reset(broken, error)
+
+
+OVERLAP_WINDOW = 200
+"""Characters of the partial answer's tail a repeat may cover (and may be held back)."""
+
+MIN_OVERLAP = 8
+"""A repeat shorter than this (whitespace-normalised) is taken as new text, unless
+it is the whole partial answer."""
+
+_SPACE = re.compile(r"\s+")
+
+
+def overlap(tail: str, head: str, final: bool) -> int | None:
+    """How much of `head` (the continuation so far) repeats the end of `tail` (the
+    partial answer), both whitespace-normalised: the longest such repeat of at least
+    `MIN_OVERLAP` characters (or all of `tail`), 0 for none, None while `head` is
+    too short to tell (unless `final`: no more text comes).
+
+    overlap("the quick brown fox", " brown fox jumps", False) == 10
+    overlap("the quick brown fox", " jumps", False) == 0
+    overlap("the quick brown fox", " brown f", False) is None
+    """
+    size = len(tail)
+    have = len(head)
+    best = 0
+    for k in range(max(1, min(MIN_OVERLAP, size)), size + 1):
+        end = tail[size - k :]
+        if k <= have:
+            if head.startswith(end):
+                best = k
+        elif not final and end.startswith(head):
+            return None
+    return best
+
+
+def raw_cut(text: str, normalised: int) -> int:
+    """The index in `text` after its first `normalised` whitespace-normalised characters
+    (a run of whitespace counts as one, and is consumed whole)."""
+    index = count = 0
+    while index < len(text) and count < normalised:
+        if text[index].isspace():
+            while index < len(text) and text[index].isspace():
+                index += 1
+        else:
+            index += 1
+        count += 1
+    return index
+
+
+class _Resume:
+    """The tag of an attempt that continues a partial answer.
+
+    Holds its first pieces until it is clear whether they repeat the partial
+    answer's tail, trims the repeat, marks the first piece it lets through with
+    `switched_from`, and notes every piece in the answer. After that, one check
+    per chunk.
+    """
+
+    __slots__ = ("answer", "decided", "held", "info", "switch", "tail")
+
+    def __init__(self, answer: _Answer, info: ModelInfo, partial: str) -> None:
+        broken = answer.broken
+        self.answer = answer
+        self.info = info
+        self.switch: Switch | None = Switch(
+            broken.model_id if broken is not None else "",
+            broken.provider_id if broken is not None else "",
+            len(partial),
         )
-        return routed.pipe(ops.flat_map(completions))
+        self.tail = _SPACE.sub(" ", partial[-OVERLAP_WINDOW:])
+        self.held = ""
+        self.decided = False
+
+    def __call__(self, delta: ChatDelta) -> ChatEvent | None:
+        content = delta.content
+        if not self.decided:
+            held = self.held + content
+            cut = overlap(self.tail, _SPACE.sub(" ", held), delta.finish_reason is not None)
+            if cut is None:
+                self.held = held
+                return None
+            self.decided = True
+            self.held = ""
+            content = held[raw_cut(held, cut) :]
+            delta = replace(delta, content=content)
+        if not content and delta.finish_reason is None:
+            return None
+        if content:
+            self.answer.pieces.append(content)
+        switch, self.switch = self.switch, None
+        return ChatChunk(self.info, delta, switch)
+
+
+def _plain_tag(info: ModelInfo) -> Callable[[ChatDelta], ChatEvent]:
+    def tag(delta: ChatDelta) -> ChatEvent:
+        return ChatChunk(info, delta)
+
+    return tag
+
+
+def _continues(model: LanguageModelConfig, provider: ChatProvider) -> bool:
+    declared = bool(getattr(provider, "continues", False))
+    override = model.capabilities.continuation
+    if override is None:
+        return declared
+    if override and not declared:
+        log.warning(
+            "capabilities.continuation ignored: this adapter cannot continue a partial answer",
+            extra={"model": model.id, "provider": model.provider_key},
+        )
+        return False
+    return override
 
 
 class PinnedHealth:
@@ -218,6 +520,12 @@ class PinnedHealth:
         """As the base."""
         self._base.cancel_attempt(model_id, now)
 
+    def unavailable_until(self, model_id: str, now: float) -> float | None:
+        """As the base, when it can tell (None otherwise)."""
+        if isinstance(self._base, RecoveringHealth):
+            return self._base.unavailable_until(model_id, now)
+        return None
+
 
 def _has_content(delta: ChatDelta) -> bool:
     # a provider's content filter is an answer, not an empty one: the client is told
@@ -232,14 +540,5 @@ def _is_final_chunk(event: ChatEvent) -> bool:
     return isinstance(event, ChatChunk) and event.delta.finish_reason is not None
 
 
-def _result_has_content(result: ChatResult) -> bool:
-    return bool(result.content) or result.finish_reason == "content_filtered"
-
-
 CHUNK_OUTPUT: OutputRule[ChatDelta] = OutputRule(_has_content, _is_final, "content")
 """A streamed answer must carry content before its final chunk (or its end)."""
-
-
-def _attempt_deadlines(model: LanguageModelConfig) -> Deadlines:
-    client = model.client
-    return Deadlines(client.first_chunk_timeout, client.idle_timeout, client.timeout, "chunk")

@@ -31,7 +31,11 @@ CHAT = "chat"
 
 
 def chunk_frame(frames: FrameFactory, event: ChatChunk) -> Frame:
-    """A Glide chatStream chunk frame; terminal when it carries a finish_reason."""
+    """A Glide chatStream chunk frame; terminal when it carries a finish_reason.
+
+    The first chunk of a continued answer after a model switch also carries
+    `chunk.switched_from: {model_id, provider_id, at_char}` (an extra field).
+    """
     delta = event.delta
     model = event.model
     model_response: dict[str, Any] = {
@@ -45,6 +49,13 @@ def chunk_frame(frames: FrameFactory, event: ChatChunk) -> Frame:
         "cached": False,
         "model_response": model_response,
     }
+    switch = event.switched_from
+    if switch is not None:
+        chunk["switched_from"] = {
+            "model_id": switch.model_id,
+            "provider_id": switch.provider_id,
+            "at_char": switch.at_char,
+        }
     finish_reason = delta.finish_reason
     if finish_reason is not None:
         chunk["finish_reason"] = finish_reason

@@ -65,6 +65,14 @@ class ChatRequest(BaseModel):
         default=None,
         validation_alias=AliasChoices("override_params", "override", "overrideMessage"),
     )
+    # Sluice's own (additive): this request's deadline budget in milliseconds,
+    # across all attempts and retry passes; the router's `deadline` caps it.
+    deadline_ms: int | None = Field(
+        default=None,
+        ge=1,
+        description="Sluice's own: this request's deadline budget in milliseconds across "
+        "all attempts and retry passes; the router's `deadline` caps it.",
+    )
 
     @model_validator(mode="before")
     @classmethod

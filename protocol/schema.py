@@ -143,6 +143,19 @@ class ModelResponse(BaseModel):
     token_usage: TokenUsage | None = None
 
 
+class SwitchedFrom(BaseModel):
+    """Where a continued answer changed models (`mid_stream: continue`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model_id: str = Field(description="The model that broke mid-stream.")
+    provider_id: str = Field(description="Its provider.")
+    at_char: int = Field(
+        ge=0,
+        description="Characters (Unicode code points) of the answer sent before the switch.",
+    )
+
+
 class Chunk(BaseModel):
     """Glide's streamed chat chunk."""
 
@@ -154,6 +167,11 @@ class Chunk(BaseModel):
     cached: bool
     model_response: ModelResponse
     finish_reason: FinishReason | None = None
+    switched_from: SwitchedFrom | None = Field(
+        default=None,
+        description="Sluice's own, on the first chunk after a model switch in a continued "
+        "answer: the chunks before it came from that model, nothing is repeated.",
+    )
 
 
 class ChunkFrame(ServerEnvelope):

@@ -125,13 +125,26 @@ def split_messages(messages: tuple[Message, ...]) -> tuple[str | None, list[dict
     return ("\n\n".join(system) if system else None), turns
 
 
+def prefill(partial: str) -> str:
+    """The prefill for a partial answer: Anthropic rejects a final assistant message
+    that ends in whitespace, so trailing whitespace is cut (and the continuation's
+    leading whitespace dropped in turn, see `AnthropicProvider.stream`)."""
+    return partial.rstrip()
+
+
 class AnthropicProvider:
     """A chat provider for one Claude model over the Anthropic Messages API.
 
     In: the model's `AnthropicConfig`, its `ClientConfig` and the app's shared
     `aiohttp.ClientSession`. Out: `stream` and `complete` per the
     `ChatProvider` protocol; requests carry `x-api-key` and `anthropic-version`.
+
+    Continues a partial answer natively (`continues`): it becomes the trailing
+    assistant message (a prefill) and the instruction, if any, is appended to the
+    request's system prompt after a blank line.
     """
+
+    continues = True
 
     def __init__(
         self,
@@ -167,6 +180,17 @@ class AnthropicProvider:
             body["stop_sequences"] = [stop] if isinstance(stop, str) else stop
         body.setdefault("max_tokens", FALLBACK_MAX_TOKENS)
         system, turns = split_messages(params.messages)
+        continuation = params.continuation
+        if continuation is not None:
+            if continuation.instruction:
+                parts = [system, continuation.instruction] if system else [continuation.instruction]
+                system = "\n\n".join(parts)
+            text = prefill(continuation.partial)
+            if text:
+                if turns and turns[-1]["role"] == "assistant":
+                    turns[-1] = {"role": "assistant", "content": f"{turns[-1]['content']}{text}"}
+                else:
+                    turns.append({"role": "assistant", "content": text})
         body["model"] = self.model_name
         if system is not None:
             body["system"] = system
@@ -195,6 +219,9 @@ class AnthropicProvider:
         metadata: dict[str, str] = {}
         produced = False
         done = False
+        # the prefill lost its trailing whitespace, which the client already has
+        continuation = params.continuation
+        trim = continuation is not None and prefill(continuation.partial) != continuation.partial
         try:
             async with self._session.post(
                 self._url,
@@ -216,11 +243,17 @@ class AnthropicProvider:
                             kind = event.event
                         if kind == "content_block_delta":
                             text = _text_of(obj.get("delta"), "text_delta")
+                            if trim and text:
+                                text = text.lstrip()
+                                trim = not text
                             if text:
                                 produced = True
                                 yield ChatDelta(text)
                         elif kind == "content_block_start":
                             text = _text_of(obj.get("content_block"), "text")
+                            if trim and text:
+                                text = text.lstrip()
+                                trim = not text
                             if text:
                                 produced = True
                                 yield ChatDelta(text)

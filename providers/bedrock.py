@@ -146,6 +146,9 @@ class BedrockProvider:
     operations' URLs, the model ID percent-encoded as one path segment.
     """
 
+    continues = False
+    """Capability: this adapter cannot continue a partial answer (that hop restarts)."""
+
     def __init__(
         self,
         config: BedrockConfig,

@@ -132,6 +132,9 @@ class CohereProvider:
     and `complete` per the `ChatProvider` protocol.
     """
 
+    continues = False
+    """Capability: this adapter cannot continue a partial answer (that hop restarts)."""
+
     def __init__(
         self,
         config: CohereConfig,

@@ -264,6 +264,9 @@ class GeminiProvider:
     `ChatProvider` protocol.
     """
 
+    continues = False
+    """Capability: this adapter cannot continue a partial answer (that hop restarts)."""
+
     def __init__(
         self,
         config: GeminiConfig,

@@ -143,6 +143,9 @@ class LocalLLMProvider:
     re-tokenized, which can differ by a token from what was sampled.
     """
 
+    continues = False
+    """Capability: this adapter cannot continue a partial answer (that hop restarts)."""
+
     def __init__(self, config: LocalLLMConfig, provider_id: str = "local") -> None:
         self.provider_id = provider_id
         self.model_name = config.model

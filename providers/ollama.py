@@ -90,6 +90,9 @@ class OllamaProvider:
     protocol. Ollama needs no key, so no auth header is sent.
     """
 
+    continues = False
+    """Capability: this adapter cannot continue a partial answer (that hop restarts)."""
+
     def __init__(
         self,
         config: OllamaConfig,

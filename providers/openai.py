@@ -24,6 +24,7 @@ from providers.types import (
     ChatDelta,
     ChatParams,
     ChatResult,
+    Continuation,
     ErrorCategory,
     FinishReason,
     ProviderError,
@@ -83,6 +84,28 @@ def _metadata(obj: dict[str, Any]) -> dict[str, str]:
     return meta
 
 
+def continuation_messages(
+    messages: list[dict[str, Any]], continuation: Continuation
+) -> list[dict[str, Any]]:
+    """The chat messages for a continued answer, OpenAI-style.
+
+    In: the request's messages (JSON) and the continuation. Out: the same messages
+    with the instruction (when not empty) as a system message right after the
+    request's own leading system messages (which stay as they are), and the
+    partial answer as a final assistant message (the convention OpenAI-compatible
+    servers continue from: vLLM's `continue_final_message`, Mistral's and
+    DeepSeek's `prefix`; vendor flags are added by the caller).
+    """
+    out = list(messages)
+    if continuation.instruction:
+        at = 0
+        while at < len(out) and out[at].get("role") == "system":
+            at += 1
+        out.insert(at, {"role": "system", "content": continuation.instruction})
+    out.append({"role": "assistant", "content": continuation.partial})
+    return out
+
+
 class OpenAIWireProvider:
     """A chat provider for any endpoint speaking OpenAI's chat-completions wire format.
 
@@ -90,7 +113,12 @@ class OpenAIWireProvider:
     the shared `aiohttp.ClientSession` (owned by the app). Out: `stream` and
     `complete` per the `ChatProvider` protocol. Subclasses only say where to
     send and how to authenticate.
+
+    Continues a partial answer (`continues`): the partial answer goes last as an
+    assistant message (see `continuation_messages`); subclasses add vendor flags.
     """
+
+    continues = True
 
     def __init__(
         self,
@@ -122,6 +150,8 @@ class OpenAIWireProvider:
         body: dict[str, Any] = {**self._default_params, **params.params}
         body["model"] = self.model_name
         body["messages"] = [message.to_json() for message in params.messages]
+        if params.continuation is not None:
+            body["messages"] = continuation_messages(body["messages"], params.continuation)
         body["stream"] = stream
         if stream:
             body["stream_options"] = {"include_usage": True}
@@ -142,6 +172,7 @@ class OpenAIWireProvider:
             out:     ------"Hel"-"lo"---------------final|
         """
         headers = {**self._headers, "Accept": "text/event-stream", **JSON_BODY}
+        url = self.url_for(params)
         finish: str | None = None
         usage: TokenUsage | None = None
         metadata: dict[str, str] = {}
@@ -149,7 +180,7 @@ class OpenAIWireProvider:
         done = False
         try:
             async with self._session.post(
-                self._url,
+                url,
                 params=self._query,
                 data=dumps(self.request_body(params, stream=True)),
                 headers=headers,
@@ -205,6 +236,11 @@ class OpenAIWireProvider:
             )
         yield ChatDelta("", finish_reason=reason, usage=usage, metadata=metadata or None)
 
+    def url_for(self, params: ChatParams) -> str:
+        """Where `params` go (a vendor may serve continuations on another URL)."""
+        del params
+        return self._url
+
     def _parse_event(self, data: str) -> dict[str, Any]:
         try:
             chunk = loads(data)
@@ -238,7 +274,7 @@ class OpenAIWireProvider:
         """
         try:
             async with self._session.post(
-                self._url,
+                self.url_for(params),
                 params=self._query,
                 data=dumps(self.request_body(params, stream=False)),
                 headers={**self._headers, **JSON_BODY},

@@ -12,6 +12,15 @@ what it rejects from the request body:
   messages.
 - groq, together, fireworks, deepseek, openrouter and vLLM accept
   `stream_options.include_usage` (OpenRouter ignores it: usage always comes).
+
+Continuing a partial answer (the partial answer is the final assistant message):
+- vLLM: `continue_final_message: true` with `add_generation_prompt: false` (the
+  two are mutually exclusive).
+- Mistral: `prefix: true` on that assistant message.
+- DeepSeek: `prefix: true` on that assistant message, sent to its beta base URL
+  (`https://api.deepseek.com/beta`) when the preset's own URL is in use.
+- groq, together, fireworks, openrouter: the bare trailing assistant message
+  (Groq and OpenRouter document it as prefill).
 """
 
 from __future__ import annotations
@@ -47,16 +56,28 @@ class PresetQuirks:
 
     `stream_usage`: the vendor accepts `stream_options: {include_usage: true}`.
     `message_names`: the vendor accepts `name` on messages.
+    `prefix_flag`: a continued answer's assistant message carries `prefix: true`.
+    `continue_final_message`: a continued answer sets vLLM's body flags.
+    `continuation_base_url`: where continuations go when the preset URL is used.
     """
 
     stream_usage: bool = True
     message_names: bool = True
+    prefix_flag: bool = False
+    continue_final_message: bool = False
+    continuation_base_url: str | None = None
 
 
 STANDARD = PresetQuirks()
 
 PRESET_QUIRKS: Mapping[str, PresetQuirks] = MappingProxyType(
-    {"mistral": PresetQuirks(stream_usage=False, message_names=False)}
+    {
+        "mistral": PresetQuirks(stream_usage=False, message_names=False, prefix_flag=True),
+        "deepseek": PresetQuirks(
+            prefix_flag=True, continuation_base_url="https://api.deepseek.com/beta"
+        ),
+        "vllm": PresetQuirks(continue_final_message=True),
+    }
 )
 
 
@@ -81,6 +102,14 @@ class PresetProvider(OpenAIProvider):
         super().__init__(config, client, session, provider_id=provider_id)
         self.quirks = quirks
         self.url = f"{config.base_url.rstrip('/')}{config.chat_endpoint}"
+        self.continuation_url = self.url
+        preset = PRESETS.get(provider_id)
+        if quirks.continuation_base_url and config.base_url.rstrip("/") == preset:
+            self.continuation_url = f"{quirks.continuation_base_url}{config.chat_endpoint}"
+
+    def url_for(self, params: ChatParams) -> str:
+        """The chat URL; a continuation may go to the vendor's beta URL (DeepSeek)."""
+        return self.continuation_url if params.continuation is not None else self.url
 
     def request_body(self, params: ChatParams, *, stream: bool) -> dict[str, Any]:
         """The OpenAI adapter's body, less the fields this vendor rejects."""
@@ -91,6 +120,12 @@ class PresetProvider(OpenAIProvider):
             body["messages"] = [
                 {k: v for k, v in message.items() if k != "name"} for message in body["messages"]
             ]
+        if params.continuation is not None:
+            if self.quirks.prefix_flag:
+                body["messages"][-1] = {**body["messages"][-1], "prefix": True}
+            if self.quirks.continue_final_message:
+                body["continue_final_message"] = True
+                body["add_generation_prompt"] = False
         return body
 
 

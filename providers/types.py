@@ -33,11 +33,27 @@ class Message:
 
 
 @dataclass(frozen=True, slots=True)
+class Continuation:
+    """Go on from `partial`, the answer so far (another model broke mid-stream).
+
+    `instruction` (may be empty) is added after the request's own system prompt,
+    never replacing it. Only adapters that declare `continues` receive one; each
+    puts `partial` on the wire its vendor's way (a prefill, a trailing assistant
+    message with the vendor's flag) and streams only what comes after it.
+    """
+
+    partial: str
+    instruction: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class ChatParams:
-    """What one attempt sends: the messages and vendor params (temperature, ...)."""
+    """What one attempt sends: the messages and vendor params (temperature, ...),
+    and, when it continues a broken answer, the `continuation`."""
 
     messages: tuple[Message, ...]
     params: dict[str, Any] = field(default_factory=dict)
+    continuation: Continuation | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +164,8 @@ class ChatProvider(Protocol):
 
     provider_id: str
     model_name: str
+    continues: bool
+    """Capability: `stream` honours `ChatParams.continuation` (DESIGN section 8)."""
 
     def stream(self, params: ChatParams) -> AsyncIterator[ChatDelta]:
         """Yield the answer's pieces; the last carries `finish_reason`."""

@@ -81,6 +81,11 @@ class ModelRouter:
         """An attempt on `model_id` failed with `error` (charged by its category)."""
         self._health[model_id].record_failure(error, now)
 
+    def unavailable_until(self, model_id: str, now: float) -> float | None:
+        """When `model_id` is available again (`math.inf` while disabled); None when it
+        is available now or its return is unknown (see `ModelHealth.unavailable_until`)."""
+        return self._health[model_id].unavailable_until(now)
+
     def health_states(self, now: float) -> dict[str, str]:
         """Each model's state at `now`: healthy, unhealthy, half_open or disabled."""
         return {m: health.state(now) for m, health in self._health.items()}

@@ -191,7 +191,9 @@ async def test_mid_stream_failure_resets_then_restarts_on_the_next_model(
     fake_a.script.chunks = ["partial", " text", " lost"]
     fake_a.script.fault = "truncated"
     fake_a.script.fault_after_chunks = 2
-    client = await sluice(make_config(openai_model("a", fake_a), openai_model("b", fake_b)))
+    client = await sluice(
+        make_config(openai_model("a", fake_a), openai_model("b", fake_b), mid_stream="restart")
+    )
     async with client.ws_connect(URL) as ws:
         await ws.send_str(chat("m1"))
         frames = await collect(ws, 1)

@@ -99,7 +99,8 @@ async def test_model_unavailable_reset_is_a_distinct_event(
 ) -> None:
     fake_a.script.fault = "truncated"
     fake_a.script.fault_after_chunks = 2
-    url = await sluice_url(serve, make_config(openai_model("a", fake_a), openai_model("b", fake_b)))
+    config = make_config(openai_model("a", fake_a), openai_model("b", fake_b), mid_stream="restart")
+    url = await sluice_url(serve, config)
     async with SluiceClient(url, options=FAST) as client:
         events = await chat_events(client)
         assert await client.chat_text("r", "again") == "Backup answer"

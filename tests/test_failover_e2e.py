@@ -230,6 +230,7 @@ async def test_a_faulty_model_fails_over_to_the_healthy_one(
         make_config(
             openai_model("faulty", fake_a, client=FAULTY_CLIENT, error_budget=f"{WAVE}/m"),
             openai_model("healthy", fake_b),
+            mid_stream="restart",
         )
     )
     first_ids = [f"w1-{i}" for i in range(WAVE_WS)]
@@ -306,6 +307,7 @@ async def test_only_faulty_models_end_with_all_models_unavailable_in_time(
     config = make_config(
         openai_model("a", fake_a, client=FAULTY_CLIENT, error_budget="100/s"),
         openai_model("b", fake_b, client=FAULTY_CLIENT, error_budget="100/s"),
+        mid_stream="restart",
     )
     bound = all_faulty_bound(FAULTY_CLIENT, FAST_RETRY, models=2)
     client = await sluice(config)
@@ -589,6 +591,7 @@ async def test_load_with_a_flaky_model_answers_everything_and_leaks_nothing(
             make_config(
                 openai_model("flaky", flaky, **relaxed),
                 openai_model("healthy", healthy, **relaxed),
+                mid_stream="restart",
             )
         )
         expected = {"flaky": "Flaky but fine", "healthy": HEALTHY_TEXT}

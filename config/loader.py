@@ -17,7 +17,7 @@ import json
 import os
 import re
 import types
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -26,6 +26,7 @@ from typing import Any, Union, get_args, get_origin
 import yaml
 from pydantic import BaseModel, SecretStr, ValidationError
 
+from config.extras import missing_extras, module_installed
 from config.models import SluiceConfig
 
 __all__ = [
@@ -86,18 +87,22 @@ class ConfigError(Exception):
 
 
 def load_config(
-    path: str | Path | None, *, environ: Mapping[str, str] | None = None
+    path: str | Path | None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    installed: Callable[[str], bool] = module_installed,
 ) -> SluiceConfig:
     """Read a config file (or, with `path=None`, the embedded `config/default.yaml`)
     and return the validated `SluiceConfig`.
 
     `${env:VAR}` is looked up in `environ` (default: `os.environ`); `${file:path}` is
     read relative to the config file's directory. Raises `ConfigError` listing every
-    problem with its file line and dotted field path.
+    problem with its file line and dotted field path, including a model whose engine
+    needs an extra that is not installed (`installed` says which modules are).
     """
     if path is None:
         text = resources.files("config").joinpath("default.yaml").read_text(encoding="utf-8")
-        return parse_config(text, source=DEFAULT_SOURCE, environ=environ)
+        return parse_config(text, source=DEFAULT_SOURCE, environ=environ, installed=installed)
     file_path = Path(path)
     source = str(path)
     try:
@@ -107,7 +112,9 @@ def load_config(
         raise ConfigError(
             [Problem(source, None, None, "", f"cannot read file: {reason}")]
         ) from None
-    return parse_config(text, source=source, base_dir=file_path.parent, environ=environ)
+    return parse_config(
+        text, source=source, base_dir=file_path.parent, environ=environ, installed=installed
+    )
 
 
 def parse_config(
@@ -116,6 +123,7 @@ def parse_config(
     source: str = "<string>",
     base_dir: Path | None = None,
     environ: Mapping[str, str] | None = None,
+    installed: Callable[[str], bool] = module_installed,
 ) -> SluiceConfig:
     """Turn YAML text into a validated `SluiceConfig`.
 
@@ -126,17 +134,32 @@ def parse_config(
     doc = _compose(text, source, base_dir or Path.cwd(), env)
     secrets = doc.secrets | _secret_values(doc.data, _secret_field_names(SluiceConfig))
     try:
-        return SluiceConfig.model_validate(doc.data)
+        config = SluiceConfig.model_validate(doc.data)
     except ValidationError as exc:
         problems = [_problem_from_error(err, doc, source) for err in exc.errors()]
-    raise ConfigError(_sorted(_masked(p, secrets) for p in problems))
+        raise ConfigError(_sorted(_masked(p, secrets) for p in problems)) from None
+    missing = missing_extras(config, installed)
+    if missing:
+        raise ConfigError([_extra_problem(path, message, doc, source) for path, message in missing])
+    return config
 
 
-def check_config(path: str | Path | None, *, environ: Mapping[str, str] | None = None) -> list[str]:
+def _extra_problem(path: PathKey, message: str, doc: _Document, source: str) -> Problem:
+    mark = doc.key_marks.get(path) or _nearest(path, doc.value_marks)
+    line, column = mark if mark is not None else (None, None)
+    return Problem(source, line, column, format_path(path), message)
+
+
+def check_config(
+    path: str | Path | None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    installed: Callable[[str], bool] = module_installed,
+) -> list[str]:
     """Validate a config file for `sluice check-config FILE`: path in, the problems as
     `file:line:col: path: message` strings out (an empty list when the file is valid)."""
     try:
-        load_config(path, environ=environ)
+        load_config(path, environ=environ, installed=installed)
     except ConfigError as exc:
         return [str(p) for p in exc.problems]
     return []

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
+from config.extras import MISSING_LOCAL_ENGINE
 from config.models import LocalLLMConfig
 from providers.types import (
     ChatDelta,
@@ -241,8 +242,12 @@ class LocalLLMProvider:
     def _load(self) -> _Engine:
         if self._engine is not None:
             return self._engine
-        import llama_cpp
-        from llama_cpp import llama_chat_format
+        try:
+            import llama_cpp
+            from llama_cpp import llama_chat_format
+        except ImportError:
+            # The config loader refuses such a config; this covers configs built in code.
+            raise ProviderError(ErrorCategory.TRANSIENT, MISSING_LOCAL_ENGINE) from None
 
         path = Path(self._config.model_path) if self._config.model_path else default_model_path()
         started = time.perf_counter()

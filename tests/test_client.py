@@ -1,4 +1,4 @@
-"""The Python client (`client/`) against a real in-process Sluice and fake upstreams.
+"""The Python client (`sluice_client`) against a real in-process Sluice and fake upstreams.
 
 Chat streams multiplexed on one socket, resets surfaced, typed terminal errors,
 cancel, and reconnect/resend under a proxy that drops sockets at random points
@@ -21,8 +21,7 @@ import aiohttp
 import pytest
 from aiohttp import WSMsgType, web
 from aiohttp.test_utils import TestServer
-
-from client import (
+from sluice_client import (
     AllModelsUnavailable,
     AudioFormat,
     Backoff,
@@ -42,7 +41,9 @@ from client import (
     SpeechStarted,
     Transcript,
 )
-from client.framing import decode_audio, encode_audio
+from sluice_client.framing import decode_audio, encode_audio
+from sluice_client.request import RequestHandle
+
 from config.models import SluiceConfig
 from fakes.openai_server import FakeOpenAI
 from server import build_app, close_sockets, drain
@@ -600,3 +601,68 @@ async def test_no_server_fails_pending_requests_after_the_pending_timeout() -> N
             await chat_events(client)
         assert failed.value.retryable and isinstance(failed.value, SluiceError)
         assert client.stats.connect_failures >= 2
+
+
+def reset_speak_app() -> web.Application:
+    """Speak: 6 bytes, a reset dropping the last 3, 3 more bytes, done (frames carry seq)."""
+
+    async def handle(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        async for msg in ws:
+            body = json.loads(msg.data)
+            if body.get("type") != "speak":
+                continue
+            rid = body["request_id"]
+            await ws.send_bytes(encode_audio(rid, b"abcdef"))
+            error = {"id": rid, "name": "model_unavailable", "message": "x", "drop_bytes": 3}
+            await ws.send_str(envelope("error", rid, None, error=error, seq=2))
+            await ws.send_bytes(encode_audio(rid, b"XYZ"))
+            await ws.send_str(envelope("done", rid, None, finish_reason="complete", seq=4))
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/v1/speech/{router}/speak", handle)
+    return app
+
+
+async def test_speak_bytes_returns_the_audio_with_resets_applied(serve: MakeServer) -> None:
+    server = await serve(reset_speak_app())
+    async with SluiceClient(str(server.make_url("")), options=FAST) as client:
+        audio = await client.speak_bytes("s", "Hello.", format=AudioFormat())
+    assert audio == b"abcXYZ"
+
+
+async def test_listen_bytes_sends_a_recording_in_chunks_and_returns_final_transcripts(
+    serve: MakeServer,
+) -> None:
+    script = SpeechScript()
+    server = await serve(speech_app(script))
+    async with SluiceClient(str(server.make_url("")), options=FAST) as client:
+        finals = await client.listen_bytes(
+            "s", bytes(6400), format=AudioFormat(), chunk_bytes=1000, request_id="rec"
+        )
+        with pytest.raises(ValueError, match="chunk_bytes"):
+            await client.listen_bytes("s", b"\x00", format=AudioFormat(), chunk_bytes=0)
+    assert [(t.text, t.is_final) for t in finals] == [("6400 bytes", True)]
+    assert script.audio_bytes["1:rec"] == 6400
+    assert [m["type"] for m in script.messages if m["request_id"] == "rec"] == ["listen", "end"]
+
+
+def test_a_request_remembers_the_last_seq_it_received() -> None:
+    class Owner:
+        def kick(self, request: RequestHandle) -> None:
+            pass
+
+        def forget(self, request: RequestHandle) -> None:
+            pass
+
+    handle = RequestHandle("r", Owner(), max_replay_bytes=1024, high_water=8)
+    handle.deliver({"type": "chunk"})
+    assert handle.last_seq is None  # a server without seq
+    handle.deliver({"type": "chunk", "seq": 1})
+    handle.deliver(b"audio")
+    handle.deliver({"type": "chunk", "seq": True})  # not a number
+    assert handle.last_seq == 1
+    handle.finish({"type": "chunk", "seq": 2, "finish_reason": "complete"})
+    assert handle.last_seq == 2

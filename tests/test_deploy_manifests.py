@@ -174,8 +174,10 @@ def test_dockerfile_matches_makefile_and_pyproject() -> None:
     assert make_flags and docker_flags
     assert docker_flags.group(1).split() == make_flags.group(1).split()
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    llama = next(d for d in pyproject["project"]["dependencies"] if d.startswith("llama-cpp"))
+    local = pyproject["project"]["optional-dependencies"]["local"]
+    llama = next(d for d in local if d.startswith("llama-cpp"))
     assert f'pip install "{llama}"' in text
+    assert re.search(r'^RUN pip install "\.\[local\]"', text, re.M)  # the image has the engine
     assert re.search(r"^FROM python:3\.11-slim|^ARG PYTHON_IMAGE=python:3\.11-slim", text, re.M)
     assert re.search(r"^STOPSIGNAL SIGTERM$", text, re.M)
     healthcheck = re.search(r"^HEALTHCHECK .*(?:\n\s+.*)*", text, re.M)

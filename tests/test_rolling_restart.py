@@ -28,8 +28,8 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from sluice_client import Backoff, ClientOptions, SluiceClient, SluiceError
 
-from client import Backoff, ClientOptions, SluiceClient, SluiceError
 from fakes.openai_server import FakeOpenAI, run_fake_openai
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -6,7 +6,7 @@
 
 One websocket per endpoint (chatStream of a router, speak, listen), opened on
 first use and shared by every request to it; reconnection, transparent resends
-and backoff live in `client.connection`.
+and backoff live in `sluice_client.connection`.
 """
 
 from __future__ import annotations
@@ -20,17 +20,17 @@ from typing import Any
 
 import aiohttp
 
-from client.connection import Connection
-from client.errors import ClientClosed
-from client.events import ChatChunk, Event, ModelReset
-from client.messages import (
+from sluice_client.connection import Connection
+from sluice_client.errors import ClientClosed
+from sluice_client.events import ChatChunk, Event, ModelReset, Transcript
+from sluice_client.messages import (
     AudioFormat,
     chat_message,
     listen_message,
     speak_message,
 )
-from client.options import ClientOptions, ClientStats
-from client.streams import next_event, pump_audio, pump_text
+from sluice_client.options import ClientOptions, ClientStats
+from sluice_client.streams import next_event, pump_audio, pump_text
 
 ChatEvent = ChatChunk | ModelReset | Event
 """What `chat_stream` yields: chunks, resets, and any other non-terminal event."""
@@ -230,3 +230,69 @@ class SluiceClient:
                     return
         finally:
             handle.close()
+
+    async def speak_bytes(
+        self,
+        router: str,
+        text: str | AsyncIterable[str],
+        *,
+        format: AudioFormat | None = None,
+        voice: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        request_id: str | None = None,
+    ) -> bytes:
+        """The whole synthesized audio of `text` as plain bytes in `format`.
+
+        text (or streamed pieces) in ─► `speak` ─► audio bytes out. A `ModelReset`
+        naming `drop_bytes` removes that many trailing bytes first (the sentence is
+        synthesized again by the next model), so the bytes returned play gaplessly.
+        Raises a `SluiceError` subclass on a terminal error.
+        """
+        audio = bytearray()
+        async for item in self.speak(
+            router, text, format=format, voice=voice, metadata=metadata, request_id=request_id
+        ):
+            if isinstance(item, bytes):
+                audio += item
+            elif isinstance(item, ModelReset) and item.drop_bytes:
+                del audio[max(0, len(audio) - item.drop_bytes) :]
+        return bytes(audio)
+
+    async def listen_bytes(
+        self,
+        router: str,
+        audio: bytes,
+        *,
+        format: AudioFormat,
+        chunk_bytes: int = 3200,
+        language: str | None = None,
+        vad: Mapping[str, Any] | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        request_id: str | None = None,
+    ) -> list[Transcript]:
+        """The final transcripts of a whole recording given as plain bytes in `format`.
+
+        bytes in ─► `listen` (sent in `chunk_bytes` pieces, 100 ms of 16 kHz PCM16 by
+        default, then `end`) ─► the `is_final` transcripts out, in order. Raises a
+        `SluiceError` subclass on a terminal error.
+        """
+        if chunk_bytes < 1:
+            raise ValueError("chunk_bytes must be at least 1")
+
+        async def pieces() -> AsyncIterator[bytes]:
+            for start in range(0, len(audio), chunk_bytes):
+                yield audio[start : start + chunk_bytes]
+
+        return [
+            event
+            async for event in self.listen(
+                router,
+                pieces(),
+                format=format,
+                language=language,
+                vad=vad,
+                metadata=metadata,
+                request_id=request_id,
+            )
+            if isinstance(event, Transcript) and event.is_final
+        ]

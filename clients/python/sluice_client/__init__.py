@@ -1,6 +1,6 @@
 """Sluice's async Python client: one websocket per endpoint, many requests on it.
 
-    from client import SluiceClient, ChatChunk, ModelReset, ConnectionLost
+    from sluice_client import SluiceClient, ChatChunk, ModelReset, ConnectionLost
 
     async with SluiceClient("http://localhost:9099") as sluice:
         async for event in sluice.chat_stream("default", "Hi"):
@@ -13,12 +13,16 @@ Streams end on their request's terminal frame and raise a typed `SluiceError`
 on a terminal error. Sockets closed by a draining or restarting server (1001,
 1012), an internal error (1011) or a cut network are reopened with backoff;
 requests that had received nothing are resent transparently, requests cut
-mid-stream raise `ConnectionLost` (retryable).
+mid-stream raise `ConnectionLost` (retryable); resuming them by `seq` waits for
+the server's `resume` (see `Connection._cut_mid_stream`).
+
+`speak_bytes(router, text, format=...)` returns the whole audio as bytes;
+`listen_bytes(router, audio_bytes, format=...)` returns the final transcripts.
 """
 
-from client.backoff import Backoff
-from client.client import ChatEvent, SluiceClient
-from client.errors import (
+from sluice_client.backoff import Backoff
+from sluice_client.client import ChatEvent, SluiceClient
+from sluice_client.errors import (
     AllModelsUnavailable,
     BadRequest,
     Cancelled,
@@ -32,7 +36,7 @@ from client.errors import (
     TooManyRequests,
     error_from_wire,
 )
-from client.events import (
+from sluice_client.events import (
     ChatChunk,
     Done,
     Event,
@@ -43,8 +47,8 @@ from client.events import (
     SpeechStarted,
     Transcript,
 )
-from client.messages import AudioFormat
-from client.options import ClientOptions, ClientStats
+from sluice_client.messages import AudioFormat
+from sluice_client.options import ClientOptions, ClientStats
 
 __all__ = [
     "AllModelsUnavailable",

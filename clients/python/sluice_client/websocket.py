@@ -20,8 +20,8 @@ from typing import Any, Protocol
 import aiohttp
 from aiohttp import WSMsgType
 
-from client.framing import decode_audio, error_name, finish_reason
-from client.request import RequestHandle
+from sluice_client.framing import decode_audio, error_name, finish_reason
+from sluice_client.request import RequestHandle
 
 log = logging.getLogger("sluice.client")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from client.backoff import Backoff
+from sluice_client.backoff import Backoff
 
 
 @dataclass(frozen=True)

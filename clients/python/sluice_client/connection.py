@@ -24,16 +24,16 @@ from typing import Any
 
 import aiohttp
 
-from client.errors import (
+from sluice_client.errors import (
     ClientClosed,
     ConnectFailed,
     ConnectionLost,
     RouterNotFound,
     SluiceError,
 )
-from client.options import ClientOptions, ClientStats
-from client.request import RequestHandle
-from client.websocket import Socket
+from sluice_client.options import ClientOptions, ClientStats
+from sluice_client.request import RequestHandle
+from sluice_client.websocket import Socket
 
 log = logging.getLogger("sluice.client")
 
@@ -197,7 +197,18 @@ class Connection:
             elif request.resendable and not fatal:
                 self.resend(request)
             else:
-                self._lose(request, code, f"the websocket closed mid-stream (code {code})")
+                self._cut_mid_stream(request, code)
+
+    def _cut_mid_stream(self, request: RequestHandle, code: int | None) -> None:
+        """A started request lost its socket: today it ends with `ConnectionLost`.
+
+        This is the seam for `resume`: once the server keeps a request's frames
+        (the issue "Many instances, one memory"), a started request will be put on
+        a new socket with `{"type": "resume", "request_id", "after_seq":
+        request.last_seq}` instead of failing. The server has no `resume` yet, so
+        nothing here pretends to.
+        """
+        self._lose(request, code, f"the websocket closed mid-stream (code {code})")
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         """Run a coroutine as a task this connection keeps a reference to until it ends."""

@@ -2,7 +2,7 @@
 
 A non-terminal server frame -> one event; a terminal non-error frame -> the last
 event (`ChatChunk` with a finish_reason, or `Done`); a terminal error frame is
-raised instead (see `client.errors`). Every event keeps the frame it came from
+raised instead (see `sluice_client.errors`). Every event keeps the frame it came from
 in `frame` so nothing the server sent is hidden.
 """
 
@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from client.framing import finish_reason
+from sluice_client.framing import finish_reason
 
 
 @dataclass(frozen=True)

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterable, Mapping
 
-from client.errors import error_from_wire
-from client.events import Event, parse_event
-from client.framing import finish_reason
-from client.messages import end_message, text_message
-from client.request import RequestHandle
+from sluice_client.errors import error_from_wire
+from sluice_client.events import Event, parse_event
+from sluice_client.framing import finish_reason
+from sluice_client.messages import end_message, text_message
+from sluice_client.request import RequestHandle
 
 
 async def next_event(handle: RequestHandle) -> tuple[Event | bytes, bool]:

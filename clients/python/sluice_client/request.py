@@ -17,7 +17,7 @@ from collections import deque
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from client.framing import encode_audio
+from sluice_client.framing import encode_audio
 
 Payload = str | bytes
 """One websocket message: a JSON text frame or a binary audio frame."""
@@ -27,7 +27,7 @@ Item = Mapping[str, Any] | bytes | BaseException
 
 
 class Owner(Protocol):
-    """The connection a request lives on (see `client.connection.Connection`)."""
+    """The connection a request lives on (see `sluice_client.connection.Connection`)."""
 
     def kick(self, request: RequestHandle) -> None:
         """The request has queued payloads: get them written."""
@@ -50,6 +50,9 @@ class RequestHandle:
         """How many sockets the request was put on."""
         self.started = False
         self.ended = False
+        self.last_seq: int | None = None
+        """The `seq` of the last frame received, where the server numbers frames
+        (what a future `resume` would continue after; None until one carries it)."""
         self.pending_since: float | None = None
         self.queued: deque[Payload] = deque()
         self._replay: list[Payload] | None = []
@@ -126,11 +129,19 @@ class RequestHandle:
     def deliver(self, item: Mapping[str, Any] | bytes) -> None:
         """A non-terminal frame or audio for the caller."""
         if not self.ended:
+            self._note_seq(item)
             self._inbox.put_nowait(item)
+
+    def _note_seq(self, item: Mapping[str, Any] | bytes) -> None:
+        if isinstance(item, Mapping):
+            seq = item.get("seq")
+            if isinstance(seq, int) and not isinstance(seq, bool):
+                self.last_seq = seq
 
     def finish(self, frame: Mapping[str, Any]) -> None:
         """The terminal frame: deliver it; nothing else is delivered after it."""
         if not self.ended:
+            self._note_seq(frame)
             self._inbox.put_nowait(frame)
             self._end()
 

@@ -64,9 +64,10 @@ def test_quick_chat_run_writes_every_figure(tmp_path: Path) -> None:
     assert set(short) == {("short", lvl, t) for lvl in (1, 64) for t in ("direct", "sluice")}
     for (_, _, target), cell in short.items():
         assert cell["errors"] == 0, cell["error_samples"]
-        # one content chunk per answer; an answer whose finish came after the window
-        # has its chunk counted but not its request
-        assert 0 < cell["requests"] <= cell["chunks"] <= cell["requests"] + cell["concurrency"]
+        # one content chunk per answer; at either edge of the window an answer may have
+        # its chunk counted and not its finish, or the other way round (one per stream)
+        assert cell["requests"] > 0 and cell["chunks"] > 0
+        assert abs(cell["chunks"] - cell["requests"]) <= cell["concurrency"]
         if target == "sluice":
             assert _number(cell["gateway_cpu_ms_per_request"])
     for (_, _, target), cell in cells.items():

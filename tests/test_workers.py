@@ -261,8 +261,10 @@ async def test_two_workers_share_the_port_and_metrics_sum_across_them(
 async def test_sigterm_drains_in_flight_streams_on_every_worker(
     tmp_path: Path, upstream: FakeOpenAI
 ) -> None:
-    upstream.script.chunks = ["tok "] * 20
-    upstream.script.delay = 0.05  # each stream takes about 1 s
+    # each stream takes about 3 s: still running when the workers' gauges (published
+    # every second) are read below, on a loaded machine too
+    upstream.script.chunks = ["tok "] * 60
+    upstream.script.delay = 0.05
     served = await start(tmp_path, config_for(upstream))
     loop = asyncio.get_running_loop()
     try:
@@ -298,7 +300,7 @@ async def test_sigterm_drains_in_flight_streams_on_every_worker(
                 mine = [f for f in frames if f["request_id"] == f"s{s}-r{i}"]
                 assert sum(1 for f in mine if is_terminal(f)) == 1 and is_terminal(mine[-1])
                 assert mine[-1]["chunk"]["finish_reason"] == "complete"
-                assert text_of(mine) == "tok " * 20
+                assert text_of(mine) == "tok " * 60
         assert await asyncio.wait_for(served.proc.wait(), 10) == 0
         stopped = [r for r in served.log_lines() if r["msg"] == "worker stopped"]
         assert len(stopped) == 2 and all(r["exit_status"] == 0 for r in stopped)

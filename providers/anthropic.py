@@ -145,6 +145,9 @@ class AnthropicProvider:
     """
 
     continues = True
+    tools = False  # capabilities: see providers.types.ChatProvider
+    images = False
+    image_urls = False
 
     def __init__(
         self,

@@ -133,6 +133,9 @@ class CohereProvider:
     """
 
     continues = False
+    tools = False  # capabilities: see providers.types.ChatProvider
+    images = False
+    image_urls = False
     """Capability: this adapter cannot continue a partial answer (that hop restarts)."""
 
     def __init__(

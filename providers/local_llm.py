@@ -145,6 +145,9 @@ class LocalLLMProvider:
     """
 
     continues = False
+    tools = False  # capabilities: see providers.types.ChatProvider
+    images = False
+    image_urls = False
     """Capability: this adapter cannot continue a partial answer (that hop restarts)."""
 
     def __init__(self, config: LocalLLMConfig, provider_id: str = "local") -> None:

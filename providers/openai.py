@@ -119,6 +119,9 @@ class OpenAIWireProvider:
     """
 
     continues = True
+    tools = False  # capabilities: see providers.types.ChatProvider
+    images = False
+    image_urls = False
 
     def __init__(
         self,

@@ -1,8 +1,16 @@
 """The shapes every chat provider adapter speaks, independent of any vendor.
 
-Flow: a `ChatParams` (messages + merged params) goes into an adapter; a stream of
-`ChatDelta` comes out (the last one carries `finish_reason`), or one `ChatResult`
-for the non-streaming call. Vendor failures leave an adapter only as
+Flow: a `ChatParams` (messages + merged params, and the request's `tools` and
+`tool_choice`) goes into an adapter; a stream of `ChatDelta` comes out (the last one
+carries `finish_reason`), or one `ChatResult` for the non-streaming call.
+
+Tools and images (the common form is OpenAI's, every adapter translates it both
+ways): a `ToolSpec` declares a function; an assistant `Message` may carry the
+`ToolCall`s it made, a `tool` message carries one call's result under
+`tool_call_id`; a user message with images has `parts` (text and `ImagePart`s in
+order). Adapters stream tool calls as `ToolCallDelta` fragments keyed by `index`
+(vendors that send whole calls send one fragment holding all of it); the router
+assembles and holds them, so adapters never do. Vendor failures leave an adapter only as
 `ProviderError`, classified once, with `retryable` and a `category`.
 """
 
@@ -13,23 +21,158 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Literal, Protocol
 
-FinishReason = Literal["complete", "max_tokens", "content_filtered", "cancelled", "error", "other"]
+FinishReason = Literal[
+    "complete", "max_tokens", "content_filtered", "cancelled", "error", "other", "tool_calls"
+]
+"""`tool_calls`: the model stopped to call tools (Glide's surfaces show it as `other`)."""
+
+Role = Literal["system", "user", "assistant", "tool"]
+
+
+@dataclass(frozen=True, slots=True)
+class TextPart:
+    """A run of text inside a message whose content has images."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ImagePart:
+    """An image in a user message: inline bytes (`data` + `media_type`, decoded
+    from a `data:` URL) or an https `url` for vendors that fetch URLs themselves.
+    `detail` is OpenAI's hint (`auto`, `low`, `high`), passed where a vendor has it."""
+
+    media_type: str | None = None
+    data: bytes | None = None
+    url: str | None = None
+    detail: str | None = None
+
+    def base64(self) -> str:
+        """The inline bytes as base64 text (empty for a URL image)."""
+        import base64
+
+        return base64.b64encode(self.data or b"").decode("ascii")
+
+    def as_url(self) -> str:
+        """The image as a URL: the https URL, or a `data:` URL of the inline bytes."""
+        if self.url is not None:
+            return self.url
+        return f"data:{self.media_type};base64,{self.base64()}"
+
+
+ContentPart = TextPart | ImagePart
+
+
+@dataclass(frozen=True, slots=True)
+class ToolSpec:
+    """A function the model may call: `parameters` is a JSON schema object."""
+
+    name: str
+    description: str | None = None
+    parameters: dict[str, Any] = field(default_factory=dict)
+    strict: bool | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The tool in OpenAI's form (`{"type": "function", "function": {...}}`)."""
+        function: dict[str, Any] = {"name": self.name, "parameters": self.parameters}
+        if self.description is not None:
+            function["description"] = self.description
+        if self.strict is not None:
+            function["strict"] = self.strict
+        return {"type": "function", "function": function}
+
+
+@dataclass(frozen=True, slots=True)
+class ToolChoice:
+    """`auto`, `none`, `required`, or `function` with the one `name` to call."""
+
+    mode: Literal["auto", "none", "required", "function"]
+    name: str | None = None
+
+    def to_json(self) -> str | dict[str, Any]:
+        """OpenAI's form: the mode string, or `{"type": "function", ...}` for one function."""
+        if self.mode == "function":
+            return {"type": "function", "function": {"name": self.name}}
+        return self.mode
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """One complete call the model made: `arguments` is JSON text (an object)."""
+
+    id: str
+    name: str
+    arguments: str
+
+    def to_json(self) -> dict[str, Any]:
+        """The call in OpenAI's form."""
+        return {
+            "id": self.id,
+            "type": "function",
+            "function": {"name": self.name, "arguments": self.arguments},
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallDelta:
+    """A streamed piece of tool call number `index` of this answer: the first
+    piece of a call carries `id` and `name`, every piece may add `arguments` text."""
+
+    index: int
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
 
 
 @dataclass(frozen=True, slots=True)
 class Message:
-    """One chat message: `role` is system, user or assistant."""
+    """One chat message: `role` is system, user, assistant or tool.
+
+    `content` is always the message's whole text (may be empty for an assistant
+    message that only calls tools). `parts` is set only when the content has
+    images: the text and image parts in order. An assistant message lists the
+    `tool_calls` it made; a `tool` message answers the call `tool_call_id`.
+    """
 
     role: str
     content: str
     name: str | None = None
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str | None = None
+    parts: tuple[ContentPart, ...] = ()
+
+    @property
+    def images(self) -> tuple[ImagePart, ...]:
+        """The message's images, in order."""
+        return tuple(part for part in self.parts if isinstance(part, ImagePart))
 
     def to_json(self) -> dict[str, Any]:
-        """The message as the JSON object most vendors accept."""
-        out: dict[str, Any] = {"role": self.role, "content": self.content}
+        """The message as OpenAI's chat API takes it (what most vendors accept)."""
+        content: Any = self.content
+        if self.parts:
+            content = [
+                {"type": "text", "text": part.text}
+                if isinstance(part, TextPart)
+                else {"type": "image_url", "image_url": _image_url_json(part)}
+                for part in self.parts
+            ]
+        elif self.tool_calls and not self.content:
+            content = None
+        out: dict[str, Any] = {"role": self.role, "content": content}
         if self.name is not None:
             out["name"] = self.name
+        if self.tool_calls:
+            out["tool_calls"] = [call.to_json() for call in self.tool_calls]
+        if self.tool_call_id is not None:
+            out["tool_call_id"] = self.tool_call_id
         return out
+
+
+def _image_url_json(part: ImagePart) -> dict[str, Any]:
+    out: dict[str, Any] = {"url": part.as_url()}
+    if part.detail is not None:
+        out["detail"] = part.detail
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +197,8 @@ class ChatParams:
     messages: tuple[Message, ...]
     params: dict[str, Any] = field(default_factory=dict)
     continuation: Continuation | None = None
+    tools: tuple[ToolSpec, ...] = ()
+    tool_choice: ToolChoice | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,12 +212,16 @@ class TokenUsage:
 
 @dataclass(frozen=True, slots=True)
 class ChatDelta:
-    """One streamed piece of an answer. The last piece has `finish_reason` set."""
+    """One streamed piece of an answer. The last piece has `finish_reason` set.
+
+    From an adapter, `tool_calls` holds raw fragments; after the router's
+    assembly, each is one whole call (id, name and complete arguments)."""
 
     content: str
     finish_reason: FinishReason | None = None
     usage: TokenUsage | None = None
     metadata: dict[str, str] | None = None
+    tool_calls: tuple[ToolCallDelta, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +233,7 @@ class ChatResult:
     usage: TokenUsage
     role: str = "assistant"
     metadata: dict[str, str] = field(default_factory=dict)
+    tool_calls: tuple[ToolCall, ...] = ()
 
 
 class ErrorCategory(StrEnum):
@@ -166,6 +316,12 @@ class ChatProvider(Protocol):
     model_name: str
     continues: bool
     """Capability: `stream` honours `ChatParams.continuation` (DESIGN section 8)."""
+    tools: bool
+    """Capability: the adapter translates `ChatParams.tools`, tool calls and results."""
+    images: bool
+    """Capability: the adapter translates inline image parts (`ImagePart.data`)."""
+    image_urls: bool
+    """Capability: the vendor fetches https image URLs itself (`ImagePart.url`)."""
 
     def stream(self, params: ChatParams) -> AsyncIterator[ChatDelta]:
         """Yield the answer's pieces; the last carries `finish_reason`."""

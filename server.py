@@ -65,6 +65,8 @@ from protocol.frames import ErrorName
 from protocol.messages import json_depth_exceeds
 from providers.registry import build_chat_provider
 from providers.types import ChatProvider, ErrorCategory, ProviderError
+from resume.build import build_request_log
+from resume.log import RequestLog
 from routing.router import ModelRouter
 from routing.strategies import build_strategy
 from security.access import ACCESS, CLIENT, SUBPROTOCOL, Access, Client, access_middleware
@@ -103,6 +105,7 @@ class Gateway:
     work_ended: asyncio.Event = field(default_factory=asyncio.Event)
     telemetry: Telemetry | None = None
     redact: Redactor = field(default_factory=Redactor)
+    request_log: RequestLog | None = None
 
     @property
     def busy(self) -> bool:
@@ -286,6 +289,7 @@ async def gateway_context(app: web.Application) -> AsyncIterator[None]:
         speech,
         telemetry=telemetry,
         redact=Redactor(config_secrets(config)),
+        request_log=build_request_log(config.resume),
     )
     log.info(
         "sluice ready",
@@ -319,6 +323,9 @@ async def gateway_context(app: web.Application) -> AsyncIterator[None]:
         closing += [e.aclose() for by_kind in speech.values() for e in by_kind.values()]
         if RELOADER in app:
             closing.append(app[RELOADER].aclose())
+        request_log = app[GATEWAY].request_log
+        if request_log is not None:
+            closing.append(request_log.aclose())
         await asyncio.gather(*closing, return_exceptions=True)
         await session.close()
         if tracing is not None:
@@ -366,8 +373,9 @@ async def drain(app: web.Application, grace: float) -> None:
         "draining",
         extra={"sockets": len(gateway.sessions), "http_in_flight": gateway.http_in_flight},
     )
+    restart = gateway.config.resume.on_drain == "restart"
     for session in list(gateway.sessions):
-        session.drain()
+        session.drain(restart=restart)
     deadline = started + grace
     while gateway.busy and (remaining := deadline - loop.time()) > 0:
         gateway.work_ended.clear()
@@ -645,6 +653,7 @@ async def serve_socket(
             ErrorName.TOO_MANY_SOCKETS,
             f"this API key already has {client.max_sockets} websockets open (its limit)",
         )
+    socket_counted = True
     try:
         ws = TextFrameSocket(
             text_limit=limits.text_frame_bytes,
@@ -669,6 +678,8 @@ async def serve_socket(
             transport=request.transport,
             close_timeout=limits.slow_consumer_close_timeout,
             redact=gateway.redact or None,
+            request_log=gateway.request_log,
+            detached_timeout=gateway.config.resume.detached_timeout,
         )
 
         def rate_limit() -> float | None:
@@ -686,12 +697,19 @@ async def serve_socket(
         )
         gateway.sessions.add(session)
         try:
-            await session.run(make_pipeline(admission))
+            try:
+                await session.run(make_pipeline(admission))
+            finally:
+                client.close_socket()
+                socket_counted = False
+            # requests of a lost socket run on (to be resumed) and count as work
+            await session.wait_detached()
         finally:
             gateway.sessions.discard(session)
             gateway.work_ended.set()
     finally:
-        client.close_socket()
+        if socket_counted:
+            client.close_socket()
     return ws
 
 

@@ -21,6 +21,7 @@ from protocol.chat import ChatRequest
 from protocol.schema import (
     SERVER_FRAMES,
     CancelMessage,
+    ResumeMessage,
     ClientEnvelope,
     EndMessage,
     frame_type,
@@ -69,7 +70,7 @@ def build_asyncapi(version: str = "0.1.0") -> dict[str, Any]:
     bodies = [m for entries in CLIENT_BODIES.values() for _, m, _ in entries]
     frames = sorted({m for models in SERVER_FRAMES.values() for m in models}, key=str)
     refs, schemas = component_schemas(
-        [ClientEnvelope, CancelMessage, VADConfig, *dict.fromkeys(bodies), *frames]
+        [ClientEnvelope, CancelMessage, ResumeMessage, VADConfig, *dict.fromkeys(bodies), *frames]
     )
     messages: dict[str, Any] = {}
     channels: dict[str, Any] = {}
@@ -86,6 +87,7 @@ def build_asyncapi(version: str = "0.1.0") -> dict[str, Any]:
             }
             inbound[msg_type] = {"$ref": f"#/components/messages/{key}"}
         inbound["cancel"] = {"$ref": "#/components/messages/cancel"}
+        inbound["resume"] = {"$ref": "#/components/messages/resume"}
         outbound: dict[str, Any] = {}
         for frame in SERVER_FRAMES[endpoint]:
             name = frame_type(frame)
@@ -127,6 +129,13 @@ def build_asyncapi(version: str = "0.1.0") -> dict[str, Any]:
         "title": "cancel",
         "summary": "Ends a request on every endpoint.",
         "payload": _envelope_payload(refs, CancelMessage, "cancel"),
+    }
+    messages["resume"] = {
+        "name": "resume",
+        "title": "resume",
+        "summary": "Resumes a request after a lost socket: its frames after `after_seq`, "
+        "then the live rest (any endpoint, same client key).",
+        "payload": _envelope_payload(refs, ResumeMessage, "resume"),
     }
     messages["audio"] = {
         "name": "audio",

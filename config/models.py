@@ -849,6 +849,27 @@ def _allowed_host(value: str) -> str:
 AllowedHost = Annotated[str, AfterValidator(_allowed_host)]
 
 
+class ResumeConfig(Strict):
+    """Resumable requests (docs/resume.md): each request's frames are kept so a client
+    that lost its socket can `resume` them.
+
+    `max_frames`: frames kept per request (the oldest go first; Redis trims
+    approximately, `MAXLEN ~`). `retention`: how long a finished request stays
+    resumable. `detached_timeout`: how long a request whose socket was lost keeps
+    running with no client (then it ends with `shutting_down`). `flush_interval`:
+    how often a Redis store writes the frames gathered meanwhile, in one pipeline.
+    `on_drain`: `wait` (GEP 8: a busy socket finishes, then 1001) or `restart`
+    (busy sockets get 1012 at once, their requests run on to be resumed).
+    """
+
+    enabled: bool = True
+    max_frames: int = Field(default=10_000, ge=16)
+    retention: Duration = 60.0
+    detached_timeout: Duration = 300.0
+    flush_interval: Duration = 0.02
+    on_drain: Literal["wait", "restart"] = "wait"
+
+
 class ServerConfig(Strict):
     """Where and how the HTTP/websocket server listens, and what a connection may hold.
 
@@ -893,6 +914,7 @@ class SluiceConfig(Strict):
     auth: AuthConfig = Field(default_factory=AuthConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     tracing: TracingConfig = Field(default_factory=TracingConfig)
+    resume: ResumeConfig = Field(default_factory=ResumeConfig)
 
     @property
     def language_routers(self) -> list[LanguageRouterConfig]:

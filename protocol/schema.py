@@ -55,6 +55,18 @@ class CancelMessage(BaseModel):
     type: Literal["cancel"]
 
 
+class ResumeMessage(BaseModel):
+    """`{"type": "resume", "request_id", "after_seq"}`: every frame of a request after
+    `after_seq`, then the live rest (docs/resume.md)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    type: Literal["resume"]
+    after_seq: int = Field(
+        default=0, ge=0, description="The last `seq` the client received (0: none)."
+    )
+
+
 class EndMessage(BaseModel):
     """`{"type": "end", "request_id"}` (listen): the request's audio is over."""
 
@@ -79,6 +91,12 @@ class ServerEnvelope(BaseModel):
     created_at: int = Field(description="Unix seconds.")
     router_id: str
     metadata: dict[str, Any] | None = Field(description="The request's `metadata`, verbatim.")
+    seq: int | None = Field(
+        default=None,
+        ge=1,
+        description="The frame's number within its request (1, 2, ...; binary frames "
+        "count too). Absent on frames of no request and on errors about a `resume`.",
+    )
 
 
 class ErrorBody(BaseModel):
@@ -194,6 +212,13 @@ class Segment(BaseModel):
     model_id: str | None
     audio_ms: float = Field(ge=0)
     audio_bytes: int = Field(ge=0, description="Audio bytes of this segment (no WAV header).")
+    audio_seq: list[int] | None = Field(
+        default=None,
+        min_length=2,
+        max_length=2,
+        description="`[first, last]`: the `seq` of the binary frames sent since the "
+        "previous segment event (null when none were).",
+    )
 
 
 class SegmentFrame(ServerEnvelope):

@@ -36,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Mapping
+from typing import Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
 from reactivex import Observable, abc
@@ -48,10 +49,16 @@ from operators.scheduling import seconds
 from protocol.frames import ErrorName, Frame, FrameFactory
 from protocol.jsoncodec import dumps
 from protocol.messages import ClientMessage, Inbound, encode_binary, parse_binary, parse_text
+from providers.types import FinishReason
+from resume.log import LoggedFrame, RequestLog, ResumeGap
 from transport.frame_writer import SentCounts, ws_frame
 from transport.outbound import OutboundQueue
 
 log = logging.getLogger("sluice.socket")
+
+RESUME = "resume"
+RESTART = 1012
+"""Close code for a drain in `restart` mode: reconnect and resume (RFC 6455 registry)."""
 
 Pipeline = Callable[[Observable[Inbound]], Observable[Frame]]
 
@@ -112,6 +119,8 @@ class SocketSession:
         transport: asyncio.Transport | None = None,
         close_timeout: float = 2.0,
         redact: Callable[[str], str] | None = None,
+        request_log: RequestLog | None = None,
+        detached_timeout: float = 300.0,
     ) -> None:
         self.ws = ws
         self._default_type = default_type
@@ -127,6 +136,18 @@ class SocketSession:
         self._transport = transport
         self._close_timeout = close_timeout
         self._redact = redact
+        self._log = request_log
+        self._log_key = key_id or ""
+        self._detached_timeout = detached_timeout
+        self._seq: dict[str, int] = {}
+        self._audio_from: dict[str, int] = {}
+        self._is_speak = self.endpoint == "speak"
+        self._owned: set[str] = set()
+        self._relays: dict[str, asyncio.Task[None]] = {}
+        self._client_closed = False
+        self.detached = False
+        self._detached_done = asyncio.Event()
+        self._detach_timer: asyncio.TimerHandle | None = None
         self._inbound: Subject[Inbound] = Subject()
         self._subscription = SerialDisposable()
         self._writer: asyncio.Task[None] | None = None
@@ -168,7 +189,22 @@ class SocketSession:
             elif len(active) < len(requests):
                 for request_id in [r for r in requests if r not in active]:
                     requests.pop(request_id).finish(ABORTED)
-        if self._draining and not active:
+        request_log = self._log
+        if request_log is not None:
+            owned = self._owned
+            if len(active) > len(owned):
+                for request_id in active:
+                    if request_id not in owned:
+                        owned.add(request_id)
+                        request_log.own(self._log_key, request_id, self._inbound.on_next)
+            elif len(active) < len(owned):
+                for request_id in [r for r in owned if r not in active]:
+                    owned.discard(request_id)
+                    request_log.own(self._log_key, request_id, None)
+        if self.detached:
+            if not active:
+                self._loop.call_soon(self._end_detached)
+        elif self._draining and not active:
             self._close_soon(WSCloseCode.GOING_AWAY, "server draining", "draining")
 
     def request_telemetry(self, request_id: str) -> RequestTelemetry | None:
@@ -211,33 +247,202 @@ class SocketSession:
         self._subscription.disposable = pipeline(self._inbound).subscribe(
             self._enqueue, self._pipeline_failed, self.queue.close, scheduler=self._scheduler
         )
+        ended = (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED)
         try:
-            async for msg in self.ws:
+            while (msg := await self.ws.receive()).type not in ended:
                 if self._closing:
                     continue
                 if msg.type is WSMsgType.TEXT:
                     if self._max_text is not None and _utf8_len_over(msg.data, self._max_text):
                         self._too_big("text")
                         continue
-                    self._inbound.on_next(parse_text(msg.data, self._default_type))
+                    self._receive(parse_text(msg.data, self._default_type))
                 elif msg.type is WSMsgType.BINARY:
                     if self._max_binary is not None and len(msg.data) > self._max_binary:
                         self._too_big("binary")
                         continue
-                    self._inbound.on_next(parse_binary(msg.data))
+                    self._receive(parse_binary(msg.data))
                 elif msg.type is WSMsgType.ERROR:
                     # aiohttp's own max_msg_size check ends the socket with 1009
                     if getattr(msg.data, "code", None) == WSCloseCode.MESSAGE_TOO_BIG:
                         self.close_reason = "frame_too_large"
+            # a close frame the client sent on its own: it is done with its requests
+            self._client_closed = msg.type is WSMsgType.CLOSE and not self._closing
         finally:
-            self._inbound.on_completed()
-            self._subscription.dispose()
+            for relay in self._relays.values():
+                relay.cancel()
+            if self._may_detach():
+                self._detach()
+            else:
+                self._inbound.on_completed()
+                self._subscription.dispose()
+                self._disown()
+                self._finish_all(ABORTED)
             self.queue.close()
-            self._finish_all(ABORTED)
             await self._stop_writer()
             await asyncio.gather(*self._tasks, return_exceptions=True)
             self._count_close()
             self.closed.set()
+
+    def _receive(self, msg: Inbound) -> None:
+        """A parsed client message: `resume`, one for a request resumed here (to its
+        running owner), or one for this socket's pipeline."""
+        if self._log is not None and isinstance(msg, ClientMessage):
+            if msg.type == RESUME:
+                self._start_relay(msg)
+                return
+            if msg.request_id in self._relays:
+                self._forward(msg)
+                return
+        self._inbound.on_next(msg)
+
+    # ---- resume --------------------------------------------------------------------
+
+    def _start_relay(self, msg: ClientMessage) -> None:
+        request_id = msg.request_id
+        after = msg.body.get("after_seq", 0)
+        if type(after) is not int or after < 0:
+            self._send_error(
+                msg, ErrorName.INVALID_REQUEST, "after_seq must be an integer >= 0", "error"
+            )
+            return
+        if request_id in self._relays or request_id in self.active:
+            self._send_error(
+                msg,
+                ErrorName.DUPLICATE_REQUEST_ID,
+                f"request {request_id!r} is already in flight on this socket; "
+                "this resume was ignored",
+                None,
+            )
+            return
+        task = self._loop.create_task(self._relay(msg, after))
+        self._relays[request_id] = task
+        task.add_done_callback(lambda _: self._relays.pop(request_id, None))
+
+    async def _relay(self, msg: ClientMessage, after: int) -> None:
+        """Send the request's recorded frames after `after`, then its live ones."""
+        request_log = self._log
+        assert request_log is not None
+        request_id = msg.request_id
+        tail = await request_log.open(self._log_key, request_id, after)
+        if tail is None:
+            self._send_error(
+                msg,
+                ErrorName.REQUEST_NOT_FOUND,
+                f"request {request_id!r} is not known (finished longer ago than the "
+                "retention, never started, or started with another key)",
+                "error",
+            )
+            return
+        log.info(
+            "request resumed",
+            extra={"socket": self._label, "request_id": request_id, "after_seq": after},
+        )
+        try:
+            async for frame in tail:
+                self._send_raw(frame.payload, frame.is_text)
+                if frame.terminal:
+                    return
+        except ResumeGap as gap:
+            self._send_error(msg, ErrorName.RESUME_GAP, f"cannot resume: {gap}", "error")
+            return
+        self._send_error(
+            msg,
+            ErrorName.REQUEST_NOT_FOUND,
+            f"request {request_id!r} ended without a terminal frame "
+            "(its socket was closed by the client, which cancels it)",
+            "error",
+        )
+
+    def _forward(self, msg: ClientMessage) -> None:
+        request_log = self._log
+        assert request_log is not None
+        if not request_log.forward(self._log_key, msg.request_id, msg):
+            self._send_error(
+                msg,
+                ErrorName.UNSUPPORTED_MESSAGE_TYPE,
+                f"request {msg.request_id!r} runs on another instance; "
+                f"its {msg.type!r} messages cannot reach it from here",
+                None,
+            )
+
+    def _send_error(
+        self, msg: ClientMessage, name: str, message: str, finish_reason: FinishReason | None
+    ) -> None:
+        """An error about a resume (no `seq`: it is not one of the request's frames)."""
+        frame = FrameFactory(msg.request_id, self.router_id, msg.metadata, self._now).error(
+            name, message, finish_reason=finish_reason
+        )
+        self._send_raw(*self._encode(frame))
+
+    def _send_raw(self, payload: bytes, is_text: bool) -> None:
+        """Send an already encoded frame (a resumed request's) in order with the rest."""
+        if self.detached:
+            return
+        if self._write_now(payload, is_text):
+            return
+        if not self.queue.put(payload, is_text, self._loop.time()):
+            if self.queue.overflowed:
+                self._on_overflow()
+
+    def _may_detach(self) -> bool:
+        """Whether the requests in flight run on without the socket: it was lost (no
+        close frame from the client) or closed by a `restart` drain, and a request
+        log keeps their frames for a resume."""
+        return (
+            self._log is not None
+            and bool(self.active)
+            and not self._client_closed
+            and self.close_reason not in ("slow_consumer", "frame_too_large", "draining")
+        )
+
+    def _detach(self) -> None:
+        self.detached = True
+        self._detach_timer = self._loop.call_later(self._detached_timeout, self._detach_expired)
+        log.info(
+            "socket gone: its requests run on, to be resumed",
+            extra={
+                "socket": self._label,
+                "requests": len(self.active),
+                "key_id": self.key_id,
+                "router": self.router_id,
+            },
+        )
+
+    def _detach_expired(self) -> None:
+        if self.active:
+            log.warning(
+                "detached requests ran past resume.detached_timeout: ending them",
+                extra={"socket": self._label, "requests": sorted(self.active)},
+            )
+            self.end_now(self._now)
+        self._end_detached()
+
+    def _end_detached(self) -> None:
+        if self._detached_done.is_set():
+            return
+        if self._detach_timer is not None:
+            self._detach_timer.cancel()
+        self._inbound.on_completed()
+        self._subscription.dispose()
+        self._disown()
+        self._finish_all(ABORTED)
+        self._detached_done.set()
+
+    def _disown(self) -> None:
+        request_log = self._log
+        if request_log is None:
+            return
+        for request_id in self._owned:
+            request_log.own(self._log_key, request_id, None)
+            # ended without a terminal frame (cancelled by the socket's close)
+            request_log.drop(self._log_key, request_id)
+        self._owned.clear()
+
+    async def wait_detached(self) -> None:
+        """Return once no request of this (closed) socket runs on detached."""
+        if self.detached:
+            await self._detached_done.wait()
 
     def _count_close(self) -> None:
         reason = self.close_reason
@@ -265,11 +470,17 @@ class SocketSession:
             flush=False,
         )
 
-    def drain(self) -> None:
-        """Accept no new requests (the admission says so); close 1001 once idle."""
+    def drain(self, restart: bool = False) -> None:
+        """Accept no new requests (the admission says so); close 1001 once idle.
+
+        With `restart` (and a request log) a busy socket is closed at once with 1012:
+        its requests run on detached and the client resumes them elsewhere.
+        """
         self._draining = True
         if not self.active:
             self._close_soon(WSCloseCode.GOING_AWAY, "server draining", "draining")
+        elif restart and self._log is not None:
+            self._close_soon(RESTART, "server restarting: reconnect and resume", "restart")
 
     def end_now(self, clock: Callable[[], float]) -> None:
         """Grace is over: end every request with `shutting_down`, flush, close 1001."""
@@ -352,16 +563,57 @@ class SocketSession:
                 "internal error: a frame could not be encoded",
                 finish_reason="error" if frame.terminal else None,
             )
+            if isinstance(frame.data, dict) and "seq" in frame.data:
+                assert isinstance(replacement.data, dict)
+                replacement.data["seq"] = frame.data["seq"]
             payload, is_text = encode_frame(replacement)
         if self._redact is not None and is_text and _error_name(frame):
             payload = self._redact(payload.decode("utf-8")).encode("utf-8")
         return payload, is_text
 
+    def _stamp(self, request_id: str, frame: Frame) -> int:
+        """Number `frame` within its request (`seq`, from 1; binary frames count too)."""
+        seqs = self._seq
+        seq = seqs.get(request_id, 0) + 1
+        if frame.terminal:
+            seqs.pop(request_id, None)
+        else:
+            seqs[request_id] = seq
+        data = frame.data
+        if isinstance(data, dict):
+            data["seq"] = seq
+            if self._is_speak:
+                self._segment_seqs(request_id, seq, data, frame.terminal)
+        elif self._is_speak:
+            self._audio_from.setdefault(request_id, seq)
+        return seq
+
+    def _segment_seqs(
+        self, request_id: str, seq: int, data: dict[str, Any], terminal: bool
+    ) -> None:
+        """A `segment` event names the seqs of the audio frames sent since the last one."""
+        if data.get("type") == "segment":
+            first = self._audio_from.pop(request_id, None)
+            segment = data.get("segment")
+            if isinstance(segment, dict):
+                segment["audio_seq"] = [first, seq - 1] if first is not None else None
+        elif terminal:
+            self._audio_from.pop(request_id, None)
+
     def _enqueue(self, frame: Frame) -> None:
+        request_id = frame.request_id
+        seq = self._stamp(request_id, frame) if request_id is not None else 0
         telemetry = self._telemetry
         if telemetry is not None:
             self._account(frame, telemetry)
         payload, is_text = self._encode(frame)
+        request_log = self._log
+        if request_log is not None and request_id is not None:
+            request_log.append(
+                self._log_key, request_id, LoggedFrame(seq, payload, is_text, frame.terminal)
+            )
+        if self.detached:
+            return
         if self._write_now(payload, is_text):
             return
         if not self.queue.put(payload, is_text, self._loop.time()):

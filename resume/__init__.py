@@ -1,0 +1,1 @@
+"""Resumable requests: the request log (memory or Redis) and how it is built."""

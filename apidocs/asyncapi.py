@@ -21,9 +21,9 @@ from protocol.chat import ChatRequest
 from protocol.schema import (
     SERVER_FRAMES,
     CancelMessage,
-    ResumeMessage,
     ClientEnvelope,
     EndMessage,
+    ResumeMessage,
     frame_type,
 )
 

@@ -10,8 +10,10 @@ speaks DESIGN section 3, and end to end against Sluice's local speech engines.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import random
+import socket
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -50,7 +52,10 @@ from server import build_app, close_sockets, drain
 from tests.conftest import make_config, openai_model
 
 FAST = ClientOptions(
-    backoff=Backoff(initial=0.02, maximum=0.2), heartbeat=None, pending_timeout=10.0
+    backoff=Backoff(initial=0.02, maximum=0.2),
+    heartbeat=None,
+    pending_timeout=10.0,
+    resume=False,
 )
 
 MakeServer = Callable[[web.Application], Awaitable[TestServer]]
@@ -228,10 +233,18 @@ class Chaos:
 class ChaosProxy:
     """A websocket proxy to Sluice's chatStream that drops sockets as `Chaos` plans."""
 
-    def __init__(self, upstream: str, chaos: Chaos, session: aiohttp.ClientSession) -> None:
+    def __init__(
+        self,
+        upstream: str,
+        chaos: Chaos,
+        session: aiohttp.ClientSession,
+        *,
+        cut_upstream: bool = False,
+    ) -> None:
         self.upstream = upstream
         self.chaos = chaos
         self.session = session
+        self.cut_upstream = cut_upstream
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -279,6 +292,12 @@ class ChaosProxy:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            if drop.is_set() and self.cut_upstream:
+                # the upstream sees a lost connection, not a goodbye: it keeps the
+                # requests running for a resume
+                sock = up.get_extra_info("socket")
+                assert sock is not None
+                sock.shutdown(socket.SHUT_RDWR)
             if drop.is_set() and plan is not None:
                 self.chaos.kinds[plan[0]] += 1
                 self.chaos.points[plan[1]] += 1
@@ -649,6 +668,36 @@ async def test_listen_bytes_sends_a_recording_in_chunks_and_returns_final_transc
     assert [m["type"] for m in script.messages if m["request_id"] == "rec"] == ["listen", "end"]
 
 
+@pytest.mark.parametrize("seed", [5, 42])
+async def test_started_requests_resume_after_random_socket_drops(
+    serve: MakeServer, fake_a: FakeOpenAI, seed: int
+) -> None:
+    words = [f"w{i} " for i in range(20)]
+    fake_a.script.chunks = words
+    fake_a.script.delay = 0.01
+    sluice = await sluice_url(serve, make_config(openai_model("a", fake_a)))
+    # fewer drops than max_sends: a drop before any answer resends all 32 requests
+    chaos = Chaos(random.Random(seed), budget=8)
+    options = dataclasses.replace(FAST, resume=True)
+    async with aiohttp.ClientSession() as session:
+        proxy = ChaosProxy(sluice, chaos, session, cut_upstream=True)
+        served = await serve(proxy.app())
+        async with SluiceClient(str(served.make_url("")), options=options) as client:
+
+            async def one(job: int) -> str:
+                text = ""
+                async for event in client.chat_stream("r", "hi", request_id=f"job{job}"):
+                    text += event.content
+                return text
+
+            texts = await asyncio.wait_for(asyncio.gather(*(one(j) for j in range(32))), 40)
+            stats = client.stats
+    assert texts == ["".join(words)] * 32  # every answer whole, in order, once
+    assert stats.lost == 0 and stats.completed == 32
+    assert stats.resumed > 0, "no request was resumed"
+    assert chaos.budget == 0
+
+
 def test_a_request_remembers_the_last_seq_it_received() -> None:
     class Owner:
         def kick(self, request: RequestHandle) -> None:
@@ -661,8 +710,9 @@ def test_a_request_remembers_the_last_seq_it_received() -> None:
     handle.deliver({"type": "chunk"})
     assert handle.last_seq is None  # a server without seq
     handle.deliver({"type": "chunk", "seq": 1})
-    handle.deliver(b"audio")
+    handle.deliver(b"audio")  # binary frames count one each
     handle.deliver({"type": "chunk", "seq": True})  # not a number
-    assert handle.last_seq == 1
-    handle.finish({"type": "chunk", "seq": 2, "finish_reason": "complete"})
     assert handle.last_seq == 2
+    handle.deliver({"type": "chunk", "seq": 2})  # seen already (a resume's overlap): dropped
+    handle.finish({"type": "chunk", "seq": 3, "finish_reason": "complete"})
+    assert handle.last_seq == 3

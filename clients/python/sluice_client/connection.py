@@ -5,12 +5,14 @@
 
 When a socket ends (close 1000/1001/1011/1012, a cut connection, a missed pong):
 requests that had received no frame yet are put on the next socket from the
-start (transparently); requests already streaming end with
-`ConnectionLost(retryable=True)`. A `shutting_down` answer to a request that
+start (transparently); requests already streaming are resumed there with
+`{"type": "resume", "request_id", "after_seq"}` (the last `seq` seen), so the
+caller gets every frame once (`ClientOptions.resume`; without it, or after a
+1008/1009 close, they end with `ConnectionLost(retryable=True)`). A `shutting_down` answer to a request that
 had received nothing is the instance draining: that socket retires (takes no new
 requests, is closed once its last request ends) and the request is resent on a
-new socket, which the load balancer sends to another instance. Nothing depends
-on state kept by a server between sockets.
+new socket, which the load balancer sends to another instance. Only `resume`
+depends on state kept by the servers between sockets (their request log).
 """
 
 from __future__ import annotations
@@ -200,15 +202,20 @@ class Connection:
                 self._cut_mid_stream(request, code)
 
     def _cut_mid_stream(self, request: RequestHandle, code: int | None) -> None:
-        """A started request lost its socket: today it ends with `ConnectionLost`.
-
-        This is the seam for `resume`: once the server keeps a request's frames
-        (the issue "Many instances, one memory"), a started request will be put on
-        a new socket with `{"type": "resume", "request_id", "after_seq":
-        request.last_seq}` instead of failing. The server has no `resume` yet, so
-        nothing here pretends to.
-        """
-        self._lose(request, code, f"the websocket closed mid-stream (code {code})")
+        """A started request lost its socket: resume it on the next one after the last
+        `seq` it saw, or (resume off, a fatal close, too many tries) end it with
+        `ConnectionLost`."""
+        if (
+            not self._options.resume
+            or code in FATAL_CLOSE_CODES
+            or request.resumes >= self._options.max_sends
+        ):
+            self._lose(request, code, f"the websocket closed mid-stream (code {code})")
+            return
+        self._stats.resumed += 1
+        request.socket = None
+        request.resume_next()
+        self._place(request)
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         """Run a coroutine as a task this connection keeps a reference to until it ends."""

@@ -24,6 +24,9 @@ class ClientOptions:
       `ConnectionLost` when its socket is cut.
     - `send_high_water`: messages queued per request before an input pump waits.
     - `max_msg_size`: the largest frame accepted from the server, in bytes.
+    - `resume`: a request that had started when its socket was lost is resumed on
+      the next socket (`{"type": "resume", "request_id", "after_seq"}`, the last
+      `seq` seen) instead of failing with `ConnectionLost` (docs/resume.md).
     """
 
     backoff: Backoff = field(default_factory=Backoff)
@@ -34,6 +37,7 @@ class ClientOptions:
     max_replay_bytes: int = 8 * 1024 * 1024
     send_high_water: int = 64
     max_msg_size: int = 4 * 1024 * 1024
+    resume: bool = True
 
 
 @dataclass
@@ -42,7 +46,8 @@ class ClientStats:
 
     `connects` websockets opened, `connect_failures` handshakes that failed,
     `closes` websockets that ended (by either side), `resent` transparent resends
-    of requests that had not received a frame, `lost` requests ended with
+    of requests that had not received a frame, `resumed` started requests put on a
+    new socket with `resume`, `lost` requests ended with
     `ConnectionLost`, `completed` requests ended by a non-error terminal frame,
     `failed` requests ended by a terminal error frame.
     """
@@ -51,6 +56,7 @@ class ClientStats:
     connect_failures: int = 0
     closes: int = 0
     resent: int = 0
+    resumed: int = 0
     lost: int = 0
     completed: int = 0
     failed: int = 0

@@ -48,11 +48,13 @@ class RequestHandle:
         """The socket the request is on now (None while it waits for one)."""
         self.sends = 0
         """How many sockets the request was put on."""
+        self.resumes = 0
+        """How many times the request was resumed on a new socket."""
         self.started = False
         self.ended = False
         self.last_seq: int | None = None
-        """The `seq` of the last frame received, where the server numbers frames
-        (what a future `resume` would continue after; None until one carries it)."""
+        """The `seq` of the last frame received (binary frames count one each); what
+        a `resume` continues after. None until a frame came."""
         self.pending_since: float | None = None
         self.queued: deque[Payload] = deque()
         self._replay: list[Payload] | None = []
@@ -120,6 +122,13 @@ class RequestHandle:
         else:
             self._writable.clear()
 
+    def resume_next(self) -> None:
+        """Before a resume: the outbox starts with `resume` after `last_seq`; input
+        queued but not yet written follows it (the server hands it to the request)."""
+        self.resumes += 1
+        message = {"type": "resume", "request_id": self.id, "after_seq": self.last_seq or 0}
+        self.queued.appendleft(json.dumps(message, separators=(",", ":")))
+
     def mark_started(self) -> None:
         """A frame came back: the request can no longer be resent transparently."""
         self.started = True
@@ -128,15 +137,20 @@ class RequestHandle:
 
     def deliver(self, item: Mapping[str, Any] | bytes) -> None:
         """A non-terminal frame or audio for the caller."""
-        if not self.ended:
-            self._note_seq(item)
+        if not self.ended and self._note_seq(item):
             self._inbox.put_nowait(item)
 
-    def _note_seq(self, item: Mapping[str, Any] | bytes) -> None:
+    def _note_seq(self, item: Mapping[str, Any] | bytes) -> bool:
+        """Count the frame; False for one already seen (a seq at or below the last)."""
         if isinstance(item, Mapping):
             seq = item.get("seq")
             if isinstance(seq, int) and not isinstance(seq, bool):
+                if self.last_seq is not None and seq <= self.last_seq:
+                    return False
                 self.last_seq = seq
+        else:
+            self.last_seq = (self.last_seq or 0) + 1
+        return True
 
     def finish(self, frame: Mapping[str, Any]) -> None:
         """The terminal frame: deliver it; nothing else is delivered after it."""

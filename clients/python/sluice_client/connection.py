@@ -8,7 +8,8 @@ requests that had received no frame yet are put on the next socket from the
 start (transparently); requests already streaming are resumed there with
 `{"type": "resume", "request_id", "after_seq"}` (the last `seq` seen), so the
 caller gets every frame once (`ClientOptions.resume`; without it, or after a
-1008/1009 close, they end with `ConnectionLost(retryable=True)`). A `shutting_down` answer to a request that
+1008/1009 close, they end with `ConnectionLost(retryable=True)`).
+A `shutting_down` answer to a request that
 had received nothing is the instance draining: that socket retires (takes no new
 requests, is closed once its last request ends) and the request is resent on a
 new socket, which the load balancer sends to another instance. Only `resume`

@@ -855,16 +855,19 @@ class ResumeConfig(Strict):
 
     `max_frames`: frames kept per request (the oldest go first; Redis trims
     approximately, `MAXLEN ~`). `retention`: how long a finished request stays
-    resumable. `detached_timeout`: how long a request whose socket was lost keeps
-    running with no client (then it ends with `shutting_down`). `flush_interval`:
-    how often a Redis store writes the frames gathered meanwhile, in one pipeline.
-    `on_drain`: `wait` (GEP 8: a busy socket finishes, then 1001) or `restart`
-    (busy sockets get 1012 at once, their requests run on to be resumed).
+    resumable; the in-memory log also keeps its finished requests within
+    `max_bytes` (the oldest go first). `detached_timeout`: how long a request
+    whose socket was lost keeps running with no client (then it ends with
+    `shutting_down`). `flush_interval`: how often a Redis log writes the frames
+    gathered meanwhile, in one pipeline. `on_drain`: `wait` (GEP 8: a busy
+    socket finishes, then 1001) or `restart` (busy sockets get 1012 at once,
+    their requests run on to be resumed).
     """
 
     enabled: bool = True
     max_frames: int = Field(default=10_000, ge=16)
-    retention: Duration = 60.0
+    retention: Duration = 30.0
+    max_bytes: int = Field(default=16 << 20, ge=1 << 16)
     detached_timeout: Duration = 300.0
     flush_interval: Duration = 0.02
     on_drain: Literal["wait", "restart"] = "wait"

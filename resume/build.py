@@ -13,4 +13,4 @@ def build_request_log(config: ResumeConfig) -> RequestLog | None:
     """
     if not config.enabled:
         return None
-    return MemoryRequestLog(config.max_frames, config.retention)
+    return MemoryRequestLog(config.max_frames, config.retention, config.max_bytes)

@@ -4,7 +4,7 @@ The socket session appends each frame of a chatStream / speak / listen request
 (already encoded, with its `seq`) as it goes out; a client that reconnects reads
 the frames after the last one it saw, then the live rest, up to the terminal frame.
 
-    owner:   append(1) append(2) ... append(n, terminal)
+    owner:   sink = begin(key, id); sink.append(1) ... sink.append(n, terminal)
     resume:  open(key, id, after_seq=1) -> 2 ... n|
 
 Two implementations share these semantics (`tests/test_request_log.py` runs one
@@ -15,7 +15,9 @@ suite against both): `MemoryRequestLog` (one process; the embedded default) and
 - `seq == 1` starts a new record (a finished request id may be used again).
 - At most `max_frames` frames are kept per request (the oldest go first); a
   resume after a frame that is gone gets `ResumeGap`.
-- `retention` seconds after its terminal frame a record is forgotten.
+- `retention` seconds after its terminal frame a record is forgotten; the memory
+  log also forgets the oldest finished records first once all records hold more
+  than `max_bytes` (running requests are bounded by `max_frames` only).
 - Later client messages (cancel, speak's text, listen's audio) for a resumed
   request reach its running owner through `forward` when the owner is in this
   process.
@@ -24,9 +26,9 @@ suite against both): `MemoryRequestLog` (one process; the embedded default) and
 from __future__ import annotations
 
 import asyncio
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 from protocol.messages import Inbound
@@ -50,12 +52,20 @@ Forward = Callable[[Inbound], None]
 """Hands a later client message to the request's running pipeline."""
 
 
+class FrameSink(Protocol):
+    """Where one run of a request writes its frames, numbered from 1 in call order."""
+
+    def append(self, payload: bytes, is_text: bool, terminal: bool) -> None:
+        """Record the next frame (the websocket payload); cheap and synchronous (a
+        Redis log batches the writes)."""
+        ...
+
+
 class RequestLog(Protocol):
     """Where a request's frames are recorded and read back (see the module)."""
 
-    def append(self, key: str, request_id: str, frame: LoggedFrame) -> None:
-        """Record one frame of a running request; cheap and synchronous (a Redis
-        implementation batches the writes)."""
+    def begin(self, key: str, request_id: str) -> FrameSink:
+        """A new run of the request (seq 1 next), replacing an earlier record of the id."""
         ...
 
     def drop(self, key: str, request_id: str) -> None:
@@ -85,12 +95,54 @@ class RequestLog(Protocol):
         ...
 
 
-@dataclass(slots=True)
 class _Record:
-    frames: deque[LoggedFrame]
-    done: bool = False
-    waiters: list[asyncio.Future[None]] = field(default_factory=list)
-    expiry: asyncio.TimerHandle | None = None
+    """One run of a request in memory: payloads and text flags in two bounded deques
+    (bytes and bools are not tracked by the garbage collector; a deque of frame
+    objects would be)."""
+
+    __slots__ = (
+        "appended",
+        "bytes",
+        "done",
+        "ident",
+        "log",
+        "payloads",
+        "terminal",
+        "texts",
+        "waiters",
+    )
+
+    def __init__(self, log: MemoryRequestLog, ident: tuple[str, str], max_frames: int) -> None:
+        self.log = log
+        self.ident = ident
+        self.terminal = False
+        self.payloads: deque[bytes] = deque(maxlen=max_frames)
+        self.texts: deque[bool] = deque(maxlen=max_frames)
+        self.appended = 0
+        self.bytes = 0
+        self.done = False
+        self.waiters: list[asyncio.Future[None]] = []
+
+    @property
+    def first_seq(self) -> int:
+        return self.appended - len(self.payloads) + 1
+
+    def append(self, payload: bytes, is_text: bool, terminal: bool) -> None:
+        """Record the next frame; the terminal one ends the run."""
+        if self.done:
+            return
+        payloads = self.payloads
+        if len(payloads) == payloads.maxlen:
+            self.bytes -= len(payloads[0])
+        payloads.append(payload)
+        self.texts.append(is_text)
+        self.appended += 1
+        self.bytes += len(payload)
+        if terminal:
+            self.done = self.terminal = True
+            self.log.finished(self)
+        if self.waiters:
+            self.wake()
 
     def wake(self) -> None:
         waiters, self.waiters = self.waiters, []
@@ -98,59 +150,73 @@ class _Record:
             if not waiter.done():
                 waiter.set_result(None)
 
+    def end(self) -> None:
+        self.done = True
+        self.wake()
+
 
 class MemoryRequestLog:
     """`RequestLog` in this process's memory: a reconnect to the same instance resumes."""
 
-    def __init__(self, max_frames: int, retention: float) -> None:
+    def __init__(self, max_frames: int, retention: float, max_bytes: int) -> None:
         self.max_frames = max_frames
         self.retention = retention
+        self.max_bytes = max_bytes
         self._records: dict[tuple[str, str], _Record] = {}
+        self._finished: OrderedDict[_Record, float] = OrderedDict()
+        self._finished_bytes = 0
         self._owners: dict[tuple[str, str], Forward] = {}
+        self._sweeper: asyncio.TimerHandle | None = None
 
-    def __len__(self) -> int:
-        return len(self._records)
-
-    def append(self, key: str, request_id: str, frame: LoggedFrame) -> None:
-        """Record `frame`; `seq == 1` replaces an earlier record of the same id."""
+    def begin(self, key: str, request_id: str) -> _Record:
+        """A new record for the request (an older one of the same id is forgotten)."""
         ident = (key, request_id)
-        record = self._records.get(ident)
-        if record is None or frame.seq == 1:
-            if record is not None:
-                self._forget(ident, record)
-            record = _Record(deque(maxlen=self.max_frames))
-            self._records[ident] = record
-        elif record.done or frame.seq != record.frames[-1].seq + 1:
-            return  # another run of a reused id: the newest run owns the record
-        record.frames.append(frame)
-        if frame.terminal:
-            self._end(ident, record)
-        elif record.waiters:
-            record.wake()
+        old = self._records.get(ident)
+        if old is not None:
+            old.end()
+            self._unfinish(old)
+        record = _Record(self, ident, self.max_frames)
+        self._records[ident] = record
+        return record
 
-    def _end(self, ident: tuple[str, str], record: _Record) -> None:
-        record.done = True
-        record.wake()
-        record.expiry = asyncio.get_running_loop().call_later(
-            self.retention, self._expire, ident, record
-        )
+    def finished(self, record: _Record) -> None:
+        """A record got its terminal frame: it is kept `retention` s, within `max_bytes`."""
+        if self._records.get(record.ident) is not record:
+            return
+        loop = asyncio.get_running_loop()
+        self._finished[record] = loop.time() + self.retention
+        self._finished_bytes += record.bytes
+        while self._finished_bytes > self.max_bytes and self._finished:
+            self._evict(next(iter(self._finished)))
+        if self._sweeper is None:
+            self._sweeper = loop.call_later(self.retention, self._sweep)
 
-    def _expire(self, ident: tuple[str, str], record: _Record) -> None:
-        if self._records.get(ident) is record:
-            del self._records[ident]
+    def _sweep(self) -> None:
+        self._sweeper = None
+        now = asyncio.get_running_loop().time()
+        for record, expires in list(self._finished.items()):
+            if expires > now:
+                self._sweeper = asyncio.get_running_loop().call_later(expires - now, self._sweep)
+                return
+            self._evict(record)
 
-    def _forget(self, ident: tuple[str, str], record: _Record) -> None:
-        if record.expiry is not None:
-            record.expiry.cancel()
-        record.done = True
-        record.wake()
-        self._records.pop(ident, None)
+    def _evict(self, record: _Record) -> None:
+        del self._finished[record]
+        self._finished_bytes -= record.bytes
+        if self._records.get(record.ident) is record:
+            del self._records[record.ident]
+
+    def _unfinish(self, record: _Record) -> None:
+        if self._finished.pop(record, None) is not None:
+            self._finished_bytes -= record.bytes
 
     def drop(self, key: str, request_id: str) -> None:
-        """Forget the request at once (readers end without a terminal frame)."""
+        """Forget a running request at once (readers end without a terminal frame)."""
         record = self._records.get((key, request_id))
         if record is not None and not record.done:
-            self._forget((key, request_id), record)
+            record.end()
+            self._unfinish(record)
+            del self._records[(key, request_id)]
 
     def own(self, key: str, request_id: str, forward: Forward | None) -> None:
         """Register (or, with None, remove) the running request's message door."""
@@ -177,31 +243,32 @@ class MemoryRequestLog:
         return _tail(record, after_seq)
 
     async def aclose(self) -> None:
-        """Cancel the expiry timers and wake every reader."""
+        """Stop the sweeper and wake every reader."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         for record in self._records.values():
-            if record.expiry is not None:
-                record.expiry.cancel()
-            record.done = True
-            record.wake()
+            record.end()
         self._records.clear()
+        self._finished.clear()
         self._owners.clear()
 
 
 async def _tail(record: _Record, after_seq: int) -> AsyncIterator[LoggedFrame]:
     last = after_seq
     while True:
-        frames = record.frames
-        # seqs in the deque are consecutive: the next one sits at a known index
-        while frames:
-            index = last + 1 - frames[0].seq
+        payloads = record.payloads
+        # the frames kept are consecutive: the next one sits at a known index
+        while payloads:
+            first = record.first_seq
+            index = last + 1 - first
             if index < 0:
-                raise ResumeGap(f"frames {last + 1}..{frames[0].seq - 1} are no longer kept")
-            if index >= len(frames):
+                raise ResumeGap(f"frames {last + 1}..{first - 1} are no longer kept")
+            if index >= len(payloads):
                 break
-            frame = frames[index]
-            last = frame.seq
-            yield frame
-            if frame.terminal:
+            last += 1
+            terminal = record.terminal and last == record.appended
+            yield LoggedFrame(last, payloads[index], record.texts[index], terminal)
+            if terminal:
                 return
         if record.done:
             return

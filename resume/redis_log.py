@@ -58,7 +58,8 @@ class RedisRequestLog:
         self.running_ttl_ms = max(1, int(running_ttl * 1000))
         self.flush_interval = flush_interval
         self.prefix = prefix
-        self._pending: list[tuple[str, LoggedFrame | None]] = []
+        self._pending: list[tuple[str, int, bytes, bytes]] = []
+        """(stream, seq, payload, kind); seq 0 deletes the stream."""
         self._timer: asyncio.TimerHandle | None = None
         self._flusher: asyncio.Task[None] | None = None
         self._owners: dict[tuple[str, str], Forward] = {}
@@ -73,9 +74,13 @@ class RedisRequestLog:
 
     # ---- writing ---------------------------------------------------------------------
 
-    def append(self, key: str, request_id: str, frame: LoggedFrame) -> None:
-        """Queue `frame` for the next pipeline (no Redis call here)."""
-        self._pending.append((self.stream(key, request_id), frame))
+    def begin(self, key: str, request_id: str) -> _Sink:
+        """A new run of the request: its first frame replaces the stream."""
+        return _Sink(self, self.stream(key, request_id))
+
+    def write(self, stream: str, seq: int, payload: bytes, kind: bytes) -> None:
+        """Queue one entry for the next pipeline (no Redis call here)."""
+        self._pending.append((stream, seq, payload, kind))
         if self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(
                 self.flush_interval, self._flush_soon
@@ -83,9 +88,7 @@ class RedisRequestLog:
 
     def drop(self, key: str, request_id: str) -> None:
         """Delete the request's stream with the next pipeline."""
-        self._pending.append((self.stream(key, request_id), None))
-        if self._timer is None:
-            self._timer = asyncio.get_running_loop().call_later(0, self._flush_soon)
+        self.write(self.stream(key, request_id), 0, b"", b"")
 
     def _flush_soon(self) -> None:
         self._timer = None
@@ -99,23 +102,22 @@ class RedisRequestLog:
             pipe = self.redis.pipeline(transaction=False)
             ttl: dict[str, int] = {}
             size = 0
-            for stream, frame in batch:
-                if frame is None:
+            for stream, seq, payload, kind in batch:
+                if seq == 0:
                     pipe.delete(stream)
                     ttl.pop(stream, None)
                     continue
-                if frame.seq == 1:
+                if seq == 1:
                     pipe.delete(stream)
-                kind = TERMINAL if frame.terminal else TEXT if frame.is_text else BINARY
                 pipe.xadd(
                     stream,
-                    {"p": frame.payload, "k": kind},
-                    id=f"0-{frame.seq}",
+                    {"p": payload, "k": kind},
+                    id=f"0-{seq}",
                     maxlen=self.max_frames,
                     approximate=True,
                 )
-                size += len(frame.payload)
-                ttl[stream] = self.retention_ms if frame.terminal else self.running_ttl_ms
+                size += len(payload)
+                ttl[stream] = self.retention_ms if kind is TERMINAL else self.running_ttl_ms
             for stream, ms in ttl.items():
                 pipe.pexpire(stream, ms)
             try:
@@ -200,6 +202,23 @@ class RedisRequestLog:
             self._owners.clear()
             if self._close_redis:
                 await self.redis.aclose()
+
+
+class _Sink:
+    """One run of a request on Redis: numbers its frames and queues them."""
+
+    __slots__ = ("log", "seq", "stream")
+
+    def __init__(self, log: RedisRequestLog, stream: str) -> None:
+        self.log = log
+        self.stream = stream
+        self.seq = 0
+
+    def append(self, payload: bytes, is_text: bool, terminal: bool) -> None:
+        """Queue the next frame for the log's next pipeline."""
+        self.seq += 1
+        kind = TERMINAL if terminal else TEXT if is_text else BINARY
+        self.log.write(self.stream, self.seq, payload, kind)
 
 
 def _entries(reply: Any) -> list[tuple[bytes, dict[bytes, bytes]]]:

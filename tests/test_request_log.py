@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 from redis.asyncio import Redis
 
-from resume.log import LoggedFrame, MemoryRequestLog, RequestLog, ResumeGap
+from resume.log import FrameSink, LoggedFrame, MemoryRequestLog, RequestLog, ResumeGap
 from resume.redis_log import RedisRequestLog
 from tests.resume_redis import redis_server
 
@@ -23,7 +23,7 @@ def redis_url() -> Iterator[str]:
 async def request_log(request: pytest.FixtureRequest) -> AsyncIterator[RequestLog]:
     store: RequestLog
     if request.param == "memory":
-        store = MemoryRequestLog(max_frames=32, retention=60)
+        store = MemoryRequestLog(max_frames=32, retention=60, max_bytes=1 << 20)
     else:
         url = request.getfixturevalue("redis_url")
         redis = Redis.from_url(url)
@@ -35,8 +35,13 @@ async def request_log(request: pytest.FixtureRequest) -> AsyncIterator[RequestLo
     await store.aclose()
 
 
-def text(seq: int, terminal: bool = False) -> LoggedFrame:
-    return LoggedFrame(seq, f'{{"seq":{seq}}}'.encode(), True, terminal)
+def payload(seq: int) -> bytes:
+    return f'{{"seq":{seq}}}'.encode()
+
+
+def write(sink: FrameSink, first: int, last: int, terminal_at: int | None = None) -> None:
+    for seq in range(first, last + 1):
+        sink.append(payload(seq), True, seq == terminal_at)
 
 
 async def read_all(store: RequestLog, key: str, rid: str, after: int) -> list[LoggedFrame]:
@@ -46,32 +51,32 @@ async def read_all(store: RequestLog, key: str, rid: str, after: int) -> list[Lo
 
 
 async def test_backlog_then_live_frames_up_to_the_terminal_one(request_log: RequestLog) -> None:
-    for seq in (1, 2, 3):
-        request_log.append("k", "r", text(seq))
+    sink = request_log.begin("k", "r")
+    write(sink, 1, 3)
     tail = await request_log.open("k", "r", 1)
     assert tail is not None
     backlog = [await anext(tail), await anext(tail)]
-    assert [f.seq for f in backlog] == [2, 3]
+    assert backlog == [
+        LoggedFrame(2, payload(2), True, False),
+        LoggedFrame(3, payload(3), True, False),
+    ]
     live = asyncio.ensure_future(anext(tail))  # waits for a frame not written yet
-    request_log.append("k", "r", LoggedFrame(4, b"\x01r", False, False))
+    sink.append(b"\x01r", False, False)
     assert await asyncio.wait_for(live, 10) == LoggedFrame(4, b"\x01r", False, False)
-    request_log.append("k", "r", text(5, terminal=True))
-    rest = [frame async for frame in tail]
-    assert [f.seq for f in rest] == [5]
-    assert rest[0].terminal and rest[0].payload == b'{"seq":5}'
+    sink.append(payload(5), True, True)
+    assert [frame async for frame in tail] == [LoggedFrame(5, payload(5), True, True)]
 
 
 async def test_another_key_or_an_unknown_id_sees_nothing(request_log: RequestLog) -> None:
-    request_log.append("k", "r", text(1, terminal=True))
+    write(request_log.begin("k", "r"), 1, 1, terminal_at=1)
     assert await request_log.open("other", "r", 0) is None
     assert await request_log.open("k", "nope", 0) is None
     assert [f.seq for f in await read_all(request_log, "k", "r", 0)] == [1]
 
 
-async def test_seq_one_starts_the_request_again(request_log: RequestLog) -> None:
-    request_log.append("k", "r", text(1))
-    request_log.append("k", "r", text(2, terminal=True))
-    request_log.append("k", "r", LoggedFrame(1, b"again", True, True))
+async def test_a_new_run_of_the_id_replaces_the_record(request_log: RequestLog) -> None:
+    write(request_log.begin("k", "r"), 1, 2, terminal_at=2)
+    request_log.begin("k", "r").append(b"again", True, True)
     frames = await read_all(request_log, "k", "r", 0)
     assert [(f.seq, f.payload) for f in frames] == [(1, b"again")]
 
@@ -79,8 +84,7 @@ async def test_seq_one_starts_the_request_again(request_log: RequestLog) -> None
 async def test_frames_past_the_bound_are_gone_and_a_resume_before_them_is_a_gap(
     request_log: RequestLog,
 ) -> None:
-    for seq in range(1, 201):
-        request_log.append("k", "r", text(seq, terminal=seq == 200))
+    write(request_log.begin("k", "r"), 1, 200, terminal_at=200)
     assert [f.seq for f in await read_all(request_log, "k", "r", 195)] == [196, 197, 198, 199, 200]
     tail = await request_log.open("k", "r", 0)
     assert tail is not None
@@ -90,7 +94,7 @@ async def test_frames_past_the_bound_are_gone_and_a_resume_before_them_is_a_gap(
 
 
 async def test_a_dropped_request_is_forgotten(request_log: RequestLog) -> None:
-    request_log.append("k", "r", text(1))
+    write(request_log.begin("k", "r"), 1, 1)
     request_log.drop("k", "r")
     assert await request_log.open("k", "r", 0) is None
 
@@ -105,12 +109,25 @@ async def test_later_messages_reach_an_owner_in_this_process(request_log: Reques
     assert got == ["cancel"]
 
 
+async def test_memory_keeps_finished_requests_within_max_bytes() -> None:
+    store = MemoryRequestLog(max_frames=100, retention=60, max_bytes=10 * len(payload(10)))
+    for rid in ("a", "b", "c"):
+        write(store.begin("k", rid), 1, 10, terminal_at=10)
+    running = store.begin("k", "d")
+    write(running, 1, 50)
+    # the two oldest finished records went to make room; a running one is never evicted
+    assert await store.open("k", "a", 0) is None and await store.open("k", "b", 0) is None
+    assert [f.seq for f in await read_all(store, "k", "c", 8)] == [9, 10]
+    tail = await store.open("k", "d", 49)
+    assert tail is not None and (await anext(tail)).seq == 50
+    await store.aclose()
+
+
 async def test_redis_appends_share_round_trips(redis_url: str) -> None:
     redis = Redis.from_url(redis_url)
     store = RedisRequestLog(redis, max_frames=1000, retention=60, running_ttl=60, flush_interval=1)
     for rid in ("a", "b", "c"):
-        for seq in range(1, 51):
-            store.append("k", rid, text(seq, terminal=seq == 50))
+        write(store.begin("k", rid), 1, 50, terminal_at=50)
     await store.flush()
     assert store.round_trips == 1 and store.frames_written == 150
     assert 0 < await redis.pttl(store.stream("k", "a")) <= 60_000

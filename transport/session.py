@@ -50,7 +50,7 @@ from protocol.frames import ErrorName, Frame, FrameFactory
 from protocol.jsoncodec import dumps
 from protocol.messages import ClientMessage, Inbound, encode_binary, parse_binary, parse_text
 from providers.types import FinishReason
-from resume.log import LoggedFrame, RequestLog, ResumeGap
+from resume.log import FrameSink, RequestLog, ResumeGap
 from transport.frame_writer import SentCounts, ws_frame
 from transport.outbound import OutboundQueue
 
@@ -90,6 +90,27 @@ def _utf8_len_over(text: str, limit: int) -> bool:
     if len(text) * 4 <= limit:
         return False
     return len(text.encode("utf-8")) > limit
+
+
+class _Out:
+    """What the session counts for one request: its `seq`, where its frames are
+    recorded, and the first audio frame since its last `segment` event."""
+
+    __slots__ = ("audio_from", "seq", "sink")
+
+    def __init__(self, sink: FrameSink | None) -> None:
+        self.sink = sink
+        self.seq = 0
+        self.audio_from = 0
+
+
+def _segment_seqs(out: _Out, data: dict[str, Any]) -> None:
+    """A speak `segment` event names the seqs of the audio frames sent since the last."""
+    segment = data.get("segment")
+    if isinstance(segment, dict):
+        first = out.audio_from
+        segment["audio_seq"] = [first, out.seq - 1] if first else None
+    out.audio_from = 0
 
 
 class SocketSession:
@@ -139,8 +160,7 @@ class SocketSession:
         self._log = request_log
         self._log_key = key_id or ""
         self._detached_timeout = detached_timeout
-        self._seq: dict[str, int] = {}
-        self._audio_from: dict[str, int] = {}
+        self._out: dict[str, _Out] = {}
         self._is_speak = self.endpoint == "speak"
         self._owned: set[str] = set()
         self._relays: dict[str, asyncio.Task[None]] = {}
@@ -571,47 +591,36 @@ class SocketSession:
             payload = self._redact(payload.decode("utf-8")).encode("utf-8")
         return payload, is_text
 
-    def _stamp(self, request_id: str, frame: Frame) -> int:
+    def _stamp(self, request_id: str, frame: Frame) -> _Out:
         """Number `frame` within its request (`seq`, from 1; binary frames count too)."""
-        seqs = self._seq
-        seq = seqs.get(request_id, 0) + 1
+        outs = self._out
+        out = outs.get(request_id)
+        if out is None:
+            request_log = self._log
+            sink = None if request_log is None else request_log.begin(self._log_key, request_id)
+            out = _Out(sink)
+            outs[request_id] = out
+        out.seq += 1
         if frame.terminal:
-            seqs.pop(request_id, None)
-        else:
-            seqs[request_id] = seq
+            del outs[request_id]
         data = frame.data
         if isinstance(data, dict):
-            data["seq"] = seq
-            if self._is_speak:
-                self._segment_seqs(request_id, seq, data, frame.terminal)
-        elif self._is_speak:
-            self._audio_from.setdefault(request_id, seq)
-        return seq
-
-    def _segment_seqs(
-        self, request_id: str, seq: int, data: dict[str, Any], terminal: bool
-    ) -> None:
-        """A `segment` event names the seqs of the audio frames sent since the last one."""
-        if data.get("type") == "segment":
-            first = self._audio_from.pop(request_id, None)
-            segment = data.get("segment")
-            if isinstance(segment, dict):
-                segment["audio_seq"] = [first, seq - 1] if first is not None else None
-        elif terminal:
-            self._audio_from.pop(request_id, None)
+            data["seq"] = out.seq
+            if self._is_speak and data.get("type") == "segment":
+                _segment_seqs(out, data)
+        elif out.audio_from == 0:
+            out.audio_from = out.seq
+        return out
 
     def _enqueue(self, frame: Frame) -> None:
         request_id = frame.request_id
-        seq = self._stamp(request_id, frame) if request_id is not None else 0
+        out = self._stamp(request_id, frame) if request_id is not None else None
         telemetry = self._telemetry
         if telemetry is not None:
             self._account(frame, telemetry)
         payload, is_text = self._encode(frame)
-        request_log = self._log
-        if request_log is not None and request_id is not None:
-            request_log.append(
-                self._log_key, request_id, LoggedFrame(seq, payload, is_text, frame.terminal)
-            )
+        if out is not None and out.sink is not None:
+            out.sink.append(payload, is_text, frame.terminal)
         if self.detached:
             return
         if self._write_now(payload, is_text):

@@ -861,7 +861,8 @@ class ResumeConfig(Strict):
     `shutting_down`). `flush_interval`: how often a Redis log writes the frames
     gathered meanwhile, in one pipeline. `on_drain`: `wait` (GEP 8: a busy
     socket finishes, then 1001) or `restart` (busy sockets get 1012 at once,
-    their requests run on to be resumed).
+    their requests run on to be resumed). `redis`: a Redis URL; the log then lives
+    in Redis Streams and any instance resumes any request (None: in memory).
     """
 
     enabled: bool = True
@@ -871,6 +872,7 @@ class ResumeConfig(Strict):
     detached_timeout: Duration = 300.0
     flush_interval: Duration = 0.02
     on_drain: Literal["wait", "restart"] = "wait"
+    redis: str | None = None
 
 
 class ServerConfig(Strict):

@@ -48,6 +48,27 @@ class ResumeGap(Exception):
     """The frames right after `after_seq` are no longer kept (past `max_frames`)."""
 
 
+class OwnerGone(Exception):
+    """No frame comes and the instance that ran the request is gone (its lease
+    expired); `last_seq` is the last frame read. Try `take_over`."""
+
+    def __init__(self, last_seq: int) -> None:
+        super().__init__(f"the request's owner is gone after frame {last_seq}")
+        self.last_seq = last_seq
+
+
+@dataclass(frozen=True, slots=True)
+class Takeover:
+    """A request this instance now runs: the fencing `token` it writes under, the last
+    recorded `seq`, the `meta` its owner recorded (JSON: endpoint, router, the first
+    message) and every recorded frame (to rebuild the answer so far)."""
+
+    token: str
+    seq: int
+    meta: bytes
+    frames: list[LoggedFrame]
+
+
 Forward = Callable[[Inbound], None]
 """Hands a later client message to the request's running pipeline."""
 
@@ -64,8 +85,18 @@ class FrameSink(Protocol):
 class RequestLog(Protocol):
     """Where a request's frames are recorded and read back (see the module)."""
 
-    def begin(self, key: str, request_id: str) -> FrameSink:
-        """A new run of the request (seq 1 next), replacing an earlier record of the id."""
+    def begin(self, key: str, request_id: str, meta: bytes = b"") -> FrameSink:
+        """A new run of the request (seq 1 next), replacing an earlier record of the id;
+        `meta` is what another instance needs to take it over."""
+        ...
+
+    async def take_over(self, key: str, request_id: str) -> Takeover | None:
+        """Run the request here when its owner is gone; None when another instance
+        won the race, the request finished, or this log cannot (memory)."""
+        ...
+
+    def resume_sink(self, key: str, request_id: str, takeover: Takeover) -> FrameSink:
+        """Where a run taken over writes its frames (after `takeover.seq`)."""
         ...
 
     def drop(self, key: str, request_id: str) -> None:
@@ -168,7 +199,7 @@ class MemoryRequestLog:
         self._owners: dict[tuple[str, str], Forward] = {}
         self._sweeper: asyncio.TimerHandle | None = None
 
-    def begin(self, key: str, request_id: str) -> _Record:
+    def begin(self, key: str, request_id: str, meta: bytes = b"") -> _Record:
         """A new record for the request (an older one of the same id is forgotten)."""
         ident = (key, request_id)
         old = self._records.get(ident)
@@ -209,6 +240,14 @@ class MemoryRequestLog:
     def _unfinish(self, record: _Record) -> None:
         if self._finished.pop(record, None) is not None:
             self._finished_bytes -= record.bytes
+
+    async def take_over(self, key: str, request_id: str) -> Takeover | None:
+        """Never: a request in this process's memory dies with its process."""
+        return None
+
+    def resume_sink(self, key: str, request_id: str, takeover: Takeover) -> FrameSink:
+        """Not used (no takeover in memory)."""
+        raise NotImplementedError("the in-memory log has no takeover")
 
     def drop(self, key: str, request_id: str) -> None:
         """Forget a running request at once (readers end without a terminal frame)."""

@@ -1,40 +1,103 @@
-"""`RequestLog` on Redis Streams: a request started on one instance resumes on any.
+"""`RequestLog` on Redis Streams: a request started on one instance resumes on any,
+and is taken over when the instance that ran it is gone.
 
-One stream per request, `{prefix}{key}:{request_id}`, with entry ids `0-{seq}` so
-`XREAD` after `0-{after_seq}` is exactly "the frames after after_seq":
+Keys of one request (`{p}` = prefix + client key + request id):
 
-    append ─► pending (memory) ─► every `flush_interval`: one pipeline of
-              XADD stream 0-seq MAXLEN ~ max_frames * {p: payload, k: kind}
-              PEXPIRE stream running_ttl (retention after the terminal frame)
-    open   ─► XREAD BLOCK from 0-{after_seq} until the terminal entry
+    {p}          stream, entry ids 0-{seq}, fields p (payload) and k (t, b, T = terminal)
+    {p}:fence    the token of the run allowed to write (fencing)
+    {p}:lease    the same token, PX `lease`: present while its owner lives
+    {p}:meta     what a takeover needs to run the request again (endpoint, first message)
+    {p}:gen      INCR per run: the token's generation
 
-The chat hot path never waits for Redis: appends gather in a list and one pipeline
-(one round trip) carries every frame of every request that arrived meanwhile. A
-failed write is logged once and dropped (the request goes on; only its resumability
-suffers). Later client messages reach an owner in this process (`forward`), as in
-`MemoryRequestLog`.
+Writing: appends gather in memory; every `flush_interval` one pipeline carries, per
+request, one script call that checks the fence, XADDs its frames (`MAXLEN ~`),
+renews the lease and the TTLs (retention after the terminal frame, which also
+drops the lease). The chat hot path never waits for Redis. The owner renews the
+leases of its running requests every lease/3 in one pipeline.
+
+Reading: XREAD BLOCK after 0-{after_seq}; when nothing comes and the lease is gone
+(kill -9, OOM, node loss) the reader raises `OwnerGone`: its session calls
+`take_over`, a script that sets a new fence and lease only if the lease is still
+absent, so of several resuming instances exactly one wins; the others keep reading
+the winner's frames.
+
+A failed write is logged once and dropped (the request goes on; only its
+resumability suffers). Later client messages reach an owner in this process
+(`forward`), as in `MemoryRequestLog`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import AsyncIterator
+import uuid
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from protocol.messages import Inbound
-from resume.log import Forward, LoggedFrame, ResumeGap
+from resume.log import Forward, LoggedFrame, OwnerGone, ResumeGap, Takeover
 
 log = logging.getLogger("sluice.resume")
 
 TEXT, BINARY, TERMINAL = b"t", b"b", b"T"
 """The `k` field of an entry: a text frame, a binary frame, the terminal (text) frame."""
-BLOCK_MS = 1000
-"""How long one XREAD waits before a reader checks that its stream still exists."""
 READ_COUNT = 512
+
+# KEYS: stream fence lease meta; ARGV: token maxlen ttl_ms lease_ms start meta
+#       then (seq payload kind) triples. Returns 0 when fenced out.
+APPEND = """
+if ARGV[5] == '1' then
+  redis.call('DEL', KEYS[1])
+  redis.call('SET', KEYS[2], ARGV[1])
+  if ARGV[6] ~= '' then redis.call('SET', KEYS[4], ARGV[6]) end
+elseif redis.call('GET', KEYS[2]) ~= ARGV[1] then
+  return 0
+end
+local terminal = false
+for i = 7, #ARGV, 3 do
+  redis.pcall('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '0-' .. ARGV[i], 'p', ARGV[i + 1],
+              'k', ARGV[i + 2])
+  if ARGV[i + 2] == 'T' then terminal = true end
+end
+if terminal then redis.call('DEL', KEYS[3]) else
+  redis.call('SET', KEYS[3], ARGV[1], 'PX', ARGV[4]) end
+for i = 1, 4 do
+  if i ~= 3 then redis.call('PEXPIRE', KEYS[i], ARGV[3]) end
+end
+return 1
+"""
+
+# KEYS: fence lease; ARGV: token lease_ms. Returns 0 when fenced out.
+RENEW = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
+
+# KEYS: stream fence lease meta gen; ARGV: instance lease_ms.
+# Returns nil unless this caller won: {token, meta, last entry id}.
+TAKE_OVER = """
+if redis.call('EXISTS', KEYS[3]) == 1 or redis.call('EXISTS', KEYS[1]) == 0 then
+  return nil
+end
+local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+if #last == 1 then
+  local fields = last[1][2]
+  for i = 1, #fields, 2 do
+    if fields[i] == 'k' and fields[i + 1] == 'T' then return nil end
+  end
+end
+local token = ARGV[1] .. ':' .. redis.call('INCR', KEYS[5])
+redis.call('SET', KEYS[2], token)
+redis.call('SET', KEYS[3], token, 'PX', ARGV[2])
+local last_id = '0-0'
+if #last == 1 then last_id = last[1][1] end
+return {token, redis.call('GET', KEYS[4]) or '', last_id}
+"""
 
 
 class RedisRequestLog:
@@ -48,6 +111,7 @@ class RedisRequestLog:
         retention: float,
         running_ttl: float,
         flush_interval: float,
+        lease: float = 3.0,
         prefix: str = "sluice:req:",
         close_redis: bool = True,
     ) -> None:
@@ -57,11 +121,19 @@ class RedisRequestLog:
         self.retention_ms = max(1, int(retention * 1000))
         self.running_ttl_ms = max(1, int(running_ttl * 1000))
         self.flush_interval = flush_interval
+        self.lease = lease
+        self.lease_ms = max(1, int(lease * 1000))
         self.prefix = prefix
-        self._pending: list[tuple[str, int, bytes, bytes]] = []
-        """(stream, seq, payload, kind); seq 0 deletes the stream."""
+        self.instance = uuid.uuid4().hex[:12]
+        self._runs = 0
+        self._scripts = {"append": APPEND, "renew": RENEW, "take_over": TAKE_OVER}
+        self._shas: dict[str, str] = {}
+        self._pending: list[tuple[_Sink, int, bytes, bytes]] = []
+        self._dropped: list[str] = []
+        self._running: set[_Sink] = set()
         self._timer: asyncio.TimerHandle | None = None
         self._flusher: asyncio.Task[None] | None = None
+        self._renewer: asyncio.Task[None] | None = None
         self._owners: dict[tuple[str, str], Forward] = {}
         self._failing = False
         self.round_trips = 0
@@ -72,23 +144,39 @@ class RedisRequestLog:
         """The stream name of a request of client key `key`."""
         return f"{self.prefix}{key}:{request_id}"
 
+    def _token(self) -> str:
+        self._runs += 1
+        return f"{self.instance}:{self._runs}"
+
     # ---- writing ---------------------------------------------------------------------
 
-    def begin(self, key: str, request_id: str) -> _Sink:
-        """A new run of the request: its first frame replaces the stream."""
-        return _Sink(self, self.stream(key, request_id))
+    def begin(self, key: str, request_id: str, meta: bytes = b"") -> _Sink:
+        """A new run of the request: its first frame replaces the stream; `meta` is
+        what a takeover needs to run it again."""
+        return _Sink(self, self.stream(key, request_id), self._token(), 0, meta)
 
-    def write(self, stream: str, seq: int, payload: bytes, kind: bytes) -> None:
+    def resume_sink(self, key: str, request_id: str, takeover: Takeover) -> _Sink:
+        """The sink of a run taken over: frames after `takeover.seq`, under its token."""
+        sink = _Sink(self, self.stream(key, request_id), takeover.token, takeover.seq, b"")
+        self._running.add(sink)
+        self._start_renewer()
+        return sink
+
+    def write(self, sink: _Sink, seq: int, payload: bytes, kind: bytes) -> None:
         """Queue one entry for the next pipeline (no Redis call here)."""
-        self._pending.append((stream, seq, payload, kind))
+        self._pending.append((sink, seq, payload, kind))
         if self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(
                 self.flush_interval, self._flush_soon
             )
 
     def drop(self, key: str, request_id: str) -> None:
-        """Delete the request's stream with the next pipeline."""
-        self.write(self.stream(key, request_id), 0, b"", b"")
+        """Delete the request's stream (and its lease) with the next pipeline."""
+        self._dropped.append(self.stream(key, request_id))
+        for sink in [s for s in self._running if s.stream == self.stream(key, request_id)]:
+            self._running.discard(sink)
+        if self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(0, self._flush_soon)
 
     def _flush_soon(self) -> None:
         self._timer = None
@@ -97,45 +185,120 @@ class RedisRequestLog:
 
     async def flush(self) -> None:
         """Write everything pending, one pipeline per batch, until nothing is pending."""
-        while self._pending:
+        while self._pending or self._dropped:
             batch, self._pending = self._pending, []
-            pipe = self.redis.pipeline(transaction=False)
-            ttl: dict[str, int] = {}
+            dropped, self._dropped = self._dropped, []
+            by_sink: dict[_Sink, list[Any]] = {}
             size = 0
-            for stream, seq, payload, kind in batch:
-                if seq == 0:
-                    pipe.delete(stream)
-                    ttl.pop(stream, None)
-                    continue
-                if seq == 1:
-                    pipe.delete(stream)
-                pipe.xadd(
-                    stream,
-                    {"p": payload, "k": kind},
-                    id=f"0-{seq}",
-                    maxlen=self.max_frames,
-                    approximate=True,
-                )
+            for sink, seq, payload, kind in batch:
+                args = by_sink.get(sink)
+                if args is None:
+                    start = seq == 1
+                    args = [
+                        sink.token,
+                        self.max_frames,
+                        self.retention_ms,
+                        self.lease_ms,
+                        "1" if start else "0",
+                        sink.meta if start else b"",
+                    ]
+                    by_sink[sink] = args
+                args += (seq, payload, kind)
+                args[2] = self.retention_ms if kind is TERMINAL else self.running_ttl_ms
+                if kind is TERMINAL:
+                    self._running.discard(sink)
                 size += len(payload)
-                ttl[stream] = self.retention_ms if kind is TERMINAL else self.running_ttl_ms
-            for stream, ms in ttl.items():
-                pipe.pexpire(stream, ms)
+            sinks = list(by_sink)
             try:
-                await pipe.execute(raise_on_error=False)
+                results = await self._run(_appends(self, by_sink, dropped))
             except (RedisError, OSError) as error:
-                if not self._failing:
-                    log.warning(
-                        "request log: Redis write failed; frames are not resumable meanwhile",
-                        extra={"error": str(error), "frames": len(batch)},
-                    )
-                self._failing = True
+                self._write_failed(error, len(batch))
                 continue
-            if self._failing:
-                log.info("request log: Redis writes work again")
-                self._failing = False
+            self._write_worked()
+            for sink, result in zip(sinks, results, strict=False):
+                if result == 0:
+                    self._fenced(sink)
+                elif not sink.fenced and sink.seq and not sink.ended:
+                    self._running.add(sink)
+            if self._running:
+                self._start_renewer()
             self.round_trips += 1
             self.frames_written += len(batch)
             self.bytes_written += size
+
+    def evalsha(self, pipe: Any, name: str, keys: list[str], args: list[Any]) -> None:
+        """Queue script `name` on `pipe` by its sha (loaded by `_run`)."""
+        pipe.evalsha(self._shas[name], len(keys), *keys, *args)
+
+    async def _load_scripts(self) -> None:
+        for name, text in self._scripts.items():
+            self._shas[name] = await self.redis.script_load(text)
+
+    async def _run(self, commands: Any) -> list[Any]:
+        """One pipeline of `commands(pipe)` (one round trip); the scripts are loaded
+        once, and again after Redis lost them (a restart: NOSCRIPT)."""
+        if not self._shas:
+            await self._load_scripts()
+        pipe = self.redis.pipeline(transaction=False)
+        commands(pipe)
+        results: list[Any] = await pipe.execute(raise_on_error=False)
+        if any(isinstance(r, NoScriptError) for r in results):
+            await self._load_scripts()
+            pipe = self.redis.pipeline(transaction=False)
+            commands(pipe)
+            results = await pipe.execute(raise_on_error=False)
+        for result in results:
+            if isinstance(result, Exception) and not isinstance(result, ResponseError):
+                raise result
+        return results
+
+    def _write_failed(self, error: BaseException, frames: int) -> None:
+        if not self._failing:
+            log.warning(
+                "request log: Redis write failed; frames are not resumable meanwhile",
+                extra={"error": str(error), "frames": frames},
+            )
+        self._failing = True
+
+    def _write_worked(self) -> None:
+        if self._failing:
+            log.info("request log: Redis writes work again")
+            self._failing = False
+
+    def _fenced(self, sink: _Sink) -> None:
+        if not sink.fenced:
+            sink.fenced = True
+            self._running.discard(sink)
+            log.warning(
+                "request log: another instance took this request over; its frames "
+                "from here are not recorded",
+                extra={"stream": sink.stream},
+            )
+
+    def _start_renewer(self) -> None:
+        if self._renewer is None or self._renewer.done():
+            self._renewer = asyncio.get_running_loop().create_task(self._renew_leases())
+
+    async def _renew_leases(self) -> None:
+        """While requests run here: renew their leases every lease/3, one pipeline."""
+        while self._running:
+            await asyncio.sleep(self.lease / 3)
+            sinks = [s for s in self._running if not s.ended]
+            if not sinks:
+                continue
+
+            def commands(pipe: Any, sinks: list[_Sink] = sinks) -> None:
+                for sink in sinks:
+                    self.evalsha(pipe, "renew", sink.keys[1:3], [sink.token, self.lease_ms])
+
+            try:
+                results = await self._run(commands)
+            except (RedisError, OSError) as error:
+                self._write_failed(error, 0)
+                continue
+            for sink, result in zip(sinks, results, strict=False):
+                if result == 0:
+                    self._fenced(sink)
 
     # ---- owners in this process -------------------------------------------------------
 
@@ -154,14 +317,15 @@ class RedisRequestLog:
         door(message)
         return True
 
-    # ---- reading ---------------------------------------------------------------------
+    # ---- reading and taking over --------------------------------------------------------
 
     async def open(
         self, key: str, request_id: str, after_seq: int
     ) -> AsyncIterator[LoggedFrame] | None:
         """The frames after `after_seq`, then the live rest (XREAD BLOCK), up to the
-        terminal frame; None when the stream does not exist."""
-        if self._pending:
+        terminal frame; None when the stream does not exist. Raises `OwnerGone` (with
+        the last seq read) when no frame comes and the owner's lease is gone."""
+        if self._pending or self._dropped:
             await self.flush()
         stream = self.stream(key, request_id)
         if not await self.redis.exists(stream):
@@ -170,13 +334,19 @@ class RedisRequestLog:
 
     async def _tail(self, stream: str, after_seq: int) -> AsyncIterator[LoggedFrame]:
         last = after_seq
+        block = max(1, min(1000, self.lease_ms // 2))
         while True:
             reply: Any = await self.redis.xread(
-                {stream: f"0-{last}"}, count=READ_COUNT, block=BLOCK_MS
+                {stream: f"0-{last}"}, count=READ_COUNT, block=block
             )
             if not reply:
-                if not await self.redis.exists(stream):
+                found, leased = await asyncio.gather(
+                    self.redis.exists(stream), self.redis.exists(f"{stream}:lease")
+                )
+                if not found:
                     return
+                if not leased:
+                    raise OwnerGone(last)
                 continue
             for entry_id, fields in _entries(reply):
                 seq = int(entry_id.split(b"-", 1)[1])
@@ -189,36 +359,89 @@ class RedisRequestLog:
                 if terminal:
                     return
 
+    async def take_over(self, key: str, request_id: str) -> Takeover | None:
+        """Run the request here if its owner's lease is gone: exactly one caller of all
+        instances wins (a Redis script); None for the others, or when it finished."""
+        stream = self.stream(key, request_id)
+        keys = [stream, f"{stream}:fence", f"{stream}:lease", f"{stream}:meta", f"{stream}:gen"]
+        args = [self.instance, self.lease_ms]
+        results = await self._run(lambda pipe: self.evalsha(pipe, "take_over", keys, args))
+        won: Any = results[0]
+        if isinstance(won, Exception):
+            raise won
+        if not won:
+            return None
+        token, meta, last_id = won
+        seq = int(last_id.split(b"-", 1)[1])
+        raw: Any = await self.redis.xrange(stream, min="-", max=f"0-{seq}")
+        frames = [
+            LoggedFrame(int(i.split(b"-", 1)[1]), f[b"p"], f[b"k"] != BINARY, False) for i, f in raw
+        ]
+        log.warning(
+            "request taken over: its instance is gone (lease expired)",
+            extra={"stream": stream, "after_seq": seq},
+        )
+        return Takeover(token.decode(), seq, bytes(meta), frames)
+
     async def aclose(self) -> None:
         """Write what is pending, then close the connection (when it is this log's)."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if self._flusher is not None:
-            await asyncio.gather(self._flusher, return_exceptions=True)
+        for task in (self._flusher, self._renewer):
+            if task is not None and task is not self._renewer:
+                await asyncio.gather(task, return_exceptions=True)
+        if self._renewer is not None:
+            self._renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._renewer
         try:
             await self.flush()
         finally:
             self._owners.clear()
+            self._running.clear()
             if self._close_redis:
                 await self.redis.aclose()
+
+
+def _appends(
+    log: RedisRequestLog, by_sink: dict[_Sink, list[Any]], dropped: list[str]
+) -> Callable[[Any], None]:
+    """The commands of one flush: an append script per request, the drops."""
+
+    def commands(pipe: Any) -> None:
+        for sink, args in by_sink.items():
+            log.evalsha(pipe, "append", sink.keys, args)
+        for stream in dropped:
+            pipe.delete(stream, f"{stream}:fence", f"{stream}:lease", f"{stream}:meta")
+
+    return commands
 
 
 class _Sink:
     """One run of a request on Redis: numbers its frames and queues them."""
 
-    __slots__ = ("log", "seq", "stream")
+    __slots__ = ("ended", "fenced", "keys", "log", "meta", "seq", "stream", "token")
 
-    def __init__(self, log: RedisRequestLog, stream: str) -> None:
+    def __init__(self, log: RedisRequestLog, stream: str, token: str, seq: int, meta: bytes):
         self.log = log
         self.stream = stream
-        self.seq = 0
+        self.keys = [stream, f"{stream}:fence", f"{stream}:lease", f"{stream}:meta"]
+        self.token = token
+        self.seq = seq
+        self.meta = meta
+        self.fenced = False
+        self.ended = False
 
     def append(self, payload: bytes, is_text: bool, terminal: bool) -> None:
         """Queue the next frame for the log's next pipeline."""
+        if self.fenced or self.ended:
+            return
         self.seq += 1
+        if terminal:
+            self.ended = True
         kind = TERMINAL if terminal else TEXT if is_text else BINARY
-        self.log.write(self.stream, self.seq, payload, kind)
+        self.log.write(self, self.seq, payload, kind)
 
 
 def _entries(reply: Any) -> list[tuple[bytes, dict[bytes, bytes]]]:

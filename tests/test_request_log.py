@@ -8,7 +8,14 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 from redis.asyncio import Redis
 
-from resume.log import FrameSink, LoggedFrame, MemoryRequestLog, RequestLog, ResumeGap
+from resume.log import (
+    FrameSink,
+    LoggedFrame,
+    MemoryRequestLog,
+    OwnerGone,
+    RequestLog,
+    ResumeGap,
+)
 from resume.redis_log import RedisRequestLog
 from tests.resume_redis import redis_server
 
@@ -132,3 +139,57 @@ async def test_redis_appends_share_round_trips(redis_url: str) -> None:
     assert store.round_trips == 1 and store.frames_written == 150
     assert 0 < await redis.pttl(store.stream("k", "a")) <= 60_000
     await store.aclose()
+
+
+async def test_a_dead_owners_request_is_taken_over_by_exactly_one_reader(redis_url: str) -> None:
+    def new_log() -> RedisRequestLog:
+        return RedisRequestLog(
+            Redis.from_url(redis_url),
+            max_frames=1000,
+            retention=60,
+            running_ttl=60,
+            flush_interval=0.005,
+            lease=0.3,
+        )
+
+    owner, b, c = new_log(), new_log(), new_log()
+    sink = owner.begin("k", "t", b'{"endpoint": "chatStream"}')
+    write(sink, 1, 5)
+    await owner.flush()
+    # the owner dies (kill -9): nothing renews its lease any more
+    assert owner._renewer is not None
+    owner._renewer.cancel()
+
+    async def read_until_gone(store: RedisRequestLog) -> int:
+        tail = await store.open("k", "t", 0)
+        assert tail is not None
+        with pytest.raises(OwnerGone) as gone:
+            async for _ in tail:
+                pass
+        return gone.value.last_seq
+
+    assert await asyncio.gather(read_until_gone(b), read_until_gone(c)) == [5, 5]
+    won = await asyncio.gather(b.take_over("k", "t"), c.take_over("k", "t"))
+    winners = [t for t in won if t is not None]
+    assert len(winners) == 1  # exactly one instance runs the request from here
+    takeover = winners[0]
+    assert takeover.seq == 5 and takeover.meta == b'{"endpoint": "chatStream"}'
+    assert [f.payload for f in takeover.frames] == [payload(n) for n in range(1, 6)]
+    winner, loser = (b, c) if won[0] is not None else (c, b)
+
+    # the old owner comes back and writes: fenced out, nothing of it is recorded
+    write(sink, 6, 6)
+    await owner.flush()
+    assert sink.fenced
+    resumed = winner.resume_sink("k", "t", takeover)
+    resumed.append(b"continued", True, False)
+    resumed.append(b"end", True, True)
+    await winner.flush()
+    frames = await read_all(loser, "k", "t", 5)
+    assert [(f.seq, f.payload, f.terminal) for f in frames] == [
+        (6, b"continued", False),
+        (7, b"end", True),
+    ]
+    assert await loser.take_over("k", "t") is None  # finished: nothing to take over
+    for store in (owner, b, c):
+        await store.aclose()

@@ -694,6 +694,7 @@ async def serve_socket(
             request_telemetry=session.request_telemetry,
             key_id=client.key_id,
             router_present=lambda: router_served(gateway, endpoint, router_id),
+            resumed=session.take_resumed,
         )
         gateway.sessions.add(session)
         try:

@@ -46,6 +46,7 @@ from providers.types import (
     ProviderError,
     TokenUsage,
 )
+from resume.takeover import ResumedAnswer
 
 log = logging.getLogger("sluice.chat")
 
@@ -159,8 +160,14 @@ class ChatRouter:
         *,
         telemetry: RequestTelemetry | None = None,
         only_model: str | None = None,
+        resumed: ResumedAnswer | None = None,
     ) -> Observable[ChatEvent]:
         """The streamed answer: chunks, and `Reset` before a restart (module doc).
+
+        `resumed` (a request taken over from a gone instance, docs/resume.md): in
+        `continue` mode the answer goes on from its text (the first chunk says
+        `switched_from`); otherwise, or when `resumed.restart`, a `Reset` comes
+        first and the answer starts again.
 
         Each attempt runs under the model's first-chunk, idle and overall
         deadlines, cut short by the request's budget; an attempt that ends
@@ -180,6 +187,16 @@ class ChatRouter:
             # per request: its budget and (continue mode) its answer so far
             budget = Budget(budget_seconds, models, self._recovery)
             answer = _Answer(self) if continuing else None
+            if resumed is not None and resumed.text:
+                if answer is not None and not resumed.restart:
+                    answer.pieces.append(resumed.text)
+                    if resumed.model_id in self._models:
+                        answer.broken = self.model_info(resumed.model_id)
+                else:
+                    gone = ProviderError(
+                        ErrorCategory.TRANSIENT, "the instance that ran this request is gone"
+                    )
+                    observer.on_next(Reset(resumed.model_id or "", gone))
 
             def attempt(model_id: str) -> Observable[ChatEvent]:
                 return self._attempt(request, model_id, telemetry, budget, answer)

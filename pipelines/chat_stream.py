@@ -24,6 +24,7 @@ from protocol.chat import ChatRequest
 from protocol.frames import ErrorName, Frame, FrameFactory
 from protocol.messages import ClientMessage, Inbound
 from providers.types import ErrorCategory, ProviderError
+from resume.takeover import ResumedAnswer
 
 log = logging.getLogger("sluice.chat")
 
@@ -110,10 +111,12 @@ def chat_request(
     clock: Callable[[], float],
     max_history: int,
     telemetry: RequestTelemetry | None = None,
+    resumed: ResumedAnswer | None = None,
 ) -> Observable[Frame]:
     """One chatStream request: its first message and later ones in, its frames out.
 
-    `telemetry` (the request's, from the socket) hears each provider attempt.
+    `telemetry` (the request's, from the socket) hears each provider attempt;
+    `resumed` is the answer so far of a request taken over from a gone instance.
     """
     frames = FrameFactory(first.request_id, router.id, first.metadata, clock)
     if first.type != CHAT:
@@ -151,7 +154,7 @@ def chat_request(
         return event_frame(frames, event)
 
     def answer_for(_inputs: Observable[ClientMessage]) -> Observable[ChatEvent]:
-        return router.stream(request, telemetry=telemetry)
+        return router.stream(request, telemetry=telemetry, resumed=resumed)
 
     return request_frames(
         frames,
@@ -176,7 +179,8 @@ def chat_stream_pipeline(
 
     def start(first: ClientMessage, later: Observable[ClientMessage]) -> Observable[Frame]:
         telemetry = admission.request_telemetry(first.request_id)
-        return chat_request(router, first, later, clock, max_history, telemetry)
+        resumed = admission.resumed(first.request_id)
+        return chat_request(router, first, later, clock, max_history, telemetry, resumed)
 
     return per_request(
         start,

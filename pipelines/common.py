@@ -21,6 +21,7 @@ from observability.telemetry import RequestTelemetry
 from operators.request_scope import request_scope
 from protocol.frames import ErrorName, Frame, FrameFactory
 from protocol.messages import CANCEL, BadMessage, ClientMessage
+from resume.takeover import ResumedAnswer
 
 log = logging.getLogger("sluice.requests")
 
@@ -83,6 +84,10 @@ def _no_telemetry(_request_id: str) -> RequestTelemetry | None:
     return None
 
 
+def _not_resumed(_request_id: str) -> ResumedAnswer | None:
+    return None
+
+
 @dataclass
 class Admission:
     """Which new requests one socket accepts, and the frames that say no.
@@ -95,6 +100,8 @@ class Admission:
     gives an admitted request's telemetry (for `instrument_attempt`), `key_id`
     names the caller's API key. `router_present()` turns False once a config
     reload removed the socket's router: new requests get `router_not_found`.
+    `resumed(request_id)` is the answer so far of a request this socket took over
+    from a gone instance (docs/resume.md), else None.
     """
 
     max_requests: int
@@ -105,6 +112,7 @@ class Admission:
     request_telemetry: Callable[[str], RequestTelemetry | None] = _no_telemetry
     key_id: str | None = None
     router_present: Callable[[], bool] = field(default=lambda: True)
+    resumed: Callable[[str], ResumedAnswer | None] = _not_resumed
 
     def admit_frame(
         self, router_id: str, clock: Callable[[], float]

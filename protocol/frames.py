@@ -57,6 +57,7 @@ class ErrorName:
     # resume (docs/resume.md)
     REQUEST_NOT_FOUND = "request_not_found"
     RESUME_GAP = "resume_gap"
+    REQUEST_LOST = "request_lost"
 
 
 @dataclass(frozen=True, slots=True)

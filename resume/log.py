@@ -83,7 +83,12 @@ class FrameSink(Protocol):
 
 
 class RequestLog(Protocol):
-    """Where a request's frames are recorded and read back (see the module)."""
+    """Where a request's frames are recorded and read back (see the module).
+
+    `takes_over`: whether a request of a gone instance can be run again elsewhere
+    (then `begin` gets the request's `meta`)."""
+
+    takes_over: bool
 
     def begin(self, key: str, request_id: str, meta: bytes = b"") -> FrameSink:
         """A new run of the request (seq 1 next), replacing an earlier record of the id;
@@ -188,6 +193,8 @@ class _Record:
 
 class MemoryRequestLog:
     """`RequestLog` in this process's memory: a reconnect to the same instance resumes."""
+
+    takes_over = False
 
     def __init__(self, max_frames: int, retention: float, max_bytes: int) -> None:
         self.max_frames = max_frames

@@ -103,6 +103,8 @@ return {token, redis.call('GET', KEYS[4]) or '', last_id}
 class RedisRequestLog:
     """`RequestLog` on a Redis server (see the module)."""
 
+    takes_over = True
+
     def __init__(
         self,
         redis: Redis,

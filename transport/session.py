@@ -47,10 +47,11 @@ from observability.telemetry import ABORTED, RequestTelemetry, Telemetry
 from operators.instrument import is_output_frame, model_of, outcome_of
 from operators.scheduling import seconds
 from protocol.frames import ErrorName, Frame, FrameFactory
-from protocol.jsoncodec import dumps
+from protocol.jsoncodec import dumps, loads
 from protocol.messages import ClientMessage, Inbound, encode_binary, parse_binary, parse_text
 from providers.types import FinishReason
-from resume.log import FrameSink, RequestLog, ResumeGap
+from resume.log import FrameSink, OwnerGone, RequestLog, ResumeGap, Takeover
+from resume.takeover import ResumedAnswer, chat_answer_so_far
 from transport.frame_writer import SentCounts, ws_frame
 from transport.outbound import OutboundQueue
 
@@ -164,6 +165,7 @@ class SocketSession:
         self._is_speak = self.endpoint == "speak"
         self._owned: set[str] = set()
         self._relays: dict[str, asyncio.Task[None]] = {}
+        self._resumed: dict[str, ResumedAnswer] = {}
         self._client_closed = False
         self.detached = False
         self._detached_done = asyncio.Event()
@@ -340,7 +342,8 @@ class SocketSession:
         task.add_done_callback(lambda _: self._relays.pop(request_id, None))
 
     async def _relay(self, msg: ClientMessage, after: int) -> None:
-        """Send the request's recorded frames after `after`, then its live ones."""
+        """Send the request's recorded frames after `after`, then its live ones; take
+        the request over when the instance that ran it is gone."""
         request_log = self._log
         assert request_log is not None
         request_id = msg.request_id
@@ -358,14 +361,25 @@ class SocketSession:
             "request resumed",
             extra={"socket": self._label, "request_id": request_id, "after_seq": after},
         )
-        try:
-            async for frame in tail:
-                self._send_raw(frame.payload, frame.is_text)
-                if frame.terminal:
+        last = after
+        while tail is not None:
+            try:
+                async for frame in tail:
+                    self._send_raw(frame.payload, frame.is_text)
+                    last = frame.seq
+                    if frame.terminal:
+                        return
+                break
+            except ResumeGap as gap:
+                self._send_error(msg, ErrorName.RESUME_GAP, f"cannot resume: {gap}", "error")
+                return
+            except OwnerGone:
+                takeover = await request_log.take_over(self._log_key, request_id)
+                if takeover is not None:
+                    self._adopt(msg, takeover, after)
                     return
-        except ResumeGap as gap:
-            self._send_error(msg, ErrorName.RESUME_GAP, f"cannot resume: {gap}", "error")
-            return
+                # another instance won: read what it sends
+                tail = await request_log.open(self._log_key, request_id, last)
         self._send_error(
             msg,
             ErrorName.REQUEST_NOT_FOUND,
@@ -373,6 +387,69 @@ class SocketSession:
             "(its socket was closed by the client, which cancels it)",
             "error",
         )
+
+    def _meta(self, request_id: str) -> bytes:
+        """What another instance needs to run the request again (Redis logs only)."""
+        first = self.active.get(request_id)
+        if first is None or not getattr(self._log, "takes_over", False):
+            return b""
+        return dumps(
+            {
+                "endpoint": self.endpoint,
+                "router": self.router_id,
+                "type": first.type,
+                "body": first.body,
+            }
+        )
+
+    def _adopt(self, msg: ClientMessage, takeover: Takeover, client_seq: int) -> None:
+        """Run a request taken over from a gone instance on this socket: chat goes on
+        from its recorded answer (or restarts, when the client saw more than was
+        recorded); other endpoints end it with `request_lost`."""
+        request_log = self._log
+        assert request_log is not None
+        request_id = msg.request_id
+        sink = request_log.resume_sink(self._log_key, request_id, takeover)
+        # frames go on after what the client saw (a restart covers the difference)
+        out = _Out(sink)
+        out.seq = max(takeover.seq, client_seq)
+        self._out[request_id] = out
+        try:
+            meta = loads(takeover.meta)
+        except ValueError:
+            meta = None
+        if (
+            not isinstance(meta, dict)
+            or meta.get("endpoint") != self.endpoint
+            or self.endpoint != "chatStream"
+            or not isinstance(meta.get("body"), dict)
+        ):
+            frames = FrameFactory(request_id, self.router_id, msg.metadata, self._now)
+            self._enqueue(
+                frames.error(
+                    ErrorName.REQUEST_LOST,
+                    "the instance that ran this request is gone and this endpoint cannot "
+                    "run it again from where it stopped; send it again",
+                )
+            )
+            return
+        text, model_id = chat_answer_so_far(takeover.frames)
+        self._resumed[request_id] = ResumedAnswer(text, model_id, client_seq > takeover.seq)
+        log.info(
+            "running a request taken over",
+            extra={
+                "socket": self._label,
+                "request_id": request_id,
+                "router": self.router_id,
+                "recorded_seq": takeover.seq,
+                "client_seq": client_seq,
+            },
+        )
+        self._inbound.on_next(ClientMessage(request_id, str(meta.get("type")), meta["body"]))
+
+    def take_resumed(self, request_id: str) -> ResumedAnswer | None:
+        """The answer so far of a request this socket took over (once), else None."""
+        return self._resumed.pop(request_id, None)
 
     def _forward(self, msg: ClientMessage) -> None:
         request_log = self._log
@@ -597,7 +674,11 @@ class SocketSession:
         out = outs.get(request_id)
         if out is None:
             request_log = self._log
-            sink = None if request_log is None else request_log.begin(self._log_key, request_id)
+            sink = (
+                None
+                if request_log is None
+                else request_log.begin(self._log_key, request_id, self._meta(request_id))
+            )
             out = _Out(sink)
             outs[request_id] = out
         out.seq += 1

@@ -1,0 +1,169 @@
+"""Resume across instances: real `sluice serve` processes sharing a real redis-server.
+
+A request started on instance A is resumed on instance B (A alive: B relays A's
+frames from Redis), and taken over by B when A was killed (-9) mid-answer: the
+answer arrives complete and in order, checked character by character (the fake
+upstream's answer is known, and it continues a partial answer the way vLLM does).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from fakes.openai_server import FakeOpenAI, run_fake_openai
+from tests.conftest import is_terminal
+from tests.resume_redis import redis_server
+from tests.test_rolling_restart import Instance, free_ports
+
+WORDS = [f"w{i} " for i in range(30)]
+
+
+@pytest.fixture(scope="module")
+def redis_url() -> Iterator[str]:
+    with redis_server() as url:
+        yield url
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[FakeOpenAI]:
+    async with run_fake_openai() as fake:
+        fake.script.chunks = list(WORDS)
+        fake.script.delay = 0.05  # an answer takes about 1.5 s
+        yield fake
+
+
+def write_config(path: Path, fake: FakeOpenAI, redis_url: str) -> Path:
+    path.write_text(
+        f"""
+server:
+  drain_grace: 10s
+  log_level: warning
+resume:
+  redis: {redis_url}
+  flush_interval: 10ms
+  on_drain: restart
+routers:
+  language:
+    - id: r
+      models:
+        - id: a
+          openai:
+            base_url: {fake.url}
+            api_key: sk-resume-test
+"""
+    )
+    return path
+
+
+def chat(request_id: str) -> str:
+    return json.dumps({"request_id": request_id, "message": {"role": "user", "content": "hi"}})
+
+
+def resume(request_id: str, after_seq: int) -> str:
+    return json.dumps({"type": "resume", "request_id": request_id, "after_seq": after_seq})
+
+
+def url(instance: Instance) -> str:
+    return f"ws://127.0.0.1:{instance.port}/v1/language/r/chatStream"
+
+
+def answer_text(frames: list[dict[str, Any]]) -> str:
+    """What a client shows: chunk contents, dropped at a `model_unavailable`."""
+    text = ""
+    for frame in frames:
+        if frame["type"] == "error" and frame["error"]["name"] == "model_unavailable":
+            text = ""
+        elif frame["type"] == "chunk":
+            text += frame["chunk"]["model_response"]["message"]["content"]
+    return text
+
+
+async def read_frames(
+    ws: aiohttp.ClientWebSocketResponse, until: int | None = None
+) -> list[dict[str, Any]]:
+    """Frames until the terminal one (or `until` frames)."""
+    frames: list[dict[str, Any]] = []
+    while until is None or len(frames) < until:
+        msg = await asyncio.wait_for(ws.receive(), 20)
+        assert msg.type is aiohttp.WSMsgType.TEXT, msg
+        frames.append(json.loads(msg.data))
+        if is_terminal(frames[-1]):
+            break
+    return frames
+
+
+def check_whole(frames: list[dict[str, Any]]) -> None:
+    assert [f["seq"] for f in frames] == list(range(1, len(frames) + 1))
+    assert answer_text(frames) == "".join(WORDS)
+    assert sum(1 for f in frames if is_terminal(f)) == 1 and is_terminal(frames[-1])
+
+
+async def start(tmp_path: Path, fake: FakeOpenAI, redis_url: str, count: int) -> list[Instance]:
+    config = write_config(tmp_path / "sluice.yaml", fake, redis_url)
+    instances = [Instance(f"i{n}", port, config) for n, port in enumerate(free_ports(count))]
+    for instance in instances:
+        await instance.start()
+    return instances
+
+
+async def test_a_request_of_a_live_instance_resumes_on_another(
+    tmp_path: Path, upstream: FakeOpenAI, redis_url: str
+) -> None:
+    a, b = await start(tmp_path, upstream, redis_url, 2)
+    try:
+        async with aiohttp.ClientSession() as http:
+            ws = await http.ws_connect(url(a))
+            await ws.send_str(chat("x1"))
+            seen = await read_frames(ws, until=4)
+            sock = ws.get_extra_info("socket")
+            assert sock is not None
+            sock.shutdown(socket.SHUT_RDWR)  # lost, not closed: A runs the request on
+            await ws.close()
+            async with http.ws_connect(url(b)) as other:
+                await other.send_str(resume("x1", seen[-1]["seq"]))
+                rest = await read_frames(other)
+                await other.send_str(resume("never", 0))
+                missing = await read_frames(other)
+    finally:
+        for instance in (a, b):
+            await instance.kill()
+    check_whole(seen + rest)
+    assert "switched_from" not in json.dumps(rest)  # relayed as A sent it
+    assert missing[0]["error"]["name"] == "request_not_found"
+
+
+async def test_a_killed_instances_request_is_taken_over_and_completed(
+    tmp_path: Path, upstream: FakeOpenAI, redis_url: str
+) -> None:
+    a, b = await start(tmp_path, upstream, redis_url, 2)
+    try:
+        async with aiohttp.ClientSession() as http:
+            ws = await http.ws_connect(url(a))
+            await ws.send_str(chat("k1"))
+            seen = await read_frames(ws, until=8)
+            await a.kill()  # kill -9 mid-answer
+            async with http.ws_connect(url(b)) as other:
+                await other.send_str(resume("k1", seen[-1]["seq"]))
+                rest = await read_frames(other)
+            await ws.close()
+    finally:
+        for instance in (a, b):
+            await instance.kill()
+    whole = seen + rest
+    assert [f["seq"] for f in whole] == list(range(1, len(whole) + 1))
+    assert answer_text(whole) == "".join(WORDS)
+    assert sum(1 for f in whole if is_terminal(f)) == 1 and is_terminal(whole[-1])
+    assert whole[-1]["chunk"]["finish_reason"] == "complete"
+    # B ran the rest: it continued the recorded answer, or restarted it when the
+    # client had seen frames A never recorded (killed within a flush interval)
+    continued = [f for f in rest if "switched_from" in f.get("chunk", {})]
+    restarted = [f for f in rest if f["type"] == "error"]
+    assert len(continued) + len(restarted) == 1, rest

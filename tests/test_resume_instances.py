@@ -9,6 +9,8 @@ upstream's answer is known, and it continues a partial answer the way vLLM does)
 from __future__ import annotations
 
 import asyncio
+import csv
+import io
 import json
 import socket
 import sys
@@ -18,11 +20,12 @@ from typing import Any
 
 import aiohttp
 import pytest
+from sluice_client import Backoff, ChatChunk, ClientOptions, ModelReset, SluiceClient
 
 from fakes.openai_server import FakeOpenAI, run_fake_openai
 from tests.conftest import is_terminal
 from tests.resume_redis import redis_server
-from tests.test_rolling_restart import ROOT, Instance, free_ports
+from tests.test_rolling_restart import ROOT, Balancer, Instance, free_ports, start_balancer
 
 WORDS = [f"w{i} " for i in range(30)]
 
@@ -198,3 +201,106 @@ async def test_a_killed_instances_request_is_taken_over_and_completed(
     continued = [f for f in rest if "switched_from" in f.get("chunk", {})]
     restarted = [f for f in rest if f["type"] == "error"]
     assert len(continued) + len(restarted) == 1
+
+
+async def serving(balancer: Balancer, instances: list[Instance]) -> Instance:
+    """The instance HAProxy has the client's socket on (current sessions)."""
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(balancer.stats_url + ";csv") as resp,
+    ):
+        text = await resp.text()
+    rows = csv.DictReader(io.StringIO(text.lstrip("# ")))
+    busy = {
+        row["svname"] for row in rows if row["pxname"] == "sluice" and row["scur"] not in ("", "0")
+    }
+    found = [i for i in instances if i.name in busy]
+    assert len(found) == 1, busy
+    return found[0]
+
+
+async def chat_streams(
+    client: SluiceClient, count: int, started: asyncio.Event, prefix: str
+) -> list[str]:
+    """`count` concurrent chat streams; `started` is set once each received two chunks."""
+    going = [0]
+
+    async def one(i: int) -> str:
+        text = ""
+        chunks = 0
+        async for event in client.chat_stream("r", "hi", request_id=f"{prefix}{i}"):
+            if isinstance(event, ModelReset):
+                text = ""
+            elif isinstance(event, ChatChunk):
+                text += event.content
+                chunks += 1
+                if chunks == 2:
+                    going[0] += 1
+                    if going[0] == count:
+                        started.set()
+        return text
+
+    return list(await asyncio.gather(*(one(i) for i in range(count))))
+
+
+async def test_kill_9_behind_haproxy_every_stream_resumes_on_the_others(
+    tmp_path: Path, upstream: FakeOpenAI, redis_url: str
+) -> None:
+    instances = await start(tmp_path, upstream, redis_url, 3)
+    port_lb, port_stats = free_ports(2)
+    balancer: Balancer | None = None
+    try:
+        balancer = await start_balancer(tmp_path, instances, port_lb, port_stats)
+        options = ClientOptions(backoff=Backoff(initial=0.05, maximum=0.5), heartbeat=5.0)
+        async with SluiceClient(balancer.url, options=options) as client:
+            started = asyncio.Event()
+            streams = asyncio.ensure_future(chat_streams(client, 20, started, "s"))
+            await asyncio.wait_for(started.wait(), 20)
+            victim = await serving(balancer, instances)
+            await victim.kill()  # kill -9 with 20 streams mid-answer
+            texts = await asyncio.wait_for(streams, 40)
+            stats = client.stats
+    finally:
+        if balancer is not None and balancer.proc.returncode is None:
+            balancer.proc.terminate()
+            await balancer.proc.wait()
+        for instance in instances:
+            await instance.kill()
+    print(f"\nkill -9 with 20 streams: client {stats}")
+    # every answer complete and in order, character by character
+    assert texts == ["".join(WORDS)] * 20
+    assert stats.lost == 0 and stats.failed == 0 and stats.completed == 20
+    assert stats.resumed == 20
+
+
+async def test_a_rolling_restart_with_resume_loses_nothing_within_the_grace(
+    tmp_path: Path, upstream: FakeOpenAI, redis_url: str
+) -> None:
+    instances = await start(tmp_path, upstream, redis_url, 2)
+    port_lb, port_stats = free_ports(2)
+    balancer: Balancer | None = None
+    drains: list[float] = []
+    try:
+        balancer = await start_balancer(tmp_path, instances, port_lb, port_stats)
+        options = ClientOptions(backoff=Backoff(initial=0.05, maximum=0.5), heartbeat=5.0)
+        async with SluiceClient(balancer.url, options=options) as client:
+            for round_ in range(2):
+                started = asyncio.Event()
+                streams = asyncio.ensure_future(chat_streams(client, 10, started, f"r{round_}-"))
+                await asyncio.wait_for(started.wait(), 20)
+                victim = await serving(balancer, instances)
+                drains.append(await victim.drain(within=15))  # SIGTERM: 1012, resume
+                assert await asyncio.wait_for(streams, 30) == ["".join(WORDS)] * 10
+                await victim.start()
+                await balancer.wait_status(victim.name, "UP")
+            stats = client.stats
+    finally:
+        if balancer is not None and balancer.proc.returncode is None:
+            balancer.proc.terminate()
+            await balancer.proc.wait()
+        for instance in instances:
+            await instance.kill()
+    print(f"\nrolling restart with resume: drains {drains} s, client {stats}")
+    assert stats.lost == 0 and stats.failed == 0 and stats.completed == 20
+    assert stats.resumed == 20  # every socket got 1012 mid-answer and resumed
+    assert all(seconds < 10 for seconds in drains)  # within the drain grace

@@ -41,6 +41,7 @@ def run_chat(args: argparse.Namespace, ctx: chat.Context) -> tuple[dict[str, Any
         idle_sockets=args.idle_sockets,
         profile=args.profile,
         per_socket=args.per_socket,
+        resume_redis=args.resume_redis,
     )
     result = chat.run(ctx, settings)
     result["analysis"] = chat_report.analyse(result)
@@ -145,6 +146,11 @@ def parser() -> argparse.ArgumentParser:
         default=1,
         help="listen: Sluice with --workers N on every core (shared with the load; default "
         "1 process on the gateway core)",
+    )
+    p.add_argument(
+        "--resume-redis",
+        metavar="URL",
+        help="chat: Sluice keeps its request log on this Redis (resume.redis)",
     )
     p.add_argument("--out", type=Path, default=RESULTS, help="output folder")
     p.add_argument(

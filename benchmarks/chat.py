@@ -82,6 +82,8 @@ class ChatSettings:
     per_socket: int = 1
     quick: bool = False
     targets: list[str] = field(default_factory=lambda: list(TARGETS))
+    resume_redis: str | None = None
+    """Run Sluice with its request log on this Redis (`resume.redis`; docs/resume.md)."""
 
     @classmethod
     def build(
@@ -94,6 +96,7 @@ class ChatSettings:
         idle_sockets: int | None,
         profile: bool,
         per_socket: int = 1,
+        resume_redis: str | None = None,
     ) -> ChatSettings:
         """Defaults for a full or a `--quick` run, overridden by what the user passed."""
         warm = 0.5 if quick else 1.0
@@ -125,6 +128,7 @@ class ChatSettings:
             profile_level=min(200, max(chosen)),
             per_socket=per_socket,
             quick=quick,
+            resume_redis=resume_redis,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -181,7 +185,10 @@ def bench_config(upstream: int, workloads: list[Workload], sockets: int, by: str
 def sluice_config(upstream: int, settings: ChatSettings) -> str:
     """The chat suite's Sluice YAML (see `bench_config`)."""
     sockets = max(settings.idle_sockets, max(settings.levels)) + 1000
-    return bench_config(upstream, settings.workloads, sockets, "benchmarks/chat.py")
+    config = bench_config(upstream, settings.workloads, sockets, "benchmarks/chat.py")
+    if settings.resume_redis is not None:
+        config += f"resume:\n  redis: {settings.resume_redis}\n"
+    return config
 
 
 def _start_upstream(ctx: Context, settings: ChatSettings, cores: str) -> tuple[Child, int]:

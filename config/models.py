@@ -863,6 +863,8 @@ class ResumeConfig(Strict):
     socket finishes, then 1001) or `restart` (busy sockets get 1012 at once,
     their requests run on to be resumed). `redis`: a Redis URL; the log then lives
     in Redis Streams and any instance resumes any request (None: in memory).
+    `lease`: how long a running request's owner may go unheard before a resuming
+    instance takes the request over (renewed every lease/3).
     """
 
     enabled: bool = True
@@ -873,6 +875,7 @@ class ResumeConfig(Strict):
     flush_interval: Duration = 0.02
     on_drain: Literal["wait", "restart"] = "wait"
     redis: str | None = None
+    lease: Duration = 3.0
 
 
 class ServerConfig(Strict):

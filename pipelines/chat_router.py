@@ -188,7 +188,8 @@ class ChatRouter:
             budget = Budget(budget_seconds, models, self._recovery)
             answer = _Answer(self) if continuing else None
             if resumed is not None and resumed.text:
-                if answer is not None and not resumed.restart:
+                can_continue = any(self.continues(m) for m in models)
+                if answer is not None and can_continue and not resumed.restart:
                     answer.pieces.append(resumed.text)
                     if resumed.model_id in self._models:
                         answer.broken = self.model_info(resumed.model_id)

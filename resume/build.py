@@ -25,5 +25,6 @@ def build_request_log(config: ResumeConfig) -> RequestLog | None:
             retention=config.retention,
             running_ttl=config.detached_timeout + config.retention,
             flush_interval=config.flush_interval,
+            lease=config.lease,
         )
     return MemoryRequestLog(config.max_frames, config.retention, config.max_bytes)

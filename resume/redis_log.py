@@ -47,28 +47,48 @@ TEXT, BINARY, TERMINAL = b"t", b"b", b"T"
 """The `k` field of an entry: a text frame, a binary frame, the terminal (text) frame."""
 READ_COUNT = 512
 
-# KEYS: stream fence lease meta; ARGV: token maxlen ttl_ms lease_ms start meta
-#       then (seq payload kind) triples. Returns 0 when fenced out.
+# One call per flush for every request with frames pending. ARGV: maxlen retention_ms
+# running_ms lease_ms, then per request: stream token first_seq kinds start meta and
+# one payload per character of `kinds` (t, b, T). The other keys of a request are
+# its stream's name plus a suffix (a single Redis, not a cluster). Returns one 1/0
+# per request: 0 when its fencing token is no longer the current one.
 APPEND = """
-if ARGV[5] == '1' then
-  redis.call('DEL', KEYS[1])
-  redis.call('SET', KEYS[2], ARGV[1])
-  if ARGV[6] ~= '' then redis.call('SET', KEYS[4], ARGV[6]) end
-elseif redis.call('GET', KEYS[2]) ~= ARGV[1] then
-  return 0
+local maxlen, retention, running, lease = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local out = {}
+local i = 5
+while i <= #ARGV do
+  local s, token, first, kinds = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2]), ARGV[i + 3]
+  local start, meta = ARGV[i + 4], ARGV[i + 5]
+  local n = #kinds
+  i = i + 6
+  local ok = 1
+  if start == '1' then
+    redis.call('DEL', s)
+    redis.call('SET', s .. ':fence', token)
+    if meta ~= '' then redis.call('SET', s .. ':meta', meta) end
+  elseif redis.call('GET', s .. ':fence') ~= token then
+    ok = 0
+  end
+  if ok == 1 then
+    for j = 0, n - 1 do
+      redis.pcall('XADD', s, 'MAXLEN', '~', maxlen, '0-' .. (first + j), 'p', ARGV[i + j],
+                  'k', string.sub(kinds, j + 1, j + 1))
+    end
+    local ttl = running
+    if string.sub(kinds, n, n) == 'T' then
+      ttl = retention
+      redis.call('DEL', s .. ':lease')
+    else
+      redis.call('SET', s .. ':lease', token, 'PX', lease)
+    end
+    redis.call('PEXPIRE', s, ttl)
+    redis.call('PEXPIRE', s .. ':fence', ttl)
+    redis.call('PEXPIRE', s .. ':meta', ttl)
+  end
+  out[#out + 1] = ok
+  i = i + n
 end
-local terminal = false
-for i = 7, #ARGV, 3 do
-  redis.pcall('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '0-' .. ARGV[i], 'p', ARGV[i + 1],
-              'k', ARGV[i + 2])
-  if ARGV[i + 2] == 'T' then terminal = true end
-end
-if terminal then redis.call('DEL', KEYS[3]) else
-  redis.call('SET', KEYS[3], ARGV[1], 'PX', ARGV[4]) end
-for i = 1, 4 do
-  if i ~= 3 then redis.call('PEXPIRE', KEYS[i], ARGV[3]) end
-end
-return 1
+return out
 """
 
 # KEYS: fence lease; ARGV: token lease_ms. Returns 0 when fenced out.
@@ -130,7 +150,8 @@ class RedisRequestLog:
         self._runs = 0
         self._scripts = {"append": APPEND, "renew": RENEW, "take_over": TAKE_OVER}
         self._shas: dict[str, str] = {}
-        self._pending: list[tuple[_Sink, int, bytes, bytes]] = []
+        self._dirty: list[_Sink] = []
+        """Sinks with frames waiting for the next flush."""
         self._dropped: list[str] = []
         self._running: set[_Sink] = set()
         self._timer: asyncio.TimerHandle | None = None
@@ -164,9 +185,9 @@ class RedisRequestLog:
         self._start_renewer()
         return sink
 
-    def write(self, sink: _Sink, seq: int, payload: bytes, kind: bytes) -> None:
-        """Queue one entry for the next pipeline (no Redis call here)."""
-        self._pending.append((sink, seq, payload, kind))
+    def dirty(self, sink: _Sink) -> None:
+        """`sink` has frames for the next flush (no Redis call here)."""
+        self._dirty.append(sink)
         if self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(
                 self.flush_interval, self._flush_soon
@@ -186,46 +207,54 @@ class RedisRequestLog:
             self._flusher = asyncio.get_running_loop().create_task(self.flush())
 
     async def flush(self) -> None:
-        """Write everything pending, one pipeline per batch, until nothing is pending."""
-        while self._pending or self._dropped:
-            batch, self._pending = self._pending, []
+        """Write everything pending: one round trip (one script call for all requests,
+        and the drops) per batch, until nothing is pending."""
+        while self._dirty or self._dropped:
+            sinks, self._dirty = self._dirty, []
             dropped, self._dropped = self._dropped, []
-            by_sink: dict[_Sink, list[Any]] = {}
-            size = 0
-            for sink, seq, payload, kind in batch:
-                args = by_sink.get(sink)
-                if args is None:
-                    start = seq == 1
-                    args = [
-                        sink.token,
-                        self.max_frames,
-                        self.retention_ms,
-                        self.lease_ms,
-                        "1" if start else "0",
-                        sink.meta if start else b"",
-                    ]
-                    by_sink[sink] = args
-                args += (seq, payload, kind)
-                args[2] = self.retention_ms if kind is TERMINAL else self.running_ttl_ms
-                if kind is TERMINAL:
+            args: list[Any] = [
+                self.max_frames,
+                self.retention_ms,
+                self.running_ttl_ms,
+                self.lease_ms,
+            ]
+            frames = size = 0
+            for sink in sinks:
+                payloads = sink.payloads
+                start = sink.first == 1
+                args += (
+                    sink.stream,
+                    sink.token,
+                    sink.first,
+                    bytes(sink.kinds),
+                    "1" if start else "0",
+                    sink.meta if start else b"",
+                )
+                args += payloads
+                frames += len(payloads)
+                size += sum(map(len, payloads))
+                if sink.ended:
                     self._running.discard(sink)
-                size += len(payload)
-            sinks = list(by_sink)
+                sink.clear()
             try:
-                results = await self._run(_appends(self, by_sink, dropped))
+                results = await self._run(_appends(self, args if sinks else None, dropped))
             except (RedisError, OSError) as error:
-                self._write_failed(error, len(batch))
+                self._write_failed(error, frames)
                 continue
             self._write_worked()
-            for sink, result in zip(sinks, results, strict=False):
+            done = results[0] if sinks else []
+            if isinstance(done, Exception):
+                self._write_failed(done, frames)
+                continue
+            for sink, result in zip(sinks, done, strict=False):
                 if result == 0:
                     self._fenced(sink)
-                elif not sink.fenced and sink.seq and not sink.ended:
+                elif not sink.fenced and not sink.ended:
                     self._running.add(sink)
             if self._running:
                 self._start_renewer()
             self.round_trips += 1
-            self.frames_written += len(batch)
+            self.frames_written += frames
             self.bytes_written += size
 
     def evalsha(self, pipe: Any, name: str, keys: list[str], args: list[Any]) -> None:
@@ -327,7 +356,7 @@ class RedisRequestLog:
         """The frames after `after_seq`, then the live rest (XREAD BLOCK), up to the
         terminal frame; None when the stream does not exist. Raises `OwnerGone` (with
         the last seq read) when no frame comes and the owner's lease is gone."""
-        if self._pending or self._dropped:
+        if self._dirty or self._dropped:
             await self.flush()
         stream = self.stream(key, request_id)
         if not await self.redis.exists(stream):
@@ -407,13 +436,13 @@ class RedisRequestLog:
 
 
 def _appends(
-    log: RedisRequestLog, by_sink: dict[_Sink, list[Any]], dropped: list[str]
+    log: RedisRequestLog, args: list[Any] | None, dropped: list[str]
 ) -> Callable[[Any], None]:
-    """The commands of one flush: an append script per request, the drops."""
+    """The commands of one flush: the append script for every request, the drops."""
 
     def commands(pipe: Any) -> None:
-        for sink, args in by_sink.items():
-            log.evalsha(pipe, "append", sink.keys, args)
+        if args is not None:
+            log.evalsha(pipe, "append", [], args)
         for stream in dropped:
             pipe.delete(stream, f"{stream}:fence", f"{stream}:lease", f"{stream}:meta")
 
@@ -421,9 +450,22 @@ def _appends(
 
 
 class _Sink:
-    """One run of a request on Redis: numbers its frames and queues them."""
+    """One run of a request on Redis: numbers its frames and gathers them for the
+    log's next flush."""
 
-    __slots__ = ("ended", "fenced", "keys", "log", "meta", "seq", "stream", "token")
+    __slots__ = (
+        "ended",
+        "fenced",
+        "first",
+        "keys",
+        "kinds",
+        "log",
+        "meta",
+        "payloads",
+        "seq",
+        "stream",
+        "token",
+    )
 
     def __init__(self, log: RedisRequestLog, stream: str, token: str, seq: int, meta: bytes):
         self.log = log
@@ -434,16 +476,29 @@ class _Sink:
         self.meta = meta
         self.fenced = False
         self.ended = False
+        self.payloads: list[bytes] = []
+        self.kinds = bytearray()
+        self.first = 0
 
     def append(self, payload: bytes, is_text: bool, terminal: bool) -> None:
-        """Queue the next frame for the log's next pipeline."""
+        """Gather the next frame for the log's next flush."""
         if self.fenced or self.ended:
             return
         self.seq += 1
+        if not self.payloads:
+            self.first = self.seq
+            self.log.dirty(self)
+        self.payloads.append(payload)
         if terminal:
             self.ended = True
-        kind = TERMINAL if terminal else TEXT if is_text else BINARY
-        self.log.write(self, self.seq, payload, kind)
+            self.kinds += TERMINAL
+        else:
+            self.kinds += TEXT if is_text else BINARY
+
+    def clear(self) -> None:
+        """The gathered frames went into a flush."""
+        self.payloads = []
+        self.kinds = bytearray()
 
 
 def _entries(reply: Any) -> list[tuple[bytes, dict[bytes, bytes]]]:

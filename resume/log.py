@@ -26,7 +26,8 @@ suite against both): `MemoryRequestLog` (one process; the embedded default) and
 from __future__ import annotations
 
 import asyncio
-from collections import OrderedDict, deque
+from array import array
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -132,17 +133,23 @@ class RequestLog(Protocol):
 
 
 class _Record:
-    """One run of a request in memory: payloads and text flags in two bounded deques
-    (bytes and bools are not tracked by the garbage collector; a deque of frame
-    objects would be)."""
+    """One run of a request in memory: its payloads back to back in one `bytearray`,
+    each frame's end offset in an `array`, text flags in a `bytearray`.
+
+    A few growing buffers per request, not an object per frame: nothing for the
+    garbage collector to walk, and no small long-lived blocks left scattered over
+    the allocator's arenas (which kept far more memory resident than they held).
+    """
 
     __slots__ = (
         "appended",
-        "bytes",
+        "base",
+        "buf",
         "done",
+        "ends",
         "ident",
         "log",
-        "payloads",
+        "max_frames",
         "terminal",
         "texts",
         "waiters",
@@ -151,34 +158,62 @@ class _Record:
     def __init__(self, log: MemoryRequestLog, ident: tuple[str, str], max_frames: int) -> None:
         self.log = log
         self.ident = ident
+        self.max_frames = max_frames
         self.terminal = False
-        self.payloads: deque[bytes] = deque(maxlen=max_frames)
-        self.texts: deque[bool] = deque(maxlen=max_frames)
+        self.buf = bytearray()
+        self.base = 0
+        """Offset (since the run began) of `buf[0]`: the first kept frame's start."""
+        self.ends = array("Q")
+        self.texts = bytearray()
         self.appended = 0
-        self.bytes = 0
         self.done = False
         self.waiters: list[asyncio.Future[None]] = []
 
     @property
+    def size(self) -> int:
+        """Payload bytes kept."""
+        return len(self.buf)
+
+    @property
+    def kept(self) -> int:
+        """Frames kept."""
+        return len(self.ends)
+
+    @property
     def first_seq(self) -> int:
-        return self.appended - len(self.payloads) + 1
+        return self.appended - len(self.ends) + 1
+
+    def frame(self, index: int) -> tuple[bytes, bool]:
+        """The `index`-th kept frame: its payload and whether it is text."""
+        ends = self.ends
+        start = ends[index - 1] if index else self.base
+        base = self.base
+        return bytes(self.buf[start - base : ends[index] - base]), bool(self.texts[index])
 
     def append(self, payload: bytes, is_text: bool, terminal: bool) -> None:
         """Record the next frame; the terminal one ends the run."""
         if self.done:
             return
-        payloads = self.payloads
-        if len(payloads) == payloads.maxlen:
-            self.bytes -= len(payloads[0])
-        payloads.append(payload)
+        self.buf += payload
+        self.ends.append(self.base + len(self.buf))
         self.texts.append(is_text)
         self.appended += 1
-        self.bytes += len(payload)
+        excess = len(self.ends) - self.max_frames
+        if excess > 0 and (excess >= 64 or terminal):
+            self._trim(excess)
         if terminal:
             self.done = self.terminal = True
             self.log.finished(self)
         if self.waiters:
             self.wake()
+
+    def _trim(self, count: int) -> None:
+        """Forget the `count` oldest frames (in batches: each trim moves the buffer)."""
+        cut = self.ends[count - 1] - self.base
+        del self.buf[:cut]
+        self.base += cut
+        del self.ends[:count]
+        del self.texts[:count]
 
     def wake(self) -> None:
         waiters, self.waiters = self.waiters, []
@@ -223,7 +258,7 @@ class MemoryRequestLog:
             return
         loop = asyncio.get_running_loop()
         self._finished[record] = loop.time() + self.retention
-        self._finished_bytes += record.bytes
+        self._finished_bytes += record.size
         while self._finished_bytes > self.max_bytes and self._finished:
             self._evict(next(iter(self._finished)))
         if self._sweeper is None:
@@ -240,13 +275,13 @@ class MemoryRequestLog:
 
     def _evict(self, record: _Record) -> None:
         del self._finished[record]
-        self._finished_bytes -= record.bytes
+        self._finished_bytes -= record.size
         if self._records.get(record.ident) is record:
             del self._records[record.ident]
 
     def _unfinish(self, record: _Record) -> None:
         if self._finished.pop(record, None) is not None:
-            self._finished_bytes -= record.bytes
+            self._finished_bytes -= record.size
 
     async def take_over(self, key: str, request_id: str) -> Takeover | None:
         """Never: a request in this process's memory dies with its process."""
@@ -302,18 +337,18 @@ class MemoryRequestLog:
 async def _tail(record: _Record, after_seq: int) -> AsyncIterator[LoggedFrame]:
     last = after_seq
     while True:
-        payloads = record.payloads
         # the frames kept are consecutive: the next one sits at a known index
-        while payloads:
+        while record.kept:
             first = record.first_seq
             index = last + 1 - first
             if index < 0:
                 raise ResumeGap(f"frames {last + 1}..{first - 1} are no longer kept")
-            if index >= len(payloads):
+            if index >= record.kept:
                 break
             last += 1
+            payload, is_text = record.frame(index)
             terminal = record.terminal and last == record.appended
-            yield LoggedFrame(last, payloads[index], record.texts[index], terminal)
+            yield LoggedFrame(last, payload, is_text, terminal)
             if terminal:
                 return
         if record.done:

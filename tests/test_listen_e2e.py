@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,7 @@ from tests.listen_client import (
     interleave_stereo,
     listen_config,
     local_model,
+    receive,
     send_audio,
     start,
 )
@@ -443,3 +445,33 @@ async def test_containers_are_transcribed_too(
     check_event_order(frames)
     assert [f["text"] for f in finals(frames)] == ["open the garage door", "stop the music"]
     assert abs(frames[-1]["usage"]["audio_ms"] - mono.size // 16) <= 1
+
+
+async def test_a_resumed_listen_request_gets_every_transcript_it_missed(
+    sluice: Any, spoken: dict[str, np.ndarray], lm_dir: Path
+) -> None:
+    texts = SENTENCES[:2]
+    mono, _ = utterances(spoken, texts)
+    pcm = mono.tobytes()
+    half = len(pcm) // 2 // 2 * 2
+    client = await sluice(listen_config([local_model(lm_dir, SENTENCES)]))
+    url = "/v1/speech/speech/listen"
+    ws = await client.ws_connect(url)
+    await start(ws, "l1")
+    await send_audio(ws, "l1", pcm[:half], chunk=3200)
+    first = await receive(ws, 20)
+    sock = ws.get_extra_info("socket")
+    assert sock is not None
+    sock.shutdown(socket.SHUT_RDWR)  # the network drops: the request runs on
+    await ws.close()
+    async with client.ws_connect(url) as again:
+        await again.send_str(json.dumps({"type": "resume", "request_id": "l1", "after_seq": 1}))
+        # the audio the server never got is the client's to send, after the resume
+        await send_audio(again, "l1", pcm[half:], chunk=3200)
+        await again.send_str(json.dumps({"type": "end", "request_id": "l1"}))
+        frames = (await collect(again, ["l1"]))["l1"]
+    whole = [first, *frames]
+    assert first["seq"] == 1
+    assert [f["seq"] for f in whole] == list(range(1, len(whole) + 1))
+    check_event_order(whole)
+    assert [f["text"] for f in finals(whole)] == texts

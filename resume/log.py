@@ -169,6 +169,17 @@ class _Record:
         self.done = False
         self.waiters: list[asyncio.Future[None]] = []
 
+    @classmethod
+    def replay(cls, log: MemoryRequestLog, ident: tuple[str, str], done: Finished) -> _Record:
+        """A finished run, from its compact form, for a reader."""
+        record = cls(log, ident, 0)
+        buf, ends, texts, record.base, record.appended = done
+        record.buf = bytearray(buf)
+        record.ends.frombytes(ends)
+        record.texts = bytearray(texts)
+        record.done = record.terminal = True
+        return record
+
     @property
     def size(self) -> int:
         """Payload bytes kept."""
@@ -226,6 +237,12 @@ class _Record:
         self.wake()
 
 
+Finished = tuple[bytes, bytes, bytes, int, int]
+"""A finished run kept for its retention: payloads, end offsets, text flags, base and
+frames appended. A tuple of untracked objects, which the garbage collector stops
+tracking: the records kept cost it nothing (no object per request left to walk)."""
+
+
 class MemoryRequestLog:
     """`RequestLog` in this process's memory: a reconnect to the same instance resumes."""
 
@@ -235,8 +252,9 @@ class MemoryRequestLog:
         self.max_frames = max_frames
         self.retention = retention
         self.max_bytes = max_bytes
-        self._records: dict[tuple[str, str], _Record] = {}
-        self._finished: OrderedDict[_Record, float] = OrderedDict()
+        self._records: dict[tuple[str, str], _Record | Finished] = {}
+        self._finished: OrderedDict[tuple[str, str], tuple[float, int]] = OrderedDict()
+        """Finished records, oldest first: their expiry and size."""
         self._finished_bytes = 0
         self._owners: dict[tuple[str, str], Forward] = {}
         self._sweeper: asyncio.TimerHandle | None = None
@@ -245,20 +263,30 @@ class MemoryRequestLog:
         """A new record for the request (an older one of the same id is forgotten)."""
         ident = (key, request_id)
         old = self._records.get(ident)
-        if old is not None:
+        if isinstance(old, _Record):
             old.end()
-            self._unfinish(old)
+        self._unfinish(ident)
         record = _Record(self, ident, self.max_frames)
         self._records[ident] = record
         return record
 
     def finished(self, record: _Record) -> None:
-        """A record got its terminal frame: it is kept `retention` s, within `max_bytes`."""
-        if self._records.get(record.ident) is not record:
+        """A record got its terminal frame: it is kept `retention` s, within `max_bytes`,
+        in its compact form (readers already on it keep the record itself)."""
+        ident = record.ident
+        if self._records.get(ident) is not record:
             return
+        size = record.size
+        self._records[ident] = (
+            bytes(record.buf),
+            record.ends.tobytes(),
+            bytes(record.texts),
+            record.base,
+            record.appended,
+        )
         loop = asyncio.get_running_loop()
-        self._finished[record] = loop.time() + self.retention
-        self._finished_bytes += record.size
+        self._finished[ident] = (loop.time() + self.retention, size)
+        self._finished_bytes += size
         while self._finished_bytes > self.max_bytes and self._finished:
             self._evict(next(iter(self._finished)))
         if self._sweeper is None:
@@ -267,21 +295,22 @@ class MemoryRequestLog:
     def _sweep(self) -> None:
         self._sweeper = None
         now = asyncio.get_running_loop().time()
-        for record, expires in list(self._finished.items()):
+        for ident, (expires, _) in list(self._finished.items()):
             if expires > now:
                 self._sweeper = asyncio.get_running_loop().call_later(expires - now, self._sweep)
                 return
-            self._evict(record)
+            self._evict(ident)
 
-    def _evict(self, record: _Record) -> None:
-        del self._finished[record]
-        self._finished_bytes -= record.size
-        if self._records.get(record.ident) is record:
-            del self._records[record.ident]
+    def _evict(self, ident: tuple[str, str]) -> None:
+        _, size = self._finished.pop(ident)
+        self._finished_bytes -= size
+        if not isinstance(self._records.get(ident), _Record):
+            self._records.pop(ident, None)
 
-    def _unfinish(self, record: _Record) -> None:
-        if self._finished.pop(record, None) is not None:
-            self._finished_bytes -= record.size
+    def _unfinish(self, ident: tuple[str, str]) -> None:
+        entry = self._finished.pop(ident, None)
+        if entry is not None:
+            self._finished_bytes -= entry[1]
 
     async def take_over(self, key: str, request_id: str) -> Takeover | None:
         """Never: a request in this process's memory dies with its process."""
@@ -294,9 +323,8 @@ class MemoryRequestLog:
     def drop(self, key: str, request_id: str) -> None:
         """Forget a running request at once (readers end without a terminal frame)."""
         record = self._records.get((key, request_id))
-        if record is not None and not record.done:
+        if isinstance(record, _Record) and not record.done:
             record.end()
-            self._unfinish(record)
             del self._records[(key, request_id)]
 
     def own(self, key: str, request_id: str, forward: Forward | None) -> None:
@@ -318,17 +346,20 @@ class MemoryRequestLog:
         self, key: str, request_id: str, after_seq: int
     ) -> AsyncIterator[LoggedFrame] | None:
         """Backlog after `after_seq`, then live frames, up to the terminal frame."""
-        record = self._records.get((key, request_id))
-        if record is None:
+        entry = self._records.get((key, request_id))
+        if entry is None:
             return None
-        return _tail(record, after_seq)
+        if isinstance(entry, _Record):
+            return _tail(entry, after_seq)
+        return _tail(_Record.replay(self, (key, request_id), entry), after_seq)
 
     async def aclose(self) -> None:
         """Stop the sweeper and wake every reader."""
         if self._sweeper is not None:
             self._sweeper.cancel()
         for record in self._records.values():
-            record.end()
+            if isinstance(record, _Record):
+                record.end()
         self._records.clear()
         self._finished.clear()
         self._owners.clear()

@@ -49,7 +49,7 @@ def write_config(path: Path, fake: FakeOpenAI, redis_url: str) -> Path:
         f"""
 server:
   drain_grace: 10s
-  log_level: warning
+  log_level: info
 resume:
   redis: {redis_url}
   flush_interval: 10ms
@@ -110,6 +110,11 @@ def check_whole(frames: list[dict[str, Any]]) -> None:
     assert sum(1 for f in frames if is_terminal(f)) == 1 and is_terminal(frames[-1])
 
 
+def instance_logs(folder: Path) -> str:
+    """The tail of every instance's log (for a failure message)."""
+    return "".join(p.read_text()[-4000:] for p in sorted(folder.glob("i*.log")))
+
+
 class Single(Instance):
     """An instance of one process (`--workers 1`), so kill -9 kills the server itself
     (a supervisor's workers would drain on their own)."""
@@ -117,13 +122,15 @@ class Single(Instance):
     async def start(self) -> None:
         argv = [str(ROOT / "server.py"), "serve", "--config", str(self.config)]
         argv += ["--port", str(self.port), "--workers", "1"]
+        log = (self.config.parent / f"{self.name}.log").open("ab")
         self.proc = await asyncio.create_subprocess_exec(
             sys.executable,
             *argv,
             cwd=ROOT,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
         )
+        log.close()
         async with aiohttp.ClientSession() as http:
             for _ in range(200):
                 if self.proc.returncode is not None:
@@ -258,7 +265,11 @@ async def test_kill_9_behind_haproxy_every_stream_resumes_on_the_others(
             await asyncio.wait_for(started.wait(), 20)
             victim = await serving(balancer, instances)
             await victim.kill()  # kill -9 with 20 streams mid-answer
-            texts = await asyncio.wait_for(streams, 40)
+            try:
+                texts = await asyncio.wait_for(streams, 40)
+            except TimeoutError:
+                logs = instance_logs(tmp_path)
+                pytest.fail(f"streams did not end: client {client.stats}\n{logs}")
             stats = client.stats
     finally:
         if balancer is not None and balancer.proc.returncode is None:

@@ -337,9 +337,33 @@ class SocketSession:
                 None,
             )
             return
-        task = self._loop.create_task(self._relay(msg, after))
+        task = self._loop.create_task(self._relay_safely(msg, after))
         self._relays[request_id] = task
         task.add_done_callback(lambda _: self._relays.pop(request_id, None))
+
+    async def _relay_safely(self, msg: ClientMessage, after: int) -> None:
+        """`_relay`, whose failure (Redis gone mid-resume, a bug) ends the resume with
+        an error frame instead of leaving the client waiting."""
+        try:
+            await self._relay(msg, after)
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            log.error(
+                "resume failed",
+                exc_info=error,
+                extra={
+                    "socket": self._label,
+                    "request_id": msg.request_id,
+                    "router": self.router_id,
+                },
+            )
+            self._send_error(
+                msg,
+                ErrorName.UNKNOWN_ERROR,
+                f"internal error while resuming: {type(error).__name__}; resume again",
+                "error",
+            )
 
     async def _relay(self, msg: ClientMessage, after: int) -> None:
         """Send the request's recorded frames after `after`, then its live ones; take

@@ -150,6 +150,8 @@ class RedisRequestLog:
         self._runs = 0
         self._scripts = {"append": APPEND, "renew": RENEW, "take_over": TAKE_OVER}
         self._shas: dict[str, str] = {}
+        self._stale = False
+        self._loading = asyncio.Lock()
         self._dirty: list[_Sink] = []
         """Sinks with frames waiting for the next flush."""
         self._dropped: list[str] = []
@@ -262,8 +264,16 @@ class RedisRequestLog:
         pipe.evalsha(self._shas[name], len(keys), *keys, *args)
 
     async def _load_scripts(self) -> None:
-        for name, text in self._scripts.items():
-            self._shas[name] = await self.redis.script_load(text)
+        """Load every script (once at a time: concurrent callers share one load, and
+        `_shas` is complete or empty, never half filled)."""
+        async with self._loading:
+            if self._shas and not self._stale:
+                return
+            shas = {}
+            for name, text in self._scripts.items():
+                shas[name] = await self.redis.script_load(text)
+            self._shas = shas
+            self._stale = False
 
     async def _run(self, commands: Any) -> list[Any]:
         """One pipeline of `commands(pipe)` (one round trip); the scripts are loaded
@@ -274,6 +284,7 @@ class RedisRequestLog:
         commands(pipe)
         results: list[Any] = await pipe.execute(raise_on_error=False)
         if any(isinstance(r, NoScriptError) for r in results):
+            self._stale = True
             await self._load_scripts()
             pipe = self.redis.pipeline(transaction=False)
             commands(pipe)

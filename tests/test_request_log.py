@@ -193,3 +193,13 @@ async def test_a_dead_owners_request_is_taken_over_by_exactly_one_reader(redis_u
     assert await loser.take_over("k", "t") is None  # finished: nothing to take over
     for store in (owner, b, c):
         await store.aclose()
+
+
+async def test_a_fresh_redis_log_answers_many_takeovers_at_once(redis_url: str) -> None:
+    # its scripts are loaded by the first callers, all at the same time
+    store = RedisRequestLog(
+        Redis.from_url(redis_url), max_frames=10, retention=60, running_ttl=60, flush_interval=1
+    )
+    results = await asyncio.gather(*(store.take_over("k", f"none{i}") for i in range(20)))
+    assert results == [None] * 20
+    await store.aclose()

@@ -91,6 +91,7 @@ class FakeToolCall:
     id: str | None = None
     pieces: int = 3
 
+
 _ERROR_BODIES: Mapping[int, dict[str, Any]] = MappingProxyType(
     {
         400: {

@@ -35,11 +35,11 @@ from openai_api.types import GatewayKey, GatewayView
 from operators.aio import to_future
 from operators.failover import Reset
 from pipelines.chat_router import ChatChunk, ChatRouter, ModelInfo
-from protocol import jsoncodec
 from pipelines.chat_stream import tool_call_json
+from protocol import jsoncodec
 from protocol.chat import ChatRequest
-from protocol.images import image_problem
 from protocol.frames import ErrorName
+from protocol.images import image_problem
 from providers.types import FinishReason, TokenUsage
 from transport.http_json import json_response
 

@@ -116,7 +116,8 @@ class ToolCallHold:
         if not isinstance(parsed, dict):
             raise ProviderError(
                 ErrorCategory.PROTOCOL,
-                f"{where}tool call {index} ({name}) ended with arguments that are not a JSON object",
+                f"{where}tool call {index} ({name}) ended with arguments that are not "
+                "a JSON object",
             )
         return ToolCallDelta(index, call_id or _new_id(), name, arguments)
 

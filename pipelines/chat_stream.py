@@ -21,8 +21,8 @@ from operators.per_request import per_request
 from pipelines.chat_router import ChatChunk, ChatEvent, ChatRouter, MissingCapability
 from pipelines.common import Admission, describe_validation_error, request_frames
 from protocol.chat import ChatRequest
-from protocol.images import ImageLimits, Limits, image_problem
 from protocol.frames import ErrorName, Frame, FrameFactory
+from protocol.images import ImageLimits, Limits, image_problem
 from protocol.messages import ClientMessage, Inbound
 from providers.types import ErrorCategory, FinishReason, ProviderError, ToolCallDelta
 

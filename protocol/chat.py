@@ -192,9 +192,7 @@ class ChatMessageIn(BaseModel):
             ToolCall(c.id, c.function.name, c.function.arguments) for c in self.tool_calls or ()
         )
         if content is None or isinstance(content, str):
-            return Message(
-                self.role, content or "", self.name, calls, self.tool_call_id
-            )
+            return Message(self.role, content or "", self.name, calls, self.tool_call_id)
         parts: list[ContentPart] = []
         for part in content:
             if part.image_url is not None:
@@ -327,9 +325,8 @@ class ChatRequest(BaseModel):
         override = self.override_for(model_id, model_name)
         params: dict[str, Any] = {}
         if self._messages is None:
-            self._messages = tuple(m.to_message() for m in self.message_history) + (
-                self.message.to_message(),
-            )
+            history = [m.to_message() for m in self.message_history]
+            self._messages = (*history, self.message.to_message())
         messages = self._messages
         if override is not None:
             if override.message is not None:

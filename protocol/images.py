@@ -78,11 +78,11 @@ def parse_image_url(url: str, detail: str | None = None) -> ParsedImage:
         try:
             data = base64.b64decode(match.group(3).strip(), validate=True)
         except (binascii.Error, ValueError):
-            return ParsedImage(
-                ImagePart(media_type or None, detail=detail), "the data URL's base64 does not decode"
-            )
+            problem = "the data URL's base64 does not decode"
+            return ParsedImage(ImagePart(media_type or None, detail=detail), problem)
         if not media_type:
-            return ParsedImage(ImagePart(None, data, detail=detail), "the data URL has no media type")
+            problem = "the data URL has no media type"
+            return ParsedImage(ImagePart(None, data, detail=detail), problem)
         return ParsedImage(ImagePart(media_type, data, detail=detail))
     if url.lower().startswith("https://") and len(url) > len("https://"):
         return ParsedImage(ImagePart(url=url, detail=detail))

@@ -160,12 +160,15 @@ class FakeOpenAIScript:
 def calls_tools(script: FakeOpenAIScript, body: dict[str, Any]) -> bool:
     """Whether this request is answered with the script's tool calls: the script has
     some, the request offers tools (and does not say `tool_choice: none`), and its
-    last message is not a tool result (a result gets the text answer: a tool loop)."""
+    last message (before a continuation's prefill) is not a tool result (a result
+    gets the text answer: a tool loop). `tool_preamble` is the text sent before
+    the calls; `fault_in_call` the call `cut_in_tool_call` breaks."""
     if not script.tool_calls or not body.get("tools") or body.get("tool_choice") == "none":
         return False
-    messages = body.get("messages")
-    last = messages[-1] if isinstance(messages, list) and messages else None
-    return not (isinstance(last, dict) and last.get("role") == "tool")
+    messages = [m for m in body.get("messages") or [] if isinstance(m, dict)]
+    if messages and messages[-1].get("role") == "assistant" and len(messages) > 1:
+        messages = messages[:-1]  # a continuation's prefill: what came before it decides
+    return not (messages and messages[-1].get("role") == "tool")
 
 
 def _pieces(text: str, count: int) -> list[str]:

@@ -137,6 +137,7 @@ async def test_non_streamed_tool_loop_fails_over(
         assert choice.message.content is None
         assert choice.message.tool_calls is not None
         [call] = choice.message.tool_calls
+        assert call.type == "function"
         assert (call.id, call.function.name) == ("call_b", "get_weather")
         assert json.loads(call.function.arguments) == {"city": "Lyon"}
         assert fake_b.stats.last_body is not None

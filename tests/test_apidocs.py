@@ -211,7 +211,5 @@ def test_documents_carry_tools_and_images() -> None:
         assert "image_url" in schemas["ContentPartIn"]["properties"]
         assert "tool_calls" in schemas["ChatMessageOut"]["properties"]
         assert "finish_detail" in schemas["ModelResponse"]["properties"]
-    assert {"tools", "tool_choice", "parallel_tool_calls"} <= set(
-        openapi["ChatBody"]["properties"]
-    )
+    assert {"tools", "tool_choice", "parallel_tool_calls"} <= set(openapi["ChatBody"]["properties"])
     assert "finish_detail" in asyncapi["Chunk"]["properties"]

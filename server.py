@@ -476,6 +476,7 @@ async def list_language_routers(request: web.Request) -> web.Response:
                         "model_name": router.model_info(m.id).model_name,
                         "weight": m.weight,
                         "health": states.get(m.id),
+                        "capabilities": sorted(router.capabilities(m.id)),
                     }
                     for m in router.config.enabled_models
                 ],

@@ -347,3 +347,17 @@ async def test_image_limits_are_configurable(sluice: MakeClient, fake_a: FakeOpe
     assert isinstance(raised.value.body, dict)
     assert raised.value.body["code"] == "invalid_image"
     assert "the limit is 16 (limits.images.max_bytes)" in raised.value.body["message"]
+
+
+async def test_a_pinned_model_without_tools_is_named_in_the_error(
+    sluice: MakeClient, fake_a: FakeOpenAI, fake_b: FakeOpenAI
+) -> None:
+    no_tools = openai_model("a", fake_a, capabilities={"tools": False})
+    client = await sluice(make_config(no_tools, openai_model("b", fake_b)))
+    async with sdk(client) as oai:
+        with pytest.raises(openai.BadRequestError) as raised:
+            await oai.chat.completions.create(model="r/a", messages=ASK, tools=[WEATHER])
+    assert isinstance(raised.value.body, dict)
+    assert raised.value.body["code"] == "unsupported_capability"
+    assert "model 'a' of router 'r'" in raised.value.body["message"]
+    assert fake_a.stats.requests == fake_b.stats.requests == 0

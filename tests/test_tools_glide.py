@@ -232,3 +232,27 @@ async def test_capability_and_image_errors_end_only_that_request(
     )
     assert resp.status == 400
     assert (await resp.json())["name"] == "unsupported_capability"
+
+
+async def test_a_failure_after_a_whole_call_was_sent_restarts_the_answer(
+    sluice: MakeClient, fake_a: FakeOpenAI, fake_b: FakeOpenAI
+) -> None:
+    # a sends call 0 whole, then breaks inside call 1: a continuation cannot carry
+    # the call, so even this `continue` router restarts (the client drops call 0)
+    _script(fake_a, ("a0", '{"q": "one"}'), ("a1", '{"q": "two"}'))
+    fake_a.script.fault = "cut_in_tool_call"
+    fake_a.script.fault_in_call = 1
+    _script(fake_b, ("b0", '{"q": "one"}'), ("b1", '{"q": "two"}'))
+    client = await sluice(make_config(openai_model("a", fake_a), openai_model("b", fake_b)))
+    async with client.ws_connect(URL) as ws:
+        await ws.send_str(chat("r1", tools=TOOLS))
+        frames = (await collect(ws, 1))["r1"]
+    kinds = [f["type"] for f in frames]
+    reset = kinds.index("error")
+    assert frames[reset]["error"]["name"] == "model_unavailable"
+    assert frames[reset]["error"]["model_id"] == "a"
+    assert "tool calls" in frames[reset]["error"]["message"]
+    before = calls_of(frames[:reset])
+    assert [c["id"] for c in before] == ["a0"]  # only the whole call was sent
+    assert [c["id"] for c in calls_of(frames)] == ["b0", "b1"]
+    assert frames[-1]["chunk"]["model_id"] == "b"

@@ -361,3 +361,57 @@ async def test_a_pinned_model_without_tools_is_named_in_the_error(
     assert raised.value.body["code"] == "unsupported_capability"
     assert "model 'a' of router 'r'" in raised.value.body["message"]
     assert fake_a.stats.requests == fake_b.stats.requests == 0
+
+
+async def test_a_failure_after_a_whole_call_ends_the_stream_with_an_error_event(
+    sluice: MakeClient, fake_a: FakeOpenAI, fake_b: FakeOpenAI
+) -> None:
+    _calls(
+        fake_a,
+        ("a0", "get_weather", '{"city": "Paris"}'),
+        ("a1", "get_weather", '{"city": "Oslo"}'),
+    )
+    fake_a.script.fault = "cut_in_tool_call"
+    fake_a.script.fault_in_call = 1
+    client = await sluice(make_config(openai_model("a", fake_a), openai_model("b", fake_b)))
+    received: list[Any] = []
+    async with sdk(client) as oai:
+        stream = await oai.chat.completions.create(
+            model="r", messages=ASK, tools=[WEATHER], stream=True
+        )
+        with pytest.raises(openai.APIError) as raised:
+            async for chunk in stream:
+                received.extend(chunk.choices[0].delta.tool_calls or [] if chunk.choices else [])
+    assert [call.id for call in received] == ["a0"]  # whole, and never followed by b's
+    assert isinstance(raised.value.body, dict)
+    assert raised.value.body.get("code") == "model_unavailable"
+    assert fake_b.stats.requests == 0
+
+
+async def test_azure_deployments_carry_tools_and_images(
+    sluice: MakeClient, fake_a: FakeOpenAI
+) -> None:
+    _calls(fake_a, ("call_z", "get_weather", '{"city": "Rome"}'))
+    azure = {
+        "id": "az",
+        "azureopenai": {
+            "base_url": fake_a.root,
+            "model": "my-gpt4o",
+            "api_version": "2024-10-21",
+            "api_key": "azure-key",
+        },
+    }
+    client = await sluice(make_config(azure))
+    image = {"type": "image_url", "image_url": {"url": _data_url(PNG)}}
+    async with sdk(client) as oai:
+        _, deltas, _ = await _stream(
+            oai,
+            model="r",
+            messages=[{"role": "user", "content": [{"type": "text", "text": "?"}, image]}],
+            tools=[WEATHER],
+        )
+    assert [(d.id, d.function.name) for d in deltas] == [("call_z", "get_weather")]
+    assert fake_a.stats.last_path == "/openai/deployments/my-gpt4o/chat/completions"
+    assert fake_a.stats.last_body is not None
+    assert fake_a.stats.last_body["tools"] == [WEATHER]
+    assert fake_a.stats.last_body["messages"][0]["content"][1] == image

@@ -2,12 +2,13 @@
 
 `ToolCallHold` is one attempt's state: called with each `ChatDelta`, it returns
 the delta to pass on (or None to withhold it). Text passes at once; the
-fragments of each call are held until the call is complete — the next call's
-first fragment arrives (vendors stream calls one after another) or the answer
-finishes — and its arguments parse as a JSON object; then the call leaves as
-one `ToolCallDelta` with id, name and all its arguments. A call that does not
-parse, or has no name, fails the attempt (`ProviderError` PROTOCOL), so the
-router tries the next model and the client never sees half a call.
+fragments of each call are held until the call is complete — another call's
+fragment arrives (vendors stream calls one after another) or the answer
+finishes, and its arguments parse as a JSON object — then the call leaves as
+one `ToolCallDelta` with id, name and all its arguments. A call that has not
+parsed by the answer's end, has no name, or goes on after it was sent fails the
+attempt (`ProviderError` PROTOCOL), so the router tries the next model and the
+client never sees half a call.
 `fragments=True` passes fragments through as they come instead.
 
 Either way an answer that made calls finishes with `tool_calls` (some vendors
@@ -38,12 +39,13 @@ class ToolCallHold:
     `label` names the model in errors (`router/model`).
     """
 
-    __slots__ = ("calls", "current", "fragments", "label", "made")
+    __slots__ = ("calls", "current", "fragments", "label", "made", "sent")
 
     def __init__(self, label: str = "", *, fragments: bool = False) -> None:
         self.label = label
         self.fragments = fragments
         self.calls: dict[int, list[str | None]] = {}  # index -> [id, name, arguments...]
+        self.sent: set[int] = set()
         self.current: int | None = None
         self.made = False
 
@@ -58,9 +60,22 @@ class ToolCallHold:
         done: list[ToolCallDelta] = []
         for fragment in fragments:
             index = fragment.index
+            if index in self.sent:
+                if fragment.arguments.strip() or fragment.name:
+                    raise ProviderError(
+                        ErrorCategory.PROTOCOL,
+                        f"{self._where()}tool call {index} went on after it was complete",
+                    )
+                continue
             if index != self.current:
-                if self.current is not None and self.current in self.calls:
-                    done.append(self._close(self.current))
+                # another call starts: the calls before it are done when they parse
+                # (a vendor that interleaves parallel calls keeps the rest open)
+                for other in sorted(self.calls):
+                    if other == index:
+                        continue
+                    ready = self._complete(other)
+                    if ready is not None:
+                        done.append(ready)
                 self.current = index
             call = self.calls.get(index)
             if call is None:
@@ -100,26 +115,43 @@ class ToolCallHold:
             return fragment
         return replace(fragment, id=_new_id())
 
-    def _close(self, index: int) -> ToolCallDelta:
-        call = self.calls.pop(index)
-        call_id, name = call[0], call[1]
+    def _where(self) -> str:
+        return f"{self.label}: " if self.label else ""
+
+    def _complete(self, index: int) -> ToolCallDelta | None:
+        """Call `index` when it has a name and its arguments parse (sent: held no more)."""
+        call = self.calls[index]
+        if not call[1]:
+            return None
         arguments = "".join(piece or "" for piece in call[2:]).strip() or "{}"
-        where = f"{self.label}: " if self.label else ""
+        if not isinstance(_parsed(arguments), dict):
+            return None
+        del self.calls[index]
+        self.sent.add(index)
+        return ToolCallDelta(index, call[0] or _new_id(), call[1], arguments)
+
+    def _close(self, index: int) -> ToolCallDelta:
+        """Call `index` at the answer's end: complete, or the attempt fails."""
+        ready = self._complete(index)
+        if ready is not None:
+            return ready
+        name = self.calls[index][1]
         if not name:
             raise ProviderError(
-                ErrorCategory.PROTOCOL, f"{where}tool call {index} has no function name"
+                ErrorCategory.PROTOCOL, f"{self._where()}tool call {index} has no function name"
             )
-        try:
-            parsed = jsoncodec.loads(arguments)
-        except ValueError:
-            parsed = None
-        if not isinstance(parsed, dict):
-            raise ProviderError(
-                ErrorCategory.PROTOCOL,
-                f"{where}tool call {index} ({name}) ended with arguments that are not "
-                "a JSON object",
-            )
-        return ToolCallDelta(index, call_id or _new_id(), name, arguments)
+        raise ProviderError(
+            ErrorCategory.PROTOCOL,
+            f"{self._where()}tool call {index} ({name}) ended with arguments that are not "
+            "a JSON object",
+        )
+
+
+def _parsed(text: str) -> object:
+    try:
+        return jsoncodec.loads(text)
+    except ValueError:
+        return None
 
 
 def _new_id() -> str:

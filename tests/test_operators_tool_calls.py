@@ -151,3 +151,22 @@ def test_fused_into_the_guard_a_held_call_still_feeds_the_idle_deadline() -> Non
     assert [t for t, _ in values] == [T0 + 12]
     assert values[0][1].tool_calls == (ToolCallDelta(0, "x", "f", "{    }"),)
     assert results.messages[-1] == on_completed(T0 + 12)
+
+
+def test_interleaved_parallel_calls_each_leave_once_they_parse() -> None:
+    hold = ToolCallHold()
+    assert hold(frag(0, '{"a": ', "x", "f")) is None
+    assert hold(frag(1, "{}", "y", "g")) is None  # call 0 does not parse yet: held
+    out = hold(frag(0, "1}"))  # back to call 0: call 1 parses, it leaves
+    assert out is not None and out.tool_calls == (ToolCallDelta(1, "y", "g", "{}"),)
+    last = hold(FINAL)
+    assert last is not None and last.tool_calls == (ToolCallDelta(0, "x", "f", '{"a": 1}'),)
+
+
+def test_a_call_that_goes_on_after_it_was_sent_fails_the_attempt() -> None:
+    hold = ToolCallHold("r/m")
+    hold(frag(0, "{}", "x", "f"))
+    hold(frag(1, "{", "y", "g"))  # call 0 left whole here
+    assert hold(frag(0, "   ")) is None  # whitespace after a call is harmless
+    with pytest.raises(ProviderError, match="r/m: tool call 0 went on after it was complete"):
+        hold(frag(0, '"more"'))

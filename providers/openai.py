@@ -233,6 +233,7 @@ class OpenAIWireProvider:
         usage: TokenUsage | None = None
         metadata: dict[str, str] = {}
         produced = False
+        called = False
         done = False
         try:
             async with self._session.post(
@@ -268,6 +269,8 @@ class OpenAIWireProvider:
                             text = content if isinstance(content, str) else ""
                             calls = delta.get("tool_calls")
                             fragments = tool_call_deltas(calls) if calls else ()
+                            if fragments:
+                                called = True
                             if text or fragments:
                                 produced = True
                                 yield ChatDelta(text, tool_calls=fragments)
@@ -288,12 +291,14 @@ class OpenAIWireProvider:
             raise ProviderError(
                 ErrorCategory.PROTOCOL, f"{self._label}: stream ended without a finish_reason"
             )
-        reason = _finish_reason(finish)
-        if not produced and reason != "content_filtered":
+        ours = _finish_reason(finish)
+        if ours == "tool_calls" and not called:
+            ours = "other"  # a stop for tools that carried no call (as every adapter)
+        if not produced and ours != "content_filtered":
             raise ProviderError(
                 ErrorCategory.EMPTY_OUTPUT, f"{self._label}: the answer has no content"
             )
-        yield ChatDelta("", finish_reason=reason, usage=usage, metadata=metadata or None)
+        yield ChatDelta("", finish_reason=ours, usage=usage, metadata=metadata or None)
 
     def url_for(self, params: ChatParams) -> str:
         """Where `params` go (a vendor may serve continuations on another URL)."""
@@ -368,6 +373,8 @@ class OpenAIWireProvider:
         reason = _finish_reason(raw_reason) if isinstance(raw_reason, str) else "other"
         text = content if isinstance(content, str) else ""
         calls = tool_calls_of(message.get("tool_calls")) if isinstance(message, dict) else ()
+        if reason == "tool_calls" and not calls:
+            reason = "other"
         if not text and not calls and reason != "content_filtered":
             raise ProviderError(
                 ErrorCategory.EMPTY_OUTPUT, f"{self._label}: the answer has no content"

@@ -101,7 +101,7 @@ async def test_no_authorization_header_without_a_key(
         ("stop", "complete"),
         ("length", "max_tokens"),
         ("content_filter", "content_filtered"),
-        ("tool_calls", "tool_calls"),
+        ("tool_calls", "other"),
     ],
 )
 async def test_finish_reason_mapping(

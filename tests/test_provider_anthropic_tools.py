@@ -9,6 +9,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from pydantic import SecretStr
 
 from config.models import AnthropicConfig, ClientConfig
 from fakes.anthropic_server import FakeAnthropic, run_fake_anthropic
@@ -39,7 +40,7 @@ async def fake() -> AsyncIterator[FakeAnthropic]:
 
 
 def claude(fake: FakeAnthropic, session: aiohttp.ClientSession) -> AnthropicProvider:
-    config = AnthropicConfig(base_url=fake.url, model="claude-test", api_key=KEY)
+    config = AnthropicConfig(base_url=fake.url, model="claude-test", api_key=SecretStr(KEY))
     return AnthropicProvider(config, ClientConfig(), session)
 
 
@@ -87,7 +88,7 @@ async def test_tool_choice_modes(
     wire: dict[str, Any] | None,
 ) -> None:
     extra = {} if parallel is None else {"parallel_tool_calls": parallel}
-    await collect(claude(fake, session), tool_params(choice=choice, **extra))
+    await collect(claude(fake, session), tool_params(choice=choice, params=extra))
     body = fake.stats.last_body
     assert body is not None
     assert body.get("tool_choice") == wire

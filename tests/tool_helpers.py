@@ -57,10 +57,10 @@ HISTORY = (
 def tool_params(
     messages: tuple[Message, ...] = (Message("user", "Weather in Paris?"),),
     choice: ToolChoice | None = None,
-    **params: Any,
+    params: dict[str, Any] | None = None,
 ) -> ChatParams:
-    """A request that offers `TOOLS` with `choice`."""
-    return ChatParams(messages=messages, params=params, tools=TOOLS, tool_choice=choice)
+    """A request that offers `TOOLS` with `choice` (and vendor `params`)."""
+    return ChatParams(messages=messages, params=params or {}, tools=TOOLS, tool_choice=choice)
 
 
 def assemble(deltas: list[ChatDelta]) -> list[ToolCall]:

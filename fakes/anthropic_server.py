@@ -113,6 +113,8 @@ class FakeAnthropicScript:
     `stall_mid_stream`, `truncated`, `error_event` and `malformed` send before
     misbehaving; `error_type` is the mid-stream error's `error.type`.
     `retry_after` is the 429's `retry-after` header (None omits it).
+    `tool_calls` (`fakes.tool_script.ScriptedCall`s) follow the text as `tool_use`
+    blocks; `fault_in_tool_call` moves a mid-stream fault into the first one.
 
     Prefill: when the last message is an assistant message, the answer goes on
     after it (`fakes.common.continue_from`), as Claude does; like the real API, a

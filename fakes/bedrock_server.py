@@ -225,6 +225,8 @@ class FakeBedrockScript:
     ending between messages. `send_metadata` False ends the body right after
     `messageStop`. `retry_after` is a 429's `Retry-After` (AWS sends none by
     default). With `secret_access_key` set the signature itself is verified.
+    `tool_calls` follow the text as `toolUse` blocks; `fault_in_tool_call` moves a
+    mid-stream fault into the first one's input.
     """
 
     chunks: list[str] = field(default_factory=lambda: ["Hello", " from", " fake"])

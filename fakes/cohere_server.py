@@ -113,6 +113,8 @@ class FakeCohereScript:
     `fault_after_chunks` is how many pieces `stall_mid_stream`, `truncated`,
     `error_event` and `malformed` send before misbehaving. `retry_after` is the
     429's `Retry-After` (None omits it). `input_tokens` is the billed prompt size.
+    With `tool_calls` (v2) the chunks are the tool plan and the calls follow;
+    `fault_in_tool_call` moves a mid-stream fault into the first call's arguments.
     """
 
     chunks: list[str] = field(default_factory=lambda: ["Hello", " from", " fake"])

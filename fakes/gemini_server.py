@@ -135,6 +135,9 @@ class FakeGeminiScript:
     `error_event` and `malformed` send before misbehaving.
     `retry_after` is the 429's `Retry-After` header (None omits it) and
     `retry_delay` its `RetryInfo.retryDelay` (None omits the detail).
+    `tool_calls` follow the text as `functionCall` parts, one event each (the first
+    with `thought_signature` as its `thoughtSignature` when set);
+    `fault_in_tool_call` makes a mid-stream fault strike where the first one goes.
     """
 
     chunks: list[str] = field(default_factory=lambda: ["Hello", " from", " Gemini"])

@@ -103,6 +103,8 @@ class FakeOllamaScript:
     `stall_mid_stream`, `truncated`, `error_event` and `malformed` send before
     misbehaving. `retry_after` is the 429's `Retry-After` (None omits it).
     `split_lines` writes each line in two pieces so one straddles TCP reads.
+    `tool_calls` follow the text, one whole call per line; `fault_in_tool_call`
+    makes a mid-stream fault strike where the first one goes.
     """
 
     chunks: list[str] = field(default_factory=lambda: ["Hello", " from", " fake"])

@@ -34,6 +34,7 @@ from providers.tool_wire import (
     arguments_object,
     arguments_text,
     bad_request,
+    media_type_of,
     tools_finish,
 )
 from providers.types import (
@@ -197,7 +198,7 @@ def _content(message: Message, label: str) -> str | list[dict[str, Any]]:
 def _image_block(part: ImagePart, label: str) -> dict[str, Any]:
     if part.data is None:
         return {"type": "image", "source": {"type": "url", "url": part.url}}
-    media_type = (part.media_type or "").lower()
+    media_type = media_type_of(part)
     if media_type not in IMAGE_TYPES:
         raise bad_request(
             label,

@@ -90,6 +90,16 @@ def result_name(message: Message, names: Mapping[str, str], label: str, vendor: 
     return name
 
 
+MEDIA_TYPE_ALIASES = {"image/jpg": "image/jpeg", "image/pjpeg": "image/jpeg"}
+"""Spellings clients put in data: URLs for types the vendors know by another name."""
+
+
+def media_type_of(part: ImagePart) -> str:
+    """An inline image's media type, lower case, with `image/jpg` read as `image/jpeg`."""
+    media_type = (part.media_type or "").lower()
+    return MEDIA_TYPE_ALIASES.get(media_type, media_type)
+
+
 def inline_image(
     part: ImagePart, label: str, vendor: str, media_types: Collection[str] | None = None
 ) -> tuple[str, str]:
@@ -103,7 +113,7 @@ def inline_image(
             label,
             f"{vendor} does not fetch image URLs: send the image inline as a data: URL",
         )
-    media_type = (part.media_type or "").lower()
+    media_type = media_type_of(part)
     if media_types is not None and media_type not in media_types:
         raise bad_request(
             label,

@@ -265,3 +265,15 @@ async def test_a_fault_inside_a_call_is_retryable(
     pieces = [p for d in seen for p in d.tool_calls]
     assert pieces[0].id == "toolu_fake0"
     assert len(pieces) == 2 and pieces[1].arguments
+
+
+async def test_image_jpg_is_read_as_jpeg(
+    fake: FakeAnthropic, session: aiohttp.ClientSession
+) -> None:
+    image = ImagePart("image/jpg", b"\xff\xd8\xff")
+    await collect(
+        claude(fake, session), ChatParams(messages=(Message("user", "?", parts=(image,)),))
+    )
+    body = fake.stats.last_body
+    assert body is not None
+    assert body["messages"][0]["content"][0]["source"]["media_type"] == "image/jpeg"

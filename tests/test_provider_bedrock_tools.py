@@ -259,3 +259,13 @@ async def test_a_fault_inside_a_call_is_retryable(
     pieces = [p for d in seen for p in d.tool_calls]
     assert pieces[0].id == "tooluse_fake0"
     assert len(pieces) == 2 and pieces[1].arguments
+
+
+async def test_image_jpg_is_a_jpeg_block(fake: FakeBedrock, session: aiohttp.ClientSession) -> None:
+    image = ImagePart("image/JPG", b"\xff\xd8\xff")
+    await collect(
+        bedrock(fake, session), ChatParams(messages=(Message("user", "?", parts=(image,)),))
+    )
+    body = fake.stats.last_body
+    assert body is not None
+    assert body["messages"][0]["content"][0]["image"]["format"] == "jpeg"

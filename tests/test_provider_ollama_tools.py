@@ -209,3 +209,17 @@ async def test_a_fault_where_a_call_goes_is_retryable(
     assert caught.value.retryable
     assert text_of(seen) == "Checking."
     assert not [p for d in seen for p in d.tool_calls]
+
+
+async def test_the_fake_refuses_string_arguments_as_ollama_does(
+    fake: FakeOllama, session: aiohttp.ClientSession
+) -> None:
+    # OpenAI's shape (arguments as JSON text) is what a careless translation sends
+    call = {"function": {"name": "get_time", "arguments": '{"tz": "CET"}'}}
+    body = {
+        "model": "llama3.2",
+        "messages": [{"role": "assistant", "content": "", "tool_calls": [call]}],
+    }
+    async with session.post(f"{fake.url}/api/chat", json=body) as resp:
+        assert resp.status == 400
+        assert "cannot unmarshal string" in (await resp.json())["error"]

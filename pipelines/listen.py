@@ -68,7 +68,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import reactivex
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 from reactivex import Observable, abc
 from reactivex import operators as ops
 
@@ -77,7 +77,6 @@ from audio.pcm import (
     PCM_RATES,
     AudioDecoder,
     AudioFormatError,
-    InputFormat,
     open_decoder,
 )
 from config.models import ListenModelConfig, ListenSection, SpeechRouterConfig
@@ -103,6 +102,14 @@ from operators.vad import (
 from pipelines.common import Admission, describe_validation_error, request_frames
 from pipelines.endpoint import BuildContext, Pipeline
 from protocol.frames import ErrorName, Frame, FrameFactory
+from protocol.listen import (
+    AUDIO,
+    END,
+    LISTEN,
+    ListenError,
+    ListenErrorName,
+    ListenRequestIn,
+)
 from protocol.messages import ClientMessage, Inbound
 from providers.stt_registry import build_stt_provider
 from providers.stt_types import (
@@ -119,60 +126,8 @@ from routing.strategies import build_strategy
 
 log = logging.getLogger("sluice.listen")
 
-LISTEN = "listen"
-AUDIO = "audio"
-END = "end"
 PIPELINE_RATE = 16000
 """Every request's audio is resampled to this rate for the VAD and the providers."""
-
-
-class ListenErrorName:
-    """Error names of the listen endpoint beyond `protocol.frames.ErrorName`."""
-
-    UNSUPPORTED_FORMAT = "unsupported_format"
-    INVALID_AUDIO = "invalid_audio"
-    FORMAT_CHANGED = "format_changed"
-    UNKNOWN_REQUEST = "unknown_request"
-    AUDIO_AFTER_END = "audio_after_end"
-
-
-class ListenError(Exception):
-    """A request-ending problem with the client's audio; `name` goes on the wire."""
-
-    def __init__(self, name: str, message: str) -> None:
-        super().__init__(message)
-        self.name = name
-        self.message = message
-
-
-# ---- the `listen` message ---------------------------------------------------------
-
-
-class ListenFormatIn(BaseModel):
-    """`format` of a `listen` message."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    encoding: str = "pcm_s16le"
-    sample_rate: int | None = Field(default=None, ge=1)
-    channels: int | None = Field(default=None, ge=1)
-
-
-class ListenRequestIn(BaseModel):
-    """The body of a `listen` message (envelope fields are ignored here)."""
-
-    model_config = ConfigDict(extra="ignore", frozen=True)
-
-    format: ListenFormatIn
-    language: str | None = Field(
-        default=None, pattern=r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{1,8}){0,3}$"
-    )
-    interim_results: bool = False
-    vad: dict[str, Any] | None = None
-
-    def input_format(self) -> InputFormat:
-        """The declared format for `audio.pcm.open_decoder`."""
-        return InputFormat(self.format.encoding, self.format.sample_rate, self.format.channels)
 
 
 # ---- transcribing one segment with failover ---------------------------------------

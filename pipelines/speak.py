@@ -70,11 +70,6 @@ import aiohttp
 import numpy as np
 import reactivex
 from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    StrictBool,
-    StrictStr,
     ValidationError,
 )
 from reactivex import Observable, abc
@@ -84,11 +79,10 @@ from reactivex.notification import Notification, OnCompleted, OnError, OnNext
 from reactivex.scheduler import CurrentThreadScheduler
 from reactivex.subject import Subject
 
-from audio.encode import STREAMING_ENCODINGS, StreamEncoder, check_format, make_encoder
+from audio.encode import STREAMING_ENCODINGS, StreamEncoder, make_encoder
 from audio.resample import Resampler
 from audio.sentences import DEFAULT_MAX_CHARS, Sentence, TextPiece, split_sentences
 from config.models import (
-    AudioEncoding,
     AudioFormat,
     ElevenLabsConfig,
     EspeakConfig,
@@ -106,10 +100,20 @@ from operators.instrument import instrument_attempt
 from operators.ordered import merge_now
 from operators.per_request import per_request
 from operators.scheduling import defer_scheduled, seconds
-from pipelines.common import Admission, describe_validation_error, request_frames
+from pipelines.common import Admission, request_frames
 from pipelines.endpoint import BuildContext, Pipeline
 from protocol.frames import ErrorName, Frame, FrameFactory
 from protocol.messages import ClientMessage, Inbound
+from protocol.speak import (
+    REQUEST_NOT_FOUND,
+    SPEAK,
+    TEXT,
+    Refusal,
+    SpeakSpec,
+    TextRequestIn,
+    Voice,
+    parse_speak,
+)
 from providers.tts_types import Int16Array, PcmChunk, SpeechProvider, SpeechRequest
 from providers.types import ErrorCategory, ProviderError
 from routing.router import ModelRouter
@@ -119,113 +123,11 @@ log = logging.getLogger("sluice.speak")
 
 T = TypeVar("T")
 
-SPEAK = "speak"
-TEXT = "text"
-
-UNSUPPORTED_FORMAT = "unsupported_format"
-REQUEST_NOT_FOUND = "request_not_found"
-
 MAX_LEAD_SECONDS = 10.0
 """Default for how far audio may run ahead of real time before synthesis waits."""
 
-Voice = str | dict[str, str] | None
 SourceFactory = Callable[[str, SpeechRequest], Observable[PcmChunk]]
 """(model id, request) -> that model's PCM chunks (tests hand in cold observables)."""
-
-
-# ---- the request --------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class SpeakSpec:
-    """A validated `speak` message."""
-
-    format: AudioFormat
-    voice: Voice
-    text: str
-    final: bool
-
-
-@dataclass(frozen=True, slots=True)
-class Refusal:
-    """Why a `speak` message was refused: an error name and a message."""
-
-    name: str
-    message: str
-    limit: str | None = None
-    """The config key of the limit that refused it (e.g. "max_text_chars")."""
-
-
-class SpeakFormatIn(BaseModel):
-    """`format` of a `speak` message: any field left out takes the router's `speak.format`."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    encoding: AudioEncoding | None = None
-    sample_rate: int | None = Field(default=None, ge=8000, le=48000)
-    channels: int | None = Field(default=None, ge=1, le=2)
-
-
-class SpeakRequestIn(BaseModel):
-    """The body of a `speak` message (envelope fields are ignored here).
-
-    `voice` is one voice for every model, or voices keyed by model id or provider key.
-    """
-
-    model_config = ConfigDict(extra="ignore", frozen=True)
-
-    text: StrictStr | None = None
-    voice: StrictStr | dict[str, StrictStr] | None = None
-    format: SpeakFormatIn | None = None
-    final: StrictBool = False
-
-
-class TextRequestIn(BaseModel):
-    """The body of a `text` message: more text for a `speak` request in flight."""
-
-    model_config = ConfigDict(extra="ignore", frozen=True)
-
-    text: StrictStr = ""
-    final: StrictBool = False
-
-
-_FIELD_REFUSALS = {
-    "text": "text must be a string",
-    "final": "final must be true or false",
-    "voice": "voice must be a string or an object of strings keyed by model id or provider",
-}
-
-
-def _refusal(error: ValidationError) -> Refusal:
-    """The refusal for the first bad field, in the order text, final, voice, format."""
-    bad = {str(e["loc"][0]) for e in error.errors(include_url=False) if e["loc"]}
-    for field, message in _FIELD_REFUSALS.items():
-        if field in bad:
-            return Refusal(ErrorName.INVALID_REQUEST, message)
-    return Refusal(UNSUPPORTED_FORMAT, describe_validation_error(error))
-
-
-def parse_speak(body: Mapping[str, Any], section: SpeakSection) -> SpeakSpec | Refusal:
-    """A `speak` message's JSON body -> its spec, or the reason it is refused."""
-    try:
-        request = SpeakRequestIn.model_validate(body)
-        given = request.format.model_dump(exclude_none=True) if request.format else {}
-        fmt = AudioFormat.model_validate({**section.format.model_dump(), **given})
-    except ValidationError as error:
-        return _refusal(error)
-    problem = check_format(fmt.encoding, fmt.sample_rate, fmt.channels)
-    if problem is not None:
-        return Refusal(UNSUPPORTED_FORMAT, problem)
-    final, voice, text = request.final, request.voice, request.text or ""
-    if final and not text.strip():
-        return Refusal(ErrorName.INVALID_REQUEST, "final is true but there is no text to speak")
-    if len(text) > section.max_text_chars:
-        return Refusal(
-            ErrorName.TEXT_TOO_LONG,
-            f"text has {len(text)} characters; the limit is {section.max_text_chars}",
-            limit="max_text_chars",
-        )
-    return SpeakSpec(fmt, voice, text, final)
 
 
 # ---- routing one sentence --------------------------------------------------------

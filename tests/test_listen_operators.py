@@ -21,7 +21,6 @@ from operators.vad import SpeechAudio, SpeechEnded, SpeechStarted
 from pipelines.listen import (
     EndOfAudio,
     IntakeState,
-    ListenRequestIn,
     ListenRouter,
     ModelInfo,
     SegmentTranscript,
@@ -30,6 +29,7 @@ from pipelines.listen import (
     live_segments,
 )
 from protocol.frames import Frame, FrameFactory
+from protocol.listen import ListenRequestIn
 from protocol.messages import ClientMessage
 from providers.stt_types import (
     SegmentAudio,

@@ -25,15 +25,13 @@ from operators.scheduling import seconds
 from pipelines.speak import (
     HeldMessages,
     Mailbox,
-    Refusal,
     SpeakRouter,
-    SpeakSpec,
-    parse_speak,
     resample_chunks,
     speak_request,
 )
 from protocol.frames import Frame
 from protocol.messages import ClientMessage
+from protocol.speak import Refusal, SpeakSpec, parse_speak
 from providers.tts_types import PcmChunk, SampleCarry, SpeechRequest
 from providers.types import ErrorCategory, ProviderError
 from routing.router import ModelRouter

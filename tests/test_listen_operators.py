@@ -14,20 +14,13 @@ from reactivex.testing import ReactiveTest, TestScheduler
 
 from audio.pcm import InputFormat, open_decoder
 from config.models import SpeechRouterConfig
+from operators.audio_intake import EndOfAudio, IntakeState, audio_intake
 from operators.failover import AllModelsUnavailable, Reset
 from operators.final_deadline import final_deadline
+from operators.live_segments import live_segments
 from operators.ordered import concat_eager, merge_now, then_emit
 from operators.vad import SpeechAudio, SpeechEnded, SpeechStarted
-from pipelines.listen import (
-    EndOfAudio,
-    IntakeState,
-    ListenRouter,
-    ModelInfo,
-    SegmentTranscript,
-    Transcriber,
-    audio_intake,
-    live_segments,
-)
+from pipelines.listen_router import ListenRouter, ModelInfo, SegmentTranscript, Transcriber
 from protocol.frames import Frame, FrameFactory
 from protocol.listen import ListenRequestIn
 from protocol.messages import ClientMessage

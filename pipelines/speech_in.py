@@ -26,7 +26,14 @@ from operators.audio_intake import PIPELINE_RATE
 from operators.failover import Reset
 from operators.live_segments import live_segments
 from operators.ordered import concat_eager, merge_now
-from operators.vad import SpeechEnded, SpeechStarted, VadEvent, VadSettings, vad_segments
+from operators.vad import (
+    Classifier,
+    SpeechEnded,
+    SpeechStarted,
+    VadEvent,
+    VadSettings,
+    vad_segments,
+)
 from pipelines.listen_router import ListenRouter, SegmentTranscript
 from providers.stt_types import SegmentAudio
 
@@ -59,6 +66,7 @@ def hear(
     interim: bool,
     telemetry: RequestTelemetry | None = None,
     clock: Callable[[], float] | None = None,
+    classify: Classifier | None = None,
 ) -> Callable[[Observable[bytes]], Observable[Heard]]:
     """PCM16 mono at `PIPELINE_RATE` in; VAD boundaries and transcripts out.
 
@@ -67,6 +75,7 @@ def hear(
     `clock` stamps each segment's end; with `telemetry`, the time from there to
     its final transcript is observed (`time_to_final_transcript`). An error of a
     segment's transcription (all models unavailable) ends the stream.
+    `classify` replaces webrtcvad (tests).
     """
     metrics = telemetry.telemetry.metrics if telemetry is not None else None
 
@@ -95,6 +104,8 @@ def hear(
         return merge_now(boundaries, transcripts)
 
     def operator(pcm: Observable[bytes]) -> Observable[Heard]:
-        return pcm.pipe(vad_segments(settings, PIPELINE_RATE), ops.publish(split))
+        return pcm.pipe(
+            vad_segments(settings, PIPELINE_RATE, classify=classify), ops.publish(split)
+        )
 
     return operator

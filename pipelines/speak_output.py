@@ -13,7 +13,6 @@ the encoder may hold some of it until a later segment or the end.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import numpy as np
 from reactivex import Observable, abc
@@ -121,7 +120,7 @@ def audio_frames(
                     seg.bytes += counted
                     observer.on_next(Frame(request_id, data))
 
-            def on_next(item: Any) -> None:
+            def on_next(item: Spoken) -> None:
                 nonlocal seg
                 if isinstance(item, SegmentAudio):
                     seg.model = item.model_id

@@ -4,8 +4,8 @@ The server builds its frames as dicts (`protocol.frames.FrameFactory`); these mo
 describe them for the API documents (`apidocs`), and the tests feed real frames
 from end-to-end runs through them (`extra="forbid"`), so the documents cannot
 drift from what the server sends. Client message bodies are the models the
-pipelines validate with (`protocol.chat.ChatRequest`, `pipelines.speak.SpeakRequestIn`,
-`pipelines.listen.ListenRequestIn`); `ClientEnvelope` adds the fields every
+pipelines validate with (`protocol.chat.ChatRequest`, `protocol.speak.SpeakRequestIn`,
+`protocol.listen.ListenRequestIn`); `ClientEnvelope` adds the fields every
 client message shares.
 
     server text frame (dict) -> SERVER_FRAMES[endpoint] -> a validated frame model

@@ -54,14 +54,15 @@ from openai_api import add_openai_routes
 from operators.aio import to_future
 from operators.failover import AllModelsUnavailable
 from operators.scheduling import seconds
-from pipelines.chat_router import ChatRouter
-from pipelines.chat_stream import CHAT, chat_stream_pipeline
+from pipelines.chat_router import ChatRouter, MissingCapability
+from pipelines.chat_stream import CHAT, chat_stream_pipeline, glide_finish_reason
 from pipelines.common import Admission, describe_validation_error
 from pipelines.endpoint import BuildContext, Pipeline, SocketEndpoint
 from playground import static_dir
 from protocol import jsoncodec
 from protocol.chat import ChatRequest
 from protocol.frames import ErrorName
+from protocol.images import image_problem
 from protocol.messages import json_depth_exceeds
 from providers.registry import build_chat_provider
 from providers.types import ChatProvider, ErrorCategory, ProviderError
@@ -81,6 +82,8 @@ from serving.reload import CONFIG_SOURCE, RELOADER, ConfigSource, Reloader
 from serving.supervisor import BLOCKED_AT_START, STOP_SIGNALS, Supervisor
 from serving.triggers import Triggers, pidfile_for, send_reload
 from serving.worker import WorkerSpec, tag_logs, watch_supervisor
+from state.link import RedisLink
+from state.metrics import state_store_gauge
 from transport import loop as event_loop
 from transport.http_guard import HTTP_GUARD, ConnectionGuard, guard_connections, guard_middleware
 from transport.http_json import json_response
@@ -105,6 +108,7 @@ class Gateway:
     work_ended: asyncio.Event = field(default_factory=asyncio.Event)
     telemetry: Telemetry | None = None
     redact: Redactor = field(default_factory=Redactor)
+    state: RedisLink | None = None
     request_log: RequestLog | None = None
 
     @property
@@ -123,6 +127,7 @@ METRICS = web.AppKey("metrics", Metrics)
 ProviderFactory = Callable[[Any, aiohttp.ClientSession], ChatProvider]
 PROVIDER_FACTORY = web.AppKey("provider_factory", object)
 SPAN_EXPORTER = web.AppKey("span_exporter", object)
+STATE_LINK = web.AppKey("state_link", RedisLink)
 
 
 def error_response(
@@ -289,7 +294,8 @@ async def gateway_context(app: web.Application) -> AsyncIterator[None]:
         speech,
         telemetry=telemetry,
         redact=Redactor(config_secrets(config)),
-        request_log=build_request_log(config.resume),
+        state=app.get(STATE_LINK),
+        request_log=build_request_log(config.resume, config.state.redis),
     )
     log.info(
         "sluice ready",
@@ -300,6 +306,7 @@ async def gateway_context(app: web.Application) -> AsyncIterator[None]:
             "client_keys": len(config.auth.keys),
             "metrics": config.metrics.enabled,
             "tracing": config.tracing.exporter if config.tracing.enabled else None,
+            "state": "redis" if config.state.redis is not None else "local",
         },
     )
     log_routerless_endpoints(config)
@@ -441,11 +448,35 @@ async def health(_: web.Request) -> web.Response:
     return json_response({"healthy": True})
 
 
+async def state_context(app: web.Application) -> AsyncIterator[None]:
+    """`state.redis` set: connect this process's Redis link before the gateway is
+    built (it never waits for Redis to be up) and close it after."""
+    link = app.get(STATE_LINK)
+    if link is not None:
+        await link.start()
+    try:
+        yield
+    finally:
+        if link is not None:
+            await link.aclose()
+
+
+def state_body(link: RedisLink | None) -> dict[str, Any]:
+    """The shared state store's line in `/v1/ready`'s body (nothing without one)."""
+    if link is None:
+        return {}
+    return {"state": {"store": "redis", "up": link.up, "url": link.url}}
+
+
 async def ready(request: web.Request) -> web.Response:
     """Readiness: 503 while draining so the load balancer stops sending."""
     if request.app[GATEWAY].draining:
-        return json_response({"ready": False, "reason": "draining"}, status=503)
-    return json_response({"ready": True})
+        return json_response(
+            {"ready": False, "reason": "draining", **state_body(request.app.get(STATE_LINK))},
+            status=503,
+        )
+    # Redis down does not make an instance unready: it serves on local state
+    return json_response({"ready": True, **state_body(request.app.get(STATE_LINK))})
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -483,6 +514,7 @@ async def list_language_routers(request: web.Request) -> web.Response:
                         "model_name": router.model_info(m.id).model_name,
                         "weight": m.weight,
                         "health": states.get(m.id),
+                        "capabilities": sorted(router.capabilities(m.id)),
                     }
                     for m in router.config.enabled_models
                 ],
@@ -575,6 +607,9 @@ async def _chat(
             f"message_history has {len(chat_request.message_history)} messages; "
             f"the limit is {max_history}",
         )
+    problem = image_problem(chat_request.images(), gateway.config.limits.images)
+    if problem is not None:
+        return refuse(400, ErrorName.INVALID_IMAGE, problem)
     try:
         completion = await to_future(
             router.complete(chat_request, telemetry=tracked), gateway.scheduler
@@ -584,6 +619,8 @@ async def _chat(
         raise
     except AllModelsUnavailable as error:
         return refuse(503, ErrorName.ALL_MODELS_UNAVAILABLE, str(error), ERROR)
+    except MissingCapability as error:
+        return refuse(400, ErrorName.UNSUPPORTED_CAPABILITY, str(error))
     except ProviderError as error:
         if error.category is ErrorCategory.BAD_REQUEST:
             return refuse(400, ErrorName.BAD_REQUEST, str(error), ERROR)
@@ -595,6 +632,24 @@ async def _chat(
     tracked.output()
     tracked.finish(OK)
     result = completion.result
+    answer: dict[str, Any] = {"role": result.role, "content": result.content}
+    if result.tool_calls:
+        answer["tool_calls"] = [
+            {"index": index, **call.to_json()} for index, call in enumerate(result.tool_calls)
+        ]
+    finish = glide_finish_reason(result.finish_reason)
+    model_response: dict[str, Any] = {
+        "metadata": result.metadata,
+        "message": answer,
+        "token_usage": {
+            "prompt_tokens": result.usage.prompt_tokens,
+            "response_tokens": result.usage.response_tokens,
+            "total_tokens": result.usage.total_tokens,
+        },
+        "finish_reason": finish,
+    }
+    if finish != result.finish_reason:
+        model_response["finish_detail"] = result.finish_reason
     return json_response(
         {
             "id": request_id,
@@ -604,16 +659,7 @@ async def _chat(
             "model_id": completion.model.model_id,
             "model_name": completion.model.model_name,
             "cached": False,
-            "model_response": {
-                "metadata": result.metadata,
-                "message": {"role": result.role, "content": result.content},
-                "token_usage": {
-                    "prompt_tokens": result.usage.prompt_tokens,
-                    "response_tokens": result.usage.response_tokens,
-                    "total_tokens": result.usage.total_tokens,
-                },
-                "finish_reason": result.finish_reason,
-            },
+            "model_response": model_response,
         }
     )
 
@@ -721,12 +767,13 @@ async def chat_stream(request: web.Request) -> web.StreamResponse:
         return router
     gateway = request.app[GATEWAY]
     max_history = gateway.config.limits.max_message_history
+    images = gateway.config.limits.images
 
     # new requests on this socket use the router a config reload put in its place
     live = following(lambda: gateway.chat_routers, router)
 
     def make_pipeline(admission: Admission) -> Pipeline:
-        return chat_stream_pipeline(live, gateway.clock, admission, max_history)
+        return chat_stream_pipeline(live, gateway.clock, admission, max_history, images)
 
     return await serve_socket(request, make_pipeline, CHAT, router.id, f"chatStream:{router.id}")
 
@@ -808,6 +855,11 @@ def build_app(
         store=worker.limits if worker else None,
     )
     add_network_guards(app, config)
+    if config.state.redis is not None:
+        app[STATE_LINK] = RedisLink(
+            config.state.redis, on_change=state_store_gauge(app[METRICS].registry)
+        )
+        app.cleanup_ctx.append(state_context)
     app.cleanup_ctx.append(gateway_context)
     app.on_shutdown.append(close_sockets)
     app.router.add_get("/v1/health/", health)

@@ -414,6 +414,13 @@ class ModelCapabilities(Strict):
     """
 
     continuation: bool | None = None
+    # tools / images / image_urls: None keeps the adapter's declaration; false
+    # keeps requests that need it away from this model (a model behind an
+    # OpenAI-compatible server that has no tool calling or vision); true cannot
+    # teach an adapter that does not translate it (logged and ignored).
+    tools: bool | None = None
+    images: bool | None = None
+    image_urls: bool | None = None
 
 
 class LanguageModelConfig(ModelBase):
@@ -444,6 +451,7 @@ class LanguageModelConfig(ModelBase):
 Strategy = Literal["priority", "round_robin", "weighted_round_robin", "least_latency"]
 
 MidStream = Literal["continue", "restart"]
+ToolCallStreaming = Literal["whole", "fragments"]
 
 DEFAULT_CONTINUATION_INSTRUCTION = (
     "Your previous reply was cut off. Continue it from exactly where it stops, "
@@ -463,6 +471,11 @@ class LanguageRouterConfig(Strict):
     # (the next model goes on from the partial answer, one seamless answer) or
     # `restart` (Glide's semantics: `model_unavailable`, then the answer restarts).
     mid_stream: MidStream = "continue"
+    # How streamed tool calls reach the client: `whole` (each call held until its
+    # arguments are complete and parse, then sent at once: a failover inside a
+    # call stays invisible) or `fragments` (as they arrive; a failure inside a
+    # call restarts the answer, or ends an OpenAI stream with an error event).
+    tool_call_streaming: ToolCallStreaming = "whole"
     # The budget of one request across all its attempts and retry passes; a request
     # may ask for less (`deadline_ms`), never for more.
     deadline: Duration = Field(default=60.0, gt=0)
@@ -688,6 +701,17 @@ class RateLimit(Strict):
 RateLimitField = Annotated[RateLimit, BeforeValidator(RateLimit.parse)]
 
 
+class ImageLimitsConfig(Strict):
+    """Images in chat messages: decoded bytes per image, images per request, and the
+    media types accepted; anything else gets `invalid_image` for that request."""
+
+    max_bytes: int = Field(default=5 << 20, ge=1)
+    max_per_request: int = Field(default=16, ge=0)
+    media_types: list[str] = Field(
+        default_factory=lambda: ["image/png", "image/jpeg", "image/gif", "image/webp"]
+    )
+
+
 class LimitsConfig(Strict):
     """Per-socket and per-request limits; exceeding one ends the request with a typed error.
 
@@ -707,6 +731,7 @@ class LimitsConfig(Strict):
     max_queued_bytes_per_socket: int = Field(default=4 << 20, ge=4096)
     max_message_history: int = Field(default=1000, ge=0)
     max_metadata_bytes: int = Field(default=16 << 10, ge=2)
+    images: ImageLimitsConfig = Field(default_factory=ImageLimitsConfig)
     slow_consumer_close_timeout: Duration = 2.0
 
     @property
@@ -861,8 +886,9 @@ class ResumeConfig(Strict):
     `shutting_down`). `flush_interval`: how often a Redis log writes the frames
     gathered meanwhile, in one pipeline. `on_drain`: `wait` (GEP 8: a busy
     socket finishes, then 1001) or `restart` (busy sockets get 1012 at once,
-    their requests run on to be resumed). `redis`: a Redis URL; the log then lives
-    in Redis Streams and any instance resumes any request (None: in memory).
+    their requests run on to be resumed). `redis`: a Redis URL for the log (None:
+    `state.redis`'s server when that is set, else in memory); on Redis any
+    instance resumes any request.
     `lease`: how long a running request's owner may go unheard before a resuming
     instance takes the request over (renewed every lease/3).
     """
@@ -876,6 +902,53 @@ class ResumeConfig(Strict):
     on_drain: Literal["wait", "restart"] = "wait"
     redis: str | None = None
     lease: Duration = 3.0
+
+
+_REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
+def _redis_url(value: str) -> str:
+    if not value.startswith(_REDIS_SCHEMES):
+        raise ValueError(
+            f"a Redis URL starts with one of {', '.join(_REDIS_SCHEMES)} "
+            "(e.g. redis://redis:6379/0, redis://:password@host:6379/0)"
+        )
+    return value
+
+
+class RedisStateConfig(Strict):
+    """`state.redis`: the Redis server every instance shares (docs/deploying.md).
+
+    `url`: `redis://[:password@]host:port/db` (`rediss://` for TLS, `unix://` for a
+    socket). `key_prefix` starts every key and channel Sluice uses, so several
+    deployments can share one Redis. `connect_timeout` / `command_timeout`: how long
+    one connection attempt / one command may take before Redis counts as down (the
+    request then goes on with this instance's local state). `reconnect_interval`:
+    how often a down Redis is tried again. `instance_ttl`: how long an instance's
+    sockets count after it was last heard of (a crashed instance's sockets stop
+    counting against their keys after this).
+    """
+
+    url: Annotated[str, AfterValidator(_redis_url)]
+    key_prefix: str = Field(default="sluice:", max_length=64)
+    connect_timeout: Duration = 1.0
+    command_timeout: Duration = 0.25
+    reconnect_interval: Duration = 1.0
+    instance_ttl: Duration = 15.0
+
+    @field_validator("connect_timeout", "command_timeout", "reconnect_interval", "instance_ttl")
+    @classmethod
+    def _positive(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError("must be more than 0 seconds")
+        return value
+
+
+class StateConfig(Strict):
+    """`state:` where state shared by instances lives. With no `redis` (the default)
+    everything is kept in this process, as a single instance needs."""
+
+    redis: RedisStateConfig | None = None
 
 
 class ServerConfig(Strict):
@@ -923,6 +996,7 @@ class SluiceConfig(Strict):
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     tracing: TracingConfig = Field(default_factory=TracingConfig)
     resume: ResumeConfig = Field(default_factory=ResumeConfig)
+    state: StateConfig = Field(default_factory=StateConfig)
 
     @property
     def language_routers(self) -> list[LanguageRouterConfig]:

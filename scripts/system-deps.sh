@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # System packages the test suite drives for real: HAProxy (the rolling-restart test
-# puts two Sluice instances behind it) and Debian's Chromium (the playground's browser
-# test). Installs what is missing with apt-get when run as root; otherwise says what
+# puts two Sluice instances behind it), Debian's Chromium (the playground's browser
+# test) and redis-server (state.redis: each test starts its own on loopback). Installs what is missing with apt-get when run as root; otherwise says what
 # to install and fails.
 set -euo pipefail
 missing=()
 command -v haproxy >/dev/null 2>&1 || missing+=(haproxy)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 [ ${#missing[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
   apt-get update -qq

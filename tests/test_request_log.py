@@ -17,13 +17,17 @@ from resume.log import (
     ResumeGap,
 )
 from resume.redis_log import RedisRequestLog
-from tests.resume_redis import redis_server
+from tests.redis_server import RedisServer
 
 
 @pytest.fixture(scope="module")
 def redis_url() -> Iterator[str]:
-    with redis_server() as url:
-        yield url
+    server = RedisServer()
+    server.start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
 
 
 @pytest.fixture(params=["memory", "redis"])

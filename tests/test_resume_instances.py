@@ -24,7 +24,7 @@ from sluice_client import Backoff, ChatChunk, ClientOptions, ModelReset, SluiceC
 
 from fakes.openai_server import FakeOpenAI, run_fake_openai
 from tests.conftest import is_terminal
-from tests.resume_redis import redis_server
+from tests.redis_server import RedisServer
 from tests.test_rolling_restart import ROOT, Balancer, Instance, free_ports, start_balancer
 
 WORDS = [f"w{i} " for i in range(30)]
@@ -32,8 +32,12 @@ WORDS = [f"w{i} " for i in range(30)]
 
 @pytest.fixture(scope="module")
 def redis_url() -> Iterator[str]:
-    with redis_server() as url:
-        yield url
+    server = RedisServer()
+    server.start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
 
 
 @pytest.fixture

@@ -80,6 +80,7 @@ from serving.reload import CONFIG_SOURCE, RELOADER, ConfigSource, Reloader
 from serving.supervisor import BLOCKED_AT_START, STOP_SIGNALS, Supervisor
 from serving.triggers import Triggers, pidfile_for, send_reload
 from serving.worker import WorkerSpec, tag_logs, watch_supervisor
+from state.health import SharedHealth
 from state.limits import RedisLimits
 from state.link import RedisLink
 from state.metrics import state_store_gauge
@@ -217,8 +218,12 @@ def build_chat_routers(
     session: aiohttp.ClientSession,
     scheduler: abc.SchedulerBase,
     factory: ProviderFactory,
+    shared: SharedHealth | None = None,
 ) -> tuple[dict[str, ChatRouter], list[ChatProvider]]:
-    """Config + HTTP session -> chat routers by id, and every provider built."""
+    """Config + HTTP session -> chat routers by id, and every provider built.
+
+    With `shared` (state.redis) the routers' health verdicts are published to the
+    other instances and theirs known so far are applied to the new routers."""
     routers: dict[str, ChatRouter] = {}
     providers: list[ChatProvider] = []
     now = _clock_seconds(scheduler)
@@ -231,8 +236,14 @@ def build_chat_routers(
             models,
             build_strategy(router_config.strategy, models),
             now=now,
-            on_event=_health_event(router_config.id),
+            on_event=(
+                _health_event(router_config.id)
+                if shared is None
+                else shared.sink(router_config.id, _health_event(router_config.id))
+            ),
         )
+        if shared is not None:
+            shared.adopt(router_config.id, health, list(models))
         routers[router_config.id] = ChatRouter(
             router_config, built, health, random.Random(), scheduler
         )
@@ -282,7 +293,11 @@ async def gateway_context(app: web.Application) -> AsyncIterator[None]:
     telemetry = Telemetry(lambda: _clock_seconds(scheduler), app.get(METRICS), tracing)
     connector = aiohttp.TCPConnector(limit=0, limit_per_host=0)
     session = aiohttp.ClientSession(connector=connector)
-    routers, providers = build_chat_routers(config, session, scheduler, factory)
+    link = app.get(STATE_LINK)
+    shared = SharedHealth(link, lambda: _clock_seconds(scheduler)) if link else None
+    if shared is not None:
+        await shared.load_now()
+    routers, providers = build_chat_routers(config, session, scheduler, factory, shared)
     context = BuildContext(session, scheduler, config.limits, telemetry)
     speech = build_speech_endpoints(config, context)
     app[GATEWAY] = Gateway(
@@ -314,16 +329,22 @@ async def gateway_context(app: web.Application) -> AsyncIterator[None]:
         app[RELOADER] = Reloader(
             app[GATEWAY],
             source,
-            build_chat=lambda c: build_chat_routers(c, session, scheduler, factory),
+            build_chat=lambda c: build_chat_routers(c, session, scheduler, factory, shared),
             build_speech=build_speech_endpoints,
             context=context,
             access=app[ACCESS],
             hosts=app.get(HOSTS),
             registry=app[METRICS].registry,
+            after_reload=shared.forget_disabled if shared is not None else None,
         )
+    if shared is not None:
+        gateway = app[GATEWAY]
+        shared.serve(lambda: gateway.chat_routers)
     try:
         yield
     finally:
+        if shared is not None:
+            await shared.aclose()
         closing = [p.aclose() for p in providers]
         closing += [e.aclose() for by_kind in speech.values() for e in by_kind.values()]
         if RELOADER in app:

@@ -17,11 +17,13 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
+from redis.asyncio import Redis
 
 from config.models import AuthConfig, LimitsConfig, RedisStateConfig, SluiceConfig, StateConfig
 from fakes.openai_server import FakeOpenAI
 from security.keys import hash_key
 from security.limits import ANONYMOUS, LimitPolicy, LocalLimits, SocketCap
+from server import SHARED_LIMITS
 from state.limits import RedisLimits
 from state.link import RedisLink
 from tests.conftest import MakeClient, collect, make_config, openai_model
@@ -236,3 +238,38 @@ async def test_a_keys_request_rate_holds_across_instances(
     finally:
         for ws in sockets:
             await ws.close()
+
+
+async def test_one_round_trip_per_admission_and_none_per_chunk(
+    sluice: MakeClient, fake_a: FakeOpenAI, redis_server: RedisServer
+) -> None:
+    """Counted by Redis itself (INFO commandstats): a socket and a streamed request
+    of a capped, rate-limited key cost one script call each, its close one HINCRBY,
+    and the chunks nothing."""
+    fake_a.script.chunks = [f"c{i} " for i in range(50)]
+    config = instance_config(fake_a, redis_server.url, max_sockets_per_key=5, rate_limit="9/s")
+    slow = config.state.redis.model_copy(update={"reconnect_interval": 30.0})  # type: ignore[union-attr]
+    client = await sluice(config.model_copy(update={"state": StateConfig(redis=slow)}))
+    probe = Redis.from_url(redis_server.url)
+    try:
+        for rid in ("warm-up", "q"):  # the first run loads the scripts (SCRIPT LOAD)
+            await until(lambda: len(client.app[SHARED_LIMITS]._tasks) == 0)
+            await probe.config_resetstat()
+            async with client.ws_connect("/v1/language/r/chatStream", headers=bearer()) as ws:
+                await ws.send_json({"request_id": rid, "message": {"content": "hi"}})
+                frames = (await collect(ws, 1))[rid]
+                assert len(frames) > 50
+        await until(lambda: len(client.app[SHARED_LIMITS]._tasks) == 0)
+        stats = await probe.info("commandstats")
+    finally:
+        await probe.aclose()
+    calls = {
+        name.removeprefix("cmdstat_"): value["calls"]
+        for name, value in stats.items()
+        if not name.startswith(("cmdstat_config", "cmdstat_info"))
+    }
+    # commandstats also counts the commands a script runs inside Redis
+    assert calls.pop("evalsha") == 2  # the socket's and the request's admission
+    assert calls.pop("hincrby") == 2  # one inside the socket script, one at its close
+    assert set(calls) <= {"time", "hset", "hgetall", "hget", "hmget", "pexpire"}
+    assert sum(calls.values()) <= 8  # the two scripts' own commands: nothing per chunk

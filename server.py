@@ -842,10 +842,10 @@ def build_app(
         worker=worker.slot if worker else 0,
     )
     store: LimitStore | None = worker.limits if worker else None
-    if config.state.redis is not None:
-        link = app[STATE_LINK] = RedisLink(
-            config.state.redis, on_change=state_store_gauge(app[METRICS].registry)
-        )
+    redis = config.state.redis
+    state_up = state_store_gauge(app[METRICS].registry, "redis" if redis else None)
+    if redis is not None:
+        link = app[STATE_LINK] = RedisLink(redis, on_change=state_up)
         local = store or LocalLimits(LimitPolicy.build(config.auth, config.limits))
         store = app[SHARED_LIMITS] = RedisLimits(link, local)
         app.cleanup_ctx.append(state_context)

@@ -243,7 +243,7 @@ def build_chat_routers(
             ),
         )
         if shared is not None:
-            shared.adopt(router_config.id, health, list(models))
+            shared.adopt(router_config.id, health, models)
         routers[router_config.id] = ChatRouter(
             router_config, built, health, random.Random(), scheduler
         )
@@ -298,7 +298,7 @@ async def gateway_context(app: web.Application) -> AsyncIterator[None]:
     if shared is not None:
         await shared.load_now()
     routers, providers = build_chat_routers(config, session, scheduler, factory, shared)
-    context = BuildContext(session, scheduler, config.limits, telemetry)
+    context = BuildContext(session, scheduler, config.limits, telemetry, health_share=shared)
     speech = build_speech_endpoints(config, context)
     app[GATEWAY] = Gateway(
         config,
@@ -338,8 +338,7 @@ async def gateway_context(app: web.Application) -> AsyncIterator[None]:
             after_reload=shared.forget_disabled if shared is not None else None,
         )
     if shared is not None:
-        gateway = app[GATEWAY]
-        shared.serve(lambda: gateway.chat_routers)
+        shared.serve()
     try:
         yield
     finally:

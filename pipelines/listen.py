@@ -114,7 +114,7 @@ from providers.stt_types import (
     SttRequest,
 )
 from providers.types import ErrorCategory, ProviderError
-from routing.router import ModelRouter
+from routing.router import build_model_router
 from routing.strategies import build_strategy
 
 log = logging.getLogger("sluice.listen")
@@ -803,12 +803,13 @@ class ListenEndpoint:
             if providers is not None
             else {m.id: build_stt_provider(m, context.session) for m in models}
         )
-        self.health = ModelRouter(
-            router.id,
+        self.health = build_model_router(
+            f"listen:{router.id}",
             models,
             build_strategy(self.section.strategy, models),
-            now=context.clock(),
-            on_event=self._health_event,
+            context.clock(),
+            self._health_event,
+            context.health_share,
         )
         self.router = ListenRouter(
             router.id,

@@ -112,7 +112,7 @@ from protocol.frames import ErrorName, Frame, FrameFactory
 from protocol.messages import ClientMessage, Inbound
 from providers.tts_types import Int16Array, PcmChunk, SpeechProvider, SpeechRequest
 from providers.types import ErrorCategory, ProviderError
-from routing.router import ModelRouter
+from routing.router import build_model_router
 from routing.strategies import build_strategy
 
 log = logging.getLogger("sluice.speak")
@@ -1001,12 +1001,13 @@ def build_speak_endpoint(router: SpeechRouterConfig, context: BuildContext) -> S
         raise ValueError(f"speech router {router.id!r} has no speak section")
     models = [m for m in router.speak.models if m.enabled]
     providers = {m.id: build_speak_provider(m, context.session) for m in models}
-    health = ModelRouter(
-        router.id,
+    health = build_model_router(
+        f"speak:{router.id}",
         models,
         build_strategy(router.speak.strategy, models),
-        now=context.clock(),
-        on_event=_health_event(router.id),
+        context.clock(),
+        _health_event(router.id),
+        context.health_share,
     )
     speak_router = SpeakRouter(router, providers, health, random.Random(), context.scheduler)
     return SpeakEndpoint(speak_router, context.clock)

@@ -9,7 +9,9 @@ an open circuit (error budget spent, until `health.cooldown`), and a model
 disabled by a 401/403. Reading health stays local: routing never calls Redis, it
 reads the same `ModelHealth` it always did, which the listener updates.
 
-A verdict applies to the same model (router id and model id) whose provider block
+Chat, speak and listen routers all share (`routing.router.HealthShare`; a speech
+router's sections are keyed `speak:<id>` and `listen:<id>`). A verdict applies to
+the same model (router key and model id) whose provider block
 is identical, API key included (`fingerprint`): a 429 on one account says nothing
 about another, and a pod started with a fixed key ignores the old key's 401.
 
@@ -28,7 +30,7 @@ import contextlib
 import hashlib
 import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -123,7 +125,7 @@ class SharedHealth:
         self._clock = clock
         self._channel = link.key("health")
         self._table = link.key("health", "verdicts")
-        self._routers: Callable[[], Mapping[str, Any]] = dict
+        self._trackers: dict[str, ModelRouter] = {}
         self._fingerprints: dict[tuple[str, str], str] = {}
         self._mirror: dict[tuple[str, str], Verdict] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -139,9 +141,8 @@ class SharedHealth:
                 async with asyncio.timeout(self._link.config.command_timeout * 4):
                     await self._load()
 
-    def serve(self, routers: Callable[[], Mapping[str, Any]]) -> None:
-        """Start listening; `routers()` gives the current chat routers by id."""
-        self._routers = routers
+    def serve(self) -> None:
+        """Start listening to the other instances' verdicts."""
         self._listener = asyncio.create_task(self._listen(), name="sluice-health-listen")
 
     # ---- this instance's verdicts out ----------------------------------------------
@@ -189,10 +190,12 @@ class SharedHealth:
 
     # ---- other instances' verdicts in ----------------------------------------------
 
-    def adopt(self, router_id: str, tracker: ModelRouter, models: list[ModelBase]) -> None:
-        """A router just built (start-up or reload) in: remember its models'
-        fingerprints and apply the verdicts known for them (no Redis call)."""
+    def adopt(self, router_id: str, tracker: ModelRouter, models: Sequence[ModelBase]) -> None:
+        """A router just built (start-up or reload) in, by its key (`HealthShare`):
+        remember it and its models' fingerprints, and apply the verdicts known for
+        them (no Redis call). The router a reload builds replaces the old one here."""
         now = self._clock()
+        self._trackers[router_id] = tracker
         for model in models:
             self._fingerprints[(router_id, model.id)] = fingerprint(model)
             verdict = self._mirror.get((router_id, model.id))
@@ -222,13 +225,12 @@ class SharedHealth:
         if verdict.state == UNHEALTHY and (verdict.until is None or verdict.until <= now):
             return
         self._mirror[key] = verdict
-        router = self._routers().get(verdict.router)
-        tracker = getattr(router, "health", None)
-        if isinstance(tracker, ModelRouter):
+        tracker = self._trackers.get(verdict.router)
+        if tracker is not None:
             self._apply_to(tracker, verdict, now)
 
     def _apply_to(self, tracker: ModelRouter, verdict: Verdict, now: float) -> None:
-        if self._fingerprints.get((tracker.router_id, verdict.model)) != verdict.fingerprint:
+        if self._fingerprints.get((verdict.router, verdict.model)) != verdict.fingerprint:
             return
         if verdict.model not in tracker.model_ids:
             return

@@ -21,10 +21,15 @@ from aiohttp.test_utils import TestClient
 from config import load_config
 from config.models import RedisStateConfig, SluiceConfig, StateConfig
 from fakes.openai_server import FakeOpenAI
+from fakes.tts_servers import FakeSpeechServer, run_fake_openai_speech
 from server import build_app
 from serving.reload import CONFIG_SOURCE, RELOADER, ConfigSource
 from tests.conftest import FAST_RETRY, MakeClient, make_config, openai_model
 from tests.redis_server import RedisServer
+from tests.speak_helpers import FAST_CLIENT as SPEAK_CLIENT
+from tests.speak_helpers import read_speak, speak, speak_config
+
+PCM24 = {"encoding": "pcm_s16le", "sample_rate": 24000}
 
 
 def redis_block(url: str) -> dict[str, Any]:
@@ -178,3 +183,46 @@ async def test_a_reload_does_not_resurrect_a_model_another_instance_saw_429(
     outcome = reloading.app[RELOADER].reload()
     assert outcome.changed == ("r",)
     assert await health_of(reloading, "a") == "unhealthy"
+
+
+async def speak_health(client: TestClient[Any, Any], model: str) -> str:
+    listing = await (await client.get("/v1/speech/")).json()
+    (router,) = listing["routers"]
+    state: str = next(m["health"] for m in router["speak"]["models"] if m["id"] == model)
+    return state
+
+
+async def test_a_429_on_speak_cools_that_speech_model_on_another_instance(
+    sluice: MakeClient, redis_server: RedisServer
+) -> None:
+    async with run_fake_openai_speech() as tts_a, run_fake_openai_speech() as tts_b:
+        config = speak_config(tts_model("oa", tts_a), tts_model("ob", tts_b))
+        redis = RedisStateConfig.model_validate(redis_block(redis_server.url))
+        config = config.model_copy(update={"state": StateConfig(redis=redis)})
+        first, second = await sluice(config), await sluice(config)
+        tts_a.script.fault = "http_429"
+        tts_a.script.retry_after = "30"
+        async with first.ws_connect("/v1/speech/s/speak") as ws:
+            await ws.send_str(speak("t1", "One sentence.", format=PCM24, final=True))
+            result = (await read_speak(ws, 1))["t1"]
+        assert [s["model_id"] for s in result.segments] == ["ob"]
+        tts_a.script.fault = "none"
+        calls = tts_a.stats.requests
+
+        async def cooled() -> bool:
+            return await speak_health(second, "oa") == "unhealthy"
+
+        await until(cooled)
+        async with second.ws_connect("/v1/speech/s/speak") as ws:
+            await ws.send_str(speak("t2", "Another one.", format=PCM24, final=True))
+            result = (await read_speak(ws, 1))["t2"]
+        assert [s["model_id"] for s in result.segments] == ["ob"]
+        assert tts_a.stats.requests == calls
+
+
+def tts_model(model_id: str, fake: FakeSpeechServer) -> dict[str, Any]:
+    return {
+        "id": model_id,
+        "client": SPEAK_CLIENT,
+        "openai": {"base_url": fake.url, "model": "tts-fake", "api_key": "sk-tts-1234"},
+    }

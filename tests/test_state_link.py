@@ -15,6 +15,7 @@ from aiohttp.test_utils import TestClient
 from config import ConfigError
 from config.loader import parse_config
 from config.models import RedisStateConfig, SluiceConfig, StateConfig
+from protocol.schema import ReadyResponse
 from state.link import safe_url
 from tests.conftest import MakeClient, make_config, openai_model
 from tests.redis_server import RedisServer
@@ -33,6 +34,7 @@ async def ready_state(client: TestClient[Any, Any]) -> dict[str, Any]:
     response = await client.get("/v1/ready")
     assert response.status == 200
     body = await response.json()
+    ReadyResponse.model_validate(body)  # the OpenAPI document's schema
     assert body["ready"] is True
     state: dict[str, Any] = body["state"]
     return state

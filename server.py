@@ -481,7 +481,8 @@ def state_body(link: RedisLink | None) -> dict[str, Any]:
     """The shared state store's line in `/v1/ready`'s body (nothing without one)."""
     if link is None:
         return {}
-    return {"state": {"store": "redis", "up": link.up, "url": link.url}}
+    # no URL: readiness is often reachable from outside; the logs name it
+    return {"state": {"store": "redis", "up": link.up}}
 
 
 async def ready(request: web.Request) -> web.Response:

@@ -383,7 +383,6 @@ class StateStoreStatus(BaseModel):
 
     store: Literal["redis"]
     up: bool = Field(description="false: Redis is away and this instance serves on local state")
-    url: str = Field(description="the configured URL, its password masked")
 
 
 class ReadyResponse(BaseModel):

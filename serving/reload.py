@@ -11,7 +11,7 @@ so no request ever sees half a config):
   column and field, `sluice_config_reloads_total{outcome="rejected"}` counts it,
   and the running config keeps serving untouched.
 - Sections that only a restart can change (`RESTART_ONLY`: `server`, `limits`,
-  `metrics`, `tracing`) keep their running values; each changed field is named
+  `metrics`, `tracing`, `state`) keep their running values; each changed field is named
   in a warning. The rest (`routers`, `auth`) is applied:
 - Routers whose block is unchanged keep their objects (providers, health).
   Changed and new routers are built afresh; removed ones leave the gateway.

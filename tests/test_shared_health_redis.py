@@ -226,3 +226,35 @@ def tts_model(model_id: str, fake: FakeSpeechServer) -> dict[str, Any]:
         "client": SPEAK_CLIENT,
         "openai": {"base_url": fake.url, "model": "tts-fake", "api_key": "sk-tts-1234"},
     }
+
+
+async def test_sharing_resumes_after_redis_restarts(
+    sluice: MakeClient, fake_a: FakeOpenAI, fake_b: FakeOpenAI, redis_server: RedisServer
+) -> None:
+    config = shared_config(fake_a, fake_b, redis_server.url)
+    first, second = await sluice(config), await sluice(config)
+    redis_server.stop()
+
+    async def ready_up(client: TestClient[Any, Any], up: bool) -> bool:
+        body = await (await client.get("/v1/ready")).json()
+        return bool(body["state"]["up"] is up)
+
+    for client in (first, second):
+        await until(lambda c=client: ready_up(c, False))  # type: ignore[misc]
+    # while Redis is away a 429 stays on the instance that saw it
+    fake_a.script.fault = "http_429"
+    fake_a.script.retry_after = "1"
+    assert (await chat(first))["model_id"] == "b"
+    assert await health_of(second, "a") == "healthy"
+    redis_server.start()  # empty
+    for client in (first, second):
+        await until(lambda c=client: ready_up(c, True))  # type: ignore[misc]
+    # the listeners subscribed again: the next verdict reaches the other instance
+    fake_a.script.retry_after = "30"
+    third_party = await sluice(config)  # its a is healthy: it tries a and sees the 429
+    assert (await chat(third_party))["model_id"] == "b"
+
+    async def cooled() -> bool:
+        return await health_of(second, "a") == "unhealthy"
+
+    await until(cooled)

@@ -8,7 +8,7 @@ socket's reader awaits the token first, one round trip per new request:
             inbound.on_next(msg)             admission calls gate.take(): that token
             gate.after()                     a token admission did not use goes back
 
-`before` ignores messages of requests already in flight and `cancel`s. Admission
+`before` ignores messages of requests already in flight, `cancel` and `resume`. Admission
 checks its other limits first, and a request they refuse never asks for the
 token: `after` then refunds it, so a refused request spends none.
 """
@@ -21,6 +21,8 @@ from protocol.messages import ClientMessage, Inbound
 from security.access import Client
 
 _NOTHING = object()
+_NOT_STARTS = frozenset({"cancel", "resume"})
+"""Message types that never start a request on this socket."""
 
 
 class SharedRateGate:
@@ -35,7 +37,7 @@ class SharedRateGate:
         """A message about to enter the pipeline: if it may start a request of a
         rate-limited key, take that request's token (awaited: Redis)."""
         self._pending = _NOTHING
-        if not isinstance(msg, ClientMessage) or msg.type == "cancel":
+        if not isinstance(msg, ClientMessage) or msg.type in _NOT_STARTS:
             return
         if msg.request_id in active:
             return

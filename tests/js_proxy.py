@@ -2,9 +2,11 @@
 
 client ─► proxy (127.0.0.1:port) ─► upstream; an HTTP control app on its own port:
 - `POST /cut`: cut every connection through the proxy now (no close frame: a 1006).
-- `POST /cut-on-send`: cut each connection that next sends data after its first
-  chunk (its upgrade request), before forwarding it: a request on the wire that
-  never reached the server.
+- `POST /cut-on-send`: cut the first connection that next sends data after its
+  first chunk (its upgrade request), before forwarding it: a request on the wire
+  that never reached the server.
+- `POST /freeze`: the connections open now stop carrying bytes either way but stay
+  open (a half-open network: only a heartbeat notices); new ones work.
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ class CuttingProxy:
         self.port = 0
         self.cuts = 0
         self.cut_on_send = False
+        self._frozen: set[int] = set()
+        self._pairs: set[int] = set()
+        self._next_pair = 0
         self._writers: set[asyncio.StreamWriter] = set()
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -54,6 +59,9 @@ class CuttingProxy:
         up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
         pair = (writer, up_writer)
         self._writers.update(pair)
+        self._next_pair += 1
+        pair_id = self._next_pair
+        self._pairs.add(pair_id)
 
         async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter, client: bool) -> None:
             chunks = 0
@@ -67,8 +75,11 @@ class CuttingProxy:
                             self._writers.discard(w)
                         self.cuts += 1
                         return
+                    if pair_id in self._frozen:
+                        continue
                     dst.write(data)
                     await dst.drain()
+            self._pairs.discard(pair_id)
             dst.transport.abort()
             self._writers.discard(dst)
 
@@ -81,7 +92,7 @@ class CuttingProxy:
             task.add_done_callback(self._tasks.discard)
 
     def control_app(self) -> web.Application:
-        """The HTTP control surface (`/cut`, `/cut-on-send`)."""
+        """The HTTP control surface (`/cut`, `/cut-on-send`, `/freeze`)."""
 
         async def cut(_: web.Request) -> web.Response:
             return web.json_response({"cut": self.cut()})
@@ -90,7 +101,12 @@ class CuttingProxy:
             self.cut_on_send = True
             return web.json_response({"armed": True})
 
+        async def freeze(_: web.Request) -> web.Response:
+            self._frozen |= self._pairs
+            return web.json_response({"frozen": len(self._pairs)})
+
         app = web.Application()
         app.router.add_post("/cut", cut)
         app.router.add_post("/cut-on-send", cut_on_send)
+        app.router.add_post("/freeze", freeze)
         return app

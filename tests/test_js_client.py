@@ -4,7 +4,8 @@ pytest starts Sluice (in this process) with fake OpenAI upstreams and the local 
 engines, a TCP proxy that can cut the sockets through it, and writes a WAV of known
 speech; then runs `node --test clients/js/test/` with their URLs in environment
 variables and fails with node's output if any node test fails. `tsc --noEmit` checks
-the hand-written type declarations against a typed usage file.
+the hand-written type declarations against a typed usage file, and the sources
+against their JSDoc types.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 JS_DIR = ROOT / "clients" / "js"
 SENTENCE = "turn on the kitchen lights"
 
-MIN_NODE_TESTS = 18
+MIN_NODE_TESTS = 19
 """The node tests in clients/js/test/ (a file that fails to load would lower the count)."""
 
 pytestmark = pytest.mark.timeout(240)
@@ -150,5 +151,8 @@ async def test_node_tests_of_the_js_client_pass_against_a_real_sluice(
 
 async def test_the_type_declarations_check_with_tsc() -> None:
     tsc = JS_DIR / "node_modules" / "typescript" / "bin" / "tsc"
-    code, out = await _run(_node(), str(tsc), "--noEmit", "-p", "tsconfig.json")
-    assert code == 0, out
+    node = _node()
+    # the declarations against a typed usage file, then the sources against their JSDoc
+    for project in ("tsconfig.json", "tsconfig.src.json"):
+        code, out = await _run(node, str(tsc), "--noEmit", "-p", project)
+        assert code == 0, out

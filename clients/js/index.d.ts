@@ -51,6 +51,11 @@ export interface ClientOptions {
   maxReplayBytes?: number;
   /** Resume started requests by `seq` after a reconnect where the server numbers frames (default true). */
   resume?: boolean;
+  /**
+   * Milliseconds between pings where the WebSocket can send them (Node's `ws`; browsers
+   * cannot): a socket whose pong is missing by the next ping is cut (default 20 000; null: off).
+   */
+  heartbeat?: number | null;
   /** A uniform [0, 1) source for the jitter (default Math.random). */
   random?: () => number;
 }

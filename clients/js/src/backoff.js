@@ -4,10 +4,12 @@
 // attempt k -> a random delay in [(1 - jitter) * d, d] with
 // d = min(maximum, initial * multiplier ** (k - 1)).
 
+/** @typedef {{initial: number, maximum: number, multiplier: number, jitter: number}} Backoff seconds */
+
 /**
  * How long to wait before a connect attempt after `attempt` consecutive failures.
  * @param {number} attempt consecutive failures so far (0, 1, 2, ...)
- * @param {{initial: number, maximum: number, multiplier: number, jitter: number}} backoff seconds
+ * @param {Backoff} backoff seconds
  * @param {() => number} [random] a uniform [0, 1) source
  * @returns {number} milliseconds
  */
@@ -17,12 +19,13 @@ export function backoffDelay(attempt, backoff, random = Math.random) {
   return (ceiling - random() * ceiling * backoff.jitter) * 1000;
 }
 
-/** The default backoff, in seconds: 0.1 s doubling up to 5 s, full jitter. */
+/** @type {Readonly<Backoff>} The default backoff, in seconds: 0.1 s doubling up to 5 s, full jitter. */
 export const DEFAULT_BACKOFF = Object.freeze({ initial: 0.1, maximum: 5, multiplier: 2, jitter: 1 });
 
 /**
  * A backoff (seconds) checked for sense: 0 <= initial <= maximum, multiplier >= 1, jitter in [0, 1].
- * @param {Partial<typeof DEFAULT_BACKOFF>} [given]
+ * @param {Partial<Backoff>} [given]
+ * @returns {Backoff}
  */
 export function checkedBackoff(given = {}) {
   const b = { ...DEFAULT_BACKOFF, ...given };

@@ -25,6 +25,7 @@ import { audioFormat, chatMessage, endMessage, listenMessage, speakMessage, text
  * @property {number} maxSends
  * @property {number} maxReplayBytes
  * @property {boolean} resume
+ * @property {number | null} heartbeat ms
  * @property {() => number} random
  */
 
@@ -73,6 +74,7 @@ export class SluiceClient {
       maxSends: options.maxSends ?? 10,
       maxReplayBytes: options.maxReplayBytes ?? 8 * 1024 * 1024,
       resume: options.resume ?? true,
+      heartbeat: options.heartbeat === undefined ? 20_000 : options.heartbeat,
       random: options.random ?? Math.random,
     };
     /** @type {ClientStats} */
@@ -228,7 +230,7 @@ export class SluiceClient {
     const handle = this.connection(path).open(options?.requestId ?? newId(), body);
     const onAbort = () => handle.cancel(signal?.reason);
     signal?.addEventListener("abort", onAbort, { once: true });
-    if (pump !== null) pump(handle).catch((error) => handle.fail(error));
+    if (pump !== null) pump(handle).catch((error) => handle.cancel(error)); // the input failed: stop the request
     try {
       for (;;) {
         const item = await handle.next();

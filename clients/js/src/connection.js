@@ -69,6 +69,11 @@ export class Connection {
     return request;
   }
 
+  /** Milliseconds between the client's pings where the WebSocket can ping (null: none). */
+  get heartbeat() {
+    return this._options.heartbeat;
+  }
+
   /** Requests not yet ended (waiting for a socket or on one). */
   get inFlight() {
     return this._live.size;

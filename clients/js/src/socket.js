@@ -33,6 +33,36 @@ export class Socket {
     ws.onmessage = (event) => this._onMessage(event.data);
     ws.onclose = (event) => this._onClose(event.code);
     ws.onerror = () => {};
+    /** @type {ReturnType<typeof setInterval> | null} */
+    this._heartbeat = null;
+    this._startHeartbeat(owner.heartbeat);
+  }
+
+  /**
+   * Where the WebSocket can ping (Node's `ws`; browsers cannot), ping every `every` ms
+   * and cut the socket when a pong has not come back by the next ping: a peer gone
+   * silent (a half-open network) is then noticed like a cut connection.
+   * @param {number | null} every
+   */
+  _startHeartbeat(every) {
+    const ws = /** @type {any} */ (this.ws);
+    if (!every || typeof ws.ping !== "function" || typeof ws.on !== "function") return;
+    let answered = true;
+    ws.on("pong", () => {
+      answered = true;
+    });
+    this._heartbeat = setInterval(() => {
+      if (!answered) {
+        ws.terminate();
+        return;
+      }
+      answered = false;
+      try {
+        ws.ping();
+      } catch {
+        // closing already
+      }
+    }, every);
   }
 
   /** Whether a new request may be put on this socket. */
@@ -153,6 +183,7 @@ export class Socket {
     if (this.closed) return;
     this.closed = true;
     this.closeCode = code;
+    if (this._heartbeat !== null) clearInterval(this._heartbeat);
     this.ws.onmessage = null;
     this.ws.onclose = null;
     this.owner.socketClosed(this);

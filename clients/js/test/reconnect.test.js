@@ -52,6 +52,31 @@ describe("reconnect", () => {
     }
   });
 
+  test("a socket gone silent (half-open) is cut by the heartbeat; the next request reconnects", async () => {
+    const sluice = client(env.proxyUrl, { heartbeat: 200 });
+    try {
+      const seen = [];
+      await assert.rejects(
+        (async () => {
+          for await (const event of sluice.chatStream("slow", "long")) {
+            seen.push(event);
+            if (seen.length === 2) await proxy("freeze");
+          }
+        })(),
+        (error) => {
+          assert.ok(error instanceof ConnectionLost, String(error));
+          assert.equal(error.closeCode, 1006);
+          return true;
+        },
+      );
+      assert.ok(seen.length >= 2 && !seen.some((e) => e.finishReason), String(seen.length)); // cut before the end
+      assert.equal(await sluice.chatText("plain", "hello again"), "Backup answer");
+      assert.equal(sluice.stats.connects, 2);
+    } finally {
+      sluice.close();
+    }
+  });
+
   test("a refused upgrade (404) fails the request at once with RouterNotFound", async () => {
     const sluice = client(env.url);
     try {

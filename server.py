@@ -79,6 +79,8 @@ from serving.reload import CONFIG_SOURCE, RELOADER, ConfigSource, Reloader
 from serving.supervisor import BLOCKED_AT_START, STOP_SIGNALS, Supervisor
 from serving.triggers import Triggers, pidfile_for, send_reload
 from serving.worker import WorkerSpec, tag_logs, watch_supervisor
+from state.link import RedisLink
+from state.metrics import state_store_gauge
 from transport import loop as event_loop
 from transport.http_guard import HTTP_GUARD, ConnectionGuard, guard_connections, guard_middleware
 from transport.http_json import json_response
@@ -103,6 +105,7 @@ class Gateway:
     work_ended: asyncio.Event = field(default_factory=asyncio.Event)
     telemetry: Telemetry | None = None
     redact: Redactor = field(default_factory=Redactor)
+    state: RedisLink | None = None
 
     @property
     def busy(self) -> bool:
@@ -120,6 +123,7 @@ METRICS = web.AppKey("metrics", Metrics)
 ProviderFactory = Callable[[Any, aiohttp.ClientSession], ChatProvider]
 PROVIDER_FACTORY = web.AppKey("provider_factory", object)
 SPAN_EXPORTER = web.AppKey("span_exporter", object)
+STATE_LINK = web.AppKey("state_link", RedisLink)
 
 
 def error_response(
@@ -286,6 +290,7 @@ async def gateway_context(app: web.Application) -> AsyncIterator[None]:
         speech,
         telemetry=telemetry,
         redact=Redactor(config_secrets(config)),
+        state=app.get(STATE_LINK),
     )
     log.info(
         "sluice ready",
@@ -296,6 +301,7 @@ async def gateway_context(app: web.Application) -> AsyncIterator[None]:
             "client_keys": len(config.auth.keys),
             "metrics": config.metrics.enabled,
             "tracing": config.tracing.exporter if config.tracing.enabled else None,
+            "state": "redis" if config.state.redis is not None else "local",
         },
     )
     log_routerless_endpoints(config)
@@ -433,11 +439,35 @@ async def health(_: web.Request) -> web.Response:
     return json_response({"healthy": True})
 
 
+async def state_context(app: web.Application) -> AsyncIterator[None]:
+    """`state.redis` set: connect this process's Redis link before the gateway is
+    built (it never waits for Redis to be up) and close it after."""
+    link = app.get(STATE_LINK)
+    if link is not None:
+        await link.start()
+    try:
+        yield
+    finally:
+        if link is not None:
+            await link.aclose()
+
+
+def state_body(link: RedisLink | None) -> dict[str, Any]:
+    """The shared state store's line in `/v1/ready`'s body (nothing without one)."""
+    if link is None:
+        return {}
+    return {"state": {"store": "redis", "up": link.up, "url": link.url}}
+
+
 async def ready(request: web.Request) -> web.Response:
     """Readiness: 503 while draining so the load balancer stops sending."""
     if request.app[GATEWAY].draining:
-        return json_response({"ready": False, "reason": "draining"}, status=503)
-    return json_response({"ready": True})
+        return json_response(
+            {"ready": False, "reason": "draining", **state_body(request.app.get(STATE_LINK))},
+            status=503,
+        )
+    # Redis down does not make an instance unready: it serves on local state
+    return json_response({"ready": True, **state_body(request.app.get(STATE_LINK))})
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -789,6 +819,11 @@ def build_app(
         store=worker.limits if worker else None,
     )
     add_network_guards(app, config)
+    if config.state.redis is not None:
+        app[STATE_LINK] = RedisLink(
+            config.state.redis, on_change=state_store_gauge(app[METRICS].registry)
+        )
+        app.cleanup_ctx.append(state_context)
     app.cleanup_ctx.append(gateway_context)
     app.on_shutdown.append(close_sockets)
     app.router.add_get("/v1/health/", health)

@@ -849,6 +849,53 @@ def _allowed_host(value: str) -> str:
 AllowedHost = Annotated[str, AfterValidator(_allowed_host)]
 
 
+_REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
+def _redis_url(value: str) -> str:
+    if not value.startswith(_REDIS_SCHEMES):
+        raise ValueError(
+            f"a Redis URL starts with one of {', '.join(_REDIS_SCHEMES)} "
+            "(e.g. redis://redis:6379/0, redis://:password@host:6379/0)"
+        )
+    return value
+
+
+class RedisStateConfig(Strict):
+    """`state.redis`: the Redis server every instance shares (docs/deploying.md).
+
+    `url`: `redis://[:password@]host:port/db` (`rediss://` for TLS, `unix://` for a
+    socket). `key_prefix` starts every key and channel Sluice uses, so several
+    deployments can share one Redis. `connect_timeout` / `command_timeout`: how long
+    one connection attempt / one command may take before Redis counts as down (the
+    request then goes on with this instance's local state). `reconnect_interval`:
+    how often a down Redis is tried again. `instance_ttl`: how long an instance's
+    sockets count after it was last heard of (a crashed instance's sockets stop
+    counting against their keys after this).
+    """
+
+    url: Annotated[str, AfterValidator(_redis_url)]
+    key_prefix: str = Field(default="sluice:", max_length=64)
+    connect_timeout: Duration = 1.0
+    command_timeout: Duration = 0.25
+    reconnect_interval: Duration = 1.0
+    instance_ttl: Duration = 15.0
+
+    @field_validator("connect_timeout", "command_timeout", "reconnect_interval", "instance_ttl")
+    @classmethod
+    def _positive(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError("must be more than 0 seconds")
+        return value
+
+
+class StateConfig(Strict):
+    """`state:` where state shared by instances lives. With no `redis` (the default)
+    everything is kept in this process, as a single instance needs."""
+
+    redis: RedisStateConfig | None = None
+
+
 class ServerConfig(Strict):
     """Where and how the HTTP/websocket server listens, and what a connection may hold.
 
@@ -893,6 +940,7 @@ class SluiceConfig(Strict):
     auth: AuthConfig = Field(default_factory=AuthConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     tracing: TracingConfig = Field(default_factory=TracingConfig)
+    state: StateConfig = Field(default_factory=StateConfig)
 
     @property
     def language_routers(self) -> list[LanguageRouterConfig]:

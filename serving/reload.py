@@ -53,7 +53,7 @@ from security.redact import Redactor, config_secrets
 
 log = logging.getLogger("sluice.reload")
 
-RESTART_ONLY: tuple[str, ...] = ("server", "limits", "metrics", "tracing")
+RESTART_ONLY: tuple[str, ...] = ("server", "limits", "metrics", "tracing", "state")
 """Config sections a reload cannot change: the listening socket, the worker
 processes, frame limits and the shared limit table are set up once per process."""
 

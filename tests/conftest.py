@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import aiohttp
@@ -15,6 +15,7 @@ from aiohttp.test_utils import TestClient
 from config.models import SluiceConfig
 from fakes.openai_server import FakeOpenAI, run_fake_openai
 from server import build_app
+from tests.redis_server import RedisServer
 
 FAST_CLIENT = {"first_chunk_timeout": "1s", "idle_timeout": "1s", "timeout": "5s"}
 FAST_RETRY = {"max_retries": 1, "min_delay": "50ms", "max_delay": "100ms", "jitter": 0}
@@ -25,6 +26,17 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
     """An HTTP client session, as the app shares one between provider adapters."""
     async with aiohttp.ClientSession() as client:
         yield client
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    """A real `redis-server` on a free loopback port for this test, stopped after."""
+    server = RedisServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture

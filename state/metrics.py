@@ -1,0 +1,26 @@
+"""The `/metrics` gauge of the shared state store: `sluice_state_store_up{store}`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Gauge
+
+STATE_UP = (
+    "sluice_state_store_up",
+    "1 while the shared state store (state.redis) answers, 0 while this instance "
+    "serves on local state (with several workers: 0 when any worker sees it down).",
+)
+
+
+def state_store_gauge(registry: CollectorRegistry, store: str = "redis") -> Callable[[bool], None]:
+    """A registry in; a setter `(up) -> None` of the gauge (registered at 0: down
+    until the first answer) out."""
+    gauge = Gauge(*STATE_UP, ["store"], registry=registry, multiprocess_mode="livemin")
+    child = gauge.labels(store)
+    child.set(0)
+
+    def set_up(up: bool) -> None:
+        child.set(1 if up else 0)
+
+    return set_up

@@ -88,7 +88,8 @@ let microphone = null;
 async function startTalking() {
   if (microphone) return;
   player?.stop(); // barge-in: talking silences what is being spoken
-  const mic = await startMicrophone({ sampleRate: 16000 });
+  // the microphone's own rate: the gateway resamples with soxr, which recognizers like best
+  const mic = await startMicrophone({ sampleRate: "device" });
   microphone = mic;
   const interim = line($("transcripts"), "interim", "");
   $("talk").classList.add("recording");

@@ -2,8 +2,11 @@
 import type { AudioFormat, Event } from "./index.js";
 
 export interface MicrophoneOptions {
-  /** The rate of the PCM16 frames produced (default 16000); the worklet converts. */
-  sampleRate?: number;
+  /**
+   * The rate of the PCM16 frames produced (default 16000; the worklet converts), or
+   * "device": the microphone's own rate, unconverted (the gateway resamples with soxr).
+   */
+  sampleRate?: number | "device";
   /** Milliseconds of audio per frame (default 20). */
   frameMs?: number;
   /** A stream to capture instead of asking getUserMedia (it is not stopped by stop()). */

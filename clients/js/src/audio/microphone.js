@@ -22,13 +22,15 @@ export const RAW_SPEECH = Object.freeze({
  * @returns {Promise<Microphone>}
  */
 export async function startMicrophone(options = {}) {
-  const sampleRate = options.sampleRate ?? 16000;
   const frameMs = options.frameMs ?? 20;
   const ownStream = options.stream === undefined;
   const stream =
     options.stream ?? (await navigator.mediaDevices.getUserMedia({ audio: { ...RAW_SPEECH, ...options.constraints } }));
   const ownContext = options.context === undefined;
-  const context = options.context ?? new AudioContext();
+  // at the device's own rate, so the only conversion is the worklet's (one filter, not two)
+  const deviceRate = stream.getAudioTracks()[0]?.getSettings().sampleRate;
+  const context = options.context ?? new AudioContext(deviceRate ? { sampleRate: deviceRate } : {});
+  const sampleRate = options.sampleRate === "device" ? context.sampleRate : (options.sampleRate ?? 16000);
   try {
     await context.audioWorklet.addModule(options.workletUrl ?? WORKLET_URL);
     if (context.state === "suspended") await context.resume();

@@ -27,25 +27,59 @@ export function pcm16ToFloat(bytes) {
   return out;
 }
 
+/** Fractional positions between two input samples the filter distinguishes. */
+const PHASES = 256;
+
 /**
  * Float samples at one rate in, float samples at another out, block after block, with
- * no seam between blocks. Downsampling averages the input samples that fall in each
- * output sample's interval (a box low-pass, enough for speech recognition);
- * upsampling interpolates linearly.
+ * no seam between blocks: a windowed-sinc (Hann) interpolator whose cutoff sits just
+ * below the lower of the two Nyquist frequencies, so downsampling a 48 kHz microphone
+ * to 16 kHz does not fold its upper band into the speech. Each output sample is
+ * normalised by its taps' sum (a constant stays exactly that constant). Output k sits
+ * at input k * step; it comes out once `delay` input samples past it have arrived
+ * (the filter's half width: 0.4 ms at 48 kHz), and the first outputs read a silent past.
  */
 export class RateConverter {
   /**
    * @param {number} inputRate
    * @param {number} outputRate
+   * @param {number} [zeroCrossings] sinc lobes on each side (filter length and sharpness)
    */
-  constructor(inputRate, outputRate) {
+  constructor(inputRate, outputRate, zeroCrossings = 8) {
     if (!(inputRate > 0 && outputRate > 0)) throw new RangeError("sample rates must be positive");
+    /** Input samples per output sample. */
     this.step = inputRate / outputRate;
-    this._sum = 0;
-    this._count = 0;
-    this._next = this.step;
-    this._index = 0;
-    this._previous = 0;
+    /** The cutoff as a fraction of the input rate (0.5 is the input's Nyquist). */
+    this._cutoff = Math.min(0.5, 0.5 / this.step) * 0.94;
+    /** Input samples on each side of an output sample that the filter reads (its latency). */
+    this.delay = Math.ceil(zeroCrossings / (2 * this._cutoff));
+    /** Input kept from earlier blocks, starting `delay` zeros back (a silent past). */
+    this._history = new Float32Array(this.delay);
+    /** The next output's position in `_history` coordinates. */
+    this._position = this.delay;
+    /** @type {Map<number, Float32Array>} the filter's taps per fractional phase */
+    this._kernels = new Map();
+  }
+
+  /**
+   * The 2 * delay taps for an output `phase / PHASES` of a sample past an input sample.
+   * @param {number} phase
+   */
+  _taps(phase) {
+    let taps = this._kernels.get(phase);
+    if (taps === undefined) {
+      const half = this.delay;
+      const twoFc = 2 * this._cutoff;
+      taps = new Float32Array(2 * half);
+      for (let t = 0; t < taps.length; t++) {
+        const x = t - half + 1 - phase / PHASES; // input sample minus output position
+        const arg = Math.PI * twoFc * x;
+        const sinc = arg === 0 ? 1 : Math.sin(arg) / arg;
+        taps[t] = Math.abs(x) >= half ? 0 : sinc * (0.5 + 0.5 * Math.cos((Math.PI * x) / half));
+      }
+      this._kernels.set(phase, taps);
+    }
+    return taps;
   }
 
   /**
@@ -55,44 +89,34 @@ export class RateConverter {
    */
   push(input) {
     if (this.step === 1) return input.slice();
-    return this.step > 1 ? this._down(input) : this._up(input);
-  }
-
-  /** @param {Float32Array} input */
-  _down(input) {
-    const out = new Float32Array(Math.ceil(input.length / this.step) + 1);
+    const buffer = new Float32Array(this._history.length + input.length);
+    buffer.set(this._history);
+    buffer.set(input, this._history.length);
+    const half = this.delay;
+    const out = new Float32Array(Math.ceil(input.length / this.step) + 2);
     let n = 0;
-    for (let i = 0; i < input.length; i++) {
-      this._sum += input[i];
-      this._count += 1;
-      this._index += 1;
-      if (this._index >= this._next) {
-        out[n++] = this._sum / this._count;
-        this._sum = 0;
-        this._count = 0;
-        this._next += this.step;
+    let position = this._position;
+    while (Math.floor(position) + half + 1 < buffer.length) {
+      let center = Math.floor(position);
+      let phase = Math.round((position - center) * PHASES);
+      if (phase === PHASES) {
+        center += 1;
+        phase = 0;
       }
-    }
-    this._next -= this._index;
-    this._index = 0;
-    return out.subarray(0, n);
-  }
-
-  /** @param {Float32Array} input */
-  _up(input) {
-    const out = new Float32Array(Math.ceil(input.length / this.step) + 1);
-    let n = 0;
-    // positions are counted from the previous block's last sample (index -1 here)
-    let position = this._index;
-    while (position < input.length - 1) {
-      const at = Math.floor(position);
-      const left = at < 0 ? this._previous : input[at];
-      const right = input[at + 1];
-      out[n++] = left + (right - left) * (position - at);
+      const taps = this._taps(phase);
+      const first = center - half + 1;
+      let sum = 0;
+      let weights = 0;
+      for (let t = first < 0 ? -first : 0; t < taps.length; t++) {
+        sum += buffer[first + t] * taps[t];
+        weights += taps[t];
+      }
+      out[n++] = sum / weights;
       position += this.step;
     }
-    this._index = position - input.length;
-    if (input.length > 0) this._previous = input[input.length - 1];
+    const drop = Math.max(0, Math.floor(position) - half);
+    this._history = buffer.slice(drop);
+    this._position = position - drop;
     return out.subarray(0, n);
   }
 }

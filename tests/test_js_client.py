@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 JS_DIR = ROOT / "clients" / "js"
 SENTENCE = "turn on the kitchen lights"
 
-MIN_NODE_TESTS = 19
+MIN_NODE_TESTS = 20
 """The node tests in clients/js/test/ (a file that fails to load would lower the count)."""
 
 pytestmark = pytest.mark.timeout(240)
@@ -156,3 +156,18 @@ async def test_the_type_declarations_check_with_tsc() -> None:
     for project in ("tsconfig.json", "tsconfig.src.json"):
         code, out = await _run(node, str(tsc), "--noEmit", "-p", project)
         assert code == 0, out
+
+
+JS_BLOCK = re.compile(r"^```js\n(.*?)^```", re.M | re.S)
+
+
+async def test_the_javascript_examples_of_the_docs_parse(tmp_path: Path) -> None:
+    node = _node()
+    pages = [ROOT / "README.md", ROOT / "docs" / "js-client.md", JS_DIR / "README.md"]
+    blocks = [(page, block) for page in pages for block in JS_BLOCK.findall(page.read_text())]
+    assert len(blocks) >= 5
+    for n, (page, block) in enumerate(blocks):
+        module = tmp_path / f"example{n}.mjs"
+        module.write_text(block)
+        code, out = await _run(node, "--check", str(module))
+        assert code == 0, f"{page.name}: {out}\n{block}"

@@ -14,10 +14,15 @@ def static_dir() -> Path:
 
 
 def client_dir() -> Path | None:
-    """The JavaScript client's ES modules (clients/js/src), or None where they are absent.
+    """The JavaScript client's ES modules, or None where they are absent.
 
-    A checkout (and an editable install) has them beside the gateway's packages; an
-    installed gateway wheel does not carry them, and its playground then has no client.
+    An installed gateway carries them in playground/sluice-client (setup.py copies
+    them at build time); a checkout (and an editable install) serves clients/js/src.
     """
-    source = static_dir().parent / "clients" / "js" / "src"
-    return source if (source / "index.js").is_file() else None
+    for folder in (
+        static_dir() / "sluice-client",
+        static_dir().parent / "clients" / "js" / "src",
+    ):
+        if (folder / "index.js").is_file():
+            return folder
+    return None

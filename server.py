@@ -54,14 +54,15 @@ from openai_api import add_openai_routes
 from operators.aio import to_future
 from operators.failover import AllModelsUnavailable
 from operators.scheduling import seconds
-from pipelines.chat_router import ChatRouter
-from pipelines.chat_stream import CHAT, chat_stream_pipeline
+from pipelines.chat_router import ChatRouter, MissingCapability
+from pipelines.chat_stream import CHAT, chat_stream_pipeline, glide_finish_reason
 from pipelines.common import Admission, describe_validation_error
 from pipelines.endpoint import BuildContext, Pipeline, SocketEndpoint
 from playground import client_dir, static_dir
 from protocol import jsoncodec
 from protocol.chat import ChatRequest
 from protocol.frames import ErrorName
+from protocol.images import image_problem
 from protocol.messages import json_depth_exceeds
 from providers.registry import build_chat_provider
 from providers.types import ChatProvider, ErrorCategory, ProviderError
@@ -505,6 +506,7 @@ async def list_language_routers(request: web.Request) -> web.Response:
                         "model_name": router.model_info(m.id).model_name,
                         "weight": m.weight,
                         "health": states.get(m.id),
+                        "capabilities": sorted(router.capabilities(m.id)),
                     }
                     for m in router.config.enabled_models
                 ],
@@ -597,6 +599,9 @@ async def _chat(
             f"message_history has {len(chat_request.message_history)} messages; "
             f"the limit is {max_history}",
         )
+    problem = image_problem(chat_request.images(), gateway.config.limits.images)
+    if problem is not None:
+        return refuse(400, ErrorName.INVALID_IMAGE, problem)
     try:
         completion = await to_future(
             router.complete(chat_request, telemetry=tracked), gateway.scheduler
@@ -606,6 +611,8 @@ async def _chat(
         raise
     except AllModelsUnavailable as error:
         return refuse(503, ErrorName.ALL_MODELS_UNAVAILABLE, str(error), ERROR)
+    except MissingCapability as error:
+        return refuse(400, ErrorName.UNSUPPORTED_CAPABILITY, str(error))
     except ProviderError as error:
         if error.category is ErrorCategory.BAD_REQUEST:
             return refuse(400, ErrorName.BAD_REQUEST, str(error), ERROR)
@@ -617,6 +624,24 @@ async def _chat(
     tracked.output()
     tracked.finish(OK)
     result = completion.result
+    answer: dict[str, Any] = {"role": result.role, "content": result.content}
+    if result.tool_calls:
+        answer["tool_calls"] = [
+            {"index": index, **call.to_json()} for index, call in enumerate(result.tool_calls)
+        ]
+    finish = glide_finish_reason(result.finish_reason)
+    model_response: dict[str, Any] = {
+        "metadata": result.metadata,
+        "message": answer,
+        "token_usage": {
+            "prompt_tokens": result.usage.prompt_tokens,
+            "response_tokens": result.usage.response_tokens,
+            "total_tokens": result.usage.total_tokens,
+        },
+        "finish_reason": finish,
+    }
+    if finish != result.finish_reason:
+        model_response["finish_detail"] = result.finish_reason
     return json_response(
         {
             "id": request_id,
@@ -626,16 +651,7 @@ async def _chat(
             "model_id": completion.model.model_id,
             "model_name": completion.model.model_name,
             "cached": False,
-            "model_response": {
-                "metadata": result.metadata,
-                "message": {"role": result.role, "content": result.content},
-                "token_usage": {
-                    "prompt_tokens": result.usage.prompt_tokens,
-                    "response_tokens": result.usage.response_tokens,
-                    "total_tokens": result.usage.total_tokens,
-                },
-                "finish_reason": result.finish_reason,
-            },
+            "model_response": model_response,
         }
     )
 
@@ -732,12 +748,13 @@ async def chat_stream(request: web.Request) -> web.StreamResponse:
         return router
     gateway = request.app[GATEWAY]
     max_history = gateway.config.limits.max_message_history
+    images = gateway.config.limits.images
 
     # new requests on this socket use the router a config reload put in its place
     live = following(lambda: gateway.chat_routers, router)
 
     def make_pipeline(admission: Admission) -> Pipeline:
-        return chat_stream_pipeline(live, gateway.clock, admission, max_history)
+        return chat_stream_pipeline(live, gateway.clock, admission, max_history, images)
 
     return await serve_socket(request, make_pipeline, CHAT, router.id, f"chatStream:{router.id}")
 

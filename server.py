@@ -58,7 +58,7 @@ from pipelines.chat_router import ChatRouter, MissingCapability
 from pipelines.chat_stream import CHAT, chat_stream_pipeline, glide_finish_reason
 from pipelines.common import Admission, describe_validation_error
 from pipelines.endpoint import BuildContext, Pipeline, SocketEndpoint
-from playground import static_dir
+from playground import client_dir, static_dir
 from protocol import jsoncodec
 from protocol.chat import ChatRequest
 from protocol.frames import ErrorName
@@ -894,6 +894,9 @@ def build_app(
     app.router.add_get(ASYNCAPI_PATH, document_handler(asyncapi))
     app.router.add_get("/playground", playground_redirect)
     app.router.add_get("/playground/", playground_index)
+    js_client = client_dir()
+    if js_client is not None:
+        app.router.add_static("/playground/sluice-client/", js_client)
     app.router.add_static("/playground/", static_dir())
     return app
 

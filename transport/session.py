@@ -36,7 +36,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import WSCloseCode, WSMsgType, web
 from reactivex import Observable, abc
@@ -66,6 +66,19 @@ Pipeline = Callable[[Observable[Inbound]], Observable[Frame]]
 FLUSH_SECONDS = 5.0
 DIRECT_WRITE_LIMIT = 64 * 1024
 """Bytes in the transport's buffer above which frames wait for the writer task."""
+
+
+class MessageGate(Protocol):
+    """Awaited before a text message enters the pipeline, told when it went through
+    (`security.request_gate.SharedRateGate`: a shared rate-limit token)."""
+
+    async def before(self, msg: Inbound, active: Mapping[str, ClientMessage]) -> None:
+        """`msg` is next; `active` are the requests in flight."""
+        ...
+
+    def after(self) -> None:
+        """The pipeline has taken `msg`."""
+        ...
 
 
 def encode_frame(frame: Frame) -> tuple[bytes, bool]:
@@ -143,6 +156,7 @@ class SocketSession:
         redact: Callable[[str], str] | None = None,
         request_log: RequestLog | None = None,
         detached_timeout: float = 300.0,
+        gate: MessageGate | None = None,
     ) -> None:
         self.ws = ws
         self._default_type = default_type
@@ -170,6 +184,7 @@ class SocketSession:
         self.detached = False
         self._detached_done = asyncio.Event()
         self._detach_timer: asyncio.TimerHandle | None = None
+        self._gate = gate
         self._inbound: Subject[Inbound] = Subject()
         self._subscription = SerialDisposable()
         self._writer: asyncio.Task[None] | None = None
@@ -278,7 +293,14 @@ class SocketSession:
                     if self._max_text is not None and _utf8_len_over(msg.data, self._max_text):
                         self._too_big("text")
                         continue
-                    self._receive(parse_text(msg.data, self._default_type))
+                    parsed = parse_text(msg.data, self._default_type)
+                    gate = self._gate
+                    if gate is None or self._is_resume_traffic(parsed):
+                        self._receive(parsed)
+                    else:
+                        await gate.before(parsed, self.active)
+                        self._receive(parsed)
+                        gate.after()
                 elif msg.type is WSMsgType.BINARY:
                     if self._max_binary is not None and len(msg.data) > self._max_binary:
                         self._too_big("binary")
@@ -305,6 +327,15 @@ class SocketSession:
             await asyncio.gather(*self._tasks, return_exceptions=True)
             self._count_close()
             self.closed.set()
+
+    def _is_resume_traffic(self, msg: Inbound) -> bool:
+        """A `resume`, or a message for a request resumed here: it starts no request
+        on this socket (no rate-limit token is taken for it)."""
+        return (
+            self._log is not None
+            and isinstance(msg, ClientMessage)
+            and (msg.type == RESUME or msg.request_id in self._relays)
+        )
 
     def _receive(self, msg: Inbound) -> None:
         """A parsed client message: `resume`, one for a request resumed here (to its

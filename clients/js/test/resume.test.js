@@ -1,7 +1,7 @@
 // Resume by `seq` (the protocol of the issue "Many instances, one memory": every server
 // frame carries seq; a client that reconnects sends {"type": "resume", "request_id",
-// "after_seq"}) against a small scripted server speaking it, because Sluice itself does
-// not number its frames yet. The real server's side (no seq: ConnectionLost) is in
+// "after_seq"}) against a small scripted server speaking it, which cuts at exact frames
+// and answers request_not_found on cue. Resume against Sluice itself is in
 // reconnect.test.js.
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";

@@ -51,6 +51,7 @@ from observability.network import NETWORK, NetworkMetrics
 from observability.telemetry import ERROR, OK, REJECTED, Telemetry
 from observability.tracing import Tracing, build_tracing
 from openai_api import add_openai_routes
+from openai_api.embed_routes import add_embedding_routes
 from operators.aio import to_future
 from operators.failover import AllModelsUnavailable
 from operators.scheduling import seconds
@@ -839,6 +840,7 @@ def build_app(
     app.router.add_get("/v1/speech", list_speech_routers)
     app.router.add_get("/v1/speech/{router}/{endpoint:speak|listen}", speech_socket)
     add_openai_routes(app, GATEWAY)
+    add_embedding_routes(app, GATEWAY)
     openapi, asyncapi = build_openapi(), build_asyncapi()
     app.router.add_get(OPENAPI_PATH, document_handler(openapi))
     app.router.add_get(ASYNCAPI_PATH, document_handler(asyncapi))

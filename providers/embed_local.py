@@ -13,6 +13,7 @@ vectors and the token count; `EmbedBatch` comes back on the event loop.
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -24,6 +25,13 @@ from providers.types import ErrorCategory, ProviderError
 
 MEAN_POOLING = 1
 """llama.cpp's LLAMA_POOLING_TYPE_MEAN."""
+
+
+def unit(vector: list[float]) -> list[float]:
+    """`vector` scaled to length 1 (as OpenAI's are, so a dot product is the cosine);
+    an all-zero vector stays as it is."""
+    norm = math.sqrt(sum(x * x for x in vector))
+    return [x / norm for x in vector] if norm > 0 else vector
 
 
 class LocalEmbeddings:
@@ -68,7 +76,7 @@ class LocalEmbeddings:
                 ErrorCategory.TRANSIENT, f"{self.provider_id}/{self.model_name}: {error!r}"
             ) from None
         label = f"{self.provider_id}/{self.model_name}"
-        vectors = vectors_of([item["embedding"] for item in answer["data"]], label)
+        vectors = [unit(v) for v in vectors_of([i["embedding"] for i in answer["data"]], label)]
         usage = answer.get("usage") or {}
         return EmbedBatch(vectors, int(usage.get("prompt_tokens", 0)))
 

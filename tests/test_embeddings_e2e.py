@@ -11,15 +11,20 @@ over; bad input refused with typed errors.
 from __future__ import annotations
 
 import base64
+import json
 import struct
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import openai
 import pytest
 
+from config import load_config
 from fakes.embed_servers import FakeEmbed, fake_vector, run_fake_embed
 from security.keys import hash_key
+from server import build_app
+from serving.reload import CONFIG_SOURCE, RELOADER, ConfigSource
 from tests.embed_helpers import embed_config, embed_model
 from tests.openai_sdk import MakeClient, openai_app_factory, sdk
 
@@ -314,3 +319,41 @@ async def test_keys_guard_both_surfaces(sluice: MakeClient, fake_x: FakeEmbed) -
     limited_key = {"Authorization": "Bearer limited-key-123"}
     listing = await client.get("/v1/embedding/", headers=limited_key)
     assert (await listing.json())["routers"] == []
+
+
+async def test_a_stalled_vendor_fails_over_at_its_timeout(
+    sluice: MakeClient, fake_x: FakeEmbed, fake_y: FakeEmbed
+) -> None:
+    fake_x.script.fault = "stall"
+    client = await sluice(
+        embed_config(
+            embed_model("slow", "openai", fake_x, client={"timeout": 0.2}),
+            embed_model("ok", "ollama", fake_y),
+        )
+    )
+    response = await client.post("/v1/embedding/emb/embed", json={"input": TEXTS})
+    assert response.status == 200
+    assert (await response.json())["model_id"] == "ok"
+    await fake_x.stats.wait_until(lambda: fake_x.stats.in_flight == 0, within=5.0)
+
+
+async def test_a_config_reload_swaps_the_embedding_routers(
+    aiohttp_client: Any, tmp_path: Path, fake_x: FakeEmbed, fake_y: FakeEmbed
+) -> None:
+    path = tmp_path / "sluice.json"
+
+    def write(*models: dict[str, Any]) -> None:
+        routers = {"embedding": [{"id": "emb", "models": list(models)}]}
+        path.write_text(json.dumps({"routers": routers}))
+
+    write(embed_model("a", "openai", fake_x))
+    app = build_app(load_config(path))
+    app[CONFIG_SOURCE] = ConfigSource(str(path), "127.0.0.1")
+    client = await aiohttp_client(app)
+    first = await client.post("/v1/embedding/emb/embed", json={"input": "x"})
+    assert (await first.json())["model_id"] == "a"
+    write(embed_model("b", "ollama", fake_y))
+    assert app[RELOADER].reload().outcome == "applied"
+    second = await client.post("/v1/embedding/emb/embed", json={"input": "x"})
+    assert (await second.json())["model_id"] == "b"
+    assert fake_x.stats.requests == 1

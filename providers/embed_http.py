@@ -9,13 +9,13 @@ JSON object).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import aiohttp
 from yarl import URL
 
+from protocol import jsoncodec
 from providers.http_errors import error_from_exception, error_from_response
 from providers.types import ErrorCategory, ProviderError
 
@@ -31,7 +31,7 @@ async def post_json(
     secrets: Iterable[str] = (),
 ) -> dict[str, Any]:
     """POST `body` (JSON-encoded unless already bytes) to `url`; the JSON object answer out."""
-    data = body if isinstance(body, bytes) else json.dumps(body, separators=(",", ":")).encode()
+    data = body if isinstance(body, bytes) else jsoncodec.dumps(body)
     try:
         async with session.post(
             url,
@@ -48,7 +48,7 @@ async def post_json(
     except (aiohttp.ClientError, TimeoutError) as error:
         raise error_from_exception(error, label) from None
     try:
-        answer = json.loads(raw)
+        answer = jsoncodec.loads(raw)
     except ValueError:
         raise ProviderError(ErrorCategory.PROTOCOL, f"{label}: the answer is not JSON") from None
     if not isinstance(answer, dict):

@@ -120,6 +120,9 @@ def vectors_of(raw: object, label: str) -> list[list[float]]:
     for vector in raw:
         if not isinstance(vector, list) or not vector:
             raise ProviderError(ErrorCategory.PROTOCOL, f"{label}: a vector is not a list")
+        if all(type(value) is float for value in vector):  # the common case: keep the list
+            out.append(vector)
+            continue
         for value in vector:
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise ProviderError(ErrorCategory.PROTOCOL, f"{label}: a vector holds {value!r}")

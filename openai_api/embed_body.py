@@ -37,11 +37,34 @@ class EmbedBody(BaseModel):
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
-    input: Any
-    model: str | None = None
-    encoding_format: EncodingFormat = "float"
-    dimensions: int | None = Field(default=None, ge=1, le=65536)
-    input_type: InputType | None = None
+    input: Any = Field(
+        description="A text, or a list of texts (token ids are refused: `unsupported_input`).",
+        json_schema_extra={
+            "anyOf": [
+                {"type": "string", "minLength": 1},
+                {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1},
+            ]
+        },
+    )
+    model: str | None = Field(
+        default=None,
+        description="`/v1/embeddings`: an embedding router's id, or `router/model-id` to pin "
+        "one model.",
+    )
+    encoding_format: EncodingFormat = Field(
+        default="float", description="`base64`: little-endian float32, base64 (OpenAI's)."
+    )
+    dimensions: int | None = Field(
+        default=None,
+        ge=1,
+        le=65536,
+        description="Shorter vectors; only models whose vendor supports it are tried.",
+    )
+    input_type: InputType | None = Field(
+        default=None,
+        description="What the texts are for: Cohere's `input_type`, Gemini's `taskType`; "
+        "ignored by other vendors.",
+    )
 
 
 def texts_of(raw: Any) -> tuple[str, ...]:

@@ -24,6 +24,11 @@ MISSING_LOCAL_ENGINE = (
 )
 """The one line said when a config names the local chat engine without its extra."""
 
+MISSING_LOCAL_EMBEDDER = (
+    f"the local embedding engine is not installed: pip install 'sluice-gateway[{LOCAL_EXTRA}]'"
+)
+"""The same for an embedding router's local model (llama.cpp's embedding mode)."""
+
 
 def module_installed(name: str) -> bool:
     """A top-level module name in, whether it can be imported (found, not imported)."""
@@ -33,7 +38,8 @@ def module_installed(name: str) -> bool:
 def missing_extras(
     config: SluiceConfig, installed: Callable[[str], bool] = module_installed
 ) -> list[tuple[tuple[str | int, ...], str]]:
-    """A config in, `(path, message)` for each enabled chat model whose engine is missing.
+    """A config in, `(path, message)` for each enabled chat or embedding model whose
+    engine is missing.
 
     `path` points at the model's provider block (`routers.language[i].models[j].local`);
     `installed` answers whether a module is importable (injected by tests).
@@ -64,5 +70,5 @@ def missing_extras(
                 needed.append(DEFAULT_MODEL_MODULE)
             if not all(installed(name) for name in needed):
                 at: tuple[str | int, ...] = ("routers", "embedding", r, "models", m, "local")
-                problems.append((at, MISSING_LOCAL_ENGINE))
+                problems.append((at, MISSING_LOCAL_EMBEDDER))
     return problems

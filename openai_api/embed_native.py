@@ -11,7 +11,7 @@ Body in: `{"input": "text" | ["text", ...], "encoding_format"?, "dimensions"?,
 from __future__ import annotations
 
 from aiohttp import web
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from openai_api.body import read_json
 from openai_api.embed_body import EmbedBody, encode
@@ -27,7 +27,10 @@ ENDPOINT = "embed"
 
 
 class NativeEmbedBody(EmbedBody):
-    """The native body: OpenAI's fields less `model`, plus `model_id` to pin a model."""
+    """The native body: OpenAI's fields plus `model_id` to pin a model (the router is
+    in the path, so `model` is ignored); unknown fields are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     model_id: str | None = Field(default=None, min_length=1)
 

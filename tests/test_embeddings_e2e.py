@@ -357,3 +357,18 @@ async def test_a_config_reload_swaps_the_embedding_routers(
     second = await client.post("/v1/embedding/emb/embed", json={"input": "x"})
     assert (await second.json())["model_id"] == "b"
     assert fake_x.stats.requests == 1
+
+
+async def test_the_native_body_refuses_unknown_fields(
+    sluice: MakeClient, fake_x: FakeEmbed
+) -> None:
+    client = await sluice(embed_config(embed_model("a", "openai", fake_x)))
+    response = await client.post("/v1/embedding/emb/embed", json={"input": "x", "inputs": "y"})
+    assert response.status == 400
+    error = await response.json()
+    assert error["name"] == "invalid_request" and "inputs" in error["message"]
+    # OpenAI's surface ignores fields it does not know (the SDKs send `user`, ...)
+    response = await client.post(
+        "/v1/embeddings", json={"model": "emb", "input": "x", "user": "u-1"}
+    )
+    assert response.status == 200

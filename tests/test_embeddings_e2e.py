@@ -372,3 +372,23 @@ async def test_the_native_body_refuses_unknown_fields(
         "/v1/embeddings", json={"model": "emb", "input": "x", "user": "u-1"}
     )
     assert response.status == 200
+
+
+async def test_metrics_name_the_router_model_and_provider(
+    sluice: MakeClient, fake_x: FakeEmbed, fake_y: FakeEmbed
+) -> None:
+    fake_x.script.fault = "500"
+    client = await sluice(
+        embed_config(embed_model("a", "openai", fake_x), embed_model("b", "ollama", fake_y))
+    )
+    assert (await client.post("/v1/embeddings", json={"model": "emb", "input": "x"})).status == 200
+    text = await (await client.get("/metrics")).text()
+    assert (
+        'sluice_requests_total{endpoint="embeddings",model="b",outcome="ok",provider="ollama",'
+        'router="emb"} 1.0' in text
+    )
+    assert 'sluice_provider_attempts_total{endpoint="embeddings",model="a",' in text
+    assert (
+        'sluice_model_health{endpoint="embed",model="b",provider="ollama",router="emb",'
+        'state="healthy"} 1.0' in text
+    )

@@ -68,6 +68,10 @@ class EmbeddingProvider(Protocol):
         ...
 
 
+class _Abandoned(Exception):
+    """A batch not sent because another batch of the same request failed."""
+
+
 def batches(texts: Sequence[str], size: int) -> list[Sequence[str]]:
     """`texts` cut into consecutive slices of at most `size` (>= 1): [a b c d e], 2 ->
     [a b] [c d] [e]."""
@@ -87,10 +91,17 @@ async def embed_in_batches(
     """
     slices = batches(request.inputs, provider.batch_size)
     gate = asyncio.Semaphore(max(1, max_parallel))
+    failed: list[BaseException] = []
 
     async def one(texts: Sequence[str]) -> EmbedBatch:
         async with gate:
-            batch = await provider.embed_batch(texts, request)
+            if failed:  # a batch already failed: send nothing more
+                raise _Abandoned
+            try:
+                batch = await provider.embed_batch(texts, request)
+            except BaseException as error:
+                failed.append(error)
+                raise
         if len(batch.vectors) != len(texts):
             raise ProviderError(
                 ErrorCategory.PROTOCOL,
@@ -105,8 +116,10 @@ async def embed_in_batches(
         try:
             async with asyncio.TaskGroup() as group:
                 tasks = [group.create_task(one(part)) for part in slices]
-        except ExceptionGroup as failed:
-            raise failed.exceptions[0] from None
+        except ExceptionGroup as group:
+            real = [e for e in group.exceptions if not isinstance(e, _Abandoned)]
+            first = (real or list(group.exceptions))[0]
+            raise first from None
         answers = [task.result() for task in tasks]
     vectors = [vector for answer in answers for vector in answer.vectors]
     return EmbedResult(vectors, sum(answer.tokens for answer in answers))

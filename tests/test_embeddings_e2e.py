@@ -392,3 +392,24 @@ async def test_metrics_name_the_router_model_and_provider(
         'sluice_model_health{endpoint="embed",model="b",provider="ollama",router="emb",'
         'state="healthy"} 1.0' in text
     )
+
+
+async def test_one_failed_batch_sends_the_whole_input_to_the_next_model(
+    sluice: MakeClient, fake_x: FakeEmbed, fake_y: FakeEmbed
+) -> None:
+    fake_x.script.faults = ["none", "500"]  # the second batch of model a fails
+    fake_y.script.dims = 8
+    texts = [f"t{i}" for i in range(30)]
+    client = await sluice(
+        embed_config(
+            embed_model("a", "openai", fake_x, batch_size=10, max_parallel=1),
+            embed_model("b", "cohere", fake_y),
+        )
+    )
+    response = await client.post("/v1/embedding/emb/embed", json={"input": texts})
+    body = await response.json()
+    assert body["model_id"] == "b"  # never a mix of a's and b's vectors
+    assert [len(b) for b in fake_y.stats.batches] == [30]
+    assert len(fake_x.stats.batches) == 1  # the third batch of a was never sent
+    for text, vector in zip(texts, body["embeddings"], strict=True):
+        assert close(vector, fake_vector(text, 8))

@@ -726,6 +726,18 @@ EMBED_PROVIDER_KEYS: tuple[str, ...] = (
 )
 
 
+class EmbedCapabilities(Strict):
+    """Per-model overrides of what its embedding adapter declares.
+
+    `dimensions`: whether the model may be asked for shorter vectors (a request's
+    `dimensions`). None keeps the adapter's declaration; false skips the model for
+    such requests (e.g. OpenAI's text-embedding-ada-002, which refuses the field);
+    true cannot teach an adapter whose vendor has no such field (logged, ignored).
+    """
+
+    dimensions: bool | None = None
+
+
 class EmbeddingModelConfig(ModelBase):
     """One model of an embedding router: shared settings plus exactly one provider block.
 
@@ -743,6 +755,7 @@ class EmbeddingModelConfig(ModelBase):
     dimensions: int | None = Field(default=None, ge=1)
     space: str | None = Field(default=None, min_length=1)
     max_parallel: int = Field(default=4, ge=1)
+    capabilities: EmbedCapabilities = Field(default_factory=EmbedCapabilities)
 
     openai: EmbedOpenAIConfig | None = None
     azureopenai: EmbedAzureConfig | None = None

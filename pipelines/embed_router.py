@@ -16,6 +16,7 @@ cannot shorten vectors are skipped; when none can, `CapabilityUnavailable`.
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -29,6 +30,8 @@ from operators.attempt import Deadlines, OutputRule, Watch, guard_attempt
 from operators.failover import Budget, Recovery, RouterHealth, failover, retry_passes
 from providers.embed_types import EmbeddingProvider, EmbedRequest, EmbedResult, embed_in_batches
 from providers.types import ErrorCategory, ProviderError
+
+log = logging.getLogger("sluice.embedding")
 
 CAPABILITY_UNAVAILABLE = "capability_unavailable"
 """The error name of a request no model of the router can serve (HTTP 400)."""
@@ -117,6 +120,7 @@ class EmbeddingRouter:
         self._models = {m.id: m for m in config.enabled_models}
         self._rng = rng
         self._scheduler = scheduler
+        self._shortens = {m.id: _shortens(m, self._providers[m.id]) for m in config.enabled_models}
         recovery = getattr(health, "unavailable_until", None)
         self._recovery: Recovery | None = recovery if callable(recovery) else None
 
@@ -140,7 +144,7 @@ class EmbeddingRouter:
             raise KeyError(f"embedding router {self.id!r} has no enabled model {only_model!r}")
         ids = [only_model] if only_model is not None else list(self._models)
         if request.dimensions is not None:
-            ids = [m for m in ids if self._providers[m].dimensions]
+            ids = [m for m in ids if self._shortens[m]]
             if not ids:
                 raise CapabilityUnavailable(
                     self.id, "dimensions", f"`dimensions` (shortened vectors){_pin(only_model)}"
@@ -233,6 +237,20 @@ def check_dimensions(result: EmbedResult, expected: int | None, label: str) -> N
                 ErrorCategory.PROTOCOL,
                 f"{label}: a vector has {len(vector)} dimensions, {size} expected",
             )
+
+
+def _shortens(model: EmbeddingModelConfig, provider: EmbeddingProvider) -> bool:
+    declared = bool(provider.dimensions)
+    override = model.capabilities.dimensions
+    if override is None:
+        return declared
+    if override and not declared:
+        log.warning(
+            "capabilities.dimensions ignored: this vendor cannot shorten vectors",
+            extra={"model": model.id, "provider": model.provider_key},
+        )
+        return False
+    return override
 
 
 def _pin(only_model: str | None) -> str:

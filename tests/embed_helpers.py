@@ -31,7 +31,15 @@ def embed_model(
     model_id: str, vendor: str, fake: FakeEmbed, *, space: str | None = SPACE, **extra: Any
 ) -> dict[str, Any]:
     """One embedding model: `extra` keys that are provider fields go into the block."""
-    model_keys = {"dimensions", "max_parallel", "error_budget", "client", "health", "weight"}
+    model_keys = {
+        "dimensions",
+        "max_parallel",
+        "error_budget",
+        "client",
+        "health",
+        "weight",
+        "capabilities",
+    }
     block_extra = {k: v for k, v in extra.items() if k not in model_keys}
     model = {k: v for k, v in extra.items() if k in model_keys}
     out = {"id": model_id, **model, **vendor_block(vendor, fake, **block_extra)}

@@ -413,3 +413,17 @@ async def test_one_failed_batch_sends_the_whole_input_to_the_next_model(
     assert len(fake_x.stats.batches) == 1  # the third batch of a was never sent
     for text, vector in zip(texts, body["embeddings"], strict=True):
         assert close(vector, fake_vector(text, 8))
+
+
+async def test_config_can_say_a_model_takes_no_dimensions(
+    sluice: MakeClient, fake_x: FakeEmbed, fake_y: FakeEmbed
+) -> None:
+    ada = embed_model(
+        "ada", "openai", fake_x, model="text-embedding-ada-002", capabilities={"dimensions": False}
+    )
+    client = await sluice(embed_config(ada, embed_model("g", "gemini", fake_y)))
+    response = await client.post("/v1/embedding/emb/embed", json={"input": "x", "dimensions": 4})
+    assert (await response.json())["model_id"] == "g"
+    assert fake_x.stats.requests == 0
+    plain = await client.post("/v1/embedding/emb/embed", json={"input": "x"})
+    assert (await plain.json())["model_id"] == "ada"

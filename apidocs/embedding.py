@@ -22,7 +22,7 @@ EMBEDDING_MODELS: tuple[type[BaseModel], ...] = (
 
 ERRORS = (
     "Errors: 400 `invalid_request`, `unsupported_input` (token ids), `too_many_inputs`, "
-    "`input_too_long`, `capability_unavailable` (`dimensions` and no model supports it), "
+    "`input_too_long`, `unsupported_capability` (`dimensions` and no model supports it), "
     "`bad_request` (the vendor refused the input); 401 / 403; 404 unknown router or model; "
     "429 the key's rate; 503 every model failed (`all_models_unavailable`) or draining."
 )

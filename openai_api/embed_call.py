@@ -22,7 +22,7 @@ from openai_api.gate import accepting, allowed, authenticated, in_flight, take_r
 from openai_api.types import GatewayView
 from operators.aio import to_future
 from pipelines.embed_router import (
-    CAPABILITY_UNAVAILABLE,
+    UNSUPPORTED_CAPABILITY,
     CapabilityUnavailable,
     EmbeddingRouter,
     Embeddings,
@@ -84,7 +84,7 @@ async def run_embedding(
                 answers = router.embed(embed, telemetry=tracked, only_model=pinned)
             except CapabilityUnavailable as error:
                 raise ApiError(
-                    400, str(error), code=CAPABILITY_UNAVAILABLE, param=error.capability
+                    400, str(error), code=UNSUPPORTED_CAPABILITY, param=error.capability
                 ) from None
             try:
                 result = await to_future(answers, gateway.scheduler)

@@ -33,7 +33,7 @@ from providers.types import ErrorCategory, ProviderError
 
 log = logging.getLogger("sluice.embedding")
 
-CAPABILITY_UNAVAILABLE = "capability_unavailable"
+UNSUPPORTED_CAPABILITY = "unsupported_capability"
 """The error name of a request no model of the router can serve (HTTP 400)."""
 
 

@@ -239,7 +239,7 @@ async def test_dimensions_skip_models_that_cannot_shorten_vectors(
     )
     assert response.status == 400
     error = await response.json()
-    assert error["name"] == "capability_unavailable"
+    assert error["name"] == "unsupported_capability"
     assert "dimensions" in error["message"]
 
 

@@ -54,4 +54,4 @@ async def test_the_local_engine_refuses_dimensions_with_a_typed_error(
         "/v1/embedding/default/embed", json={"input": "x", "dimensions": 64}
     )
     assert response.status == 400
-    assert (await response.json())["name"] == "capability_unavailable"
+    assert (await response.json())["name"] == "unsupported_capability"

@@ -2,7 +2,7 @@
 
 Client message payloads are `protocol.schema.ClientEnvelope` combined with the
 body model each pipeline validates with (`protocol.chat.ChatRequest`,
-`pipelines.speak.SpeakRequestIn` / `TextRequestIn`, `pipelines.listen.ListenRequestIn`);
+`protocol.speak.SpeakRequestIn` / `TextRequestIn`, `protocol.listen.ListenRequestIn`);
 server frames are `protocol.schema`'s frame models. Sluice is the application
 described: it `receive`s client messages and `send`s frames.
 """
@@ -15,9 +15,8 @@ from pydantic import BaseModel
 
 from apidocs.components import component_schemas
 from config.models import ServerConfig, VADConfig
-from pipelines.listen import ListenRequestIn
-from pipelines.speak import SpeakRequestIn, TextRequestIn
 from protocol.chat import ChatRequest
+from protocol.listen import ListenRequestIn
 from protocol.schema import (
     SERVER_FRAMES,
     CancelMessage,
@@ -25,6 +24,7 @@ from protocol.schema import (
     EndMessage,
     frame_type,
 )
+from protocol.speak import SpeakRequestIn, TextRequestIn
 
 ADDRESSES = {
     "chatStream": "/v1/language/{router}/chatStream",

@@ -132,6 +132,11 @@ def build_openapi(version: str = "0.1.0") -> dict[str, Any]:
             "post": {
                 "operationId": "chat",
                 "summary": "One chat completion with failover (Glide)",
+                "description": "Glide 0.1.0's request, plus Sluice's optional `tools`, "
+                "`tool_choice`, `parallel_tool_calls`, tool calls and results in the history "
+                "and image parts in user messages. Tool calls come back in "
+                "`model_response.message.tool_calls` with `finish_reason: other` and "
+                "`finish_detail: tool_calls`.",
                 "tags": ["glide"],
                 "security": BEARER,
                 "parameters": [router_param],
@@ -156,7 +161,14 @@ def build_openapi(version: str = "0.1.0") -> dict[str, Any]:
                 "next model goes on from the partial answer in the same stream (later "
                 "chunks name it in `model`); with `restart`, or when no remaining model "
                 "can continue, the stream ends with an `error` event. A request ends "
-                "within the router's `deadline` (or `deadline_ms`, if shorter).",
+                "within the router's `deadline` (or `deadline_ms`, if shorter). Tools and "
+                "images in OpenAI's shapes: `tools`, `tool_choice`, `parallel_tool_calls`, "
+                "assistant `tool_calls`, `tool` messages, `image_url` parts (`data:` or "
+                "https URLs). Tool calls come whole, one delta each (`index`, `id`, `type`, "
+                "`function`), or `message.tool_calls`; the turn ends with `finish_reason: "
+                "tool_calls` and `content: null` when there is no text. A request no model "
+                "of the router can serve (tools, images, https image URLs) is a 400 "
+                "`unsupported_capability`; a bad image a 400 `invalid_image`.",
                 "tags": ["openai"],
                 "security": BEARER,
                 "requestBody": {

@@ -414,6 +414,13 @@ class ModelCapabilities(Strict):
     """
 
     continuation: bool | None = None
+    # tools / images / image_urls: None keeps the adapter's declaration; false
+    # keeps requests that need it away from this model (a model behind an
+    # OpenAI-compatible server that has no tool calling or vision); true cannot
+    # teach an adapter that does not translate it (logged and ignored).
+    tools: bool | None = None
+    images: bool | None = None
+    image_urls: bool | None = None
 
 
 class LanguageModelConfig(ModelBase):
@@ -444,6 +451,7 @@ class LanguageModelConfig(ModelBase):
 Strategy = Literal["priority", "round_robin", "weighted_round_robin", "least_latency"]
 
 MidStream = Literal["continue", "restart"]
+ToolCallStreaming = Literal["whole", "fragments"]
 
 DEFAULT_CONTINUATION_INSTRUCTION = (
     "Your previous reply was cut off. Continue it from exactly where it stops, "
@@ -463,6 +471,11 @@ class LanguageRouterConfig(Strict):
     # (the next model goes on from the partial answer, one seamless answer) or
     # `restart` (Glide's semantics: `model_unavailable`, then the answer restarts).
     mid_stream: MidStream = "continue"
+    # How streamed tool calls reach the client: `whole` (each call held until its
+    # arguments are complete and parse, then sent at once: a failover inside a
+    # call stays invisible) or `fragments` (as they arrive; a failure inside a
+    # call restarts the answer, or ends an OpenAI stream with an error event).
+    tool_call_streaming: ToolCallStreaming = "whole"
     # The budget of one request across all its attempts and retry passes; a request
     # may ask for less (`deadline_ms`), never for more.
     deadline: Duration = Field(default=60.0, gt=0)
@@ -899,6 +912,17 @@ class RateLimit(Strict):
 RateLimitField = Annotated[RateLimit, BeforeValidator(RateLimit.parse)]
 
 
+class ImageLimitsConfig(Strict):
+    """Images in chat messages: decoded bytes per image, images per request, and the
+    media types accepted; anything else gets `invalid_image` for that request."""
+
+    max_bytes: int = Field(default=5 << 20, ge=1)
+    max_per_request: int = Field(default=16, ge=0)
+    media_types: list[str] = Field(
+        default_factory=lambda: ["image/png", "image/jpeg", "image/gif", "image/webp"]
+    )
+
+
 class LimitsConfig(Strict):
     """Per-socket and per-request limits; exceeding one ends the request with a typed error.
 
@@ -918,6 +942,7 @@ class LimitsConfig(Strict):
     max_queued_bytes_per_socket: int = Field(default=4 << 20, ge=4096)
     max_message_history: int = Field(default=1000, ge=0)
     max_metadata_bytes: int = Field(default=16 << 10, ge=2)
+    images: ImageLimitsConfig = Field(default_factory=ImageLimitsConfig)
     slow_consumer_close_timeout: Duration = 2.0
 
     @property

@@ -11,7 +11,12 @@ answers as the mutable `FakeBedrockScript` says:
   `metadata` events, each message framed as the AWS event stream encoding says
   (prelude with lengths and CRC32, string headers, JSON payload, message CRC32);
 
-or one of the `Fault`s. HTTP errors carry `x-amzn-ErrorType` and a
+or one of the `Fault`s. With `script.tool_calls` set the answer (after any text)
+is one `toolUse` block per call (streamed as `contentBlockStart.start.toolUse` +
+`contentBlockDelta.delta.toolUse.input` fragments) and stopReason `tool_use`;
+`fault_in_tool_call` moves a mid-stream fault inside the first call's input.
+`toolConfig`, image blocks and `toolUse` / `toolResult` pairing are validated as
+Converse does (400 ValidationException). HTTP errors carry `x-amzn-ErrorType` and a
 `{"message": ...}` body; a mid-stream failure is a `:message-type: exception`
 event. A request may pick its own fault with the `x-fake-fault` header.
 `FakeBedrockStats` records what arrived (including the raw, still-encoded path)
@@ -28,6 +33,7 @@ Standalone: `python -m fakes.bedrock_server --port 9500 --chunks 50 --delay 0.02
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import hmac
 import json
@@ -58,6 +64,13 @@ from fakes.common import (
     serve_until_signalled,
     stall_until_client_gone,
     track_stream,
+)
+from fakes.tool_script import (
+    RequestInvalid,
+    ScriptedCall,
+    check_function_name,
+    check_object_schema,
+    require,
 )
 
 Fault = Literal[
@@ -212,6 +225,8 @@ class FakeBedrockScript:
     ending between messages. `send_metadata` False ends the body right after
     `messageStop`. `retry_after` is a 429's `Retry-After` (AWS sends none by
     default). With `secret_access_key` set the signature itself is verified.
+    `tool_calls` follow the text as `toolUse` blocks; `fault_in_tool_call` moves a
+    mid-stream fault into the first one's input.
     """
 
     chunks: list[str] = field(default_factory=lambda: ["Hello", " from", " fake"])
@@ -225,6 +240,158 @@ class FakeBedrockScript:
     retry_after: str | None = None
     input_tokens: int = 7
     secret_access_key: str | None = None
+    tool_calls: list[ScriptedCall] = field(default_factory=list)
+    fault_in_tool_call: bool = False
+
+
+_MID_STREAM_FAULTS = ("stall_mid_stream", "truncated", "error_event", "malformed")
+_IMAGE_FORMATS = ("png", "jpeg", "gif", "webp")
+
+
+def _check_tool_config(config: Any) -> set[str]:
+    """`toolConfig` as Converse takes it; returns the declared tool names."""
+    require(isinstance(config, dict), "toolConfig: must be an object")
+    tools = config.get("tools")
+    require(
+        isinstance(tools, list) and len(tools) > 0, "toolConfig.tools: must have at least 1 item"
+    )
+    names: set[str] = set()
+    for i, tool in enumerate(tools):
+        where = f"toolConfig.tools.{i}"
+        spec: Any = tool.get("toolSpec") if isinstance(tool, dict) else None
+        require(
+            isinstance(spec, dict) and set(tool) == {"toolSpec"},
+            f"{where}: must hold exactly one toolSpec",
+        )
+        unknown = set(spec) - {"name", "description", "inputSchema", "strict"}
+        require(not unknown, f"{where}.toolSpec: unknown field {sorted(unknown)[:1]}")
+        check_function_name(spec.get("name"), f"{where}.toolSpec.name")
+        description = spec.get("description", "x")
+        require(
+            isinstance(description, str) and description != "",
+            f"{where}.toolSpec.description: length must be at least 1",
+        )
+        schema: Any = spec.get("inputSchema")
+        require(
+            isinstance(schema, dict) and set(schema) == {"json"},
+            f"{where}.toolSpec.inputSchema: must be {{json: ...}}",
+        )
+        check_object_schema(schema["json"], f"{where}.toolSpec.inputSchema.json")
+        names.add(spec["name"])
+    choice = config.get("toolChoice")
+    if choice is not None:
+        require(
+            isinstance(choice, dict) and len(choice) == 1,
+            "toolConfig.toolChoice: must hold exactly one of auto, any, tool",
+        )
+        ((kind, value),) = choice.items()
+        require(kind in ("auto", "any", "tool"), f"toolConfig.toolChoice: unknown member {kind!r}")
+        if kind == "tool":
+            require(
+                isinstance(value, dict) and value.get("name") in names,
+                "toolConfig.toolChoice.tool.name: must name a declared tool",
+            )
+    return names
+
+
+def _check_block(block: Any, role: str, where: str) -> None:
+    require(
+        isinstance(block, dict) and len(block) == 1,
+        f"{where}: a content block holds exactly one member",
+    )
+    ((kind, value),) = block.items()
+    if kind == "text":
+        require(isinstance(value, str), f"{where}.text: must be a string")
+    elif kind == "image":
+        require(role == "user", f"{where}: image blocks are only allowed in user messages")
+        require(
+            isinstance(value, dict) and value.get("format") in _IMAGE_FORMATS,
+            f"{where}.image.format: must be one of {', '.join(_IMAGE_FORMATS)}",
+        )
+        source = value.get("source")
+        require(
+            isinstance(source, dict) and isinstance(source.get("bytes"), str),
+            f"{where}.image.source: must hold bytes",
+        )
+        try:
+            base64.b64decode(source["bytes"], validate=True)
+        except ValueError as exc:
+            raise RequestInvalid(f"{where}.image.source.bytes: invalid base64") from exc
+    elif kind == "toolUse":
+        require(
+            role == "assistant", f"{where}: toolUse blocks are only allowed in assistant messages"
+        )
+        require(
+            isinstance(value, dict) and isinstance(value.get("toolUseId"), str),
+            f"{where}.toolUse.toolUseId: is required",
+        )
+        check_function_name(value.get("name"), f"{where}.toolUse.name")
+        require(
+            isinstance(value.get("input"), dict), f"{where}.toolUse.input: must be a JSON object"
+        )
+    elif kind == "toolResult":
+        require(role == "user", f"{where}: toolResult blocks are only allowed in user messages")
+        require(
+            isinstance(value, dict) and isinstance(value.get("toolUseId"), str),
+            f"{where}.toolResult.toolUseId: is required",
+        )
+        content = value.get("content")
+        require(
+            isinstance(content, list) and len(content) > 0,
+            f"{where}.toolResult.content: must have at least 1 item",
+        )
+        for item in content:
+            require(
+                isinstance(item, dict)
+                and len(item) == 1
+                and (
+                    (isinstance(item.get("text"), str) and item["text"].strip() != "")
+                    or isinstance(item.get("json"), dict)
+                ),
+                f"{where}.toolResult.content: each item is a non-blank text or a json object",
+            )
+        require(
+            value.get("status", "success") in ("success", "error"),
+            f"{where}.toolResult.status: must be success or error",
+        )
+    else:
+        raise RequestInvalid(f"{where}: unknown content block member {kind!r}")
+
+
+def _check_request(body: Mapping[str, Any]) -> None:
+    """Tool config, content blocks, and each assistant turn's toolUse ids answered
+    by toolResult blocks in the next (user) message, as Converse checks them."""
+    if "toolConfig" in body:
+        _check_tool_config(body["toolConfig"])
+    pending: list[str] = []
+    uses_tools = False
+    for i, message in enumerate(body["messages"]):
+        require(isinstance(message, dict), f"messages.{i}: must be an object")
+        role = str(message.get("role"))
+        content = message.get("content")
+        require(
+            isinstance(content, list) and len(content) > 0,
+            f"messages.{i}.content: must have at least 1 item",
+        )
+        for j, block in enumerate(content):
+            _check_block(block, role, f"messages.{i}.content.{j}")
+        results = [b["toolResult"]["toolUseId"] for b in content if "toolResult" in b]
+        if pending:
+            require(
+                role == "user" and set(pending) <= set(results),
+                f"Expected toolResult blocks at messages.{i}.content for the following Ids: "
+                f"{', '.join(sorted(set(pending) - set(results)))}",
+            )
+        require(
+            set(results) <= set(pending),
+            f"messages.{i}.content: toolResult for an unknown toolUseId",
+        )
+        pending = [b["toolUse"]["toolUseId"] for b in content if "toolUse" in b]
+        uses_tools = uses_tools or bool(pending or results)
+    require(
+        not uses_tools or "toolConfig" in body,
+        "The toolConfig field must be defined when using toolUse and toolResult content blocks.",
+    )
 
 
 @dataclass
@@ -297,6 +464,10 @@ class _Handler:
                 )
         if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
             return _error(400, "ValidationException", "messages is required")
+        try:
+            _check_request(body)
+        except RequestInvalid as exc:
+            return _error(400, "ValidationException", str(exc))
         fault: str = request.headers.get(FAULT_HEADER, script.fault)
         if fault not in FAULTS:
             return _error(400, "ValidationException", f"unknown {FAULT_HEADER} {fault!r}")
@@ -328,17 +499,44 @@ class _Handler:
             return
         await resp.write(event_message("messageStart", {"p": "abcdefgh", "role": "assistant"}))
         chunks = [] if fault == "empty" else script.chunks
+        midstream = fault in _MID_STREAM_FAULTS
+        in_call = midstream and script.fault_in_tool_call and bool(script.tool_calls)
         sent = 0
         for text in chunks:
-            if fault in ("stall_mid_stream", "truncated", "error_event", "malformed") and (
-                sent >= script.fault_after_chunks
-            ):
+            if midstream and not in_call and sent >= script.fault_after_chunks:
                 break
             if script.delay:
                 await asyncio.sleep(script.delay)
             delta = {"contentBlockIndex": 0, "delta": {"text": text}, "p": "abcdefghijkl"}
             await resp.write(event_message("contentBlockDelta", delta))
             sent += 1
+        stop_reason: str = script.stop_reason
+        block = 0
+        if not (midstream and not in_call) and script.tool_calls and fault != "empty":
+            stop_reason = "tool_use"
+            if chunks:
+                await resp.write(
+                    event_message("contentBlockStop", {"contentBlockIndex": 0, "p": "ab"})
+                )
+                block = 1
+            for number, call in enumerate(script.tool_calls):
+                use = {"toolUseId": call.id or f"tooluse_fake{number}", "name": call.name}
+                start = {"contentBlockIndex": block, "start": {"toolUse": use}, "p": "abc"}
+                await resp.write(event_message("contentBlockStart", start))
+                for piece in call.fragments():
+                    if script.delay:
+                        await asyncio.sleep(script.delay)
+                    delta = {"contentBlockIndex": block, "delta": {"toolUse": {"input": piece}}}
+                    await resp.write(event_message("contentBlockDelta", delta))
+                    if in_call:
+                        break
+                if in_call:
+                    break
+                if number < len(script.tool_calls) - 1:
+                    await resp.write(
+                        event_message("contentBlockStop", {"contentBlockIndex": block, "p": "a"})
+                    )
+                    block += 1
 
         if fault == "stall_mid_stream":
             await stall_until_client_gone(request)
@@ -356,8 +554,8 @@ class _Handler:
             broken[-1] ^= 0xFF  # the message CRC no longer matches
             await resp.write_eof(bytes(broken))
             return
-        await resp.write(event_message("contentBlockStop", {"contentBlockIndex": 0, "p": "ab"}))
-        stop = event_message("messageStop", {"p": "abcd", "stopReason": script.stop_reason})
+        await resp.write(event_message("contentBlockStop", {"contentBlockIndex": block, "p": "ab"}))
+        stop = event_message("messageStop", {"p": "abcd", "stopReason": stop_reason})
         if not script.send_metadata:
             await resp.write_eof(stop)
             return
@@ -371,9 +569,22 @@ class _Handler:
         if fault == "stall_before_first":
             await stall_until_client_gone(request)
         chunks = [] if fault == "empty" else script.chunks
+        content: list[dict[str, Any]] = (
+            [{"text": "".join(chunks)}] if chunks or fault == "empty" else []
+        )
+        stop_reason: str = script.stop_reason
+        if script.tool_calls and fault != "empty":
+            stop_reason = "tool_use"
+            for number, call in enumerate(script.tool_calls):
+                use = {
+                    "toolUseId": call.id or f"tooluse_fake{number}",
+                    "name": call.name,
+                    "input": call.arguments,
+                }
+                content.append({"toolUse": use})
         payload = {
-            "output": {"message": {"role": "assistant", "content": [{"text": "".join(chunks)}]}},
-            "stopReason": script.stop_reason,
+            "output": {"message": {"role": "assistant", "content": content}},
+            "stopReason": stop_reason,
             "usage": _usage(script, len(chunks)),
             "metrics": {"latencyMs": 42},
         }

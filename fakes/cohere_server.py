@@ -10,7 +10,13 @@ as the mutable `FakeCohereScript` says, in the wire format of the API asked:
 - v1: a chat JSON (`text`, `finish_reason`, `meta.billed_units`) or a JSON-lines
   stream (no SSE) of `stream-start`, `text-generation`..., `stream-end` objects;
 
-or one of the `Fault`s. Like the real API it wants `Authorization: Bearer ...`
+or one of the `Fault`s. v2 tools: with `script.tool_calls` set the chunks stream as
+`tool-plan-delta`s (the model's plan) and each call as `tool-call-start`,
+`tool-call-delta`s of its arguments and `tool-call-end`, finish reason TOOL_CALL
+(`fault_in_tool_call` strikes inside the first call's arguments); a v2 request's
+`tools`, `tool_choice` (REQUIRED / NONE), `image_url` parts, assistant
+`tool_calls` and `tool` results (each call answered by its id) are validated.
+Like the real API it wants `Authorization: Bearer ...`
 (401 without one); errors are `{"message": ...}` bodies. A generation that
 fails mid-stream (`error_event`) ends with finish reason ERROR, as Cohere's
 does. A request may pick its own fault with the `x-fake-fault` header.
@@ -52,6 +58,13 @@ from fakes.common import (
     serve_until_signalled,
     stall_until_client_gone,
     track_stream,
+)
+from fakes.tool_script import (
+    RequestInvalid,
+    ScriptedCall,
+    check_function_name,
+    check_object_schema,
+    require,
 )
 
 Fault = Literal[
@@ -100,6 +113,8 @@ class FakeCohereScript:
     `fault_after_chunks` is how many pieces `stall_mid_stream`, `truncated`,
     `error_event` and `malformed` send before misbehaving. `retry_after` is the
     429's `Retry-After` (None omits it). `input_tokens` is the billed prompt size.
+    With `tool_calls` (v2) the chunks are the tool plan and the calls follow;
+    `fault_in_tool_call` moves a mid-stream fault into the first call's arguments.
     """
 
     chunks: list[str] = field(default_factory=lambda: ["Hello", " from", " fake"])
@@ -109,6 +124,115 @@ class FakeCohereScript:
     fault_after_chunks: int = 1
     retry_after: str | None = "1"
     input_tokens: int = 7
+    tool_calls: list[ScriptedCall] = field(default_factory=list)
+    fault_in_tool_call: bool = False
+
+
+_MID_STREAM_FAULTS = ("stall_mid_stream", "truncated", "error_event", "malformed")
+
+
+def _check_v2(body: Mapping[str, Any]) -> None:
+    """v2's tools, tool_choice and messages, as strictly as Cohere parses them."""
+    tools = body.get("tools")
+    names: set[str] = set()
+    if tools is not None:
+        require(isinstance(tools, list), "invalid request: tools must be a list")
+        for i, tool in enumerate(tools):
+            require(
+                isinstance(tool, dict) and tool.get("type") == "function",
+                f"invalid request: tools[{i}].type must be 'function'",
+            )
+            function = tool.get("function")
+            require(isinstance(function, dict), f"invalid request: tools[{i}].function required")
+            unknown = set(function) - {"name", "description", "parameters"}
+            require(not unknown, f"invalid request: tools[{i}].function has unknown {unknown}")
+            check_function_name(function.get("name"), f"invalid request: tools[{i}].function.name")
+            if "parameters" in function:
+                check_object_schema(
+                    function["parameters"], f"invalid request: tools[{i}].function.parameters"
+                )
+            names.add(function["name"])
+    choice = body.get("tool_choice")
+    if choice is not None:
+        require(
+            choice in ("REQUIRED", "NONE"),
+            f"invalid request: tool_choice must be one of REQUIRED, NONE, got {choice!r}",
+        )
+        require(bool(names), "invalid request: tool_choice requires tools")
+    pending: set[str] = set()
+    for i, message in enumerate(body.get("messages") or []):
+        require(isinstance(message, dict), f"invalid request: messages[{i}] must be an object")
+        role = message.get("role")
+        require(
+            role in ("system", "user", "assistant", "tool"),
+            f"invalid request: messages[{i}].role {role!r} is not one of system, user, "
+            "assistant, tool",
+        )
+        if role == "tool":
+            call_id = message.get("tool_call_id")
+            require(
+                isinstance(call_id, str) and call_id in pending,
+                f"invalid request: messages[{i}].tool_call_id {call_id!r} does not match a "
+                "tool call of the assistant message before it",
+            )
+            require(
+                isinstance(message.get("content"), str | list),
+                f"invalid request: messages[{i}].content required for a tool message",
+            )
+            pending.discard(call_id)
+            continue
+        require(
+            not pending,
+            f"invalid request: messages[{i}]: tool calls {sorted(pending)} have no tool result",
+        )
+        content = message.get("content")
+        if isinstance(content, list):
+            for j, part in enumerate(content):
+                kind = part.get("type") if isinstance(part, dict) else None
+                require(
+                    kind in ("text", "image_url", "document", "thinking"),
+                    f"invalid request: messages[{i}].content[{j}].type {kind!r} is unknown",
+                )
+                if kind == "image_url":
+                    require(
+                        role == "user",
+                        f"invalid request: messages[{i}]: images only in user messages",
+                    )
+                    url = part.get("image_url", {}).get("url", "")
+                    require(
+                        isinstance(url, str)
+                        and url.startswith(("data:image/", "https://", "http://")),
+                        f"invalid request: messages[{i}].content[{j}].image_url.url must be a data "
+                        "URL or an http(s) URL",
+                    )
+        calls = message.get("tool_calls")
+        if calls is not None:
+            require(
+                role == "assistant",
+                f"invalid request: messages[{i}]: only assistant messages have tool_calls",
+            )
+            for j, call in enumerate(calls):
+                where = f"invalid request: messages[{i}].tool_calls[{j}]"
+                require(
+                    isinstance(call, dict) and isinstance(call.get("id"), str),
+                    f"{where}.id required",
+                )
+                require(call.get("type") == "function", f"{where}.type must be 'function'")
+                function = call.get("function")
+                require(isinstance(function, dict), f"{where}.function required")
+                check_function_name(function.get("name"), f"{where}.function.name")
+                arguments = function.get("arguments")
+                require(isinstance(arguments, str), f"{where}.function.arguments must be a string")
+                try:
+                    json.loads(arguments)
+                except ValueError as exc:
+                    raise RequestInvalid(f"{where}.function.arguments is not valid JSON") from exc
+                pending.add(call["id"])
+        else:
+            require(
+                content is not None and content != [],
+                f"invalid request: messages[{i}].content required",
+            )
 
 
 class FakeCohereStats(FakeStats):
@@ -153,6 +277,11 @@ class _Handler:
             return _error(401, "no api key supplied")
         if not isinstance(body, dict):
             return _error(400, "invalid request: could not parse the JSON body")
+        if self._api == "v2":
+            try:
+                _check_v2(body)
+            except RequestInvalid as exc:
+                return _error(400, str(exc))
         fault: str = request.headers.get(FAULT_HEADER, script.fault)
         if fault not in FAULTS:
             return _error(400, f"invalid request: unknown {FAULT_HEADER} {fault!r}")
@@ -182,13 +311,15 @@ class _Handler:
         if fault == "stall_before_first":
             await stall_until_client_gone(request)
             return
+        tooling = v2 and bool(script.tool_calls) and fault != "empty"
         if v2:
             start = {"role": "assistant", "content": [], "tool_plan": "", "tool_calls": []}
             await resp.write(_sse("message-start", {"id": ident, "delta": {"message": start}}))
-            content = {"type": "text", "text": ""}
-            await resp.write(
-                _sse("content-start", {"index": 0, "delta": {"message": {"content": content}}})
-            )
+            if not tooling:
+                content = {"type": "text", "text": ""}
+                await resp.write(
+                    _sse("content-start", {"index": 0, "delta": {"message": {"content": content}}})
+                )
         else:
             await resp.write(
                 _json_line(
@@ -197,15 +328,18 @@ class _Handler:
             )
 
         chunks = [] if fault == "empty" else script.chunks
+        midstream = fault in _MID_STREAM_FAULTS
+        in_call = midstream and tooling and script.fault_in_tool_call
         sent: list[str] = []
         for text in chunks:
-            if fault in ("stall_mid_stream", "truncated", "error_event", "malformed") and (
-                len(sent) >= script.fault_after_chunks
-            ):
+            if midstream and not in_call and len(sent) >= script.fault_after_chunks:
                 break
             if script.delay:
                 await asyncio.sleep(script.delay)
-            if v2:
+            if tooling:
+                plan = {"message": {"tool_plan": text}}
+                await resp.write(_sse("tool-plan-delta", {"delta": plan}))
+            elif v2:
                 delta = {"message": {"content": {"text": text}}}
                 await resp.write(_sse("content-delta", {"index": 0, "delta": delta}))
             else:
@@ -215,6 +349,25 @@ class _Handler:
                     )
                 )
             sent.append(text)
+        if tooling and not (midstream and not in_call):
+            for number, call in enumerate(script.tool_calls):
+                opened = {
+                    "id": call.id or f"get_fake{number}",
+                    "type": "function",
+                    "function": {"name": call.name, "arguments": ""},
+                }
+                started = {"message": {"tool_calls": opened}}
+                await resp.write(_sse("tool-call-start", {"index": number, "delta": started}))
+                for piece in call.fragments():
+                    if script.delay:
+                        await asyncio.sleep(script.delay)
+                    more = {"message": {"tool_calls": {"function": {"arguments": piece}}}}
+                    await resp.write(_sse("tool-call-delta", {"index": number, "delta": more}))
+                    if in_call:
+                        break
+                if in_call:
+                    break
+                await resp.write(_sse("tool-call-end", {"index": number}))
 
         if fault == "stall_mid_stream":
             await stall_until_client_gone(request)
@@ -227,9 +380,12 @@ class _Handler:
             await resp.write_eof(broken if v2 else b'{"event_type": "text-generation", "te\n')
             return
         reason = "ERROR" if fault == "error_event" else script.finish_reason
+        if tooling and fault != "error_event":
+            reason = "TOOL_CALL"
         usage = _usage(script, len(sent))
         if v2:
-            await resp.write(_sse("content-end", {"index": 0}))
+            if not tooling:
+                await resp.write(_sse("content-end", {"index": 0}))
             end: dict[str, Any] = {"finish_reason": reason, "usage": usage}
             if fault == "error_event":
                 end["error"] = GENERATION_ERROR
@@ -265,9 +421,27 @@ class _Handler:
         ident = str(uuid.uuid4())
         payload: dict[str, Any]
         if self._api == "v2":
+            message: dict[str, Any] = {
+                "role": "assistant",
+                "content": [{"type": "text", "text": text}],
+            }
+            if script.tool_calls and fault != "empty":
+                reason = "TOOL_CALL" if fault != "error_event" else reason
+                message = {
+                    "role": "assistant",
+                    "tool_plan": text,
+                    "tool_calls": [
+                        {
+                            "id": call.id or f"get_fake{number}",
+                            "type": "function",
+                            "function": {"name": call.name, "arguments": call.arguments_json()},
+                        }
+                        for number, call in enumerate(script.tool_calls)
+                    ],
+                }
             payload = {
                 "id": ident,
-                "message": {"role": "assistant", "content": [{"type": "text", "text": text}]},
+                "message": message,
                 "finish_reason": reason,
                 "usage": _usage(script, tokens),
             }

@@ -12,6 +12,14 @@ array, as the real endpoint sends. A request may pick its own fault with the
 `x-fake-fault` header. `FakeGeminiStats` records what arrived and how each
 response ended.
 
+Tools: with `script.tool_calls` set the answer (after any text) holds one whole
+`functionCall` part per call, each streamed in its own event, finishReason STOP;
+`fault_in_tool_call` makes a mid-stream fault strike where the first call's
+event goes (`truncated` and `malformed` cut that event in half). Requests'
+`tools` (function declarations with Gemini's schema subset: an unknown schema
+key is a 400, as on the real API), `toolConfig`, `inlineData` parts and the
+functionCall / functionResponse pairing are validated.
+
     async with run_fake_gemini() as fake:
         fake.script.fault = "http_429"
         ...  # configure GeminiConfig(base_url=fake.url, ...)
@@ -23,7 +31,9 @@ Standalone: `python -m fakes.gemini_server --port 9300 --chunks 50 --delay 0.02`
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import re
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -47,6 +57,7 @@ from fakes.common import (
     stall_until_client_gone,
     track_stream,
 )
+from fakes.tool_script import RequestInvalid, ScriptedCall, require
 
 Fault = Literal[
     "none",
@@ -69,7 +80,15 @@ Fault = Literal[
 FAULTS: tuple[Fault, ...] = get_args(Fault)
 
 FakeFinishReason = Literal[
-    "STOP", "MAX_TOKENS", "SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "OTHER"
+    "STOP",
+    "MAX_TOKENS",
+    "SAFETY",
+    "RECITATION",
+    "BLOCKLIST",
+    "PROHIBITED_CONTENT",
+    "SPII",
+    "OTHER",
+    "MALFORMED_FUNCTION_CALL",
 ]
 
 PREFIX = "/v1beta"
@@ -116,6 +135,9 @@ class FakeGeminiScript:
     `error_event` and `malformed` send before misbehaving.
     `retry_after` is the 429's `Retry-After` header (None omits it) and
     `retry_delay` its `RetryInfo.retryDelay` (None omits the detail).
+    `tool_calls` follow the text as `functionCall` parts, one event each (the first
+    with `thought_signature` as its `thoughtSignature` when set);
+    `fault_in_tool_call` makes a mid-stream fault strike where the first one goes.
     """
 
     chunks: list[str] = field(default_factory=lambda: ["Hello", " from", " Gemini"])
@@ -128,6 +150,217 @@ class FakeGeminiScript:
     retry_delay: str | None = "12s"
     prompt_tokens: int = 6
     thoughts_tokens: int = 0
+    tool_calls: list[ScriptedCall] = field(default_factory=list)
+    fault_in_tool_call: bool = False
+    thought_signature: str | None = None
+
+
+_SCHEMA_FIELDS = frozenset(
+    {
+        "type",
+        "format",
+        "title",
+        "description",
+        "nullable",
+        "enum",
+        "maxItems",
+        "minItems",
+        "properties",
+        "required",
+        "minProperties",
+        "maxProperties",
+        "minLength",
+        "maxLength",
+        "pattern",
+        "example",
+        "anyOf",
+        "propertyOrdering",
+        "default",
+        "items",
+        "minimum",
+        "maximum",
+    }
+)
+_SCHEMA_TYPES = frozenset({"STRING", "NUMBER", "INTEGER", "BOOLEAN", "ARRAY", "OBJECT"})
+_PART_DATA = ("text", "inlineData", "fileData", "functionCall", "functionResponse")
+_MID_STREAM_FAULTS = ("stall_mid_stream", "truncated", "error_event", "malformed")
+_ALLOWED = "* GenerateContentRequest.tool_config.function_calling_config.allowed_function_names"
+
+
+def _check_schema(schema: Any, where: str) -> None:
+    """A `Schema` as the API parses it: unknown fields and non-enum types are 400s."""
+    require(isinstance(schema, dict), f"Invalid value at '{where}': must be an object")
+    for key in schema:
+        require(
+            key in _SCHEMA_FIELDS,
+            f"Invalid JSON payload received. Unknown name \"{key}\" at '{where}': "
+            "Cannot find field.",
+        )
+    kind = schema.get("type")
+    if kind is not None:
+        require(
+            isinstance(kind, str) and kind.upper() in _SCHEMA_TYPES,
+            f"Invalid value at '{where}.type' (type.googleapis.com/google.ai.generativelanguage"
+            f".v1beta.Type), {json.dumps(kind)}",
+        )
+    enum = schema.get("enum")
+    if enum is not None:
+        require(
+            isinstance(enum, list) and all(isinstance(v, str) for v in enum),
+            f"Invalid value at '{where}.enum': enum values must be strings",
+        )
+    for name, sub in (schema.get("properties") or {}).items():
+        _check_schema(sub, f"{where}.properties[{name}].value")
+    if "items" in schema:
+        _check_schema(schema["items"], f"{where}.items")
+    for i, sub in enumerate(schema.get("anyOf") or []):
+        _check_schema(sub, f"{where}.any_of[{i}]")
+
+
+def _check_tools(body: dict[str, Any]) -> set[str]:
+    """`tools` and `toolConfig`; returns the declared function names."""
+    names: set[str] = set()
+    tools = body.get("tools", [])
+    require(isinstance(tools, list), "Invalid value at 'tools': must be a list")
+    for i, tool in enumerate(tools):
+        require(isinstance(tool, dict), f"Invalid value at 'tools[{i}]'")
+        for j, declaration in enumerate(tool.get("functionDeclarations", [])):
+            where = f"tools[{i}].function_declarations[{j}]"
+            require(isinstance(declaration, dict), f"Invalid value at '{where}'")
+            unknown = set(declaration) - {
+                "name",
+                "description",
+                "parameters",
+                "response",
+                "behavior",
+                "parametersJsonSchema",
+            }
+            require(
+                not unknown,
+                f"Invalid JSON payload received. Unknown name "
+                f"\"{sorted(unknown)[0] if unknown else ''}\" at '{where}': Cannot find field.",
+            )
+            name = declaration.get("name")
+            require(
+                isinstance(name, str)
+                and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.:-]{0,127}", name) is not None,
+                f"* GenerateContentRequest.{where}.name: Invalid function name.",
+            )
+            if "parameters" in declaration:
+                parameters = declaration["parameters"]
+                _check_schema(parameters, f"{where}.parameters")
+                if str(parameters.get("type", "")).upper() == "OBJECT":
+                    require(
+                        bool(parameters.get("properties")),
+                        f"* GenerateContentRequest.{where}.parameters.properties: should be "
+                        "non-empty for OBJECT type",
+                    )
+            names.add(name)
+    config = body.get("toolConfig")
+    if config is not None:
+        calling: Any = config.get("functionCallingConfig") if isinstance(config, dict) else None
+        require(isinstance(calling, dict), "Invalid value at 'tool_config'")
+        mode = calling.get("mode", "AUTO")
+        require(
+            mode in ("AUTO", "ANY", "NONE", "VALIDATED"),
+            f"Invalid value at 'tool_config.function_calling_config.mode', {json.dumps(mode)}",
+        )
+        allowed = calling.get("allowedFunctionNames")
+        if allowed is not None:
+            require(
+                mode in ("ANY", "VALIDATED"),
+                f"{_ALLOWED}: allowed_function_names should only be set when mode is ANY.",
+            )
+            require(
+                isinstance(allowed, list) and set(allowed) <= names,
+                f"{_ALLOWED}: must name declared functions",
+            )
+    return names
+
+
+def _check_contents(contents: list[Any]) -> None:
+    """Parts hold one datum each; calls only from the model, responses only from the
+    user, and a turn of N calls is answered by a turn of N responses."""
+    calls: list[str] = []
+    for i, content in enumerate(contents):
+        require(isinstance(content, dict), f"Invalid value at 'contents[{i}]'")
+        role = content.get("role", "user")
+        parts = content.get("parts")
+        require(
+            isinstance(parts, list) and len(parts) > 0,
+            f"* GenerateContentRequest.contents[{i}].parts: contents.parts must not be empty.",
+        )
+        responses: list[str] = []
+        for j, part in enumerate(parts):
+            where = f"contents[{i}].parts[{j}]"
+            require(isinstance(part, dict), f"Invalid value at '{where}'")
+            data = [key for key in _PART_DATA if key in part]
+            require(
+                len(data) == 1,
+                f"* GenerateContentRequest.{where}.data: required oneof field 'data' must "
+                "have one initialized field",
+            )
+            if "inlineData" in part:
+                blob = part["inlineData"]
+                require(
+                    isinstance(blob, dict)
+                    and isinstance(blob.get("mimeType"), str)
+                    and isinstance(blob.get("data"), str),
+                    f"* GenerateContentRequest.{where}.inline_data: mime_type and data are "
+                    "required",
+                )
+                try:
+                    base64.b64decode(blob["data"], validate=True)
+                except ValueError as exc:
+                    raise RequestInvalid(
+                        f"Invalid value at '{where}.inline_data.data' (TYPE_BYTES), "
+                        "Base64 decoding failed"
+                    ) from exc
+            if "functionCall" in part:
+                call = part["functionCall"]
+                require(
+                    role == "model",
+                    f"* GenerateContentRequest.{where}: function calls come from the model",
+                )
+                require(
+                    isinstance(call, dict) and isinstance(call.get("name"), str),
+                    f"* GenerateContentRequest.{where}.function_call.name: name is required",
+                )
+                require(
+                    isinstance(call.get("args", {}), dict),
+                    f"Invalid value at '{where}.function_call.args': must be an object",
+                )
+            if "functionResponse" in part:
+                answer = part["functionResponse"]
+                require(
+                    role in ("user", "function"),
+                    f"* GenerateContentRequest.{where}: function responses come from the user",
+                )
+                require(
+                    isinstance(answer, dict) and isinstance(answer.get("name"), str),
+                    f"* GenerateContentRequest.{where}.function_response.name: name is required",
+                )
+                require(
+                    isinstance(answer.get("response"), dict),
+                    f"Invalid value at '{where}.function_response.response' "
+                    "(type.googleapis.com/google.protobuf.Struct): must be an object",
+                )
+                responses.append(answer["name"])
+        if calls:
+            require(
+                len(responses) == len(calls) and sorted(responses) == sorted(calls),
+                "Please ensure that the number of function response parts is equal to the "
+                "number of function call parts of the function call turn.",
+            )
+        else:
+            require(
+                not responses,
+                f"* GenerateContentRequest.contents[{i}]: a function response must follow a "
+                "function call turn",
+            )
+        calls = [
+            p["functionCall"]["name"] for p in parts if isinstance(p, dict) and "functionCall" in p
+        ]
 
 
 class FakeGeminiStats(FakeStats):
@@ -150,6 +383,12 @@ def _rpc_error(
     if details:
         error["details"] = details
     return web.json_response({"error": error}, status=status, headers=headers)
+
+
+def _has_call(event: Mapping[str, Any]) -> bool:
+    candidates = event.get("candidates") or [{}]
+    parts = candidates[0].get("content", {}).get("parts", [])
+    return any("functionCall" in part for part in parts)
 
 
 def _sse(payload: Mapping[str, Any]) -> bytes:
@@ -176,6 +415,11 @@ class _Handler:
             return _rpc_error(
                 400, "INVALID_ARGUMENT", "* GenerateContentRequest.contents: required"
             )
+        try:
+            _check_tools(body)
+            _check_contents(body["contents"])
+        except RequestInvalid as exc:
+            return _rpc_error(400, "INVALID_ARGUMENT", str(exc))
 
         fault: str = request.headers.get(FAULT_HEADER, script.fault)
         if fault not in FAULTS:
@@ -276,6 +520,24 @@ class _Handler:
                     **common,
                 }
             )
+        if fault != "empty":
+            for number, call in enumerate(script.tool_calls):
+                function: dict[str, Any] = {"name": call.name, "args": call.arguments}
+                if call.id is not None:
+                    function["id"] = call.id
+                call_part: dict[str, Any] = {"functionCall": function}
+                if script.thought_signature is not None and number == 0:
+                    call_part["thoughtSignature"] = script.thought_signature
+                events.append(
+                    {
+                        "candidates": [
+                            {"content": {"parts": [call_part], "role": "model"}, "index": 0}
+                        ],
+                        "usageMetadata": self._usage(script, len(chunks) + number + 1),
+                        **common,
+                    }
+                )
+                chunks = [*chunks, ""]  # counts toward "the answer has parts" below
         # The real API puts finishReason on the last text event; an empty answer
         # ends with a candidate whose content has no parts.
         if events and chunks:
@@ -307,10 +569,18 @@ class _Handler:
         if fault == "stall_before_first":
             await stall_until_client_gone(request)
             return
-        cut = fault in ("stall_mid_stream", "truncated", "error_event", "malformed")
+        cut = fault in _MID_STREAM_FAULTS
+        in_call = cut and script.fault_in_tool_call and bool(script.tool_calls)
         sent = 0
         for event in events:
-            if cut and sent >= script.fault_after_chunks:
+            if in_call and _has_call(event):
+                if fault in ("truncated", "malformed"):
+                    data = _sse(event)
+                    await resp.write(data[: len(data) // 2])
+                    await resp.write_eof(b"\r\n\r\n" if fault == "malformed" else b"")
+                    return
+                break
+            if cut and not in_call and sent >= script.fault_after_chunks:
                 break
             if script.delay:
                 await asyncio.sleep(script.delay)

@@ -6,7 +6,13 @@ Flow: an Ollama chat request comes in; the server answers as the mutable
 `done_reason` and token counts (Ollama streams unless told `stream: false`), or
 one of the `Fault`s. Errors are Ollama's `{"error": "..."}` bodies, and a failure
 mid-stream is an `{"error": ...}` line in a 200 stream, as Ollama does it. A
-request may pick its own fault with the `x-fake-fault` header. `FakeOllamaStats`
+request may pick its own fault with the `x-fake-fault` header. With
+`script.tool_calls` set, the answer (after any text) carries each call whole in
+its own line's `message.tool_calls` (arguments as an object), `done_reason` stop;
+`fault_in_tool_call` makes a mid-stream fault strike where the first call's line
+goes (`truncated` and `malformed` cut that line in half). `tools`, `images`,
+assistant `tool_calls` (arguments must be objects) and `tool` messages are
+validated as Ollama decodes them. `FakeOllamaStats`
 records what arrived and how each response ended, including streams the client
 closed before completion.
 
@@ -21,6 +27,7 @@ Standalone: `python -m fakes.ollama_server --port 9400 --chunks 50 --delay 0.02`
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -45,6 +52,13 @@ from fakes.common import (
     serve_until_signalled,
     stall_until_client_gone,
     track_stream,
+)
+from fakes.tool_script import (
+    RequestInvalid,
+    ScriptedCall,
+    check_function_name,
+    check_object_schema,
+    require,
 )
 
 Fault = Literal[
@@ -89,6 +103,8 @@ class FakeOllamaScript:
     `stall_mid_stream`, `truncated`, `error_event` and `malformed` send before
     misbehaving. `retry_after` is the 429's `Retry-After` (None omits it).
     `split_lines` writes each line in two pieces so one straddles TCP reads.
+    `tool_calls` follow the text, one whole call per line; `fault_in_tool_call`
+    makes a mid-stream fault strike where the first one goes.
     """
 
     chunks: list[str] = field(default_factory=lambda: ["Hello", " from", " fake"])
@@ -99,6 +115,53 @@ class FakeOllamaScript:
     retry_after: str | None = "1"
     prompt_tokens: int = 7
     split_lines: bool = False
+    tool_calls: list[ScriptedCall] = field(default_factory=list)
+    fault_in_tool_call: bool = False
+
+
+_MID_STREAM_FAULTS = ("stall_mid_stream", "truncated", "error_event", "malformed")
+
+
+def _check_request(body: Mapping[str, Any]) -> None:
+    """Tools and messages as Ollama's Go structs decode them (a type mismatch is a 400)."""
+    for i, tool in enumerate(body.get("tools") or []):
+        require(
+            isinstance(tool, dict) and tool.get("type") == "function",
+            f"tools[{i}]: type must be function",
+        )
+        function: Any = tool.get("function")
+        require(isinstance(function, dict), f"tools[{i}]: function is required")
+        check_function_name(function.get("name"), f"tools[{i}].function.name")
+        check_object_schema(function.get("parameters"), f"tools[{i}].function.parameters")
+    for i, message in enumerate(body.get("messages") or []):
+        require(isinstance(message, dict), "json: cannot unmarshal message")
+        role = message.get("role")
+        require(role in ("system", "user", "assistant", "tool"), f"invalid role {role!r}")
+        require(
+            isinstance(message.get("content", ""), str),
+            "json: cannot unmarshal array into Go struct field Message.messages.content of "
+            "type string",
+        )
+        for image in message.get("images") or []:
+            require(isinstance(image, str), "json: cannot unmarshal images")
+            try:
+                base64.b64decode(image, validate=True)
+            except ValueError as exc:
+                raise RequestInvalid("illegal base64 data in images") from exc
+        for call in message.get("tool_calls") or []:
+            require(role == "assistant", f"messages[{i}]: only assistant messages have tool_calls")
+            called: Any = call.get("function") if isinstance(call, dict) else None
+            require(isinstance(called, dict), "json: cannot unmarshal tool_calls")
+            check_function_name(called.get("name"), f"messages[{i}].tool_calls.function.name")
+            require(
+                isinstance(called.get("arguments"), dict),
+                "json: cannot unmarshal string into Go struct field "
+                "ToolCallFunction.messages.tool_calls.function.arguments of type "
+                "api.ToolCallFunctionArguments",
+            )
+        if "tool_name" in message:
+            require(role == "tool", f"messages[{i}]: tool_name belongs on tool messages")
+            require(isinstance(message["tool_name"], str), "json: cannot unmarshal tool_name")
 
 
 class FakeOllamaStats(FakeStats):
@@ -111,6 +174,14 @@ FAKE_STATS = web.AppKey("fake_ollama_stats", FakeOllamaStats)
 
 def _now() -> str:
     return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _call(call: ScriptedCall) -> dict[str, Any]:
+    """A call as Ollama sends it: whole, arguments as an object (an id only if scripted)."""
+    out: dict[str, Any] = {"function": {"name": call.name, "arguments": call.arguments}}
+    if call.id is not None:
+        out["id"] = call.id
+    return out
 
 
 def _line(obj: Mapping[str, Any]) -> bytes:
@@ -135,6 +206,10 @@ class _Handler:
         model = str(body.get("model") or "")
         if not model:
             return web.json_response({"error": "model is required"}, status=400)
+        try:
+            _check_request(body)
+        except RequestInvalid as exc:
+            return web.json_response({"error": str(exc)}, status=400)
         streaming = body.get("stream", True) is not False
         if fault == "error_event" and not streaming:
             fault = "http_500"  # without a stream, a runner failure is a 500 body
@@ -176,17 +251,35 @@ class _Handler:
             await stall_until_client_gone(request)
             return
         chunks = [] if fault == "empty" else script.chunks
+        midstream = fault in _MID_STREAM_FAULTS
+        in_call = midstream and script.fault_in_tool_call and bool(script.tool_calls)
         sent = 0
         for text in chunks:
-            if fault in ("stall_mid_stream", "truncated", "error_event", "malformed") and (
-                sent >= script.fault_after_chunks
-            ):
+            if midstream and not in_call and sent >= script.fault_after_chunks:
                 break
             if script.delay:
                 await asyncio.sleep(script.delay)
             message = {"role": "assistant", "content": text}
             await send({"model": model, "created_at": _now(), "message": message, "done": False})
             sent += 1
+        if not (midstream and not in_call) and fault != "empty":
+            for call in script.tool_calls:
+                line = {
+                    "model": model,
+                    "created_at": _now(),
+                    "message": {"role": "assistant", "content": "", "tool_calls": [_call(call)]},
+                    "done": False,
+                }
+                if in_call:
+                    if fault in ("truncated", "malformed"):
+                        data = _line(line)
+                        await resp.write_eof(
+                            data[: len(data) // 2] + (b"\n" if fault == "malformed" else b"")
+                        )
+                        return
+                    break
+                await send(line)
+                sent += 1
         if fault == "stall_mid_stream":
             await stall_until_client_gone(request)
             return
@@ -224,7 +317,10 @@ class _Handler:
         if fault == "stall_before_first":
             await stall_until_client_gone(request)
         chunks = [] if fault == "empty" else script.chunks
-        data = json.dumps(self._final(script, model, "".join(chunks), len(chunks))).encode()
+        final = self._final(script, model, "".join(chunks), len(chunks))
+        if script.tool_calls and fault != "empty":
+            final["message"]["tool_calls"] = [_call(call) for call in script.tool_calls]
+        data = json.dumps(final).encode()
         if fault == "malformed":
             return web.Response(
                 body=b'{"model": "broken", "message": {', content_type="application/json"

@@ -65,6 +65,7 @@ Fault = Literal[
     "empty",
     "empty_choices",
     "empty_data",
+    "cut_in_tool_call",
 ]
 FAULTS: tuple[Fault, ...] = get_args(Fault)
 
@@ -72,7 +73,24 @@ MID_STREAM_FAULTS = frozenset({"stall_mid_stream", "truncated", "malformed", "er
 """Faults that strike after `fault_after_chunks` content chunks (`error_mid_stream`:
 an `{"error": ...}` event, the way a 5xx reaches a client once the stream is open)."""
 
+TOOL_FAULTS = frozenset({"cut_in_tool_call"})
+"""`cut_in_tool_call`: when the answer calls tools, the stream ends (no [DONE]) after
+the first half of the arguments of call number `fault_in_call` (a plain answer is
+cut after `fault_after_chunks` content chunks instead, like `truncated`)."""
+
 FakeFinishReason = Literal["stop", "length", "content_filter", "tool_calls"]
+
+
+@dataclass(frozen=True)
+class FakeToolCall:
+    """A tool call the fake makes: `arguments` is JSON text, streamed in `pieces`
+    fragments (the first fragment carries the id and the name, as OpenAI's do)."""
+
+    name: str
+    arguments: str
+    id: str | None = None
+    pieces: int = 3
+
 
 _ERROR_BODIES: Mapping[int, dict[str, Any]] = MappingProxyType(
     {
@@ -134,6 +152,29 @@ class FakeOpenAIScript:
     prompt_tokens: int = 7
     split_events: bool = False
     prefill_overlap: int = 0
+    tool_calls: list[FakeToolCall] = field(default_factory=list)
+    tool_preamble: list[str] = field(default_factory=list)
+    fault_in_call: int = 0
+
+
+def calls_tools(script: FakeOpenAIScript, body: dict[str, Any]) -> bool:
+    """Whether this request is answered with the script's tool calls: the script has
+    some, the request offers tools (and does not say `tool_choice: none`), and its
+    last message (before a continuation's prefill) is not a tool result (a result
+    gets the text answer: a tool loop). `tool_preamble` is the text sent before
+    the calls; `fault_in_call` the call `cut_in_tool_call` breaks."""
+    if not script.tool_calls or not body.get("tools") or body.get("tool_choice") == "none":
+        return False
+    messages = [m for m in body.get("messages") or [] if isinstance(m, dict)]
+    if messages and messages[-1].get("role") == "assistant" and len(messages) > 1:
+        messages = messages[:-1]  # a continuation's prefill: what came before it decides
+    return not (messages and messages[-1].get("role") == "tool")
+
+
+def _pieces(text: str, count: int) -> list[str]:
+    count = max(1, min(count, len(text) or 1))
+    size = -(-len(text) // count) or 1
+    return [text[at : at + size] for at in range(0, len(text), size)] or [""]
 
 
 class FakeOpenAIStats(FakeStats):
@@ -200,7 +241,8 @@ class _Handler:
             stream_options.get("include_usage")
         )
 
-        chunks = script.chunks
+        tools = calls_tools(script, body)
+        chunks = list(script.tool_preamble) if tools else script.chunks
         partial = trailing_assistant(body.get("messages"))
         if partial is not None:
             chunks = continue_from(chunks, partial, script.prefill_overlap)
@@ -212,10 +254,10 @@ class _Handler:
                 )
                 await resp.prepare(request)
                 await self._stream(
-                    request, resp, script, chunks, fault, ident, model, include_usage
+                    request, resp, script, chunks, fault, ident, model, include_usage, tools
                 )
             else:
-                resp = await self._complete(request, script, chunks, fault, ident, model)
+                resp = await self._complete(request, script, chunks, fault, ident, model, tools)
         return resp if resp is not None else web.Response()
 
     async def _stream(
@@ -228,6 +270,7 @@ class _Handler:
         ident: str,
         model: str,
         include_usage: bool,
+        tools: bool = False,
     ) -> None:
         created = int(time.time())
         head = (
@@ -262,7 +305,9 @@ class _Handler:
         limit = script.fault_after_chunks
         sent = 0
         for text in chunks:
-            if fault in MID_STREAM_FAULTS and sent >= limit:
+            if (fault in MID_STREAM_FAULTS or (fault in TOOL_FAULTS and not tools)) and (
+                sent >= limit
+            ):
                 break
             if script.delay:
                 await asyncio.sleep(script.delay)
@@ -273,10 +318,31 @@ class _Handler:
             await send(choice(json.dumps({"content": text})))
             sent += 1
 
+        if tools and fault not in MID_STREAM_FAULTS:
+            for index, call in enumerate(script.tool_calls):
+                pieces = _pieces(call.arguments, call.pieces)
+                cut = fault in TOOL_FAULTS and index == script.fault_in_call
+                if cut:
+                    pieces = pieces[: max(1, len(pieces) // 2)]
+                    if len(pieces) == 1 and len(call.arguments) > 1:
+                        pieces = [call.arguments[: len(call.arguments) // 2]]
+                for at, piece in enumerate(pieces):
+                    fragment: dict[str, Any] = {"index": index, "function": {"arguments": piece}}
+                    if at == 0:
+                        fragment["id"] = call.id or f"call_fake{index}"
+                        fragment["type"] = "function"
+                        fragment["function"]["name"] = call.name
+                    if script.delay:
+                        await asyncio.sleep(script.delay)
+                    await send(choice(json.dumps({"tool_calls": [fragment]})))
+                    sent += 1
+                if cut:
+                    await resp.write_eof()
+                    return
         if fault == "stall_mid_stream":
             await stall_until_client_gone(request)
             return
-        if fault == "truncated":
+        if fault == "truncated" or (fault in TOOL_FAULTS and not tools):
             await resp.write_eof()
             return
         if fault == "malformed":
@@ -287,7 +353,7 @@ class _Handler:
             await resp.write_eof(_sse(json.dumps({"error": _ERROR_BODIES[500]})))
             return
 
-        await send(choice("{}", script.finish_reason))
+        await send(choice("{}", "tool_calls" if tools else script.finish_reason))
         if include_usage:
             usage = self._usage(script, sent)
             await send("[]", f',"usage":{json.dumps(usage)}')
@@ -303,16 +369,28 @@ class _Handler:
         fault: str,
         ident: str,
         model: str,
+        tools: bool = False,
     ) -> web.StreamResponse:
         if fault == "stall_before_first":
             await stall_until_client_gone(request)
-        content = "" if fault == "empty" else "".join(answer)
+        content: str | None = "" if fault == "empty" else "".join(answer)
+        message: dict[str, Any] = {"role": "assistant", "content": content, "refusal": None}
+        if tools:
+            message["content"] = content or None
+            message["tool_calls"] = [
+                {
+                    "id": call.id or f"call_fake{index}",
+                    "type": "function",
+                    "function": {"name": call.name, "arguments": call.arguments},
+                }
+                for index, call in enumerate(script.tool_calls)
+            ]
         choices: list[dict[str, Any]] = [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": content, "refusal": None},
+                "message": message,
                 "logprobs": None,
-                "finish_reason": script.finish_reason,
+                "finish_reason": "tool_calls" if tools else script.finish_reason,
             }
         ]
         payload = {
@@ -329,7 +407,7 @@ class _Handler:
             return web.Response(
                 body=b'{"id": "chatcmpl-broken", "choices": [', content_type="application/json"
             )
-        if fault in ("stall_mid_stream", "truncated", "error_mid_stream"):
+        if fault in ("stall_mid_stream", "truncated", "error_mid_stream", "cut_in_tool_call"):
             return await half_body(request, data, stall=fault == "stall_mid_stream")
         return web.Response(body=data, content_type="application/json")
 

@@ -6,7 +6,11 @@ or `.stream` (the same failover, retry, deadlines and health as the native API)
 
 Streaming: the response starts with the first chunk, so a failure before it
 (failover found no model) is an HTTP error with a status. Failover before the
-first chunk is invisible. A model that fails after chunks were sent ends the
+first chunk is invisible. Tool calls stream in OpenAI's delta shape (`index`,
+`id`, `type`, `function.name` and `.arguments`): whole calls by default, each
+sent once complete, so a failover inside a call is invisible too; the turn ends
+with `finish_reason: tool_calls`. A model that fails after chunks (text, a tool
+call, or under `tool_call_streaming: fragments` part of one) were sent ends the
 stream with an SSE `{"error": {...}}` event (code `model_unavailable`; the
 OpenAI SDKs raise `APIError`): the answer is never spliced from two models.
 """
@@ -31,9 +35,11 @@ from openai_api.types import GatewayKey, GatewayView
 from operators.aio import to_future
 from operators.failover import Reset
 from pipelines.chat_router import ChatChunk, ChatRouter, ModelInfo
+from pipelines.chat_stream import tool_call_json
 from protocol import jsoncodec
 from protocol.chat import ChatRequest
 from protocol.frames import ErrorName
+from protocol.images import image_problem
 from providers.types import FinishReason, TokenUsage
 from transport.http_json import json_response
 
@@ -46,12 +52,13 @@ FINISH_REASONS: dict[str, str] = {
     "complete": "stop",
     "max_tokens": "length",
     "content_filtered": "content_filter",
+    "tool_calls": "tool_calls",
 }
 
 
 def finish_reason(reason: FinishReason | None) -> str:
     """Sluice's finish reason -> OpenAI's (`complete` -> `stop`, `max_tokens` -> `length`,
-    `content_filtered` -> `content_filter`, anything else -> `stop`)."""
+    `content_filtered` -> `content_filter`, `tool_calls` stays, anything else -> `stop`)."""
     return FINISH_REASONS.get(reason or "", "stop")
 
 
@@ -110,6 +117,9 @@ def chat_request(
             code=ErrorName.MESSAGE_HISTORY_TOO_LONG,
             param="messages",
         )
+    problem = image_problem(request.images(), gateway.config.limits.images)
+    if problem is not None:
+        raise ApiError(400, problem, code=ErrorName.INVALID_IMAGE, param="messages")
     return request
 
 
@@ -124,7 +134,7 @@ def chat_completions(gateway_key: GatewayKey) -> Handler:
         router, pinned = resolve(gateway, body.model)
         allowed(client, router.id)
         sluice_request = chat_request(gateway, router, pinned, body)
-        take_request(client, gateway)
+        await take_request(client, gateway)
         telemetry = gateway.telemetry or Telemetry(gateway.clock)
         completion_id = f"chatcmpl-{uuid.uuid4().hex}"
         tracked = telemetry.request(ENDPOINT, router.id, completion_id, key_id=client.key_id)
@@ -180,6 +190,10 @@ async def _complete(
     tracked.output()
     tracked.finish(OK)
     result = completion.result
+    message: dict[str, Any] = {"role": result.role, "content": result.content}
+    if result.tool_calls:
+        message["content"] = result.content or None
+        message["tool_calls"] = [call.to_json() for call in result.tool_calls]
     return json_response(
         {
             "id": completion_id,
@@ -189,7 +203,7 @@ async def _complete(
             "choices": [
                 {
                     "index": 0,
-                    "message": {"role": result.role, "content": result.content},
+                    "message": message,
                     "logprobs": None,
                     "finish_reason": finish_reason(result.finish_reason),
                 }
@@ -301,7 +315,11 @@ async def _relay(
             )
         model = model_name(router, event.model)
         delta = event.delta
-        if delta.content:
+        if delta.tool_calls:
+            calls = [tool_call_json(call) for call in delta.tool_calls]
+            await sse.chunk(model, {"content": delta.content or None, "tool_calls": calls})
+            tracked.output()
+        elif delta.content:
             await sse.chunk(model, {"content": delta.content})
             tracked.output()
         if delta.finish_reason is not None:

@@ -73,7 +73,7 @@ async def run_embedding(
     accepting(gateway)
     allowed(client, router.id)
     embed = embed_request(body, router.config)
-    take_request(client, gateway)
+    await take_request(client, gateway)
     telemetry = gateway.telemetry or Telemetry(gateway.clock)
     tracked = telemetry.request(
         endpoint, router.id, f"embed-{uuid.uuid4().hex}", key_id=client.key_id

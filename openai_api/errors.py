@@ -13,6 +13,7 @@ from typing import Any
 from aiohttp import web
 
 from operators.failover import AllModelsUnavailable
+from pipelines.chat_router import MissingCapability
 from protocol.frames import ErrorName
 from providers.types import ErrorCategory, ProviderError
 from transport.http_json import json_response
@@ -68,11 +69,15 @@ class ApiError(Exception):
 def from_failure(error: Exception, redact: Callable[[str], str]) -> ApiError:
     """A routing or pipeline failure -> the `ApiError` to answer with.
 
-    AllModelsUnavailable -> 503 `all_models_unavailable`; a provider's own 400
+    AllModelsUnavailable -> 503 `all_models_unavailable`; MissingCapability -> 400
+    `unsupported_capability`; a provider's own 400
     (the client's input) -> 400 `bad_request`; anything else -> 500.
     """
     if isinstance(error, AllModelsUnavailable):
         return ApiError(503, redact(str(error)), code=ErrorName.ALL_MODELS_UNAVAILABLE)
+    if isinstance(error, MissingCapability):
+        param = "messages" if error.capability != "tools" else "tools"
+        return ApiError(400, str(error), code=ErrorName.UNSUPPORTED_CAPABILITY, param=param)
     if isinstance(error, ProviderError):
         if error.category is ErrorCategory.BAD_REQUEST:
             return ApiError(400, redact(str(error)), code=ErrorName.BAD_REQUEST)

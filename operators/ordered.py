@@ -1,4 +1,4 @@
-"""Order of subscriptions and items: `concat_eager`, `merge_now`, `then_emit`.
+"""Order of subscriptions and items: `concat_eager`, `merge_now`, `then_emit`, `enclose`.
 
 `concat_eager`: run inner observables at once, deliver their items in arrival order.
 
@@ -161,6 +161,35 @@ def then_emit(last: Callable[[], T]) -> Callable[[Observable[T]], Observable[T]]
                 observer.on_next(last())
                 observer.on_completed()
 
+            return source.subscribe(
+                observer.on_next, observer.on_error, on_completed, scheduler=scheduler
+            )
+
+        return Observable(subscribe)
+
+    return operator
+
+
+def enclose(
+    head: Callable[[], T], tail: Callable[[], T]
+) -> Callable[[Observable[T]], Observable[T]]:
+    """`head()` at subscription, the source's items, `tail()` when it completes.
+
+    source: --a-b-|
+    result: H-a-b-(T|)    (H before the source is subscribed; errors pass, no T)
+    `start_with` / `concat` would subscribe the source a scheduler tick late
+    (see `merge_now`); this subscribes it at once.
+    """
+
+    def operator(source: Observable[T]) -> Observable[T]:
+        def subscribe(
+            observer: abc.ObserverBase[T], scheduler: abc.SchedulerBase | None = None
+        ) -> abc.DisposableBase:
+            def on_completed() -> None:
+                observer.on_next(tail())
+                observer.on_completed()
+
+            observer.on_next(head())
             return source.subscribe(
                 observer.on_next, observer.on_error, on_completed, scheduler=scheduler
             )

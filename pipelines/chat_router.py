@@ -15,6 +15,14 @@ Mid-stream failures (`mid_stream` of the router):
   config does not say otherwise); its first chunk carries `switched_from`, and a
   repeat of the partial answer's tail is trimmed. A model that cannot continue
   gets the `restart` treatment for that hop (`Reset` first).
+Tools and images: a request that needs a capability (`ChatRequest.needs`: tools,
+inline images, https image URLs) goes only to the models that have it (the
+adapter's flag, unless the model's `capabilities` config turns it off); when no
+model has it, the answer is the error `MissingCapability`. Tool calls are held
+until whole (`operators.tool_calls`), or passed as fragments under
+`tool_call_streaming: fragments`; once a tool call (whole or a fragment) was sent,
+a failure restarts the answer (`Reset`) even in `continue` mode: a continuation
+cannot carry calls, and the next model's own calls must not follow them.
 Every request runs under the router's `deadline` budget (or the request's own
 `deadline_ms`, never longer), across all attempts and retry passes.
 """
@@ -28,6 +36,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Protocol, runtime_checkable
 
+import reactivex
 from reactivex import Observable, abc
 
 from config.models import LanguageModelConfig, LanguageRouterConfig
@@ -36,7 +45,8 @@ from operators.aio import from_async_iterable
 from operators.attempt import Deadlines, OutputRule, Watch, guard_attempt
 from operators.failover import Budget, Recovery, Reset, RouterHealth, failover, retry_passes
 from operators.scheduling import Once
-from protocol.chat import ChatRequest
+from operators.tool_calls import ToolCallHold
+from protocol.chat import Capability, ChatRequest
 from providers.types import (
     ChatDelta,
     ChatProvider,
@@ -45,6 +55,8 @@ from providers.types import (
     ErrorCategory,
     ProviderError,
     TokenUsage,
+    ToolCall,
+    ToolCallDelta,
 )
 
 log = logging.getLogger("sluice.chat")
@@ -91,6 +103,33 @@ class ChatCompletion:
 
 ChatEvent = ChatChunk | Reset
 
+CAPABILITIES: tuple[Capability, ...] = ("tools", "images", "image_urls")
+"""What a request may need of a model beyond text, in the order errors name them."""
+
+_CAPABILITY_WORDS = {
+    "tools": "tool calling",
+    "images": "image input",
+    "image_urls": "https image URLs (Sluice does not fetch them: send the image as a data: URL)",
+}
+
+
+class MissingCapability(Exception):
+    """No model of the router (or the pinned model) can serve what the request needs."""
+
+    def __init__(
+        self, router_id: str, missing: tuple[Capability, ...], pinned: str | None = None
+    ) -> None:
+        self.router_id = router_id
+        self.missing = missing
+        self.capability = missing[0]
+        where = f"model {pinned!r} of router {router_id!r}" if pinned else f"router {router_id!r}"
+        words = "; ".join(_CAPABILITY_WORDS[name] for name in missing)
+        names = ", ".join(missing)
+        super().__init__(
+            f"the request needs {names} and no enabled model of {where} has it ({words}); "
+            "see capabilities in docs/providers.md"
+        )
+
 
 @runtime_checkable
 class RecoveringHealth(Protocol):
@@ -120,6 +159,9 @@ class ChatRouter:
         self._continues = {
             m.id: _continues(m, self._providers[m.id]) for m in self._models.values()
         }
+        self._capable = {
+            m.id: _capabilities(m, self._providers[m.id]) for m in self._models.values()
+        }
         self._recovery: Recovery | None = (
             health.unavailable_until if isinstance(health, RecoveringHealth) else None
         )
@@ -137,6 +179,10 @@ class ChatRouter:
         """Whether `model_id` may be asked to continue a partial answer (its adapter's
         capability, unless the model's config overrides it)."""
         return self._continues.get(model_id, False)
+
+    def capabilities(self, model_id: str) -> frozenset[Capability]:
+        """What `model_id` can do beyond text (its adapter's flags, as its config narrows them)."""
+        return self._capable.get(model_id, frozenset())
 
     def budget_seconds(self, request: ChatRequest) -> float:
         """The request's deadline budget: the router's `deadline`, or the request's
@@ -159,6 +205,7 @@ class ChatRouter:
         *,
         telemetry: RequestTelemetry | None = None,
         only_model: str | None = None,
+        whole_tool_calls: bool = False,
     ) -> Observable[ChatEvent]:
         """The streamed answer: chunks, and `Reset` before a restart (module doc).
 
@@ -167,12 +214,29 @@ class ChatRouter:
         without content is a failure. The chunk that carries a finish_reason
         settles the attempt as a success (health, latency, telemetry) before it
         travels on. `telemetry` hears each attempt. `only_model` pins the answer
-        to that model (KeyError if it is not enabled).
+        to that model (KeyError if it is not enabled). A request that needs a
+        capability goes only to the models that have it (else `MissingCapability`);
+        tool calls come whole unless the router streams `fragments` (and
+        `whole_tool_calls` is not set).
         """
         health = self._health_for(only_model)
         budget_seconds = self.budget_seconds(request)
         models = [only_model] if only_model is not None else list(self._models)
         continuing = self.config.mid_stream == "continue"
+        needs = request.needs()
+        if needs:
+            capable = [m for m in models if needs <= self._capable[m]]
+            if not capable:
+                missing = tuple(
+                    name
+                    for name in CAPABILITIES
+                    if name in needs and not any(name in self._capable[m] for m in models)
+                ) or tuple(name for name in CAPABILITIES if name in needs)
+                return reactivex.throw(MissingCapability(self.id, missing, only_model))
+            if len(capable) < len(models):
+                health = OnlyModels(health, frozenset(capable))
+                models = capable
+        fragments = self.config.tool_call_streaming == "fragments" and not whole_tool_calls
 
         def subscribe(
             observer: abc.ObserverBase[ChatEvent], scheduler_: abc.SchedulerBase | None = None
@@ -182,7 +246,7 @@ class ChatRouter:
             answer = _Answer(self) if continuing else None
 
             def attempt(model_id: str) -> Observable[ChatEvent]:
-                return self._attempt(request, model_id, telemetry, budget, answer)
+                return self._attempt(request, model_id, telemetry, budget, answer, fragments)
 
             routed = failover(
                 self.id,
@@ -206,6 +270,7 @@ class ChatRouter:
         telemetry: RequestTelemetry | None,
         budget: Budget,
         answer: _Answer | None,
+        fragments: bool = False,
     ) -> Observable[ChatEvent]:
         model = self._models[model_id]
         provider = self._providers[model_id]
@@ -221,6 +286,8 @@ class ChatRouter:
             tag = _Resume(answer, info, partial)
         else:
             tag = answer.tag(info)
+        if params.tools:
+            tag = _holding(ToolCallHold(f"{self.id}/{model_id}", fragments=fragments), tag)
         deltas: Observable[ChatDelta] = from_async_iterable(lambda: provider.stream(params))
         watch = (
             Watch(telemetry, model_id, provider.provider_id, _is_final_chunk)
@@ -255,7 +322,9 @@ class ChatRouter:
 
         `only_model` pins the answer to that model (KeyError if it is not enabled).
         """
-        events = self.stream(request, telemetry=telemetry, only_model=only_model)
+        events = self.stream(
+            request, telemetry=telemetry, only_model=only_model, whole_tool_calls=True
+        )
         return events.pipe(assemble_completion())
 
 
@@ -277,6 +346,7 @@ def assemble_completion() -> Callable[[Observable[ChatEvent]], Observable[ChatCo
         ) -> abc.DisposableBase:
             pieces: list[str] = []
             models: list[str] = []
+            calls: list[ToolCallDelta] = []
             done = [False]
 
             def on_next(event: ChatEvent) -> None:
@@ -285,10 +355,13 @@ def assemble_completion() -> Callable[[Observable[ChatEvent]], Observable[ChatCo
                 if isinstance(event, Reset):
                     pieces.clear()
                     models.clear()
+                    calls.clear()
                     return
                 delta = event.delta
                 if delta.content:
                     pieces.append(delta.content)
+                if delta.tool_calls:
+                    calls.extend(delta.tool_calls)
                 model_id = event.model.model_id
                 if not models or models[-1] != model_id:
                     models.append(model_id)
@@ -303,6 +376,9 @@ def assemble_completion() -> Callable[[Observable[ChatEvent]], Observable[ChatCo
                     finish_reason=delta.finish_reason,
                     usage=delta.usage or TokenUsage(),
                     metadata=metadata,
+                    tool_calls=tuple(
+                        ToolCall(call.id or "", call.name or "", call.arguments) for call in calls
+                    ),
                 )
                 observer.on_next(ChatCompletion(event.model, result, tuple(models)))
                 observer.on_completed()
@@ -334,10 +410,11 @@ class _Answer:
     `broken` the model whose attempt broke after sending some of them.
     """
 
-    __slots__ = ("broken", "error", "pieces", "router")
+    __slots__ = ("broken", "called", "error", "pieces", "router")
 
     def __init__(self, router: ChatRouter) -> None:
         self.router = router
+        self.called = False  # a tool call (or a fragment of one) was sent
         self.pieces: list[str] = []
         self.broken: ModelInfo | None = None
         self.error: BaseException | None = None
@@ -350,6 +427,8 @@ class _Answer:
             content = delta.content
             if content:
                 pieces.append(content)
+            if delta.tool_calls:
+                self.called = True
             return ChatChunk(info, delta)
 
         return tag
@@ -360,10 +439,12 @@ class _Answer:
         self.error = error
 
     def before(self, model_id: str) -> Reset | None:
-        """Continue on `model_id` when it can (None); else restart: the Reset."""
-        if not self.pieces or self.router.continues(model_id):
+        """Continue on `model_id` when it can (None); else restart: the Reset
+        (always once a tool call was sent: a continuation cannot carry it)."""
+        if not self.called and (not self.pieces or self.router.continues(model_id)):
             return None
         self.pieces.clear()
+        self.called = False
         broken = self.broken.model_id if self.broken is not None else model_id
         error = self.error or ProviderError(ErrorCategory.TRANSIENT, "failed mid-stream")
         return Reset(broken, error)
@@ -444,7 +525,8 @@ class _Resume:
         content = delta.content
         if not self.decided:
             held = self.held + content
-            cut = overlap(self.tail, _SPACE.sub(" ", held), delta.finish_reason is not None)
+            final = delta.finish_reason is not None or bool(delta.tool_calls)
+            cut = overlap(self.tail, _SPACE.sub(" ", held), final)
             if cut is None:
                 self.held = held
                 return None
@@ -452,12 +534,26 @@ class _Resume:
             self.held = ""
             content = held[raw_cut(held, cut) :]
             delta = replace(delta, content=content)
-        if not content and delta.finish_reason is None:
+        if not content and delta.finish_reason is None and not delta.tool_calls:
             return None
         if content:
             self.answer.pieces.append(content)
+        if delta.tool_calls:
+            self.answer.called = True
         switch, self.switch = self.switch, None
         return ChatChunk(self.info, delta, switch)
+
+
+def _holding(
+    hold: ToolCallHold, tag: Callable[[ChatDelta], ChatEvent | None]
+) -> Callable[[ChatDelta], ChatEvent | None]:
+    """`tag` behind the attempt's tool-call hold (requests that offer tools only)."""
+
+    def held(delta: ChatDelta) -> ChatEvent | None:
+        out = hold(delta)
+        return None if out is None else tag(out)
+
+    return held
 
 
 def _plain_tag(info: ModelInfo) -> Callable[[ChatDelta], ChatEvent]:
@@ -479,6 +575,56 @@ def _continues(model: LanguageModelConfig, provider: ChatProvider) -> bool:
         )
         return False
     return override
+
+
+def _capabilities(model: LanguageModelConfig, provider: ChatProvider) -> frozenset[Capability]:
+    out: set[Capability] = set()
+    for name in CAPABILITIES:
+        declared = bool(getattr(provider, name, False))
+        override: bool | None = getattr(model.capabilities, name)
+        if override and not declared:
+            log.warning(
+                "capabilities.%s ignored: this adapter does not translate it",
+                name,
+                extra={"model": model.id, "provider": model.provider_key},
+            )
+        if declared and override is not False:
+            out.add(name)
+    return frozenset(out)
+
+
+class OnlyModels:
+    """A router's health for a request only some models can serve (capabilities):
+    the plan keeps just those models, in the strategy's order; the rest goes to
+    the router's own health."""
+
+    def __init__(self, base: RouterHealth, allowed: frozenset[str]) -> None:
+        self._base = base
+        self.allowed = allowed
+
+    def plan(self, now: float) -> list[str]:
+        """The base plan without the models that cannot serve the request."""
+        return [model for model in self._base.plan(now) if model in self.allowed]
+
+    def available(self, model_id: str, now: float) -> bool:
+        """As the base says."""
+        return self._base.available(model_id, now)
+
+    def begin_attempt(self, model_id: str, now: float) -> None:
+        """As the base."""
+        self._base.begin_attempt(model_id, now)
+
+    def record_success(self, model_id: str, now: float, latency: float | None) -> None:
+        """As the base."""
+        self._base.record_success(model_id, now, latency)
+
+    def record_failure(self, model_id: str, error: BaseException, now: float) -> None:
+        """As the base."""
+        self._base.record_failure(model_id, error, now)
+
+    def cancel_attempt(self, model_id: str, now: float) -> None:
+        """As the base."""
+        self._base.cancel_attempt(model_id, now)
 
 
 class PinnedHealth:
@@ -529,7 +675,9 @@ class PinnedHealth:
 
 def _has_content(delta: ChatDelta) -> bool:
     # a provider's content filter is an answer, not an empty one: the client is told
-    return bool(delta.content) or delta.finish_reason == "content_filtered"
+    return (
+        bool(delta.content) or bool(delta.tool_calls) or delta.finish_reason == "content_filtered"
+    )
 
 
 def _is_final(delta: ChatDelta) -> bool:

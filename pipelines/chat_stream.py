@@ -18,12 +18,13 @@ from reactivex import Observable
 from observability.telemetry import RequestTelemetry
 from operators.failover import AllModelsUnavailable, Reset
 from operators.per_request import per_request
-from pipelines.chat_router import ChatChunk, ChatEvent, ChatRouter
+from pipelines.chat_router import ChatChunk, ChatEvent, ChatRouter, MissingCapability
 from pipelines.common import Admission, describe_validation_error, request_frames
 from protocol.chat import ChatRequest
 from protocol.frames import ErrorName, Frame, FrameFactory
+from protocol.images import ImageLimits, Limits, image_problem
 from protocol.messages import ClientMessage, Inbound
-from providers.types import ErrorCategory, ProviderError
+from providers.types import ErrorCategory, FinishReason, ProviderError, ToolCallDelta
 
 log = logging.getLogger("sluice.chat")
 
@@ -35,12 +36,18 @@ def chunk_frame(frames: FrameFactory, event: ChatChunk) -> Frame:
 
     The first chunk of a continued answer after a model switch also carries
     `chunk.switched_from: {model_id, provider_id, at_char}` (an extra field).
+    Tool calls go in `model_response.message.tool_calls` (OpenAI's shape plus
+    `index`); an answer that stops to call tools ends with `finish_reason: other`
+    and `finish_detail: tool_calls` (Glide's clients accept no other reason).
     """
     delta = event.delta
     model = event.model
+    message: dict[str, Any] = {"role": "assistant", "content": delta.content}
+    if delta.tool_calls:
+        message["tool_calls"] = [tool_call_json(call) for call in delta.tool_calls]
     model_response: dict[str, Any] = {
         "metadata": delta.metadata or {},
-        "message": {"role": "assistant", "content": delta.content},
+        "message": message,
     }
     chunk: dict[str, Any] = {
         "model_id": model.model_id,
@@ -58,9 +65,12 @@ def chunk_frame(frames: FrameFactory, event: ChatChunk) -> Frame:
         }
     finish_reason = delta.finish_reason
     if finish_reason is not None:
-        chunk["finish_reason"] = finish_reason
+        glide_reason = glide_finish_reason(finish_reason)
+        chunk["finish_reason"] = glide_reason
         # Glide's Python client stops reading at model_response.finish_reason.
-        model_response["finish_reason"] = finish_reason
+        model_response["finish_reason"] = glide_reason
+        if glide_reason != finish_reason:
+            chunk["finish_detail"] = model_response["finish_detail"] = finish_reason
         if delta.usage is not None:
             model_response["token_usage"] = {
                 "prompt_tokens": delta.usage.prompt_tokens,
@@ -72,13 +82,34 @@ def chunk_frame(frames: FrameFactory, event: ChatChunk) -> Frame:
     return Frame(frames.request_id, data, finish_reason is not None)
 
 
+def glide_finish_reason(reason: FinishReason) -> FinishReason:
+    """Sluice's finish reason as Glide's clients take it (`tool_calls` -> `other`)."""
+    return "other" if reason == "tool_calls" else reason
+
+
+def tool_call_json(call: ToolCallDelta) -> dict[str, Any]:
+    """A tool call (whole, or a fragment under `tool_call_streaming: fragments`) in
+    OpenAI's streamed shape: `index`, and `id`, `type`, `function.name` when known."""
+    out: dict[str, Any] = {"index": call.index}
+    function: dict[str, Any] = {}
+    if call.id is not None:
+        out["id"] = call.id
+        out["type"] = "function"
+    if call.name is not None:
+        function["name"] = call.name
+    function["arguments"] = call.arguments
+    out["function"] = function
+    return out
+
+
 def event_frame(frames: FrameFactory, event: ChatEvent) -> Frame:
     """Chunk -> chunk frame; Reset -> non-terminal `model_unavailable` error."""
     if isinstance(event, Reset):
         return frames.error(
             ErrorName.MODEL_UNAVAILABLE,
             f"model {event.model_id!r} failed mid-stream ({event.error}); "
-            "drop this request's partial text, the answer restarts on the next model",
+            "drop this request's partial text and tool calls, the answer restarts on the "
+            "next model",
             finish_reason=None,
             model_id=event.model_id,
         )
@@ -95,6 +126,8 @@ def error_frame(frames: FrameFactory, router_id: str, error: Exception) -> Frame
         return frames.error(ErrorName.ALL_MODELS_UNAVAILABLE, str(error))
     if isinstance(error, ProviderError) and error.category is ErrorCategory.BAD_REQUEST:
         return frames.error(ErrorName.BAD_REQUEST, f"the provider rejected the request: {error}")
+    if isinstance(error, MissingCapability):
+        return frames.error(ErrorName.UNSUPPORTED_CAPABILITY, str(error))
     log.exception(
         "chat request failed",
         exc_info=error,
@@ -110,10 +143,12 @@ def chat_request(
     clock: Callable[[], float],
     max_history: int,
     telemetry: RequestTelemetry | None = None,
+    images: Limits | None = None,
 ) -> Observable[Frame]:
     """One chatStream request: its first message and later ones in, its frames out.
 
-    `telemetry` (the request's, from the socket) hears each provider attempt.
+    `telemetry` (the request's, from the socket) hears each provider attempt;
+    `images` (`limits.images`) bounds its images (`invalid_image` otherwise).
     """
     frames = FrameFactory(first.request_id, router.id, first.metadata, clock)
     if first.type != CHAT:
@@ -138,6 +173,9 @@ def chat_request(
                 limit="max_message_history",
             )
         )
+    problem = image_problem(request.images(), images or ImageLimits())
+    if problem is not None:
+        return reactivex.of(frames.error(ErrorName.INVALID_IMAGE, problem, limit="images"))
 
     def duplicate(msg: ClientMessage) -> Frame:
         return frames.error(
@@ -168,15 +206,17 @@ def chat_stream_pipeline(
     clock: Callable[[], float],
     admission: Admission,
     max_history: int,
+    images: Limits | None = None,
 ) -> Callable[[Observable[Inbound]], Observable[Frame]]:
     """The whole chatStream socket: inbound messages in, merged frames out.
 
-    Admission decides which requests start (and gives each its telemetry).
+    Admission decides which requests start (and gives each its telemetry);
+    `images` is `limits.images`.
     """
 
     def start(first: ClientMessage, later: Observable[ClientMessage]) -> Observable[Frame]:
         telemetry = admission.request_telemetry(first.request_id)
-        return chat_request(router, first, later, clock, max_history, telemetry)
+        return chat_request(router, first, later, clock, max_history, telemetry, images)
 
     return per_request(
         start,

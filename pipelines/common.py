@@ -14,28 +14,19 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from pydantic import ValidationError
 from reactivex import Observable
 
 from observability.telemetry import RequestTelemetry
 from operators.request_scope import request_scope
 from protocol.frames import ErrorName, Frame, FrameFactory
 from protocol.messages import CANCEL, BadMessage, ClientMessage
+from protocol.validation import describe_validation_error as describe_validation_error
 
 log = logging.getLogger("sluice.requests")
 
 T = TypeVar("T")
 
 CANCELLED = "cancelled"
-
-
-def describe_validation_error(error: ValidationError) -> str:
-    """A short, value-free description of what is wrong with a request body."""
-    parts = []
-    for item in error.errors(include_input=False, include_url=False):
-        where = ".".join(str(p) for p in item["loc"]) or "body"
-        parts.append(f"{where}: {item['msg']}")
-    return "invalid request: " + "; ".join(parts)
 
 
 def request_frames(

@@ -28,12 +28,13 @@ from observability.telemetry import RequestTelemetry
 from operators.aio import from_awaitable
 from operators.attempt import Deadlines, OutputRule, Watch, guard_attempt
 from operators.failover import Budget, Recovery, RouterHealth, failover, retry_passes
+from protocol.frames import ErrorName
 from providers.embed_types import EmbeddingProvider, EmbedRequest, EmbedResult, embed_in_batches
 from providers.types import ErrorCategory, ProviderError
 
 log = logging.getLogger("sluice.embedding")
 
-UNSUPPORTED_CAPABILITY = "unsupported_capability"
+UNSUPPORTED_CAPABILITY = ErrorName.UNSUPPORTED_CAPABILITY
 """The error name of a request no model of the router can serve (HTTP 400)."""
 
 

@@ -54,6 +54,9 @@ class ErrorName:
     METADATA_TOO_LARGE = "metadata_too_large"
     TEXT_TOO_LONG = "text_too_long"
     AUDIO_TOO_LONG = "audio_too_long"
+    # tools and images (400 on HTTP; the request ends, the socket lives)
+    UNSUPPORTED_CAPABILITY = "unsupported_capability"
+    INVALID_IMAGE = "invalid_image"
 
 
 @dataclass(frozen=True, slots=True)

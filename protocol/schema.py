@@ -4,8 +4,8 @@ The server builds its frames as dicts (`protocol.frames.FrameFactory`); these mo
 describe them for the API documents (`apidocs`), and the tests feed real frames
 from end-to-end runs through them (`extra="forbid"`), so the documents cannot
 drift from what the server sends. Client message bodies are the models the
-pipelines validate with (`protocol.chat.ChatRequest`, `pipelines.speak.SpeakRequestIn`,
-`pipelines.listen.ListenRequestIn`); `ClientEnvelope` adds the fields every
+pipelines validate with (`protocol.chat.ChatRequest`, `protocol.speak.SpeakRequestIn`,
+`protocol.listen.ListenRequestIn`); `ClientEnvelope` adds the fields every
 client message shares.
 
     server text frame (dict) -> SERVER_FRAMES[endpoint] -> a validated frame model
@@ -113,13 +113,39 @@ class ErrorFrame(ServerEnvelope):
     error: ErrorBody
 
 
+class ToolCallFunctionOut(BaseModel):
+    """`function` of a tool call: its name and JSON arguments (a fragment of them
+    under `tool_call_streaming: fragments`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str | None = None
+    arguments: str
+
+
+class ToolCallOut(BaseModel):
+    """A tool call the model made, in OpenAI's streamed shape. Whole by default;
+    under `tool_call_streaming: fragments` only a call's first fragment has `id`,
+    `type` and `function.name`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    index: int = Field(ge=0, description="Which call of the answer (parallel calls).")
+    id: str | None = None
+    type: Literal["function"] | None = None
+    function: ToolCallFunctionOut
+
+
 class ChatMessageOut(BaseModel):
-    """The message of a chat chunk."""
+    """The message of a chat chunk (content is "" when the chunk only calls tools)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     role: Literal["assistant"]
     content: str
+    tool_calls: list[ToolCallOut] | None = Field(
+        default=None, description="Sluice's own: tool calls (OpenAI's shape)."
+    )
 
 
 class TokenUsage(BaseModel):
@@ -140,6 +166,11 @@ class ModelResponse(BaseModel):
     metadata: dict[str, Any]
     message: ChatMessageOut
     finish_reason: FinishReason | None = None
+    finish_detail: Literal["tool_calls"] | None = Field(
+        default=None,
+        description="Sluice's own: why an answer ended with `other` (`tool_calls`: the "
+        "model stopped to call tools; Glide's clients accept no such finish_reason).",
+    )
     token_usage: TokenUsage | None = None
 
 
@@ -167,6 +198,9 @@ class Chunk(BaseModel):
     cached: bool
     model_response: ModelResponse
     finish_reason: FinishReason | None = None
+    finish_detail: Literal["tool_calls"] | None = Field(
+        default=None, description="Sluice's own: as `model_response.finish_detail`."
+    )
     switched_from: SwitchedFrom | None = Field(
         default=None,
         description="Sluice's own, on the first chunk after a model switch in a continued "
@@ -376,13 +410,24 @@ class HealthResponse(BaseModel):
     healthy: bool
 
 
+class StateStoreStatus(BaseModel):
+    """The shared state store in `/v1/ready` (only with `state.redis`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    store: Literal["redis"]
+    up: bool = Field(description="false: Redis is away and this instance serves on local state")
+
+
 class ReadyResponse(BaseModel):
-    """`GET /v1/ready`: false (503) while draining."""
+    """`GET /v1/ready`: false (503) while draining. Redis being down never makes an
+    instance unready; `state` says it."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     ready: bool
     reason: str | None = None
+    state: StateStoreStatus | None = None
 
 
 class RouterList(BaseModel):

@@ -3,7 +3,15 @@
 Flow: `ChatParams` in; system messages become the top-level `system` field and
 the rest alternate user/assistant in `messages`; `ChatDelta`s out of the SSE
 stream (`message_start` ... `content_block_delta` ... `message_delta`,
-`message_stop`), or one `ChatResult` from the non-streaming call. Every vendor
+`message_stop`), or one `ChatResult` from the non-streaming call.
+
+Tools and images: `ChatParams.tools` become `tools` (name, description,
+input_schema) and `tool_choice` (auto / any / tool / none); an assistant's calls
+become `tool_use` blocks, `tool` messages `tool_result` blocks in a user turn
+(consecutive results share one turn); images become `image` blocks with a base64
+or `url` source. A streamed `tool_use` block comes out as a `ToolCallDelta` with
+id and name, its `input_json_delta`s as argument fragments, keyed by a call index
+counted from 0 per answer; stop_reason `tool_use` finishes with `tool_calls`. Every vendor
 failure leaves as a `ProviderError`: HTTP errors by status (529 overloaded is
 transient), mid-stream `error` events by their `error.type`. Deadlines beyond
 connecting belong to the Rx operators around the provider, as for OpenAI.
@@ -21,15 +29,29 @@ import aiohttp
 from config.models import AnthropicConfig, ClientConfig
 from providers.http_errors import error_from_exception, error_from_response, redact
 from providers.sse import SSEDecoder, read_sse_event
+from providers.tool_wire import (
+    OPENAI_ONLY_PARAMS,
+    arguments_object,
+    arguments_text,
+    bad_request,
+    media_type_of,
+    tools_finish,
+)
 from providers.types import (
     ChatDelta,
     ChatParams,
     ChatResult,
     ErrorCategory,
     FinishReason,
+    ImagePart,
     Message,
     ProviderError,
+    TextPart,
     TokenUsage,
+    ToolCall,
+    ToolCallDelta,
+    ToolChoice,
+    ToolSpec,
 )
 
 STOP_REASONS: Mapping[str, FinishReason] = MappingProxyType(
@@ -65,6 +87,13 @@ FALLBACK_MAX_TOKENS = 1024
 
 # Keys the adapter owns: a request's params never override them.
 _PROTECTED = ("model", "messages", "stream")
+
+IMAGE_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
+"""The image media types the Messages API takes."""
+
+TOOL_CHOICES: Mapping[str, str] = MappingProxyType(
+    {"auto": "auto", "required": "any", "function": "tool", "none": "none"}
+)
 
 _USAGE_KEYS = (
     "input_tokens",
@@ -102,14 +131,21 @@ def _token_usage(counts: Mapping[str, int]) -> TokenUsage:
     )
 
 
-def split_messages(messages: tuple[Message, ...]) -> tuple[str | None, list[dict[str, Any]]]:
+def split_messages(
+    messages: tuple[Message, ...], label: str = "anthropic"
+) -> tuple[str | None, list[dict[str, Any]]]:
     """Turn our messages into Anthropic's `system` and `messages` fields.
 
-    In: messages with roles system, user, assistant (any other role is sent as
-    user). Out: the system prompt (several joined by blank lines; None when
-    there is none) and the turns, consecutive same-role turns merged with a
-    blank line between them because the API requires alternation. `name` has
-    no place in the Messages API and is dropped.
+    In: messages with roles system, user, assistant and tool (a `tool` message
+    without a `tool_call_id`, or any other role, is sent as user text). Out: the
+    system prompt (several joined by blank lines; None when there is none) and the
+    turns. Plain text stays a string; images, tool calls and tool results make a
+    turn a list of blocks (`image`, `tool_use`, `tool_result`). Consecutive
+    same-role turns are merged (text joined by a blank line, blocks concatenated,
+    a user turn's `tool_result` blocks kept first) because the API requires
+    alternation. `name` has no place in the Messages API and is dropped. Raises
+    `ProviderError(BAD_REQUEST)` for an image type the API does not take or tool
+    call arguments that are not a JSON object.
     """
     system: list[str] = []
     turns: list[dict[str, Any]] = []
@@ -118,11 +154,107 @@ def split_messages(messages: tuple[Message, ...]) -> tuple[str | None, list[dict
             system.append(message.content)
             continue
         role = "assistant" if message.role == "assistant" else "user"
+        content = _content(message, label)
         if turns and turns[-1]["role"] == role:
-            turns[-1]["content"] = f"{turns[-1]['content']}\n\n{message.content}"
+            turns[-1]["content"] = _merge(turns[-1]["content"], content)
         else:
-            turns.append({"role": role, "content": message.content})
+            turns.append({"role": role, "content": content})
     return ("\n\n".join(system) if system else None), turns
+
+
+def _content(message: Message, label: str) -> str | list[dict[str, Any]]:
+    """One message's content: its text, or its blocks when it has more than text."""
+    if message.role == "tool" and message.tool_call_id is not None:
+        result: dict[str, Any] = {"type": "tool_result", "tool_use_id": message.tool_call_id}
+        if message.content:
+            result["content"] = message.content
+        return [result]
+    if message.role == "assistant" and message.tool_calls:
+        blocks: list[dict[str, Any]] = []
+        if message.content:
+            blocks.append({"type": "text", "text": message.content})
+        for call in message.tool_calls:
+            blocks.append(
+                {
+                    "type": "tool_use",
+                    "id": call.id,
+                    "name": call.name,
+                    "input": arguments_object(call, label),
+                }
+            )
+        return blocks
+    if message.parts:
+        out: list[dict[str, Any]] = []
+        for part in message.parts:
+            if isinstance(part, TextPart):
+                if part.text:
+                    out.append({"type": "text", "text": part.text})
+            else:
+                out.append(_image_block(part, label))
+        return out
+    return message.content
+
+
+def _image_block(part: ImagePart, label: str) -> dict[str, Any]:
+    if part.data is None:
+        return {"type": "image", "source": {"type": "url", "url": part.url}}
+    media_type = media_type_of(part)
+    if media_type not in IMAGE_TYPES:
+        raise bad_request(
+            label,
+            f"Anthropic does not take images of type {media_type or 'unknown'!r} "
+            f"(it takes {', '.join(sorted(IMAGE_TYPES))})",
+        )
+    return {
+        "type": "image",
+        "source": {"type": "base64", "media_type": media_type, "data": part.base64()},
+    }
+
+
+def _blocks(content: str | list[dict[str, Any]]) -> list[dict[str, Any]]:
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}] if content else []
+    return content
+
+
+def _merge(
+    first: str | list[dict[str, Any]], second: str | list[dict[str, Any]]
+) -> str | list[dict[str, Any]]:
+    if isinstance(first, str) and isinstance(second, str):
+        return f"{first}\n\n{second}"
+    blocks = [*_blocks(first), *_blocks(second)]
+    # the API wants a user turn's tool results before anything else in it
+    results = [b for b in blocks if b.get("type") == "tool_result"]
+    return [*results, *(b for b in blocks if b.get("type") != "tool_result")]
+
+
+def tools_json(tools: tuple[ToolSpec, ...]) -> list[dict[str, Any]]:
+    """Our tool specs as Anthropic's `tools` (name, description, input_schema; an
+    empty schema becomes an object schema without properties)."""
+    out: list[dict[str, Any]] = []
+    for tool in tools:
+        schema = dict(tool.parameters) if tool.parameters else {"properties": {}}
+        schema.setdefault("type", "object")
+        spec: dict[str, Any] = {"name": tool.name, "input_schema": schema}
+        if tool.description:
+            spec["description"] = tool.description
+        out.append(spec)
+    return out
+
+
+def tool_choice_json(choice: ToolChoice | None, parallel: Any) -> dict[str, Any] | None:
+    """Our tool choice (and OpenAI's `parallel_tool_calls`) as Anthropic's `tool_choice`:
+    auto, any (required), tool (one function) or none; `parallel_tool_calls: false`
+    becomes `disable_parallel_tool_use`. None when both are unset."""
+    if choice is None and parallel is not False:
+        return None
+    mode = choice.mode if choice is not None else "auto"
+    out: dict[str, Any] = {"type": TOOL_CHOICES[mode]}
+    if mode == "function" and choice is not None:
+        out["name"] = choice.name
+    if parallel is False and mode != "none":
+        out["disable_parallel_tool_use"] = True
+    return out
 
 
 def prefill(partial: str) -> str:
@@ -145,9 +277,11 @@ class AnthropicProvider:
     """
 
     continues = True
-    tools = False  # capabilities: see providers.types.ChatProvider
-    images = False
-    image_urls = False
+    tools = True  # capabilities: see providers.types.ChatProvider
+    images = True
+    image_urls = True
+    """The adapter targets anthropic-version 2023-06-01, whose Messages API takes a
+    `url` image source (Anthropic fetches the image)."""
 
     def __init__(
         self,
@@ -173,16 +307,25 @@ class AnthropicProvider:
         Default params overridden by the request's (an OpenAI-style `stop` becomes
         `stop_sequences` unless those are given), then `model`, `messages`, `stream`
         and, when the messages hold any, `system` — which nothing overrides.
-        `max_tokens` is always present (the API requires it).
+        `max_tokens` is always present (the API requires it). `ChatParams.tools`
+        and `tool_choice`, when given, replace any `tools` / `tool_choice` params.
         """
         body: dict[str, Any] = {**self._default_params, **params.params}
         for key in _PROTECTED:
             body.pop(key, None)
+        parallel = body.pop("parallel_tool_calls", None)
+        for key in OPENAI_ONLY_PARAMS:
+            body.pop(key, None)
+        if params.tools:
+            body["tools"] = tools_json(params.tools)
+            choice = tool_choice_json(params.tool_choice, parallel)
+            if choice is not None:
+                body["tool_choice"] = choice
         stop = body.pop("stop", None)
         if stop is not None and "stop_sequences" not in body:
             body["stop_sequences"] = [stop] if isinstance(stop, str) else stop
         body.setdefault("max_tokens", FALLBACK_MAX_TOKENS)
-        system, turns = split_messages(params.messages)
+        system, turns = split_messages(params.messages, self._label)
         continuation = params.continuation
         if continuation is not None:
             if continuation.instruction:
@@ -191,7 +334,13 @@ class AnthropicProvider:
             text = prefill(continuation.partial)
             if text:
                 if turns and turns[-1]["role"] == "assistant":
-                    turns[-1] = {"role": "assistant", "content": f"{turns[-1]['content']}{text}"}
+                    last = turns[-1]["content"]
+                    content: Any = (
+                        f"{last}{text}"
+                        if isinstance(last, str)
+                        else [*last, {"type": "text", "text": text}]
+                    )
+                    turns[-1] = {"role": "assistant", "content": content}
                 else:
                     turns.append({"role": "assistant", "content": text})
         body["model"] = self.model_name
@@ -205,9 +354,12 @@ class AnthropicProvider:
     async def stream(self, params: ChatParams) -> AsyncGenerator[ChatDelta, None]:
         """Stream one answer.
 
-        In: `params`. Out: a `ChatDelta` per non-empty `text_delta`, then, after
-        `message_stop`, one `ChatDelta("", finish_reason, usage)`. Thinking,
-        signature and tool-input deltas and `ping`s are skipped. Raises
+        In: `params`. Out: a `ChatDelta` per non-empty `text_delta`; per `tool_use`
+        block a `ChatDelta` whose `tool_calls` holds the call's index, id and name,
+        then one per `input_json_delta` with an arguments fragment (`{}` for a call
+        that streamed no input); then, after `message_stop`, one `ChatDelta("",
+        finish_reason, usage)` (`tool_calls` when the model stopped to call tools).
+        Thinking and signature deltas and `ping`s are skipped. Raises
         `ProviderError` (HTTP errors by status; an `error` event by its type;
         PROTOCOL for a malformed stream or one without `message_stop` or a
         stop reason; EMPTY_OUTPUT when a complete answer had no text). Closing
@@ -222,6 +374,8 @@ class AnthropicProvider:
         metadata: dict[str, str] = {}
         produced = False
         done = False
+        calls: dict[int, int] = {}  # content block index -> tool call index
+        argued: set[int] = set()  # tool calls whose arguments have begun
         # the prefill lost its trailing whitespace, which the client already has
         continuation = params.continuation
         trim = continuation is not None and prefill(continuation.partial) != continuation.partial
@@ -245,7 +399,14 @@ class AnthropicProvider:
                         if not isinstance(kind, str):
                             kind = event.event
                         if kind == "content_block_delta":
-                            text = _text_of(obj.get("delta"), "text_delta")
+                            delta = obj.get("delta")
+                            if isinstance(delta, dict) and delta.get("type") == "input_json_delta":
+                                fragment = _tool_fragment(obj.get("index"), delta, calls)
+                                if fragment is not None:
+                                    argued.add(fragment.index)
+                                    yield ChatDelta("", tool_calls=(fragment,))
+                                continue
+                            text = _text_of(delta, "text_delta")
                             if trim and text:
                                 text = text.lstrip()
                                 trim = not text
@@ -253,13 +414,28 @@ class AnthropicProvider:
                                 produced = True
                                 yield ChatDelta(text)
                         elif kind == "content_block_start":
-                            text = _text_of(obj.get("content_block"), "text")
+                            block = obj.get("content_block")
+                            start = _tool_start(obj.get("index"), block, calls)
+                            if start is not None:
+                                produced = True
+                                yield ChatDelta("", tool_calls=(start,))
+                                continue
+                            text = _text_of(block, "text")
                             if trim and text:
                                 text = text.lstrip()
                                 trim = not text
                             if text:
                                 produced = True
                                 yield ChatDelta(text)
+                        elif kind == "content_block_stop":
+                            block_index = obj.get("index")
+                            call = calls.get(block_index) if isinstance(block_index, int) else None
+                            if call is not None and call not in argued:
+                                # a call without parameters streams no input: its input is {}
+                                argued.add(call)
+                                yield ChatDelta(
+                                    "", tool_calls=(ToolCallDelta(call, None, None, "{}"),)
+                                )
                         elif kind == "message_start":
                             message = obj.get("message")
                             if isinstance(message, dict):
@@ -279,7 +455,7 @@ class AnthropicProvider:
                             break
                         elif kind == "error":
                             raise self._event_error(obj.get("error"))
-                        # ping, content_block_stop and event types added later: nothing to do
+                        # ping and event types added later: nothing to do
                 finally:
                     if not done:
                         resp.close()  # abandoned or broken: drop the connection, never reuse it
@@ -294,7 +470,7 @@ class AnthropicProvider:
             raise ProviderError(
                 ErrorCategory.PROTOCOL, f"{self._label}: stream ended without a stop_reason"
             )
-        reason = _stop_reason(stop_reason)
+        reason = tools_finish(_stop_reason(stop_reason), stop_reason == "tool_use", bool(calls))
         if not produced and reason != "content_filtered":
             raise ProviderError(
                 ErrorCategory.EMPTY_OUTPUT, f"{self._label}: the answer has no content"
@@ -331,8 +507,9 @@ class AnthropicProvider:
     async def complete(self, params: ChatParams) -> ChatResult:
         """One non-streamed answer.
 
-        In: `params`. Out: a `ChatResult` (the text blocks joined, the mapped
-        stop reason, usage, and `response_id` metadata). Raises `ProviderError`;
+        In: `params`. Out: a `ChatResult` (the text blocks joined, the `tool_use`
+        blocks as `tool_calls`, the mapped stop reason, usage, and `response_id`
+        metadata). Raises `ProviderError`;
         an answer without text is EMPTY_OUTPUT unless it was a refusal.
         """
         try:
@@ -367,9 +544,19 @@ class AnthropicProvider:
                 ErrorCategory.PROTOCOL, f"{self._label}: response has no content list"
             )
         text = "".join(_text_of(block, "text") for block in blocks)
+        calls = tuple(
+            ToolCall(
+                str(block.get("id") or ""), str(block["name"]), arguments_text(block.get("input"))
+            )
+            for block in blocks
+            if isinstance(block, dict)
+            and block.get("type") == "tool_use"
+            and isinstance(block.get("name"), str)
+        )
         raw_reason = obj.get("stop_reason")
         reason = _stop_reason(raw_reason) if isinstance(raw_reason, str) else "other"
-        if not text and reason != "content_filtered":
+        reason = tools_finish(reason, raw_reason == "tool_use", bool(calls))
+        if not text and not calls and reason != "content_filtered":
             raise ProviderError(
                 ErrorCategory.EMPTY_OUTPUT, f"{self._label}: the answer has no content"
             )
@@ -383,6 +570,7 @@ class AnthropicProvider:
             usage=_token_usage(counts),
             role=role if isinstance(role, str) and role else "assistant",
             metadata={"response_id": ident} if isinstance(ident, str) and ident else {},
+            tool_calls=calls,
         )
 
     async def aclose(self) -> None:
@@ -396,3 +584,30 @@ def _text_of(block: Any, kind: str) -> str:
         if isinstance(text, str):
             return text
     return ""
+
+
+def _tool_start(block_index: Any, block: Any, calls: dict[int, int]) -> ToolCallDelta | None:
+    """The first fragment of a `tool_use` block that starts at `block_index`, which
+    is given the next call index; None for any other block."""
+    if not isinstance(block, dict) or block.get("type") != "tool_use":
+        return None
+    if not isinstance(block_index, int):
+        block_index = -1 - len(calls)
+    index = len(calls)
+    calls[block_index] = index
+    name = block.get("name")
+    return ToolCallDelta(
+        index, str(block.get("id") or f"toolu_{index}"), name if isinstance(name, str) else ""
+    )
+
+
+def _tool_fragment(
+    block_index: Any, delta: dict[str, Any], calls: dict[int, int]
+) -> ToolCallDelta | None:
+    """An `input_json_delta` of a known tool_use block as an arguments fragment; None
+    when it is empty (Anthropic may open a call's input with "") or its block unknown."""
+    index = calls.get(block_index) if isinstance(block_index, int) else None
+    fragment = delta.get("partial_json")
+    if index is None or not isinstance(fragment, str) or not fragment:
+        return None
+    return ToolCallDelta(index, arguments=fragment)

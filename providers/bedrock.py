@@ -10,6 +10,15 @@ is `/model`); `ChatDelta`s out of the binary AWS event stream, decoded by botoco
     vendor:  -messageStart-delta"Hi"-delta"!"-contentBlockStop-messageStop-metadata-EOF|
     out:     --------------"Hi"-----"!"----------------------------------------final|
 
+Tools and images: `ChatParams.tools` become `toolConfig` (`tools[].toolSpec` with
+`inputSchema.json`, `toolChoice` auto / any / tool); an assistant's calls become
+`toolUse` blocks and `tool` messages `toolResult` blocks in a user message; images
+become `image` blocks (`format` + base64 `source.bytes`; Converse fetches no URLs).
+A streamed `contentBlockStart.start.toolUse` comes out as a `ToolCallDelta` with
+id and name, each `contentBlockDelta.delta.toolUse.input` as an arguments
+fragment, keyed by a call index counted from 0 per answer; stopReason `tool_use`
+finishes with `tool_calls`.
+
 The stream is complete when the body ends after `messageStop` (the `metadata`
 event with usage comes after it). `:message-type: exception` events raise by their
 `:exception-type`: throttlingException is RATE_LIMITED, validationException
@@ -33,15 +42,29 @@ from yarl import URL
 
 from config.models import BedrockConfig, ClientConfig
 from providers.http_errors import error_from_exception, error_from_response, redact
+from providers.tool_wire import (
+    OPENAI_ONLY_PARAMS,
+    arguments_object,
+    arguments_text,
+    bad_request,
+    inline_image,
+    tools_finish,
+)
 from providers.types import (
     ChatDelta,
     ChatParams,
     ChatResult,
     ErrorCategory,
     FinishReason,
+    ImagePart,
     Message,
     ProviderError,
+    TextPart,
     TokenUsage,
+    ToolCall,
+    ToolCallDelta,
+    ToolChoice,
+    ToolSpec,
     classify_http_status,
 )
 
@@ -108,7 +131,12 @@ TOP_LEVEL_PARAMS: frozenset[str] = frozenset(
 )
 """Converse request fields passed through as given; any other param is a model field."""
 
-_PROTECTED = frozenset({"messages", "system", "modelId"})
+_PROTECTED = frozenset({"messages", "system", "modelId", *OPENAI_ONLY_PARAMS})
+
+IMAGE_FORMATS: Mapping[str, str] = MappingProxyType(
+    {"image/png": "png", "image/jpeg": "jpeg", "image/gif": "gif", "image/webp": "webp"}
+)
+"""The image media types Converse takes, and its `format` name for each."""
 
 
 def _count(raw: Mapping[str, Any], key: str) -> int:
@@ -147,9 +175,9 @@ class BedrockProvider:
     """
 
     continues = False
-    tools = False  # capabilities: see providers.types.ChatProvider
-    images = False
-    image_urls = False
+    tools = True  # capabilities: see providers.types.ChatProvider
+    images = True
+    image_urls = False  # Converse takes image bytes or S3 locations, never https URLs
     """Capability: this adapter cannot continue a partial answer (that hop restarts)."""
 
     def __init__(
@@ -190,8 +218,12 @@ class BedrockProvider:
         the request's; `max_tokens`, `temperature`, `top_p` and `stop` (or their
         Converse names) fill `inferenceConfig`; `toolConfig`, `guardrailConfig`
         and Converse's other request fields pass through; every other param goes
-        into `additionalModelRequestFields`. Raises `ProviderError(BAD_REQUEST)`
-        for a role other than system, user or assistant.
+        into `additionalModelRequestFields`. `ChatParams.tools` become `toolConfig`
+        (replacing a `toolConfig` param). Raises `ProviderError(BAD_REQUEST)` for a
+        role other than system, user or assistant (a `tool` message must answer a
+        call), an image URL or type Converse does not take, or `tool_choice: none`
+        in a conversation that holds tool calls (Converse has no such mode and
+        wants `toolConfig` whenever the history has tool blocks).
         """
         merged: dict[str, Any] = {**self._default_params, **params.params}
         inference: dict[str, Any] = {}
@@ -216,6 +248,12 @@ class BedrockProvider:
             inference["stopSequences"] = [inference["stopSequences"]]
 
         body["messages"] = self._messages(params.messages)
+        if params.tools:
+            tool_config = self._tool_config(params.tools, params.tool_choice, body["messages"])
+            if tool_config is None:
+                body.pop("toolConfig", None)
+            else:
+                body["toolConfig"] = tool_config
         system = [{"text": m.content} for m in params.messages if m.role == "system"]
         if system:
             body["system"] = system
@@ -230,17 +268,92 @@ class BedrockProvider:
         for message in messages:
             if message.role == "system":
                 continue
-            if message.role not in ("user", "assistant"):
+            if message.role == "tool" and message.tool_call_id is not None:
+                role, blocks = "user", [self._result_block(message)]
+            elif message.role in ("user", "assistant"):
+                role, blocks = message.role, self._blocks(message)
+            else:
                 raise ProviderError(
                     ErrorCategory.BAD_REQUEST,
-                    f"{self._label}: Bedrock Converse has no chat role {message.role!r}",
+                    f"{self._label}: Bedrock Converse has no chat role {message.role!r}"
+                    + (
+                        " (a tool message needs the tool_call_id it answers)"
+                        if message.role == "tool"
+                        else ""
+                    ),
                 )
-            block = {"text": message.content}
-            if out and out[-1]["role"] == message.role:
-                out[-1]["content"].append(block)
+            if out and out[-1]["role"] == role:
+                out[-1]["content"].extend(blocks)
             else:
-                out.append({"role": message.role, "content": [block]})
+                out.append({"role": role, "content": blocks})
         return out
+
+    def _blocks(self, message: Message) -> list[dict[str, Any]]:
+        """A user or assistant message's content blocks: text, images, tool calls."""
+        if message.tool_calls:
+            blocks: list[dict[str, Any]] = [{"text": message.content}] if message.content else []
+            for call in message.tool_calls:
+                use = {
+                    "toolUseId": call.id,
+                    "name": call.name,
+                    "input": arguments_object(call, self._label),
+                }
+                blocks.append({"toolUse": use})
+            return blocks
+        if not message.parts:
+            return [{"text": message.content}]
+        out: list[dict[str, Any]] = []
+        for part in message.parts:
+            if isinstance(part, TextPart):
+                if part.text:
+                    out.append({"text": part.text})
+            else:
+                out.append(self._image_block(part))
+        return out
+
+    def _image_block(self, part: ImagePart) -> dict[str, Any]:
+        media_type, data = inline_image(part, self._label, "Bedrock Converse", IMAGE_FORMATS)
+        return {"image": {"format": IMAGE_FORMATS[media_type], "source": {"bytes": data}}}
+
+    @staticmethod
+    def _result_block(message: Message) -> dict[str, Any]:
+        # Converse refuses a blank text block; an empty result is an empty JSON object
+        content: list[dict[str, Any]] = (
+            [{"text": message.content}] if message.content else [{"json": {}}]
+        )
+        return {"toolResult": {"toolUseId": message.tool_call_id, "content": content}}
+
+    def _tool_config(
+        self,
+        tools: tuple[ToolSpec, ...],
+        choice: ToolChoice | None,
+        messages: list[dict[str, Any]],
+    ) -> dict[str, Any] | None:
+        """`toolConfig` for our tools and choice; None for `none` without tool history."""
+        if choice is not None and choice.mode == "none":
+            if any("toolUse" in b or "toolResult" in b for m in messages for b in m["content"]):
+                raise bad_request(
+                    self._label,
+                    "Bedrock Converse has no tool_choice 'none' for a conversation that "
+                    "holds tool calls",
+                )
+            return None
+        specs = []
+        for tool in tools:
+            schema = dict(tool.parameters) if tool.parameters else {"properties": {}}
+            schema.setdefault("type", "object")
+            spec: dict[str, Any] = {"name": tool.name, "inputSchema": {"json": schema}}
+            if tool.description:
+                spec["description"] = tool.description
+            specs.append({"toolSpec": spec})
+        config: dict[str, Any] = {"tools": specs}
+        if choice is not None and choice.mode == "required":
+            config["toolChoice"] = {"any": {}}
+        elif choice is not None and choice.mode == "function":
+            config["toolChoice"] = {"tool": {"name": choice.name}}
+        elif choice is not None:
+            config["toolChoice"] = {"auto": {}}
+        return config
 
     def signed_headers(self, url: str, body: bytes, accept: str) -> dict[str, str]:
         """SigV4 headers for POSTing `body` to `url` (already percent-encoded).
@@ -272,8 +385,10 @@ class BedrockProvider:
     async def stream(self, params: ChatParams) -> AsyncGenerator[ChatDelta, None]:
         """Stream one answer through ConverseStream.
 
-        In: `params`. Out: a `ChatDelta` per non-empty `contentBlockDelta` text,
-        then, once the body ended after `messageStop`, one `ChatDelta("",
+        In: `params`. Out: a `ChatDelta` per non-empty `contentBlockDelta` text; per
+        `toolUse` block one whose `tool_calls` holds the call's index, id and name,
+        then one per `toolUse.input` fragment (`{}` for a call that streamed no
+        input); then, once the body ended after `messageStop`, one `ChatDelta("",
         finish_reason, usage, metadata={"request_id"})`. Raises `ProviderError`:
         by `x-amzn-ErrorType` / status for an error response; by
         `:exception-type` for an exception event; PROTOCOL for a corrupt event
@@ -287,6 +402,8 @@ class BedrockProvider:
         produced = False
         done = False
         request_id = ""
+        calls: dict[int, int] = {}  # contentBlockIndex -> tool call index
+        argued: set[int] = set()  # tool calls whose arguments have begun
         try:
             async with await self._post(self.stream_url, params, EVENT_STREAM) as resp:
                 if resp.status >= 300:
@@ -304,10 +421,29 @@ class BedrockProvider:
                                 event, payload = self._event(message.headers, message.payload)
                                 if event == "contentBlockDelta":
                                     delta = payload.get("delta")
+                                    fragment = _tool_fragment(payload, calls)
+                                    if fragment is not None:
+                                        if fragment.arguments:
+                                            argued.add(fragment.index)
+                                            yield ChatDelta("", tool_calls=(fragment,))
+                                        continue
                                     text = delta.get("text") if isinstance(delta, dict) else None
                                     if isinstance(text, str) and text:
                                         produced = True
                                         yield ChatDelta(text)
+                                elif event == "contentBlockStart":
+                                    start = _tool_start(payload, calls)
+                                    if start is not None:
+                                        produced = True
+                                        yield ChatDelta("", tool_calls=(start,))
+                                elif event == "contentBlockStop":
+                                    block = payload.get("contentBlockIndex")
+                                    call = calls.get(block) if isinstance(block, int) else None
+                                    if call is not None and call not in argued:
+                                        argued.add(call)  # no input streamed: the input is {}
+                                        yield ChatDelta(
+                                            "", tool_calls=(ToolCallDelta(call, arguments="{}"),)
+                                        )
                                 elif event == "messageStop":
                                     raw_stop = payload.get("stopReason")
                                     stop = raw_stop if isinstance(raw_stop, str) else ""
@@ -334,7 +470,7 @@ class BedrockProvider:
             raise ProviderError(
                 ErrorCategory.PROTOCOL, f"{self._label}: stream ended before messageStop"
             )
-        reason = _stop_reason(stop)
+        reason = tools_finish(_stop_reason(stop), stop == "tool_use", bool(calls))
         if not produced and reason != "content_filtered":
             raise ProviderError(
                 ErrorCategory.EMPTY_OUTPUT, f"{self._label}: the answer has no content"
@@ -387,9 +523,10 @@ class BedrockProvider:
     async def complete(self, params: ChatParams) -> ChatResult:
         """One answer through Converse.
 
-        In: `params`. Out: a `ChatResult` (text blocks joined, stop reason, usage,
-        `request_id` metadata). Raises `ProviderError` as `stream` does; an answer
-        without text is EMPTY_OUTPUT unless it was filtered.
+        In: `params`. Out: a `ChatResult` (text blocks joined, `toolUse` blocks as
+        `tool_calls`, stop reason, usage, `request_id` metadata). Raises
+        `ProviderError` as `stream` does; an answer without text or calls is
+        EMPTY_OUTPUT unless it was filtered.
         """
         try:
             async with await self._post(self.converse_url, params, "application/json") as resp:
@@ -418,8 +555,16 @@ class BedrockProvider:
             for block in (blocks if isinstance(blocks, list) else [])
             if isinstance(block, dict) and isinstance(block.get("text"), str)
         )
-        reason = _stop_reason(obj.get("stopReason"))
-        if not text and reason != "content_filtered":
+        calls = tuple(
+            ToolCall(str(use.get("toolUseId") or ""), use["name"], arguments_text(use.get("input")))
+            for block in (blocks if isinstance(blocks, list) else [])
+            if isinstance(block, dict)
+            and isinstance(use := block.get("toolUse"), dict)
+            and isinstance(use.get("name"), str)
+        )
+        raw_stop = obj.get("stopReason")
+        reason = tools_finish(_stop_reason(raw_stop), raw_stop == "tool_use", bool(calls))
+        if not text and not calls and reason != "content_filtered":
             raise ProviderError(
                 ErrorCategory.EMPTY_OUTPUT, f"{self._label}: the answer has no content"
             )
@@ -430,6 +575,7 @@ class BedrockProvider:
             usage=_usage(obj.get("usage")) or TokenUsage(),
             role=role if isinstance(role, str) and role else "assistant",
             metadata={"request_id": request_id} if request_id else {},
+            tool_calls=calls,
         )
 
     # --- errors ----------------------------------------------------------------------------
@@ -450,3 +596,36 @@ class BedrockProvider:
 
     async def aclose(self) -> None:
         """Nothing to release: the HTTP session is shared and owned by the app."""
+
+
+def _tool_start(payload: Mapping[str, Any], calls: dict[int, int]) -> ToolCallDelta | None:
+    """A `contentBlockStart` that opens a `toolUse` block: the call's first fragment
+    (the next call index); None for other blocks."""
+    start = payload.get("start")
+    use = start.get("toolUse") if isinstance(start, dict) else None
+    if not isinstance(use, dict):
+        return None
+    block = payload.get("contentBlockIndex")
+    index = len(calls)
+    calls[block if isinstance(block, int) else -1 - index] = index
+    name = use.get("name")
+    return ToolCallDelta(
+        index,
+        str(use.get("toolUseId") or f"tooluse_{index}"),
+        name if isinstance(name, str) else "",
+    )
+
+
+def _tool_fragment(payload: Mapping[str, Any], calls: dict[int, int]) -> ToolCallDelta | None:
+    """A `contentBlockDelta` carrying `toolUse.input` text of a known call; None for
+    any other delta."""
+    delta = payload.get("delta")
+    use = delta.get("toolUse") if isinstance(delta, dict) else None
+    if not isinstance(use, dict):
+        return None
+    block = payload.get("contentBlockIndex")
+    index = calls.get(block) if isinstance(block, int) else None
+    if index is None:
+        return ToolCallDelta(-1)  # input of a call that never started: dropped
+    text = use.get("input")
+    return ToolCallDelta(index, arguments=text if isinstance(text, str) else "")

@@ -17,10 +17,21 @@ v1 streams JSON lines (no SSE) named by `event_type`; `stream-end` is the termin
     vendor:  -stream-start-text-generation"Hi"-text-generation"!"-stream-end|
     out:     --------------"Hi"----------------"!"----------------final|
 
+Tools and images (v2 only; the v1 mode declares neither): `ChatParams.tools` go as
+`tools` in the OpenAI-like function shape and `tool_choice` as REQUIRED / NONE (one
+named function: only that tool is sent, REQUIRED); an assistant's calls become
+`tool_calls` (its text the `tool_plan`), `tool` messages `{role: tool,
+tool_call_id, content}`; images become `image_url` content parts (data: or https
+URLs, with `detail`). Streamed `tool-call-start` / `tool-call-delta` come out as
+`ToolCallDelta` fragments keyed by a call index counted from 0 per answer, and the
+`tool_plan` (the model's words before calling) streams as text; TOOL_CALL finishes
+with `tool_calls`.
+
 Cohere's finish reasons map to ours (COMPLETE/STOP_SEQUENCE -> complete,
 MAX_TOKENS/ERROR_LIMIT -> max_tokens, ERROR_TOXIC/CONTENT_BLOCKED ->
-content_filtered, TOOL_CALL and the rest -> other), except that ERROR raises a
-TRANSIENT `ProviderError` (the generation failed) and TIMEOUT a TIMEOUT one.
+content_filtered, TOOL_CALL -> tool_calls when calls came, the rest -> other),
+except that ERROR raises a TRANSIENT `ProviderError` (the generation failed) and
+TIMEOUT a TIMEOUT one.
 """
 
 from __future__ import annotations
@@ -37,6 +48,7 @@ from config.models import ClientConfig, CohereConfig
 from providers.http_errors import error_from_exception, error_from_response, redact
 from providers.ndjson import JSONLinesReader
 from providers.sse import SSEDecoder, read_sse_event
+from providers.tool_wire import OPENAI_ONLY_PARAMS, bad_request, tools_finish
 from providers.types import (
     ChatDelta,
     ChatParams,
@@ -45,7 +57,12 @@ from providers.types import (
     FinishReason,
     Message,
     ProviderError,
+    TextPart,
     TokenUsage,
+    ToolCall,
+    ToolCallDelta,
+    ToolChoice,
+    ToolSpec,
 )
 
 FINISH_REASONS: Mapping[str, FinishReason] = MappingProxyType(
@@ -77,8 +94,8 @@ V1_ROLES: Mapping[str, str] = MappingProxyType(
 INVALID_TOKEN_STATUS = 498
 """Cohere's own status for an invalid or expired API key."""
 
-_PROTECTED_V2 = frozenset({"model", "messages", "stream"})
-_PROTECTED_V1 = frozenset({"model", "message", "chat_history", "stream"})
+_PROTECTED_V2 = frozenset({"model", "messages", "stream", *OPENAI_ONLY_PARAMS})
+_PROTECTED_V1 = frozenset({"model", "message", "chat_history", "stream", *OPENAI_ONLY_PARAMS})
 
 
 def _number(raw: Mapping[str, Any], key: str) -> int:
@@ -133,10 +150,10 @@ class CohereProvider:
     """
 
     continues = False
-    tools = False  # capabilities: see providers.types.ChatProvider
-    images = False
-    image_urls = False
     """Capability: this adapter cannot continue a partial answer (that hop restarts)."""
+    tools = True  # capabilities (v2; a v1 instance declares none): see ChatProvider
+    images = True
+    image_urls = True  # v2 takes data: URLs and http(s) image URLs
 
     def __init__(
         self,
@@ -148,6 +165,8 @@ class CohereProvider:
         self.provider_id = provider_id
         self.model_name = config.model
         self.api = config.api
+        if self.api == "v1":
+            self.tools = self.images = self.image_urls = False
         key = config.api_key.get_secret_value()
         self._url = f"{config.base_url.rstrip('/')}{config.chat_endpoint}"
         self._headers = {"Authorization": f"Bearer {key}"} if key else {}
@@ -166,15 +185,27 @@ class CohereProvider:
         are accepted for Cohere's `p`, `k` and `stop_sequences`). v2 sends
         `messages` as `{role, content}`; v1 sends the last message as `message`,
         the earlier ones as `chat_history` (USER / CHATBOT) and system messages
-        joined as `preamble`. Raises `ProviderError(BAD_REQUEST)` when a v1
-        conversation does not end with a user message or has an unknown role.
+        joined as `preamble`. v2 carries tools, tool calls and results, and images
+        (see the module doc). Raises `ProviderError(BAD_REQUEST)` when a v1
+        conversation does not end with a user message, has an unknown role, tools
+        or images.
         """
         merged = _merge_params(self._default_params, params.params)
         if self.api == "v1":
+            if params.tools or any(m.tool_calls or m.images for m in params.messages):
+                raise bad_request(
+                    self._label,
+                    "the Cohere v1 chat API mode carries no tool calls or images (use api: v2)",
+                )
             return self._v1_body(merged, params.messages, stream)
         body = {k: v for k, v in merged.items() if k not in _PROTECTED_V2}
         body["model"] = self.model_name
-        body["messages"] = [{"role": m.role, "content": m.content} for m in params.messages]
+        body["messages"] = [_v2_message(m) for m in params.messages]
+        if params.tools:
+            tools, choice = _v2_tools(params.tools, params.tool_choice)
+            body["tools"] = tools
+            if choice is not None:
+                body["tool_choice"] = choice
         body["stream"] = stream
         return body
 
@@ -226,6 +257,7 @@ class CohereProvider:
             headers["Accept"] = "text/event-stream"
         end: dict[str, Any] | None = None
         produced = False
+        called = False
         try:
             async with self._session.post(
                 self._url,
@@ -243,6 +275,10 @@ class CohereProvider:
                             if kind == "text":
                                 produced = True
                                 yield ChatDelta(str(payload))
+                            elif isinstance(payload, ToolCallDelta):
+                                produced = True
+                                called = True
+                                yield ChatDelta("", tool_calls=(payload,))
                             elif isinstance(payload, dict):
                                 end = payload
                                 break
@@ -260,7 +296,9 @@ class CohereProvider:
         if self.api == "v2":
             delta = end.get("delta")
             delta = delta if isinstance(delta, dict) else {}
-            reason = self._finish_reason(delta.get("finish_reason"), delta.get("error"))
+            raw = delta.get("finish_reason")
+            reason = self._finish_reason(raw, delta.get("error"))
+            reason = tools_finish(reason, str(raw).upper() == "TOOL_CALL", called)
             usage = _v2_usage(delta.get("usage"))
         else:
             response = end.get("response")
@@ -276,9 +314,11 @@ class CohereProvider:
 
     async def _v2_events(
         self, resp: aiohttp.ClientResponse
-    ) -> AsyncGenerator[tuple[str, str | dict[str, Any]], None]:
-        """("text", piece) per content-delta, then ("end", message-end event)."""
+    ) -> AsyncGenerator[tuple[str, str | ToolCallDelta | dict[str, Any]], None]:
+        """("text", piece) per content-delta and tool-plan-delta, ("call", fragment)
+        per tool-call-start / tool-call-delta, then ("end", message-end event)."""
         decoder = SSEDecoder()
+        calls: dict[Any, int] = {}  # the event's index -> our call index
         while (event := await read_sse_event(resp.content, decoder)) is not None:
             data = event.data
             if not data.strip() or data.strip() == "[DONE]":
@@ -289,13 +329,21 @@ class CohereProvider:
                 text = _v2_delta_text(obj)
                 if text:
                     yield "text", text
+            elif kind == "tool-plan-delta":
+                plan = _v2_message_field(obj, "tool_plan")
+                if isinstance(plan, str) and plan:
+                    yield "text", plan
+            elif kind in ("tool-call-start", "tool-call-delta"):
+                fragment = _v2_call_fragment(obj, kind == "tool-call-start", calls)
+                if fragment is not None:
+                    yield "call", fragment
             elif kind == "message-end":
                 yield "end", obj
                 return
 
     async def _v1_events(
         self, resp: aiohttp.ClientResponse
-    ) -> AsyncGenerator[tuple[str, str | dict[str, Any]], None]:
+    ) -> AsyncGenerator[tuple[str, str | ToolCallDelta | dict[str, Any]], None]:
         """("text", piece) per text-generation line, then ("end", stream-end line)."""
         lines = JSONLinesReader(resp.content, self._label, secrets=self._secrets)
         while (obj := await lines.next()) is not None:
@@ -313,9 +361,10 @@ class CohereProvider:
     async def complete(self, params: ChatParams) -> ChatResult:
         """One non-streamed answer.
 
-        In: `params`. Out: a `ChatResult` (text, finish reason, usage and the
-        vendor's `response_id` as metadata). Raises `ProviderError` as `stream`
-        does; an answer without text is EMPTY_OUTPUT unless it was filtered.
+        In: `params`. Out: a `ChatResult` (text — v2's `tool_plan` first —, tool
+        calls, finish reason, usage and the vendor's `response_id` as metadata).
+        Raises `ProviderError` as `stream` does; an answer without text or calls is
+        EMPTY_OUTPUT unless it was filtered.
         """
         body = self.request_body(params, stream=False)
         try:
@@ -342,21 +391,26 @@ class CohereProvider:
         if self.api == "v2":
             message = obj.get("message")
             parts = message.get("content") if isinstance(message, dict) else None
-            text = "".join(
+            plan = message.get("tool_plan") if isinstance(message, dict) else None
+            text = (plan if isinstance(plan, str) else "") + "".join(
                 part["text"]
                 for part in (parts if isinstance(parts, list) else [])
                 if isinstance(part, dict) and isinstance(part.get("text"), str)
             )
-            reason = self._finish_reason(obj.get("finish_reason"), obj.get("error"))
+            calls = _v2_calls(message.get("tool_calls") if isinstance(message, dict) else None)
+            finish = obj.get("finish_reason")
+            reason = self._finish_reason(finish, obj.get("error"))
+            reason = tools_finish(reason, str(finish).upper() == "TOOL_CALL", bool(calls))
             usage = _v2_usage(obj.get("usage"))
             response_id = obj.get("id")
         else:
             raw_text = obj.get("text")
             text = raw_text if isinstance(raw_text, str) else ""
+            calls = ()
             reason = self._finish_reason(obj.get("finish_reason"), None)
             usage = _v1_usage(obj.get("meta"))
             response_id = obj.get("response_id") or obj.get("generation_id")
-        if not text and reason != "content_filtered":
+        if not text and not calls and reason != "content_filtered":
             raise ProviderError(
                 ErrorCategory.EMPTY_OUTPUT, f"{self._label}: the answer has no content"
             )
@@ -365,6 +419,7 @@ class CohereProvider:
             finish_reason=reason,
             usage=usage or TokenUsage(),
             metadata={"response_id": response_id} if isinstance(response_id, str) else {},
+            tool_calls=calls,
         )
 
     # --- helpers -------------------------------------------------------------------------
@@ -416,3 +471,101 @@ def _v2_delta_text(obj: Mapping[str, Any]) -> str:
     content = message.get("content") if isinstance(message, dict) else None
     text = content.get("text") if isinstance(content, dict) else None
     return text if isinstance(text, str) else ""
+
+
+def _v2_message(message: Message) -> dict[str, Any]:
+    """One message in v2's shape (see the module doc for tools and images)."""
+    if message.role == "assistant" and message.tool_calls:
+        out: dict[str, Any] = {
+            "role": "assistant",
+            "tool_calls": [call.to_json() for call in message.tool_calls],
+        }
+        if message.content:
+            out["tool_plan"] = message.content
+        return out
+    if message.role == "tool" and message.tool_call_id is not None:
+        return {"role": "tool", "tool_call_id": message.tool_call_id, "content": message.content}
+    if message.parts:
+        content: list[dict[str, Any]] = []
+        for part in message.parts:
+            if isinstance(part, TextPart):
+                content.append({"type": "text", "text": part.text})
+            else:
+                image: dict[str, Any] = {"url": part.as_url()}
+                if part.detail is not None:
+                    image["detail"] = part.detail
+                content.append({"type": "image_url", "image_url": image})
+        return {"role": message.role, "content": content}
+    return {"role": message.role, "content": message.content}
+
+
+def _v2_tools(
+    tools: tuple[ToolSpec, ...], choice: ToolChoice | None
+) -> tuple[list[dict[str, Any]], str | None]:
+    """v2 `tools` and `tool_choice`: Cohere has REQUIRED and NONE (auto is the
+    default); one named function is sent as the only tool, REQUIRED."""
+    if choice is not None and choice.mode == "function":
+        tools = tuple(tool for tool in tools if tool.name == choice.name) or tools
+    specs = []
+    for tool in tools:
+        function: dict[str, Any] = {"name": tool.name, "parameters": tool.parameters}
+        if tool.description is not None:
+            function["description"] = tool.description
+        specs.append({"type": "function", "function": function})
+    mode = choice.mode if choice is not None else "auto"
+    wire = {"required": "REQUIRED", "function": "REQUIRED", "none": "NONE"}.get(mode)
+    return specs, wire
+
+
+def _v2_message_field(obj: Mapping[str, Any], name: str) -> Any:
+    delta = obj.get("delta")
+    message = delta.get("message") if isinstance(delta, dict) else None
+    return message.get(name) if isinstance(message, dict) else None
+
+
+def _v2_call_fragment(
+    obj: Mapping[str, Any], start: bool, calls: dict[Any, int]
+) -> ToolCallDelta | None:
+    """A tool-call-start (the next call index, with id and name) or tool-call-delta
+    (arguments of a started call) event as a fragment; None when it says nothing."""
+    call = _v2_message_field(obj, "tool_calls")
+    if isinstance(call, list):  # one call per event; tolerate a one-item list
+        call = call[0] if call else None
+    if not isinstance(call, dict):
+        return None
+    function = call.get("function")
+    function = function if isinstance(function, dict) else {}
+    arguments = function.get("arguments")
+    arguments = arguments if isinstance(arguments, str) else ""
+    key = obj.get("index")
+    if start:
+        index = len(calls)
+        calls[key if key is not None else -1 - index] = index
+        name = function.get("name")
+        return ToolCallDelta(
+            index,
+            str(call.get("id") or f"call_{index}"),
+            name if isinstance(name, str) else "",
+            arguments,
+        )
+    index_of = calls.get(key)
+    if index_of is None or not arguments:
+        return None
+    return ToolCallDelta(index_of, arguments=arguments)
+
+
+def _v2_calls(raw: Any) -> tuple[ToolCall, ...]:
+    """A non-streamed message's `tool_calls` as whole calls."""
+    out: list[ToolCall] = []
+    for call in raw if isinstance(raw, list) else []:
+        function = call.get("function") if isinstance(call, dict) else None
+        if isinstance(function, dict) and isinstance(function.get("name"), str):
+            arguments = function.get("arguments")
+            out.append(
+                ToolCall(
+                    str(call.get("id") or f"call_{len(out)}"),
+                    function["name"],
+                    arguments if isinstance(arguments, str) and arguments else "{}",
+                )
+            )
+    return tuple(out)

@@ -8,6 +8,16 @@ of the SSE stream (each event a whole `GenerateContentResponse`; there is no
 ended), or one `ChatResult` from the non-streaming call. Vendor failures leave
 as `ProviderError`, classified by Google's RPC `status` (and `ErrorInfo`
 reason), with `retry_after` from `Retry-After` or the error's `RetryInfo`.
+
+Tools and images: `ChatParams.tools` become `tools: [{functionDeclarations}]`
+(parameter schemas cut down to Gemini's OpenAPI subset, see `gemini_schema`) and
+`toolConfig.functionCallingConfig` (AUTO / ANY / NONE, `allowedFunctionNames` for
+one function); an assistant's calls become `functionCall` parts, `tool` messages
+`functionResponse` parts (keyed by function name) in a user turn; images become
+`inlineData` parts (no URLs: `fileData` needs files uploaded to Google first).
+Gemini sends whole calls without ids: each comes out as one `ToolCallDelta` whose
+id is made from the response id and the call's index (and carries the part's
+`thoughtSignature`, which the history needs back, see `call_id`).
 """
 
 from __future__ import annotations
@@ -30,15 +40,30 @@ from providers.http_errors import (
     redact,
 )
 from providers.sse import SSEDecoder, read_sse_event
+from providers.tool_wire import (
+    OPENAI_ONLY_PARAMS,
+    arguments_object,
+    arguments_text,
+    inline_image,
+    result_name,
+    tool_names,
+    tools_finish,
+)
 from providers.types import (
     ChatDelta,
     ChatParams,
     ChatResult,
     ErrorCategory,
     FinishReason,
+    ImagePart,
     Message,
     ProviderError,
+    TextPart,
     TokenUsage,
+    ToolCall,
+    ToolCallDelta,
+    ToolChoice,
+    ToolSpec,
     classify_http_status,
 )
 
@@ -110,8 +135,66 @@ TOP_LEVEL_FIELDS: Mapping[str, str] = MappingProxyType(
 
 # Request fields the adapter owns: params never override them.
 _PROTECTED = frozenset(
-    {"model", "contents", "systemInstruction", "system_instruction", "stream", "messages"}
+    {
+        "model",
+        "contents",
+        "systemInstruction",
+        "system_instruction",
+        "stream",
+        "messages",
+        *OPENAI_ONLY_PARAMS,
+    }
 )
+
+FAILED_FINISHES: frozenset[str] = frozenset({"MALFORMED_FUNCTION_CALL", "UNEXPECTED_TOOL_CALL"})
+"""Finish reasons that mean the model's tool call failed: another model may do better."""
+
+IMAGE_TYPES = frozenset(
+    {"image/png", "image/jpeg", "image/webp", "image/heic", "image/heif", "image/gif"}
+)
+"""Image media types sent as `inlineData`."""
+
+CALLING_MODES: Mapping[str, str] = MappingProxyType(
+    {"auto": "AUTO", "required": "ANY", "function": "ANY", "none": "NONE"}
+)
+
+SIGNATURE_MARK = "~ts~"
+"""Separates a call id from the thought signature it carries (see `call_id`)."""
+
+_SCHEMA_KEYS = frozenset(
+    {
+        "type",
+        "format",
+        "title",
+        "description",
+        "nullable",
+        "enum",
+        "maxItems",
+        "minItems",
+        "properties",
+        "required",
+        "minProperties",
+        "maxProperties",
+        "minLength",
+        "maxLength",
+        "pattern",
+        "example",
+        "anyOf",
+        "propertyOrdering",
+        "default",
+        "items",
+        "minimum",
+        "maximum",
+    }
+)
+_FORMATS: Mapping[str, frozenset[str]] = MappingProxyType(
+    {
+        "string": frozenset({"enum", "date-time"}),
+        "integer": frozenset({"int32", "int64"}),
+        "number": frozenset({"float", "double"}),
+    }
+)
+_MAX_REF_DEPTH = 8
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)s\s*$")
 
@@ -145,18 +228,25 @@ def _first_candidate(candidates: Any) -> dict[str, Any] | None:
     return None
 
 
-def _texts(candidate: Mapping[str, Any]) -> list[str]:
-    """The answer's text parts; thought summaries (`thought: true`) are not the answer."""
+def _answer_parts(candidate: Mapping[str, Any]) -> list[str | tuple[str, Any, str | None]]:
+    """The answer's parts in order: text (thought summaries are not the answer), and
+    per `functionCall` part its (name, args, thoughtSignature)."""
     content = candidate.get("content")
     parts = content.get("parts") if isinstance(content, dict) else None
-    if not isinstance(parts, list):
-        return []
-    out: list[str] = []
-    for part in parts:
-        if isinstance(part, dict) and not part.get("thought"):
-            text = part.get("text")
-            if isinstance(text, str) and text:
-                out.append(text)
+    out: list[str | tuple[str, Any, str | None]] = []
+    for part in parts if isinstance(parts, list) else []:
+        if not isinstance(part, dict) or part.get("thought"):
+            continue
+        call = part.get("functionCall")
+        if isinstance(call, dict) and isinstance(call.get("name"), str):
+            signature = part.get("thoughtSignature")
+            out.append(
+                (call["name"], call.get("args"), signature if isinstance(signature, str) else None)
+            )
+            continue
+        text = part.get("text")
+        if isinstance(text, str) and text:
+            out.append(text)
     return out
 
 
@@ -186,29 +276,178 @@ def _blocked_reason(obj: Mapping[str, Any]) -> str | None:
 
 
 def build_contents(
-    messages: tuple[Message, ...],
+    messages: tuple[Message, ...], label: str = "gemini"
 ) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
     """Turn our messages into Gemini's `systemInstruction` and `contents`.
 
-    In: messages with roles system, user, assistant (any other role is sent as
-    user). Out: the system instruction (several system messages joined by blank
-    lines into one part; None when there is none) and the turns, assistant
-    mapped to "model" and consecutive same-role messages merged into one turn
-    with one part each. `name` has no place in Gemini's format and is dropped.
+    In: messages with roles system, user, assistant and tool (a `tool` message
+    without a `tool_call_id`, or any other role, is sent as user text). Out: the
+    system instruction (several system messages joined by blank lines into one
+    part; None when there is none) and the turns, assistant mapped to "model"
+    and consecutive same-role messages merged into one turn. An assistant's calls
+    are `functionCall` parts, a tool result a `functionResponse` part naming the
+    function it answers, images `inlineData` parts. `name` has no place in
+    Gemini's format and is dropped. Raises `ProviderError(BAD_REQUEST)` for an
+    image URL or type Gemini does not take inline, or a result for no call.
     """
     system: list[str] = []
     contents: list[dict[str, Any]] = []
+    names = tool_names(messages)
     for message in messages:
         if message.role == "system":
             system.append(message.content)
             continue
         role = "model" if message.role == "assistant" else "user"
+        parts = _parts(message, names, label)
         if contents and contents[-1]["role"] == role:
-            contents[-1]["parts"].append({"text": message.content})
+            contents[-1]["parts"].extend(parts)
         else:
-            contents.append({"role": role, "parts": [{"text": message.content}]})
+            contents.append({"role": role, "parts": parts})
     instruction = {"parts": [{"text": "\n\n".join(system)}]} if system else None
     return instruction, contents
+
+
+def _parts(message: Message, names: Mapping[str, str], label: str) -> list[dict[str, Any]]:
+    if message.role == "tool" and message.tool_call_id is not None:
+        name = result_name(message, names, label, "Gemini")
+        return [{"functionResponse": {"name": name, "response": _response(message.content)}}]
+    if message.role == "assistant" and message.tool_calls:
+        parts: list[dict[str, Any]] = [{"text": message.content}] if message.content else []
+        for call in message.tool_calls:
+            part: dict[str, Any] = {
+                "functionCall": {"name": call.name, "args": arguments_object(call, label)}
+            }
+            _, _, signature = call.id.partition(SIGNATURE_MARK)
+            if signature:
+                part["thoughtSignature"] = signature
+            parts.append(part)
+        return parts
+    if message.parts:
+        out: list[dict[str, Any]] = []
+        for item in message.parts:
+            if isinstance(item, TextPart):
+                if item.text:
+                    out.append({"text": item.text})
+            else:
+                out.append(_image_part(item, label))
+        return out
+    return [{"text": message.content}]
+
+
+def _image_part(part: ImagePart, label: str) -> dict[str, Any]:
+    media_type, data = inline_image(part, label, "Gemini", IMAGE_TYPES)
+    return {"inlineData": {"mimeType": media_type, "data": data}}
+
+
+def _response(content: str) -> dict[str, Any]:
+    """A tool result as `functionResponse.response` (a JSON object): an object result
+    as it is, anything else under `output` (Gemini's documented key)."""
+    try:
+        value = json.loads(content)
+    except ValueError:
+        value = None
+    if isinstance(value, dict):
+        return value
+    return {"output": content}
+
+
+def call_id(response_id: str, index: int, signature: str | None) -> str:
+    """The id of call `index` of one answer (Gemini sends none): deterministic per
+    answer. A part's `thoughtSignature` rides along after `SIGNATURE_MARK`, so the
+    call goes back into history with it, as thinking models require."""
+    base = f"call_{response_id}_{index}" if response_id else f"call_{index}"
+    return f"{base}{SIGNATURE_MARK}{signature}" if signature else base
+
+
+def gemini_schema(schema: Any, defs: Mapping[str, Any] | None = None, depth: int = 0) -> Any:
+    """A JSON schema cut down to the OpenAPI subset Gemini's `parameters` takes.
+
+    `$ref`s into `$defs` / `definitions` are inlined (to a depth of 8); a type list
+    with "null" becomes `nullable`, several types `anyOf`; `oneOf` becomes `anyOf`
+    and a one-item `allOf` its item; `const` becomes a one-value `enum`; enums of
+    non-strings, formats Gemini lacks and every other key it does not know
+    (`additionalProperties`, `$schema`, `examples`, ...) are dropped.
+    """
+    if not isinstance(schema, dict):
+        return schema
+    if defs is None:
+        defs = {**schema.get("definitions", {}), **schema.get("$defs", {})}
+    ref = schema.get("$ref")
+    if isinstance(ref, str):
+        target = defs.get(ref.rsplit("/", 1)[-1])
+        if depth >= _MAX_REF_DEPTH or not isinstance(target, dict):
+            return {"type": "object"}
+        merged = {**target, **{k: v for k, v in schema.items() if k != "$ref"}}
+        return gemini_schema(merged, defs, depth + 1)
+    source = dict(schema)
+    all_of = source.pop("allOf", None)
+    if isinstance(all_of, list) and all_of:
+        for item in all_of:
+            if isinstance(item, dict):
+                source = {**gemini_schema(item, defs, depth + 1), **source}
+    one_of = source.pop("oneOf", None)
+    if one_of is not None and "anyOf" not in source:
+        source["anyOf"] = one_of
+    if "const" in source and "enum" not in source:
+        source["enum"] = [source["const"]]
+    out: dict[str, Any] = {}
+    kind = source.get("type")
+    if isinstance(kind, list):
+        kinds = [k for k in kind if k != "null"]
+        if len(kinds) < len(kind):
+            out["nullable"] = True
+        if len(kinds) == 1:
+            kind = kinds[0]
+        else:
+            kind = None
+            source["anyOf"] = [{"type": k} for k in kinds]
+    if isinstance(kind, str):
+        out["type"] = kind
+    for key, value in source.items():
+        if key not in _SCHEMA_KEYS or key == "type" or key in out:
+            continue
+        if key == "properties" and isinstance(value, dict):
+            out[key] = {name: gemini_schema(sub, defs, depth) for name, sub in value.items()}
+        elif key == "items":
+            out[key] = gemini_schema(value, defs, depth)
+        elif key == "anyOf" and isinstance(value, list):
+            out[key] = [gemini_schema(sub, defs, depth) for sub in value]
+        elif key == "enum":
+            if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+                out[key] = value
+        elif key == "format":
+            if value in _FORMATS.get(str(kind), frozenset()):
+                out[key] = value
+        else:
+            out[key] = value
+    if isinstance(out.get("required"), list) and isinstance(out.get("properties"), dict):
+        out["required"] = [name for name in out["required"] if name in out["properties"]]
+    return out
+
+
+def function_declarations(tools: tuple[ToolSpec, ...]) -> list[dict[str, Any]]:
+    """Our tool specs as Gemini `functionDeclarations`; a function without parameters
+    has no `parameters` (Gemini refuses an object schema without properties)."""
+    out: list[dict[str, Any]] = []
+    for tool in tools:
+        declaration: dict[str, Any] = {"name": tool.name}
+        if tool.description:
+            declaration["description"] = tool.description
+        schema = gemini_schema(tool.parameters) if tool.parameters else {}
+        if schema.get("properties"):
+            declaration["parameters"] = schema
+        out.append(declaration)
+    return out
+
+
+def tool_config(choice: ToolChoice | None) -> dict[str, Any] | None:
+    """Our tool choice as `toolConfig.functionCallingConfig` (None when unset)."""
+    if choice is None:
+        return None
+    config: dict[str, Any] = {"mode": CALLING_MODES[choice.mode]}
+    if choice.mode == "function" and choice.name:
+        config["allowedFunctionNames"] = [choice.name]
+    return {"functionCallingConfig": config}
 
 
 def _apply_params(
@@ -265,10 +504,10 @@ class GeminiProvider:
     """
 
     continues = False
-    tools = False  # capabilities: see providers.types.ChatProvider
-    images = False
-    image_urls = False
     """Capability: this adapter cannot continue a partial answer (that hop restarts)."""
+    tools = True  # capabilities: see providers.types.ChatProvider
+    images = True
+    image_urls = False  # Gemini takes inline bytes or uploaded files, not https URLs
 
     def __init__(
         self,
@@ -299,13 +538,26 @@ class GeminiProvider:
         to generationConfig fields (max_tokens→maxOutputTokens, top_p→topP,
         top_k→topK, stop→stopSequences, ...), a `generationConfig` object merges
         in, request-level fields (safetySettings, tools, ...) stay top-level and
-        anything else passes into generationConfig as given.
+        anything else passes into generationConfig as given. `ChatParams.tools`
+        are added to `tools` as one `functionDeclarations` entry (beside tools such
+        as googleSearch given as params) and `tool_choice` sets `toolConfig`.
         """
         body: dict[str, Any] = {}
         generation: dict[str, Any] = {}
         _apply_params(self._default_params, body, generation)
         _apply_params(params.params, body, generation)
-        instruction, contents = build_contents(params.messages)
+        if params.tools:
+            given = body.get("tools")
+            others = (
+                [t for t in given if isinstance(t, dict) and "functionDeclarations" not in t]
+                if isinstance(given, list)
+                else []
+            )
+            body["tools"] = [*others, {"functionDeclarations": function_declarations(params.tools)}]
+            config = tool_config(params.tool_choice)
+            if config is not None:
+                body["toolConfig"] = config
+        instruction, contents = build_contents(params.messages, self._label)
         body["contents"] = contents
         if instruction is not None:
             body["systemInstruction"] = instruction
@@ -334,6 +586,7 @@ class GeminiProvider:
         metadata: dict[str, str] = {}
         produced = False
         ended = False
+        calls = 0
         try:
             async with self._session.post(
                 self._stream_url,
@@ -360,9 +613,16 @@ class GeminiProvider:
                             if blocked is not None:
                                 raise self._blocked(blocked)
                             continue
-                        for text in _texts(candidate):
+                        for item in _answer_parts(candidate):
                             produced = True
-                            yield ChatDelta(text)
+                            if isinstance(item, str):
+                                yield ChatDelta(item)
+                            else:
+                                name, args, signature = item
+                                ident = call_id(metadata.get("response_id", ""), calls, signature)
+                                call = ToolCallDelta(calls, ident, name, arguments_text(args))
+                                calls += 1
+                                yield ChatDelta("", tool_calls=(call,))
                         finish = _candidate_finish(candidate) or finish
                     ended = True
                 finally:
@@ -375,12 +635,21 @@ class GeminiProvider:
             raise ProviderError(
                 ErrorCategory.PROTOCOL, f"{self._label}: stream ended without a finishReason"
             )
-        reason = _finish_reason(finish)
+        self._check_finish(finish)
+        reason = tools_finish(_finish_reason(finish), False, calls > 0)
         if not produced and reason != "content_filtered":
             raise ProviderError(
                 ErrorCategory.EMPTY_OUTPUT, f"{self._label}: the answer has no content"
             )
         yield ChatDelta("", finish_reason=reason, usage=usage, metadata=metadata or None)
+
+    def _check_finish(self, finish: str) -> None:
+        """Raise for a finish reason that says the model's tool call failed (TRANSIENT:
+        another model may call the tool well)."""
+        if finish in FAILED_FINISHES:
+            raise ProviderError(
+                ErrorCategory.TRANSIENT, f"{self._label}: the model's tool call failed ({finish})"
+            )
 
     def _parse_event(self, data: str) -> dict[str, Any]:
         try:
@@ -495,10 +764,23 @@ class GeminiProvider:
             raise ProviderError(
                 ErrorCategory.EMPTY_OUTPUT, f"{self._label}: no candidates returned"
             )
-        text = "".join(_texts(candidate))
+        texts: list[str] = []
+        calls: list[ToolCall] = []
+        response_id = _metadata(obj).get("response_id", "")
+        for item in _answer_parts(candidate):
+            if isinstance(item, str):
+                texts.append(item)
+            else:
+                name, args, signature = item
+                ident = call_id(response_id, len(calls), signature)
+                calls.append(ToolCall(ident, name, arguments_text(args)))
+        text = "".join(texts)
         raw_reason = _candidate_finish(candidate)
+        if raw_reason is not None:
+            self._check_finish(raw_reason)
         reason = _finish_reason(raw_reason) if raw_reason is not None else "other"
-        if not text and reason != "content_filtered":
+        reason = tools_finish(reason, False, bool(calls))
+        if not text and not calls and reason != "content_filtered":
             raise ProviderError(
                 ErrorCategory.EMPTY_OUTPUT, f"{self._label}: the answer has no content"
             )
@@ -507,6 +789,7 @@ class GeminiProvider:
             finish_reason=reason,
             usage=_usage(obj.get("usageMetadata")) or TokenUsage(),
             metadata=_metadata(obj),
+            tool_calls=tuple(calls),
         )
 
     async def aclose(self) -> None:

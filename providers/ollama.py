@@ -7,8 +7,14 @@ or one `ChatResult` from `stream: false`. Every failure leaves as a
 `ProviderError`. Deadlines beyond connecting belong to the Rx operators around
 the provider; they stop iterating, which closes the upstream response at once.
 
-This module also holds `JSONLinesReader`, the NDJSON reader Cohere's v1 stream
-reuses.
+Tools and images: `ChatParams.tools` go as `tools` (OpenAI's function shape);
+Ollama has no `tool_choice`, so `none` sends no tools and `required` or one named
+function is refused (BAD_REQUEST naming Ollama). An assistant's calls become
+`tool_calls` with arguments as objects, `tool` messages carry the answered
+function's `tool_name`, images go as the message's `images` (base64; Ollama
+fetches no URLs). Ollama sends whole calls (arguments as an object): each comes
+out as one `ToolCallDelta` with the arguments as JSON text and, unless Ollama
+gave one, an id made per answer; a finished answer with calls ends `tool_calls`.
 
     vendor:  -{"The"}-{" sky"}-{done:true, stop, counts}|
     out:     -"The"---" sky"---final(complete, usage)|
@@ -16,6 +22,7 @@ reuses.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import AsyncGenerator, Mapping
 from types import MappingProxyType
@@ -26,14 +33,28 @@ import aiohttp
 from config.models import ClientConfig, OllamaConfig
 from providers.http_errors import error_from_exception, error_from_response, redact
 from providers.ndjson import JSONLinesReader
+from providers.tool_wire import (
+    OPENAI_ONLY_PARAMS,
+    arguments_object,
+    arguments_text,
+    bad_request,
+    inline_image,
+    tool_names,
+    tools_finish,
+)
 from providers.types import (
     ChatDelta,
     ChatParams,
     ChatResult,
     ErrorCategory,
     FinishReason,
+    Message,
     ProviderError,
     TokenUsage,
+    ToolCall,
+    ToolCallDelta,
+    ToolChoice,
+    ToolSpec,
 )
 
 """The longest NDJSON line accepted (Cohere v1's stream-end echoes the whole chat)."""
@@ -56,7 +77,7 @@ Glide 0.1.0's (`microstat*`)."""
 TOP_LEVEL_PARAMS: frozenset[str] = frozenset({"format", "keep_alive", "think", "tools"})
 """Params that are fields of the request itself, not model options."""
 
-_PROTECTED = frozenset({"model", "messages", "stream", "options"})
+_PROTECTED = frozenset({"model", "messages", "stream", "options", *OPENAI_ONLY_PARAMS})
 
 
 def _count(raw: Mapping[str, Any], key: str) -> int:
@@ -91,10 +112,10 @@ class OllamaProvider:
     """
 
     continues = False
-    tools = False  # capabilities: see providers.types.ChatProvider
-    images = False
-    image_urls = False
     """Capability: this adapter cannot continue a partial answer (that hop restarts)."""
+    tools = True  # capabilities: see providers.types.ChatProvider
+    images = True
+    image_urls = False  # Ollama takes base64 images only
 
     def __init__(
         self,
@@ -119,6 +140,9 @@ class OllamaProvider:
         request fields; an `options` object is merged in as given; every other
         key (temperature, top_p, top_k, seed, stop, repeat_penalty, num_ctx, ...)
         goes into `options`. `model`, `messages` and `stream` are ours.
+        `ChatParams.tools` replace a `tools` param (see the module doc for tools,
+        calls, results and images). Raises `ProviderError(BAD_REQUEST)` for a
+        `tool_choice` Ollama lacks or an image URL.
         """
         merged: dict[str, Any] = {**self._default_params, **params.params}
         body: dict[str, Any] = {}
@@ -135,17 +159,40 @@ class OllamaProvider:
                 options["stop"] = [value]
             else:
                 options[OPTION_ALIASES.get(key, key)] = value
+        if params.tools:
+            tools = _tools(params.tools, params.tool_choice, self._label)
+            if tools:
+                body["tools"] = tools
+            else:
+                body.pop("tools", None)
         body["model"] = self.model_name
-        body["messages"] = [{"role": m.role, "content": m.content} for m in params.messages]
+        names = tool_names(params.messages)
+        body["messages"] = [self._message(m, names) for m in params.messages]
         body["stream"] = stream
         if options:
             body["options"] = options
         return body
 
+    def _message(self, message: Message, names: Mapping[str, str]) -> dict[str, Any]:
+        out: dict[str, Any] = {"role": message.role, "content": message.content}
+        if message.tool_calls:
+            out["tool_calls"] = [
+                {"function": {"name": call.name, "arguments": arguments_object(call, self._label)}}
+                for call in message.tool_calls
+            ]
+        name = names.get(message.tool_call_id or "") if message.role == "tool" else None
+        if name is not None:
+            out["tool_name"] = name
+        images = [inline_image(image, self._label, "Ollama")[1] for image in message.images]
+        if images:
+            out["images"] = images
+        return out
+
     async def stream(self, params: ChatParams) -> AsyncGenerator[ChatDelta, None]:
         """Stream one answer.
 
-        In: `params`. Out: a `ChatDelta` per non-empty `message.content`, then,
+        In: `params`. Out: a `ChatDelta` per non-empty `message.content` and one
+        per tool call in `message.tool_calls` (whole), then,
         after the `done: true` line, one `ChatDelta("", finish_reason, usage)`.
         Raises `ProviderError`: by HTTP status for an error response (a missing
         model is TRANSIENT, see `_error`); TRANSIENT for an `{"error"}` line
@@ -154,6 +201,8 @@ class OllamaProvider:
         Closing the generator or cancelling its consumer closes the response.
         """
         produced = False
+        calls = 0
+        answer = ""
         final: dict[str, Any] | None = None
         try:
             async with self._session.post(
@@ -174,6 +223,14 @@ class OllamaProvider:
                         if text:
                             produced = True
                             yield ChatDelta(text)
+                        for name, arguments, ident in _calls(obj):
+                            answer = answer or _answer_key(obj)
+                            call = ToolCallDelta(
+                                calls, ident or f"call_{answer}_{calls}", name, arguments
+                            )
+                            calls += 1
+                            produced = True
+                            yield ChatDelta("", tool_calls=(call,))
                         if obj.get("done") is True:
                             final = obj
                             break
@@ -191,16 +248,15 @@ class OllamaProvider:
             raise ProviderError(
                 ErrorCategory.EMPTY_OUTPUT, f"{self._label}: the answer has no content"
             )
-        yield ChatDelta(
-            "", finish_reason=_finish_reason(final.get("done_reason")), usage=_usage(final)
-        )
+        reason = tools_finish(_finish_reason(final.get("done_reason")), False, calls > 0)
+        yield ChatDelta("", finish_reason=reason, usage=_usage(final))
 
     async def complete(self, params: ChatParams) -> ChatResult:
         """One non-streamed answer (`stream: false`).
 
-        In: `params`. Out: a `ChatResult` with the text, finish reason and usage.
-        Raises `ProviderError` as `stream` does; an answer without text is
-        EMPTY_OUTPUT.
+        In: `params`. Out: a `ChatResult` with the text, tool calls, finish reason
+        and usage. Raises `ProviderError` as `stream` does; an answer without text
+        or calls is EMPTY_OUTPUT.
         """
         try:
             async with self._session.post(
@@ -228,7 +284,12 @@ class OllamaProvider:
         if "error" in obj:
             raise self._stream_error(obj["error"])
         text = _content(obj)
-        if not text:
+        answer = _answer_key(obj)
+        calls = tuple(
+            ToolCall(ident or f"call_{answer}_{n}", name, arguments)
+            for n, (name, arguments, ident) in enumerate(_calls(obj))
+        )
+        if not text and not calls:
             raise ProviderError(
                 ErrorCategory.EMPTY_OUTPUT, f"{self._label}: the answer has no content"
             )
@@ -236,9 +297,10 @@ class OllamaProvider:
         role = message.get("role") if isinstance(message, dict) else None
         return ChatResult(
             content=text,
-            finish_reason=_finish_reason(obj.get("done_reason")),
+            finish_reason=tools_finish(_finish_reason(obj.get("done_reason")), False, bool(calls)),
             usage=_usage(obj),
             role=role if isinstance(role, str) and role else "assistant",
+            tool_calls=calls,
         )
 
     async def _error(self, resp: aiohttp.ClientResponse) -> ProviderError:
@@ -263,3 +325,51 @@ class OllamaProvider:
 
     async def aclose(self) -> None:
         """Nothing to release: the HTTP session is shared and owned by the app."""
+
+
+def _tools(
+    tools: tuple[ToolSpec, ...], choice: ToolChoice | None, label: str
+) -> list[dict[str, Any]]:
+    """Our tools in Ollama's (OpenAI's) shape; none for `tool_choice: none`."""
+    mode = choice.mode if choice is not None else "auto"
+    if mode == "none":
+        return []
+    if mode != "auto":
+        raise bad_request(
+            label,
+            f"Ollama has no tool_choice: it cannot be made to call "
+            f"{'a tool' if mode == 'required' else repr(choice.name if choice else '')}",
+        )
+    out = []
+    for tool in tools:
+        function: dict[str, Any] = {"name": tool.name, "parameters": tool.parameters}
+        if tool.description is not None:
+            function["description"] = tool.description
+        out.append({"type": "function", "function": function})
+    return out
+
+
+def _calls(obj: Mapping[str, Any]) -> list[tuple[str, str, str | None]]:
+    """(name, arguments as JSON text, Ollama's id if any) per call in `message.tool_calls`."""
+    message = obj.get("message")
+    raw = message.get("tool_calls") if isinstance(message, dict) else None
+    out: list[tuple[str, str, str | None]] = []
+    for call in raw if isinstance(raw, list) else []:
+        function = call.get("function") if isinstance(call, dict) else None
+        if isinstance(function, dict) and isinstance(function.get("name"), str):
+            ident = call.get("id")
+            out.append(
+                (
+                    function["name"],
+                    arguments_text(function.get("arguments")),
+                    ident if isinstance(ident, str) and ident else None,
+                )
+            )
+    return out
+
+
+def _answer_key(obj: Mapping[str, Any]) -> str:
+    """A short key for one answer (Ollama has no response id): from its model and
+    `created_at`, so made-up call ids differ between answers but not between runs."""
+    seed = f"{obj.get('model', '')}|{obj.get('created_at', '')}"
+    return hashlib.sha256(seed.encode()).hexdigest()[:12]

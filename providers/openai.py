@@ -29,6 +29,8 @@ from providers.types import (
     FinishReason,
     ProviderError,
     TokenUsage,
+    ToolCall,
+    ToolCallDelta,
 )
 
 FINISH_REASONS: Mapping[str, FinishReason] = MappingProxyType(
@@ -36,7 +38,7 @@ FINISH_REASONS: Mapping[str, FinishReason] = MappingProxyType(
         "stop": "complete",
         "length": "max_tokens",
         "content_filter": "content_filtered",
-        "tool_calls": "other",
+        "tool_calls": "tool_calls",
         "function_call": "other",
     }
 )
@@ -73,6 +75,50 @@ def _first_choice(choices: Any) -> dict[str, Any] | None:
         if isinstance(choice, dict) and choice.get("index", 0) == 0:
             return choice
     return None
+
+
+def tool_call_deltas(raw: Any) -> tuple[ToolCallDelta, ...]:
+    """A streamed `delta.tool_calls` list -> the fragments it holds (malformed
+    entries are skipped; a missing `index` counts as 0)."""
+    if not isinstance(raw, list):
+        return ()
+    out: list[ToolCallDelta] = []
+    for item in raw:
+        if not isinstance(item, dict):
+            continue
+        index = item.get("index", 0)
+        function = item.get("function")
+        function = function if isinstance(function, dict) else {}
+        call_id, name, arguments = item.get("id"), function.get("name"), function.get("arguments")
+        out.append(
+            ToolCallDelta(
+                index if isinstance(index, int) else 0,
+                call_id if isinstance(call_id, str) and call_id else None,
+                name if isinstance(name, str) and name else None,
+                arguments if isinstance(arguments, str) else "",
+            )
+        )
+    return tuple(out)
+
+
+def tool_calls_of(raw: Any) -> tuple[ToolCall, ...]:
+    """A non-streamed `message.tool_calls` list -> whole calls (function calls only)."""
+    if not isinstance(raw, list):
+        return ()
+    out: list[ToolCall] = []
+    for item in raw:
+        if not isinstance(item, dict) or not isinstance(item.get("function"), dict):
+            continue
+        function = item["function"]
+        arguments = function.get("arguments")
+        out.append(
+            ToolCall(
+                str(item.get("id") or ""),
+                str(function.get("name") or ""),
+                arguments if isinstance(arguments, str) else "{}",
+            )
+        )
+    return tuple(out)
 
 
 def _metadata(obj: dict[str, Any]) -> dict[str, str]:
@@ -119,9 +165,9 @@ class OpenAIWireProvider:
     """
 
     continues = True
-    tools = False  # capabilities: see providers.types.ChatProvider
-    images = False
-    image_urls = False
+    tools = True  # capabilities: see providers.types.ChatProvider (native format)
+    images = True
+    image_urls = True
 
     def __init__(
         self,
@@ -155,6 +201,12 @@ class OpenAIWireProvider:
         body["messages"] = [message.to_json() for message in params.messages]
         if params.continuation is not None:
             body["messages"] = continuation_messages(body["messages"], params.continuation)
+        if params.tools:
+            body["tools"] = [tool.to_json() for tool in params.tools]
+            if params.tool_choice is not None:
+                body["tool_choice"] = params.tool_choice.to_json()
+        else:
+            body.pop("parallel_tool_calls", None)  # OpenAI refuses it without tools
         body["stream"] = stream
         if stream:
             body["stream_options"] = {"include_usage": True}
@@ -165,7 +217,8 @@ class OpenAIWireProvider:
     async def stream(self, params: ChatParams) -> AsyncGenerator[ChatDelta, None]:
         """Stream one answer.
 
-        In: `params`. Out: a `ChatDelta` per non-empty content delta, then, after
+        In: `params`. Out: a `ChatDelta` per non-empty content delta (and per
+        tool-call delta, its raw fragments in `tool_calls`), then, after
         `[DONE]`, one `ChatDelta("", finish_reason, usage)`. Raises `ProviderError`
         (HTTP errors by status; PROTOCOL for a malformed or unfinished stream;
         EMPTY_OUTPUT when a complete answer had no text). Closing the generator
@@ -180,6 +233,7 @@ class OpenAIWireProvider:
         usage: TokenUsage | None = None
         metadata: dict[str, str] = {}
         produced = False
+        called = False
         done = False
         try:
             async with self._session.post(
@@ -212,9 +266,14 @@ class OpenAIWireProvider:
                         delta = choice.get("delta")
                         if isinstance(delta, dict):
                             content = delta.get("content")
-                            if isinstance(content, str) and content:
+                            text = content if isinstance(content, str) else ""
+                            calls = delta.get("tool_calls")
+                            fragments = tool_call_deltas(calls) if calls else ()
+                            if fragments:
+                                called = True
+                            if text or fragments:
                                 produced = True
-                                yield ChatDelta(content)
+                                yield ChatDelta(text, tool_calls=fragments)
                         reason = choice.get("finish_reason")
                         if isinstance(reason, str) and reason:
                             finish = reason
@@ -232,12 +291,14 @@ class OpenAIWireProvider:
             raise ProviderError(
                 ErrorCategory.PROTOCOL, f"{self._label}: stream ended without a finish_reason"
             )
-        reason = _finish_reason(finish)
-        if not produced and reason != "content_filtered":
+        ours = _finish_reason(finish)
+        if ours == "tool_calls" and not called:
+            ours = "other"  # a stop for tools that carried no call (as every adapter)
+        if not produced and ours != "content_filtered":
             raise ProviderError(
                 ErrorCategory.EMPTY_OUTPUT, f"{self._label}: the answer has no content"
             )
-        yield ChatDelta("", finish_reason=reason, usage=usage, metadata=metadata or None)
+        yield ChatDelta("", finish_reason=ours, usage=usage, metadata=metadata or None)
 
     def url_for(self, params: ChatParams) -> str:
         """Where `params` go (a vendor may serve continuations on another URL)."""
@@ -311,7 +372,10 @@ class OpenAIWireProvider:
         raw_reason = choice.get("finish_reason")
         reason = _finish_reason(raw_reason) if isinstance(raw_reason, str) else "other"
         text = content if isinstance(content, str) else ""
-        if not text and reason != "content_filtered":
+        calls = tool_calls_of(message.get("tool_calls")) if isinstance(message, dict) else ()
+        if reason == "tool_calls" and not calls:
+            reason = "other"
+        if not text and not calls and reason != "content_filtered":
             raise ProviderError(
                 ErrorCategory.EMPTY_OUTPUT, f"{self._label}: the answer has no content"
             )
@@ -321,6 +385,7 @@ class OpenAIWireProvider:
             usage=_usage(obj.get("usage")) or TokenUsage(),
             role=role if isinstance(role, str) and role else "assistant",
             metadata=_metadata(obj),
+            tool_calls=calls,
         )
 
     async def aclose(self) -> None:

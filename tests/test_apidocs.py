@@ -198,3 +198,18 @@ async def test_listen_frames_match_the_models(sluice: MakeClient) -> None:
     for frames in by_id.values():
         seen |= check_frames("listen", frames)
     assert seen == {"speech_started", "transcript", "speech_ended", "done", "error"}
+
+
+def test_documents_carry_tools_and_images() -> None:
+    openapi = build_openapi()["components"]["schemas"]
+    asyncapi = build_asyncapi()["components"]["schemas"]
+    for schemas in (openapi, asyncapi):
+        request = schemas["ChatRequest"]["properties"]
+        assert {"tools", "tool_choice", "parallel_tool_calls"} <= set(request)
+        message = schemas["ChatMessageIn"]["properties"]
+        assert {"tool_calls", "tool_call_id"} <= set(message)
+        assert "image_url" in schemas["ContentPartIn"]["properties"]
+        assert "tool_calls" in schemas["ChatMessageOut"]["properties"]
+        assert "finish_detail" in schemas["ModelResponse"]["properties"]
+    assert {"tools", "tool_choice", "parallel_tool_calls"} <= set(openapi["ChatBody"]["properties"])
+    assert "finish_detail" in asyncapi["Chunk"]["properties"]

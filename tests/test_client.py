@@ -45,7 +45,7 @@ from sluice_client.framing import decode_audio, encode_audio
 from sluice_client.request import RequestHandle
 
 from config.models import SluiceConfig
-from fakes.openai_server import FakeOpenAI
+from fakes.openai_server import FakeOpenAI, FakeToolCall
 from server import build_app, close_sockets, drain
 from tests.conftest import make_config, openai_model
 
@@ -666,3 +666,21 @@ def test_a_request_remembers_the_last_seq_it_received() -> None:
     assert handle.last_seq == 1
     handle.finish({"type": "chunk", "seq": 2, "finish_reason": "complete"})
     assert handle.last_seq == 2
+
+
+async def test_tool_calls_arrive_whole_in_chat_chunks(
+    serve: MakeServer, fake_a: FakeOpenAI
+) -> None:
+    fake_a.script.tool_calls = [
+        FakeToolCall("lookup", '{"q": "x"}', id="c1"),
+        FakeToolCall("lookup", "{}", id="c2"),
+    ]
+    tools = [{"type": "function", "function": {"name": "lookup", "parameters": {}}}]
+    url = await sluice_url(serve, make_config(openai_model("a", fake_a)))
+    async with SluiceClient(url, options=FAST) as client:
+        events = await chat_events(client, "find", tools=tools, tool_choice="auto")
+    chunks = [e for e in events if isinstance(e, ChatChunk)]
+    assert [c["id"] for e in chunks for c in e.tool_calls] == ["c1", "c2"]
+    assert (chunks[-1].finish_reason, chunks[-1].finish_detail) == ("other", "tool_calls")
+    assert fake_a.stats.last_body is not None
+    assert fake_a.stats.last_body["tool_choice"] == "auto"

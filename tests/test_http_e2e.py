@@ -77,6 +77,7 @@ async def test_router_listing_never_shows_secrets(sluice: MakeClient, fake_a: Fa
         "model_name": "gpt-a",
         "weight": 1.0,
         "health": "healthy",
+        "capabilities": ["image_urls", "images", "tools"],
     }
 
 

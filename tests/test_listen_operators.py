@@ -14,22 +14,16 @@ from reactivex.testing import ReactiveTest, TestScheduler
 
 from audio.pcm import InputFormat, open_decoder
 from config.models import SpeechRouterConfig
+from operators.audio_intake import EndOfAudio, IntakeState, audio_intake
 from operators.failover import AllModelsUnavailable, Reset
 from operators.final_deadline import final_deadline
+from operators.live_segments import live_segments
 from operators.ordered import concat_eager, merge_now, then_emit
-from operators.vad import SpeechAudio, SpeechEnded, SpeechStarted
-from pipelines.listen import (
-    EndOfAudio,
-    IntakeState,
-    ListenRequestIn,
-    ListenRouter,
-    ModelInfo,
-    SegmentTranscript,
-    Transcriber,
-    audio_intake,
-    live_segments,
-)
+from operators.vad import SpeechAudio, SpeechEnded, SpeechStarted, VadSettings
+from pipelines.listen_router import ListenRouter, ModelInfo, SegmentTranscript, Transcriber
+from pipelines.speech_in import Transcribed, hear
 from protocol.frames import Frame, FrameFactory
+from protocol.listen import ListenRequestIn
 from protocol.messages import ClientMessage
 from providers.stt_types import (
     SegmentAudio,
@@ -427,3 +421,74 @@ def test_live_segments_fills_and_finishes_each_segment() -> None:
     events.on_error(boom)
     assert segments[1].error is boom
     assert errors == [boom]
+
+
+# ---- hear (speech in) --------------------------------------------------------------
+
+
+def test_hear_gives_boundaries_at_once_and_transcripts_in_segment_order() -> None:
+    scheduler = TestScheduler()
+    requests: list[SttRequest] = []
+    # 20 ms frames arrive every half tick. Segment 0's final comes 3.5 ticks after
+    # its attempt starts, segment 1's after 0.5: segment 1's final waits for 0's.
+    slow = _cold(scheduler, requests, on_next(3.5, SttFinal("first")), on_completed(3.5))
+    fast = _cold(scheduler, [], on_next(0.5, SttFinal("second")), on_completed(0.5))
+
+    def transcriber(request: SttRequest) -> Observable[SttEvent]:
+        return (slow if request.audio.segment_id == 0 else fast)(request)
+
+    router, _ = _router({"a": transcriber})
+    settings = VadSettings(
+        mode=2, frame_ms=20, min_speech_ms=40, hangover_ms=60, preroll_ms=0, max_segment_ms=15_000
+    )
+    speech = b"\x01\x00" * 320
+    quiet = b"\x00\x00" * 320
+    pattern = "ss...ss..."
+    pcm = scheduler.create_hot_observable(
+        *[on_next(T0 + 1 + i / 2, speech if c == "s" else quiet) for i, c in enumerate(pattern)]
+    )
+
+    def nonzero(frame: bytes) -> bool:
+        return any(frame)
+
+    results = scheduler.start(
+        lambda: pcm.pipe(hear(router, settings, None, False, classify=nonzero)), disposed=100
+    )
+    got: list[tuple[float, str]] = []
+    for m in results.messages:
+        assert m.value.kind == "N", getattr(m.value, "exception", None)
+        v = m.value.value
+        if isinstance(v, SpeechStarted):
+            got.append((m.time, f"started {v.segment_id} at {v.start_ms} ms"))
+        elif isinstance(v, SpeechEnded):
+            got.append((m.time, f"ended {v.segment_id} at {v.end_ms} ms"))
+        elif isinstance(v, Transcribed):
+            assert isinstance(v.item, SegmentTranscript)
+            got.append((m.time, f"{v.segment_id}: {v.item.text}"))
+    assert got == [
+        (T0 + 1.5, "started 0 at 0 ms"),
+        (T0 + 3, "ended 0 at 40 ms"),
+        (T0 + 4, "started 1 at 100 ms"),
+        (T0 + 5, "0: first"),
+        (T0 + 5, "1: second"),
+        (T0 + 5.5, "ended 1 at 140 ms"),
+    ]
+
+
+def test_hear_ends_with_the_error_when_every_model_fails_a_segment() -> None:
+    scheduler = TestScheduler()
+    boom = ProviderError(ErrorCategory.TRANSIENT, "HTTP 500", status=500)
+    router, _ = _router({"a": _cold(scheduler, [], on_error(1, boom))})
+    settings = VadSettings(
+        mode=2, frame_ms=20, min_speech_ms=40, hangover_ms=60, preroll_ms=0, max_segment_ms=15_000
+    )
+    pcm = scheduler.create_hot_observable(
+        *[on_next(T0 + 1 + i, b"\x01\x00" * 320) for i in range(3)]
+    )
+    results = scheduler.start(
+        lambda: pcm.pipe(hear(router, settings, None, False, classify=any)), disposed=100
+    )
+    assert isinstance(results.messages[0].value.value, SpeechStarted)
+    last = results.messages[-1]
+    assert last.time == T0 + 3 and last.value.kind == "E"
+    assert isinstance(last.value.exception, AllModelsUnavailable)

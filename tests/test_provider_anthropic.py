@@ -21,6 +21,7 @@ from providers.types import (
     Message,
     ProviderError,
     TokenUsage,
+    ToolCallDelta,
 )
 from tests.provider_helpers import PARAMS, collect, stream_error
 
@@ -285,7 +286,10 @@ async def test_events_dispatch_on_type_and_ignore_unknown_ones(
         base_url=str(server.make_url("")).rstrip("/"), model="m", api_key=SecretStr(KEY)
     )
     deltas = [d async for d in AnthropicProvider(config, ClientConfig(), session).stream(PARAMS)]
+    # the tool_use block is call 0 and its input fragment follows; text is text
     assert deltas == [
+        ChatDelta("", tool_calls=(ToolCallDelta(0, "t", "f"),)),
+        ChatDelta("", tool_calls=(ToolCallDelta(0, arguments='{"a": 1'),)),
         ChatDelta("ok"),
         ChatDelta(
             "",

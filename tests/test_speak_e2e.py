@@ -423,3 +423,16 @@ async def test_a_cancel_right_behind_speak_is_not_lost(sluice: MakeClient) -> No
         results = await read_speak(ws, 1)
     assert results["k1"].terminal["error"]["name"] == "cancelled"
     assert results["k1"].segments == []
+
+
+async def test_text_sent_in_one_burst_behind_speak_is_all_spoken(sluice: MakeClient) -> None:
+    client = await sluice(speak_config(local_model()))
+    async with client.ws_connect(URL) as ws:
+        burst = [speak("b1", "One ", format={"encoding": "pcm_s16le", "sample_rate": 16000})]
+        burst += [text_msg("b1", "two. "), text_msg("b1", "Three"), text_msg("b1", ".", final=True)]
+        await asyncio.gather(*(ws.send_str(m) for m in burst))
+        results = await read_speak(ws, 1)
+    result = results["b1"]
+    assert result.terminal["type"] == "done"
+    assert result.terminal["usage"]["characters"] == len("One two. Three.")
+    assert [s["text"] for s in result.segments] == ["One two.", "Three."]

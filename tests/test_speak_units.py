@@ -21,19 +21,13 @@ from reactivex.testing.recorded import Recorded
 from audio.encode import check_format, make_encoder, wav_header
 from audio.sentences import SentenceSplitter, TextPiece, split_sentences
 from config.models import SpeakSection, SpeechRouterConfig
+from operators.resample import resample_chunks
 from operators.scheduling import seconds
-from pipelines.speak import (
-    HeldMessages,
-    Mailbox,
-    Refusal,
-    SpeakRouter,
-    SpeakSpec,
-    parse_speak,
-    resample_chunks,
-    speak_request,
-)
+from pipelines.speak import speak_request
+from pipelines.speak_router import SpeakRouter
 from protocol.frames import Frame
 from protocol.messages import ClientMessage
+from protocol.speak import Refusal, SpeakSpec, parse_speak
 from providers.tts_types import PcmChunk, SampleCarry, SpeechRequest
 from providers.types import ErrorCategory, ProviderError
 from routing.router import ModelRouter
@@ -298,41 +292,6 @@ def test_resample_chunks_passes_errors_and_same_rate_untouched() -> None:
     results = scheduler.start(lambda: source.pipe(resample_chunks(24000)))
     assert results.messages[0].value.value is chunk.samples
     assert results.messages[1] == on_error(T0 + 2, BOOM)
-
-
-def test_mailbox_keeps_items_for_a_late_subscriber() -> None:
-    box: Mailbox[int] = Mailbox()
-    box.on_next(1)
-    box.on_next(2)
-    seen: list[Any] = []
-    box.observable.subscribe(seen.append, seen.append, lambda: seen.append("done"))
-    box.on_next(3)
-    box.on_completed()
-    assert seen == [1, 2, 3, "done"]
-    errors: list[Exception] = []
-    box.observable.subscribe(on_error=errors.append)
-    assert isinstance(errors[0], RuntimeError)
-
-
-def test_held_messages_replay_in_order_on_release() -> None:
-    later: Subject[ClientMessage] = Subject()
-    held = HeldMessages(later)
-    a, b = ClientMessage("r", "text", {"text": "a"}), ClientMessage("r", "cancel", {})
-    later.on_next(a)
-    first: list[ClientMessage] = []
-    second: list[ClientMessage] = []
-    held.messages.subscribe(first.append)
-    later.on_next(b)
-    held.messages.subscribe(second.append)
-    assert first == [] and second == []
-    held.release()
-    assert first == [a, b] and second == [a, b]
-    c = ClientMessage("r", "text", {"text": "c"})
-    later.on_next(c)
-    assert first[-1] is c and second[-1] is c
-    held.dispose()
-    later.on_next(a)
-    assert len(first) == 3
 
 
 # ---- a whole request in virtual time --------------------------------------------------------

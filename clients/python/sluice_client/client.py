@@ -120,11 +120,15 @@ class SluiceClient:
         override_params: Mapping[str, Any] | None = None,
         metadata: Mapping[str, Any] | None = None,
         request_id: str | None = None,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        tool_choice: str | Mapping[str, Any] | None = None,
     ) -> AsyncIterator[ChatEvent]:
         """Stream one chat answer: a message (str = user content) in, events out.
 
         Yields `ChatChunk`s (the last has `finish_reason`) and `ModelReset`
-        (drop the partial text, the answer restarts on another model). Raises a
+        (drop the partial text and tool calls, the answer restarts on another
+        model). `tools` / `tool_choice` (OpenAI's shapes) let the model call
+        tools: whole calls arrive in `ChatChunk.tool_calls`. Raises a
         `SluiceError` subclass on a terminal error, `ConnectionLost` if the
         socket was cut mid-answer. Leaving the loop early cancels the request.
         """
@@ -133,6 +137,8 @@ class SluiceClient:
             message_history=message_history,
             override_params=override_params,
             metadata=metadata,
+            tools=tools,
+            tool_choice=tool_choice,
         )
         conn = self.connection(f"/v1/language/{router}/chatStream")
         handle = conn.open(request_id or uuid.uuid4().hex, body)

@@ -31,13 +31,20 @@ class Event:
 
 @dataclass(frozen=True)
 class ChatChunk(Event):
-    """A piece of the answer; the last one has `finish_reason` (complete, max_tokens, ...)."""
+    """A piece of the answer; the last one has `finish_reason` (complete, max_tokens, ...).
+
+    `tool_calls` are the tool calls this chunk carries (OpenAI's shape with `index`);
+    an answer that stopped to call tools ends with `finish_reason` `other` and
+    `finish_detail` `tool_calls`.
+    """
 
     content: str = ""
     model_id: str | None = None
     provider_id: str | None = None
     model_name: str | None = None
     finish_reason: str | None = None
+    tool_calls: tuple[Mapping[str, Any], ...] = ()
+    finish_detail: str | None = None
 
 
 @dataclass(frozen=True)
@@ -147,6 +154,8 @@ def parse_event(request_id: str, frame: Mapping[str, Any]) -> Event:
             provider_id=_str(chunk.get("provider_id")),
             model_name=_str(chunk.get("model_name")),
             finish_reason=finish_reason(frame),
+            tool_calls=tuple(message.get("tool_calls") or ()),
+            finish_detail=_str(chunk.get("finish_detail")),
         )
     if kind == "transcript":
         body = _inner(frame, "transcript") or frame

@@ -39,14 +39,19 @@ def chat_message(
     message_history: Sequence[Mapping[str, Any]] | None = None,
     override_params: Mapping[str, Any] | None = None,
     metadata: Mapping[str, Any] | None = None,
+    tools: Sequence[Mapping[str, Any]] | None = None,
+    tool_choice: str | Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """A chatStream request (Glide's schema); a plain string is a user message."""
+    """A chatStream request (Glide's schema); a plain string is a user message.
+    `tools` and `tool_choice` are OpenAI's shapes (Sluice's additions)."""
     body = {"role": "user", "content": message} if isinstance(message, str) else dict(message)
     return _with(
         {"type": "chat", "message": body},
         message_history=None if message_history is None else [dict(m) for m in message_history],
         override_params=None if override_params is None else dict(override_params),
         metadata=None if metadata is None else dict(metadata),
+        tools=None if tools is None else [dict(t) for t in tools],
+        tool_choice=tool_choice if isinstance(tool_choice, str | None) else dict(tool_choice),
     )
 
 

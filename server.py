@@ -51,6 +51,8 @@ from observability.network import NETWORK, NetworkMetrics
 from observability.telemetry import ERROR, OK, REJECTED, Telemetry
 from observability.tracing import Tracing, build_tracing
 from openai_api import add_openai_routes
+from openai_api.embed_call import EMBEDDING
+from openai_api.embed_routes import add_embedding_routes
 from operators.aio import to_future
 from operators.failover import AllModelsUnavailable
 from operators.scheduling import seconds
@@ -170,7 +172,8 @@ class GatewayState(StateSource):
         ]
 
     def models(self) -> Iterable[ModelState]:
-        """Each chat model's health, and each speech model's from its endpoint listing."""
+        """Each chat and embedding model's health, and each speech model's from its
+        endpoint listing."""
         gateway = self._gateway()
         if gateway is None:
             return []
@@ -182,6 +185,14 @@ class GatewayState(StateSource):
                 provider = router.model_info(model.id).provider_id
                 state = states.get(model.id, "")
                 out.append(ModelState("chatStream", router.id, model.id, provider, state))
+        embedding = self._app.get(EMBEDDING)
+        if embedding is not None:
+            for embedder in embedding.routers_for(gateway.config).values():
+                states = embedder.health.health_states(now)  # type: ignore[attr-defined]
+                for embed_model in embedder.models:
+                    provider = embedder.provider(embed_model.id).provider_id
+                    state = states.get(embed_model.id, "")
+                    out.append(ModelState("embed", embedder.id, embed_model.id, provider, state))
         for router_id, by_kind in gateway.speech.items():
             for kind, endpoint in by_kind.items():
                 try:
@@ -908,6 +919,7 @@ def build_app(
     app.router.add_get("/v1/speech", list_speech_routers)
     app.router.add_get("/v1/speech/{router}/{endpoint:speak|listen}", speech_socket)
     add_openai_routes(app, GATEWAY)
+    add_embedding_routes(app, GATEWAY)
     openapi, asyncapi = build_openapi(), build_asyncapi()
     app.router.add_get(OPENAPI_PATH, document_handler(openapi))
     app.router.add_get(ASYNCAPI_PATH, document_handler(asyncapi))

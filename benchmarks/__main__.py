@@ -1,4 +1,4 @@
-"""`python -m benchmarks chat|speak|listen|scaling|all [options]`: run suites, write JSON,
+"""`python -m benchmarks chat|speak|listen|scaling|embed|all [options]`: run suites, write JSON,
 Markdown, PNGs.
 
 Each suite is an entry in `SUITES`: a function `(args, ctx) -> (result, markdown)`.
@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks import chat, chat_report, listen, plots, scaling, speak
+from benchmarks import chat, chat_report, embed, listen, plots, scaling, speak
 from benchmarks.common import ROOT, Processes, Progress, machine_facts, raised_fd_limit
 
 RESULTS = ROOT / "benchmarks" / "results"
@@ -77,11 +77,20 @@ def run_scaling(args: argparse.Namespace, ctx: chat.Context) -> tuple[dict[str, 
     return scaling.run(ctx, settings), ""
 
 
+def run_embed(args: argparse.Namespace, ctx: chat.Context) -> tuple[dict[str, Any], str]:
+    """The embed suite (see `benchmarks.embed`)."""
+    settings = embed.EmbedSettings.build(
+        quick=args.quick, levels=args.concurrency, requests=args.requests
+    )
+    return embed.run(ctx, settings), ""
+
+
 SUITES: dict[str, SuiteRun] = {
     "chat": run_chat,
     "speak": run_speak,
     "listen": run_listen,
     "scaling": run_scaling,
+    "embed": run_embed,
 }
 """Suites by name, in the order `all` runs them."""
 
@@ -90,6 +99,7 @@ MARKDOWN: dict[str, Callable[[dict[str, Any], str], str]] = {
     "speak": speak.markdown,
     "listen": listen.markdown,
     "scaling": scaling.markdown,
+    "embed": embed.markdown,
 }
 
 
@@ -133,7 +143,10 @@ def parser() -> argparse.ArgumentParser:
         help="also run Sluice under cProfile during the paced load",
     )
     p.add_argument(
-        "--requests", type=int, help="speak: requests measured per cell (default 200, quick 20)"
+        "--requests",
+        type=int,
+        help="speak: requests measured per cell (default 200, quick 20); embed: (default "
+        "2000, quick 100)",
     )
     p.add_argument(
         "--budget",

@@ -187,16 +187,18 @@ def endpoint_of(request: web.Request) -> str:
     """A metrics label for the endpoint a request is for."""
     path = request.path.rstrip("/")
     last = path.rsplit("/", 1)[-1]
-    if last in ("chat", "chatStream", "speak", "listen"):
+    if last in ("chat", "chatStream", "speak", "listen", "embed"):
         return last
-    if path in ("/v1/language", "/v1/speech"):
+    if path in ("/v1/language", "/v1/speech", "/v1/embedding"):
         return "list"
     return last or "root"
 
 
 def _protected(request: web.Request, metrics_need_key: bool) -> bool:
     path = request.path
-    if path.startswith(("/v1/language", "/v1/speech", "/v1/chat/", "/v1/audio/")):
+    if path.startswith(
+        ("/v1/language", "/v1/speech", "/v1/embedding", "/v1/chat/", "/v1/audio/", "/v1/embeddings")
+    ):
         return True
     return metrics_need_key and path.rstrip("/") == "/metrics"
 

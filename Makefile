@@ -8,6 +8,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.sluice-installed
+JS_STAMP := clients/js/node_modules/.sluice-installed
 LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
 
 .PHONY: serve test lint typecheck unit setup system-deps clean
@@ -34,10 +35,15 @@ typecheck: $(STAMP)
 system-deps:
 	scripts/system-deps.sh
 
-unit: $(STAMP) system-deps
+# the JavaScript client's test tools (ws, typescript), pinned by its package-lock.json
+$(JS_STAMP): clients/js/package-lock.json
+	cd clients/js && npm ci --no-audit --no-fund --loglevel=error
+	touch $(JS_STAMP)
+
+unit: $(STAMP) system-deps $(JS_STAMP)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test: lint typecheck unit
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache clients/js/node_modules

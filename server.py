@@ -51,6 +51,8 @@ from observability.network import NETWORK, NetworkMetrics
 from observability.telemetry import ERROR, OK, REJECTED, Telemetry
 from observability.tracing import Tracing, build_tracing
 from openai_api import add_openai_routes
+from openai_api.embed_call import EMBEDDING
+from openai_api.embed_routes import add_embedding_routes
 from operators.aio import to_future
 from operators.failover import AllModelsUnavailable
 from operators.scheduling import seconds
@@ -58,7 +60,7 @@ from pipelines.chat_router import ChatRouter, MissingCapability
 from pipelines.chat_stream import CHAT, chat_stream_pipeline, glide_finish_reason
 from pipelines.common import Admission, describe_validation_error
 from pipelines.endpoint import BuildContext, Pipeline, SocketEndpoint
-from playground import static_dir
+from playground import client_dir, static_dir
 from protocol import jsoncodec
 from protocol.chat import ChatRequest
 from protocol.frames import ErrorName
@@ -72,14 +74,17 @@ from security.access import ACCESS, CLIENT, SUBPROTOCOL, Access, Client, access_
 from security.exposure import exposure_problem, is_loopback
 from security.hosts import HOSTS, HostPolicy, host_middleware
 from security.keys import generate_key, hash_key
-from security.limits import SocketCap
+from security.limits import LimitPolicy, LimitStore, LocalLimits, SocketCap
 from security.redact import Redactor, config_secrets
+from security.request_gate import SharedRateGate
 from serving.cores import available_cores
 from serving.live import following, router_served
 from serving.reload import CONFIG_SOURCE, RELOADER, ConfigSource, Reloader
 from serving.supervisor import BLOCKED_AT_START, STOP_SIGNALS, Supervisor
 from serving.triggers import Triggers, pidfile_for, send_reload
 from serving.worker import WorkerSpec, tag_logs, watch_supervisor
+from state.health import SharedHealth
+from state.limits import RedisLimits
 from state.link import RedisLink
 from state.metrics import state_store_gauge
 from transport import loop as event_loop
@@ -125,6 +130,7 @@ ProviderFactory = Callable[[Any, aiohttp.ClientSession], ChatProvider]
 PROVIDER_FACTORY = web.AppKey("provider_factory", object)
 SPAN_EXPORTER = web.AppKey("span_exporter", object)
 STATE_LINK = web.AppKey("state_link", RedisLink)
+SHARED_LIMITS = web.AppKey("shared_limits", RedisLimits)
 
 
 def error_response(
@@ -164,7 +170,8 @@ class GatewayState(StateSource):
         ]
 
     def models(self) -> Iterable[ModelState]:
-        """Each chat model's health, and each speech model's from its endpoint listing."""
+        """Each chat and embedding model's health, and each speech model's from its
+        endpoint listing."""
         gateway = self._gateway()
         if gateway is None:
             return []
@@ -176,6 +183,14 @@ class GatewayState(StateSource):
                 provider = router.model_info(model.id).provider_id
                 state = states.get(model.id, "")
                 out.append(ModelState("chatStream", router.id, model.id, provider, state))
+        embedding = self._app.get(EMBEDDING)
+        if embedding is not None:
+            for embedder in embedding.routers_for(gateway.config).values():
+                states = embedder.health.health_states(now)  # type: ignore[attr-defined]
+                for embed_model in embedder.models:
+                    provider = embedder.provider(embed_model.id).provider_id
+                    state = states.get(embed_model.id, "")
+                    out.append(ModelState("embed", embedder.id, embed_model.id, provider, state))
         for router_id, by_kind in gateway.speech.items():
             for kind, endpoint in by_kind.items():
                 try:
@@ -216,8 +231,12 @@ def build_chat_routers(
     session: aiohttp.ClientSession,
     scheduler: abc.SchedulerBase,
     factory: ProviderFactory,
+    shared: SharedHealth | None = None,
 ) -> tuple[dict[str, ChatRouter], list[ChatProvider]]:
-    """Config + HTTP session -> chat routers by id, and every provider built."""
+    """Config + HTTP session -> chat routers by id, and every provider built.
+
+    With `shared` (state.redis) the routers' health verdicts are published to the
+    other instances and theirs known so far are applied to the new routers."""
     routers: dict[str, ChatRouter] = {}
     providers: list[ChatProvider] = []
     now = _clock_seconds(scheduler)
@@ -230,8 +249,14 @@ def build_chat_routers(
             models,
             build_strategy(router_config.strategy, models),
             now=now,
-            on_event=_health_event(router_config.id),
+            on_event=(
+                _health_event(router_config.id)
+                if shared is None
+                else shared.sink(router_config.id, _health_event(router_config.id))
+            ),
         )
+        if shared is not None:
+            shared.adopt(router_config.id, health, models)
         routers[router_config.id] = ChatRouter(
             router_config, built, health, random.Random(), scheduler
         )
@@ -281,8 +306,12 @@ async def gateway_context(app: web.Application) -> AsyncIterator[None]:
     telemetry = Telemetry(lambda: _clock_seconds(scheduler), app.get(METRICS), tracing)
     connector = aiohttp.TCPConnector(limit=0, limit_per_host=0)
     session = aiohttp.ClientSession(connector=connector)
-    routers, providers = build_chat_routers(config, session, scheduler, factory)
-    context = BuildContext(session, scheduler, config.limits, telemetry)
+    link = app.get(STATE_LINK)
+    shared = SharedHealth(link, lambda: _clock_seconds(scheduler)) if link else None
+    if shared is not None:
+        await shared.load_now()
+    routers, providers = build_chat_routers(config, session, scheduler, factory, shared)
+    context = BuildContext(session, scheduler, config.limits, telemetry, health_share=shared)
     speech = build_speech_endpoints(config, context)
     app[GATEWAY] = Gateway(
         config,
@@ -313,16 +342,21 @@ async def gateway_context(app: web.Application) -> AsyncIterator[None]:
         app[RELOADER] = Reloader(
             app[GATEWAY],
             source,
-            build_chat=lambda c: build_chat_routers(c, session, scheduler, factory),
+            build_chat=lambda c: build_chat_routers(c, session, scheduler, factory, shared),
             build_speech=build_speech_endpoints,
             context=context,
             access=app[ACCESS],
             hosts=app.get(HOSTS),
             registry=app[METRICS].registry,
+            after_reload=shared.forget_disabled if shared is not None else None,
         )
+    if shared is not None:
+        shared.serve()
     try:
         yield
     finally:
+        if shared is not None:
+            await shared.aclose()
         closing = [p.aclose() for p in providers]
         closing += [e.aclose() for by_kind in speech.values() for e in by_kind.values()]
         if RELOADER in app:
@@ -450,6 +484,8 @@ async def state_context(app: web.Application) -> AsyncIterator[None]:
     try:
         yield
     finally:
+        if SHARED_LIMITS in app:
+            await app[SHARED_LIMITS].aclose()
         if link is not None:
             await link.aclose()
 
@@ -458,7 +494,8 @@ def state_body(link: RedisLink | None) -> dict[str, Any]:
     """The shared state store's line in `/v1/ready`'s body (nothing without one)."""
     if link is None:
         return {}
-    return {"state": {"store": "redis", "up": link.up, "url": link.url}}
+    # no URL: readiness is often reachable from outside; the logs name it
+    return {"state": {"store": "redis", "up": link.up}}
 
 
 async def ready(request: web.Request) -> web.Response:
@@ -551,7 +588,7 @@ async def chat(request: web.Request) -> web.Response:
         telemetry.rejected(CHAT, router.id, ErrorName.SHUTTING_DOWN)
         return error_response(503, ErrorName.SHUTTING_DOWN, "this instance is shutting down")
     client = _client(request)
-    wait = client.take_request(gateway.clock())
+    wait = await client.admit_request(gateway.clock())
     if wait is not None:
         telemetry.rejected(CHAT, router.id, ErrorName.RATE_LIMITED)
         return error_response(
@@ -680,7 +717,8 @@ async def serve_socket(
         telemetry.rejected(endpoint, router_id, ErrorName.SHUTTING_DOWN, request=False)
         return error_response(503, ErrorName.SHUTTING_DOWN, "this instance is shutting down")
     # counted before the handshake awaits, so simultaneous upgrades cannot overshoot
-    refused = client.open_socket()
+    # (with state.redis: atomically in Redis, across instances)
+    refused = await client.admit_socket()
     if refused is not None:
         telemetry.rejected(endpoint, router_id, ErrorName.TOO_MANY_SOCKETS, request=False)
         if refused is SocketCap.SERVER:
@@ -692,6 +730,8 @@ async def serve_socket(
             ErrorName.TOO_MANY_SOCKETS,
             f"this API key already has {client.max_sockets} websockets open (its limit)",
         )
+    # with state.redis a request's token is awaited before admission (one round trip)
+    gate = SharedRateGate(client, gateway.clock) if client.shared is not None else None
     try:
         ws = TextFrameSocket(
             text_limit=limits.text_frame_bytes,
@@ -716,6 +756,7 @@ async def serve_socket(
             transport=request.transport,
             close_timeout=limits.slow_consumer_close_timeout,
             redact=gateway.redact or None,
+            gate=gate,
         )
 
         def rate_limit() -> float | None:
@@ -725,7 +766,7 @@ async def serve_socket(
             limits.max_requests_per_socket,
             lambda: not gateway.draining,
             on_active_change=session.on_active_change,
-            rate_limit=rate_limit,
+            rate_limit=gate.take if gate is not None else rate_limit,
             max_metadata_bytes=limits.max_metadata_bytes,
             request_telemetry=session.request_telemetry,
             key_id=client.key_id,
@@ -872,19 +913,22 @@ def build_app(
         multiprocess_dir=worker.metrics_dir if worker else None,
         worker=worker.slot if worker else 0,
     )
+    store: LimitStore | None = worker.limits if worker else None
+    redis = config.state.redis
+    state_up = state_store_gauge(app[METRICS].registry, "redis" if redis else None)
+    if redis is not None:
+        link = app[STATE_LINK] = RedisLink(redis, on_change=state_up)
+        local = store or LocalLimits(LimitPolicy.build(config.auth, config.limits))
+        store = app[SHARED_LIMITS] = RedisLimits(link, local)
+        app.cleanup_ctx.append(state_context)
     app[ACCESS] = Access(
         config.auth,
         config.limits,
         metrics_need_key=config.metrics.require_key,
         on_reject=lambda endpoint, reason: app[METRICS].rejections.labels(endpoint, reason).inc(),
-        store=worker.limits if worker else None,
+        store=store,
     )
     add_network_guards(app, config)
-    if config.state.redis is not None:
-        app[STATE_LINK] = RedisLink(
-            config.state.redis, on_change=state_store_gauge(app[METRICS].registry)
-        )
-        app.cleanup_ctx.append(state_context)
     app.cleanup_ctx.append(gateway_context)
     app.on_shutdown.append(close_sockets)
     app.router.add_get("/v1/health/", health)
@@ -903,11 +947,15 @@ def build_app(
     app.router.add_get("/v1/agent", list_agent_routers)
     app.router.add_get("/v1/agent/{router}/converse", converse_socket)
     add_openai_routes(app, GATEWAY)
+    add_embedding_routes(app, GATEWAY)
     openapi, asyncapi = build_openapi(), build_asyncapi()
     app.router.add_get(OPENAPI_PATH, document_handler(openapi))
     app.router.add_get(ASYNCAPI_PATH, document_handler(asyncapi))
     app.router.add_get("/playground", playground_redirect)
     app.router.add_get("/playground/", playground_index)
+    js_client = client_dir()
+    if js_client is not None:
+        app.router.add_static("/playground/sluice-client/", js_client)
     app.router.add_static("/playground/", static_dir())
     return app
 

@@ -165,7 +165,9 @@ def build_asyncapi(version: str = "0.1.0") -> dict[str, Any]:
             "audio. A listen request's `vad` overrides keys of the router's VAD settings "
             "(`VADConfig`). The HTTP endpoints are described at `/v1/openapi.json`. "
             "Clients: Python, `pip install sluice-client` (import `sluice_client`; "
-            "clients/python in the Sluice repository, docs/python-client.md).",
+            "clients/python in the Sluice repository, docs/python-client.md); "
+            "JavaScript for browsers and Node, npm `sluice-client` (clients/js, "
+            "docs/js-client.md).",
             "license": {"name": "Apache-2.0"},
         },
         "defaultContentType": "application/json",

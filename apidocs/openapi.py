@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from apidocs.components import component_schemas
+from apidocs.embedding import EMBEDDING_MODELS, embedding_paths
 from openai_api.chat_body import ChatBody
 from openai_api.speech import FORMATS, SpeechBody
 from openai_api.transcriptions import RESPONSE_FORMATS
@@ -42,6 +43,7 @@ MODELS: tuple[type[BaseModel], ...] = (
     SpeechBody,
     TranscriptionResponse,
     OpenAIError,
+    *EMBEDDING_MODELS,
 )
 """Every model the document's schemas come from."""
 
@@ -229,6 +231,7 @@ def build_openapi(version: str = "0.1.0") -> dict[str, Any]:
                 },
             }
         },
+        **embedding_paths(refs, glide_error, openai_error, BEARER),
         OPENAPI_PATH: _document_path("getOpenApi", "This OpenAPI 3.1 document."),
         ASYNCAPI_PATH: _document_path(
             "getAsyncApi", "The AsyncAPI 3.0 document of the websocket endpoints."
@@ -240,7 +243,7 @@ def build_openapi(version: str = "0.1.0") -> dict[str, Any]:
             "title": "Sluice HTTP API",
             "version": version,
             "description": "Sluice's HTTP endpoints: Glide's chat and router listings, "
-            "operations, and the OpenAI-compatible endpoints. The websocket endpoints "
+            "operations, embeddings, and the OpenAI-compatible endpoints. The websocket endpoints "
             f"(chatStream, speak, listen) are described by the AsyncAPI document at "
             f"`{ASYNCAPI_PATH}`.",
             "license": {"name": "Apache-2.0", "identifier": "Apache-2.0"},
@@ -250,6 +253,7 @@ def build_openapi(version: str = "0.1.0") -> dict[str, Any]:
             {"name": "glide", "description": "Glide 0.1.0 compatible"},
             {"name": "openai", "description": "OpenAI compatible"},
             {"name": "speech", "description": "Speech routers"},
+            {"name": "embedding", "description": "Embedding routers"},
             {"name": "operations", "description": "Health, readiness, metrics, documents"},
         ],
         "paths": paths,

@@ -1,5 +1,5 @@
-"""`python -m benchmarks chat|speak|listen|converse|scaling|all [options]`: run suites, write JSON,
-Markdown, PNGs.
+"""`python -m benchmarks chat|speak|listen|converse|scaling|embed|all [options]`: run
+suites, write JSON, Markdown, PNGs.
 
 Each suite is an entry in `SUITES`: a function `(args, ctx) -> (result, markdown)`.
 `all` runs every registered suite in order. Per suite run the output folder gets
@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks import chat, chat_report, converse, listen, plots, scaling, speak
+from benchmarks import chat, chat_report, converse, embed, listen, plots, scaling, speak
 from benchmarks.common import ROOT, Processes, Progress, machine_facts, raised_fd_limit
 
 RESULTS = ROOT / "benchmarks" / "results"
@@ -84,12 +84,21 @@ def run_scaling(args: argparse.Namespace, ctx: chat.Context) -> tuple[dict[str, 
     return scaling.run(ctx, settings), ""
 
 
+def run_embed(args: argparse.Namespace, ctx: chat.Context) -> tuple[dict[str, Any], str]:
+    """The embed suite (see `benchmarks.embed`)."""
+    settings = embed.EmbedSettings.build(
+        quick=args.quick, levels=args.concurrency, requests=args.requests
+    )
+    return embed.run(ctx, settings), ""
+
+
 SUITES: dict[str, SuiteRun] = {
     "chat": run_chat,
     "speak": run_speak,
     "listen": run_listen,
     "converse": run_converse,
     "scaling": run_scaling,
+    "embed": run_embed,
 }
 """Suites by name, in the order `all` runs them."""
 
@@ -99,6 +108,7 @@ MARKDOWN: dict[str, Callable[[dict[str, Any], str], str]] = {
     "listen": listen.markdown,
     "converse": converse.markdown,
     "scaling": scaling.markdown,
+    "embed": embed.markdown,
 }
 
 
@@ -142,7 +152,10 @@ def parser() -> argparse.ArgumentParser:
         help="also run Sluice under cProfile during the paced load",
     )
     p.add_argument(
-        "--requests", type=int, help="speak: requests measured per cell (default 200, quick 20)"
+        "--requests",
+        type=int,
+        help="speak: requests measured per cell (default 200, quick 20); embed: (default "
+        "2000, quick 100)",
     )
     p.add_argument(
         "--turns", type=int, help="converse: turns per conversation (default 5, quick 2)"

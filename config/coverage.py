@@ -15,6 +15,7 @@ ENDPOINT_SECTIONS: dict[str, str] = {
     "chatStream": "routers.language",
     "speak": "routers.speech[].speak",
     "listen": "routers.speech[].listen",
+    "embed": "routers.embedding",
 }
 """Each routed endpoint -> the config section whose routers serve it."""
 
@@ -33,4 +34,6 @@ def endpoints_without_routers(config: SluiceConfig) -> list[str]:
         missing.append("speak")
     if not any(router.listen is not None for router in speech):
         missing.append("listen")
+    if not config.embedding_routers:
+        missing.append("embed")
     return missing

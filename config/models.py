@@ -644,6 +644,204 @@ class SpeechRouterConfig(Strict):
         return self
 
 
+# ---- embedding: text in, vectors out -------------------------------------------
+
+
+class EmbedOpenAIConfig(Strict):
+    """An OpenAI-compatible embeddings endpoint: POST `{base_url}{embed_endpoint}`.
+
+    `batch_size`: inputs per vendor call (OpenAI takes up to 2048).
+    """
+
+    base_url: str = "https://api.openai.com/v1"
+    embed_endpoint: str = "/embeddings"
+    model: str = "text-embedding-3-small"
+    api_key: SecretStr | None = None
+    batch_size: int = Field(default=2048, ge=1)
+
+
+class EmbedAzureConfig(Strict):
+    """An Azure OpenAI embeddings deployment:
+    POST `{base_url}/openai/deployments/{model}/embeddings?api-version=...`."""
+
+    base_url: str
+    model: str
+    api_version: str = "2024-06-01"
+    api_key: SecretStr
+    batch_size: int = Field(default=2048, ge=1)
+
+
+class EmbedCohereConfig(Strict):
+    """Cohere's v2 embed API: POST `{base_url}/v2/embed` (96 texts per call)."""
+
+    base_url: str = "https://api.cohere.com"
+    model: str = "embed-english-v3.0"
+    api_key: SecretStr
+    input_type: str = "search_document"
+    batch_size: int = Field(default=96, ge=1, le=96)
+
+
+class EmbedGeminiConfig(Strict):
+    """Gemini `models/{model}:embedContent` / `:batchEmbedContents` (100 per call)."""
+
+    base_url: str = "https://generativelanguage.googleapis.com/v1beta"
+    model: str = "gemini-embedding-001"
+    api_key: SecretStr
+    batch_size: int = Field(default=100, ge=1, le=100)
+
+
+class EmbedOllamaConfig(Strict):
+    """Ollama's `POST {base_url}/api/embed`."""
+
+    base_url: str = "http://127.0.0.1:11434"
+    model: str = "nomic-embed-text"
+    batch_size: int = Field(default=256, ge=1)
+
+
+class EmbedBedrockConfig(Strict):
+    """AWS Bedrock InvokeModel, SigV4-signed: POST `{base_url}/model/{model}/invoke`.
+
+    Titan text embeddings (`amazon.titan-embed-*`, one text per call) or Cohere
+    embed (`cohere.embed-*`, 96 texts per call); the body follows the model family.
+    """
+
+    base_url: str | None = None
+    region: str = Field(default="us-east-1", validation_alias=AliasChoices("region", "aws_region"))
+    model: str = "amazon.titan-embed-text-v2:0"
+    access_key_id: SecretStr = Field(validation_alias=AliasChoices("access_key_id", "access_key"))
+    secret_access_key: SecretStr = Field(
+        validation_alias=AliasChoices("secret_access_key", "secret_key")
+    )
+    session_token: SecretStr | None = None
+    input_type: str = "search_document"
+    batch_size: int | None = Field(default=None, ge=1)
+
+
+class EmbedLocalConfig(Strict):
+    """The embedded engine: llama.cpp's embedding mode (mean pooling) on a GGUF
+    model, SmolLM2-135M from the `local` extra by default (576 dimensions)."""
+
+    model_path: str | None = None
+    model: str = "SmolLM2-135M-Instruct"
+    n_ctx: int = Field(default=512, ge=64)
+    n_threads: int = Field(default=1, ge=1)
+    batch_size: int = Field(default=32, ge=1)
+
+
+EMBED_PROVIDER_KEYS: tuple[str, ...] = (
+    "openai",
+    "azureopenai",
+    "cohere",
+    "gemini",
+    "ollama",
+    "bedrock",
+    "local",
+)
+
+
+class EmbedCapabilities(Strict):
+    """Per-model overrides of what its embedding adapter declares.
+
+    `dimensions`: whether the model may be asked for shorter vectors (a request's
+    `dimensions`). None keeps the adapter's declaration; false skips the model for
+    such requests (e.g. OpenAI's text-embedding-ada-002, which refuses the field);
+    true cannot teach an adapter whose vendor has no such field (logged, ignored).
+    """
+
+    dimensions: bool | None = None
+
+
+class EmbeddingModelConfig(ModelBase):
+    """One model of an embedding router: shared settings plus exactly one provider block.
+
+    `dimensions`: the length of the vectors this model returns; sent to vendors
+    that can shorten their vectors, and checked on every answer (a vector of
+    another length fails the attempt). `space`: the name of the vector space
+    the model's vectors live in (default: its provider block's `model`); two
+    models are interchangeable for failover when space and dimensions match.
+    `max_parallel`: vendor calls one request may have in flight when its input
+    is split into batches.
+    """
+
+    PROVIDERS: ClassVar[tuple[str, ...]] = EMBED_PROVIDER_KEYS
+
+    dimensions: int | None = Field(default=None, ge=1)
+    space: str | None = Field(default=None, min_length=1)
+    max_parallel: int = Field(default=4, ge=1)
+    capabilities: EmbedCapabilities = Field(default_factory=EmbedCapabilities)
+
+    openai: EmbedOpenAIConfig | None = None
+    azureopenai: EmbedAzureConfig | None = None
+    cohere: EmbedCohereConfig | None = None
+    gemini: EmbedGeminiConfig | None = None
+    ollama: EmbedOllamaConfig | None = None
+    bedrock: EmbedBedrockConfig | None = None
+    local: EmbedLocalConfig | None = None
+
+    @property
+    def vector_space(self) -> str:
+        """The configured `space`, or the provider block's `model`."""
+        if self.space is not None:
+            return self.space
+        return str(getattr(self.provider_config, "model", self.provider_key))
+
+
+class EmbeddingRouterConfig(Strict):
+    """An embedding router: served at /v1/embedding/{id}/embed and /v1/embeddings.
+
+    Failover only makes sense between models whose vectors can be compared:
+    unless `interchangeable: true`, every enabled model must have the same
+    `space` and `dimensions`. `max_inputs` / `max_input_chars` bound one request.
+    """
+
+    id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$")
+    enabled: bool = True
+    strategy: Strategy = "priority"
+    retry: RetryConfig = Field(default_factory=RetryConfig)
+    deadline: Duration = Field(default=60.0, gt=0)
+    interchangeable: bool = False
+    max_inputs: int = Field(default=2048, ge=1)
+    max_input_chars: int = Field(default=100_000, ge=1)
+    models: list[EmbeddingModelConfig] = Field(min_length=1)
+
+    @field_validator("models")
+    @classmethod
+    def _unique_ids(cls, models: list[EmbeddingModelConfig]) -> list[EmbeddingModelConfig]:
+        seen: set[str] = set()
+        for model in models:
+            if model.id in seen:
+                raise ValueError(f"duplicate model id {model.id!r}")
+            seen.add(model.id)
+        return models
+
+    @model_validator(mode="after")
+    def _one_vector_space(self) -> Self:
+        if self.interchangeable:
+            return self
+        models = self.enabled_models
+        spaces = sorted({m.vector_space for m in models})
+        if len(spaces) > 1:
+            raise ValueError(
+                f"embedding router {self.id!r} mixes models of different vector spaces "
+                f"({', '.join(spaces)}); their vectors cannot be compared, so failover "
+                "between them would corrupt an index. Give models that do produce the same "
+                "vectors the same `space`, or set `interchangeable: true` on the router"
+            )
+        dims = {m.dimensions for m in models}
+        if len(dims) > 1:
+            shown = ", ".join(f"{m.id}: {m.dimensions or 'vendor default'}" for m in models)
+            raise ValueError(
+                f"embedding router {self.id!r} mixes vector dimensions ({shown}); give every "
+                "model the same `dimensions`, or set `interchangeable: true` on the router"
+            )
+        return self
+
+    @property
+    def enabled_models(self) -> list[EmbeddingModelConfig]:
+        """Models with `enabled: true`, in config order."""
+        return [m for m in self.models if m.enabled]
+
+
 class TurnConfig(Strict):
     """`turn:` of an agent router: how a conversation takes turns and what it remembers.
 
@@ -681,11 +879,24 @@ class AgentRouterConfig(Strict):
 
 
 class RoutersConfig(Strict):
-    """`routers:` — language (chat) routers and speech (speak / listen) routers."""
+    """`routers:` — language (chat), speech (speak / listen), embedding and agent routers."""
 
     language: list[LanguageRouterConfig] = Field(default_factory=list)
     speech: list[SpeechRouterConfig] = Field(default_factory=list)
+    embedding: list[EmbeddingRouterConfig] = Field(default_factory=list)
     agent: list[AgentRouterConfig] = Field(default_factory=list)
+
+    @field_validator("embedding")
+    @classmethod
+    def _unique_embedding_ids(
+        cls, routers: list[EmbeddingRouterConfig]
+    ) -> list[EmbeddingRouterConfig]:
+        seen: set[str] = set()
+        for router in routers:
+            if router.id in seen:
+                raise ValueError(f"duplicate embedding router id {router.id!r}")
+            seen.add(router.id)
+        return routers
 
     @model_validator(mode="after")
     def _agents_name_routers(self) -> RoutersConfig:
@@ -1036,6 +1247,11 @@ class SluiceConfig(Strict):
     def speech_routers(self) -> list[SpeechRouterConfig]:
         """Enabled speech routers."""
         return [r for r in self.routers.speech if r.enabled]
+
+    @property
+    def embedding_routers(self) -> list[EmbeddingRouterConfig]:
+        """Enabled embedding routers with at least one enabled model."""
+        return [r for r in self.routers.embedding if r.enabled and r.enabled_models]
 
     @property
     def agent_routers(self) -> list[AgentRouterConfig]:

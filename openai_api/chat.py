@@ -134,7 +134,7 @@ def chat_completions(gateway_key: GatewayKey) -> Handler:
         router, pinned = resolve(gateway, body.model)
         allowed(client, router.id)
         sluice_request = chat_request(gateway, router, pinned, body)
-        take_request(client, gateway)
+        await take_request(client, gateway)
         telemetry = gateway.telemetry or Telemetry(gateway.clock)
         completion_id = f"chatcmpl-{uuid.uuid4().hex}"
         tracked = telemetry.request(ENDPOINT, router.id, completion_id, key_id=client.key_id)

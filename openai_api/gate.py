@@ -56,9 +56,10 @@ def allowed(client: Client, router_id: str) -> None:
         )
 
 
-def take_request(client: Client, gateway: GatewayView) -> None:
-    """Spend one request of the key's rate, or refuse (429 with Retry-After)."""
-    wait = client.take_request(gateway.clock())
+async def take_request(client: Client, gateway: GatewayView) -> None:
+    """Spend one request of the key's rate (across instances with `state.redis`), or
+    refuse (429 with Retry-After)."""
+    wait = await client.admit_request(gateway.clock())
     if wait is not None:
         raise ApiError(
             429,

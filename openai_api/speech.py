@@ -114,7 +114,7 @@ def speech(gateway_key: GatewayKey) -> Handler:
             )
         endpoint = speech_endpoint(gateway, body.model, "speak")
         allowed(client, body.model)
-        take_request(client, gateway)
+        await take_request(client, gateway)
         request_id = f"speech-{uuid.uuid4().hex}"
         tracked = telemetry_of(gateway).request(
             ENDPOINT, body.model, request_id, key_id=client.key_id

@@ -117,7 +117,7 @@ def transcriptions(gateway_key: GatewayKey) -> Handler:
                 code="unsupported_format",
                 param="file",
             )
-        take_request(client, gateway)
+        await take_request(client, gateway)
         request_id = f"transcription-{uuid.uuid4().hex}"
         tracked = telemetry_of(gateway).request(ENDPOINT, model, request_id, key_id=client.key_id)
         frames = request_frames(

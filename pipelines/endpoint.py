@@ -20,6 +20,7 @@ from operators.scheduling import seconds
 from pipelines.common import Admission
 from protocol.frames import Frame
 from protocol.messages import Inbound
+from routing.router import HealthShare
 
 Pipeline = Callable[[Observable[Inbound]], Observable[Frame]]
 """One socket: its inbound messages -> the merged frames of all its requests."""
@@ -40,6 +41,8 @@ class BuildContext:
     scheduler: abc.SchedulerBase
     limits: LimitsConfig
     telemetry: Telemetry | None = None
+    health_share: HealthShare | None = None
+    """With `state.redis`: spreads the endpoints' health verdicts to other instances."""
 
     def clock(self) -> float:
         """Unix seconds from the app's scheduler."""

@@ -223,7 +223,7 @@ class ListenEndpoint:
             if providers is not None
             else {m.id: build_stt_provider(m, context.session) for m in models}
         )
-        self.health = listen_health(router, context.clock())
+        self.health = listen_health(router, context.clock(), context.health_share)
         self.router = build_listen_router(router, self.providers, self.health, context.scheduler)
         self._clock = context.clock
 

@@ -39,7 +39,7 @@ from providers.stt_types import (
     SttProvider,
     SttRequest,
 )
-from routing.router import ModelRouter
+from routing.router import HealthShare, ModelRouter, build_model_router
 from routing.strategies import build_strategy
 
 log = logging.getLogger("sluice.listen")
@@ -222,20 +222,24 @@ class ListenRouter:
         return routed.pipe(ops.filter(wanted))
 
 
-def listen_health(router: SpeechRouterConfig, now: float) -> ModelRouter:
-    """The health tracker and routing strategy of `router`'s enabled listen models."""
+def listen_health(
+    router: SpeechRouterConfig, now: float, share: HealthShare | None = None
+) -> ModelRouter:
+    """The health tracker and routing strategy of `router`'s enabled listen models;
+    with `share` (`state.redis`), its verdicts reach the other instances."""
     assert router.listen is not None
     models = [m for m in router.listen.models if m.enabled]
 
     def on_event(event: str, fields: dict[str, Any]) -> None:
         log.error(event, extra=safe_extra({"router": router.id, "endpoint": "listen", **fields}))
 
-    return ModelRouter(
-        router.id,
+    return build_model_router(
+        f"listen:{router.id}",
         models,
         build_strategy(router.listen.strategy, models),
-        now=now,
-        on_event=on_event,
+        now,
+        on_event,
+        share,
     )
 
 

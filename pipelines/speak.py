@@ -265,5 +265,7 @@ class SpeakEndpoint:
 
 def build_speak_endpoint(router: SpeechRouterConfig, context: BuildContext) -> SpeakEndpoint:
     """A speech router's config + the app's context -> its speak endpoint."""
-    speak_router = build_speak_router(router, context.session, context.scheduler, context.clock())
+    speak_router = build_speak_router(
+        router, context.session, context.scheduler, context.clock(), context.health_share
+    )
     return SpeakEndpoint(speak_router, context.clock)

@@ -39,7 +39,7 @@ from operators.instrument import instrument_attempt
 from operators.resample import resample_chunks
 from protocol.speak import Voice
 from providers.tts_types import Int16Array, PcmChunk, SpeechProvider, SpeechRequest
-from routing.router import ModelRouter
+from routing.router import HealthShare, ModelRouter, build_model_router
 from routing.strategies import build_strategy
 
 log = logging.getLogger("sluice.speak")
@@ -222,20 +222,24 @@ def build_speak_provider(model: SpeakModelConfig, session: aiohttp.ClientSession
     raise ValueError(f"model {model.id!r}: no speak adapter for {model.provider_key!r}")
 
 
-def speak_health(router: SpeechRouterConfig, now: float) -> ModelRouter:
-    """The health tracker and routing strategy of `router`'s enabled speak models."""
+def speak_health(
+    router: SpeechRouterConfig, now: float, share: HealthShare | None = None
+) -> ModelRouter:
+    """The health tracker and routing strategy of `router`'s enabled speak models;
+    with `share` (`state.redis`), its verdicts reach the other instances."""
     assert router.speak is not None
     models = [m for m in router.speak.models if m.enabled]
 
     def on_event(event: str, fields: dict[str, Any]) -> None:
         log.warning(event, extra=safe_extra({"router": router.id, "endpoint": "speak", **fields}))
 
-    return ModelRouter(
-        router.id,
+    return build_model_router(
+        f"speak:{router.id}",
         models,
         build_strategy(router.speak.strategy, models),
-        now=now,
-        on_event=on_event,
+        now,
+        on_event,
+        share,
     )
 
 
@@ -244,10 +248,13 @@ def build_speak_router(
     session: aiohttp.ClientSession,
     scheduler: abc.SchedulerBase,
     now: float,
+    share: HealthShare | None = None,
 ) -> SpeakRouter:
     """`router`'s config -> its `SpeakRouter` over providers built from config."""
     if router.speak is None:
         raise ValueError(f"speech router {router.id!r} has no speak section")
     models = [m for m in router.speak.models if m.enabled]
     providers = {m.id: build_speak_provider(m, session) for m in models}
-    return SpeakRouter(router, providers, speak_health(router, now), random.Random(), scheduler)
+    return SpeakRouter(
+        router, providers, speak_health(router, now, share), random.Random(), scheduler
+    )

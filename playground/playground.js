@@ -1,94 +1,27 @@
-// Sluice playground: chat, listen and speak over Sluice's websocket protocol.
-// One socket per endpoint and router; requests are multiplexed by request_id;
-// audio travels in binary frames: byte 0 = N, bytes 1..N = request_id, then audio.
+// Sluice playground: chat, listen and speak through the JavaScript client
+// (clients/js, npm `sluice-client`), served beside this page at ./sluice-client/.
+// One socket per endpoint and router; requests are multiplexed by request_id.
 
-const wsBase = location.origin.replace(/^http/, "ws");
-const encoder = new TextEncoder();
-const decoder = new TextDecoder();
+import {
+  audioFormat,
+  ChatChunk,
+  Done,
+  ModelReset,
+  SluiceClient,
+  SluiceError,
+  SpeechEnded,
+  SpeechStarted,
+  Transcript,
+} from "./sluice-client/index.js";
+import { PcmPlayer, startMicrophone } from "./sluice-client/audio/index.js";
+
+const sluice = new SluiceClient(location.origin);
 
 // What the page did, for people reading devtools and for the browser test.
 const stats = { chatDone: 0, resets: 0, transcripts: [], audioBytes: 0, speakDone: 0 };
-window.playground = { stats };
+window.playground = { stats, sluice };
 
 const $ = (id) => document.getElementById(id);
-
-function newId() {
-  return (crypto.randomUUID && crypto.randomUUID()) || String(Date.now() + Math.random());
-}
-
-function isTerminal(frame) {
-  if (frame.type === "chunk") return "finish_reason" in frame.chunk;
-  if (frame.type === "error") return "finish_reason" in frame.error;
-  return "finish_reason" in frame;
-}
-
-/** One websocket to one endpoint; routes frames to per-request handlers. */
-class Channel {
-  constructor(path) {
-    this.path = path;
-    this.handlers = new Map();
-    this.ready = null;
-  }
-
-  open() {
-    if (this.ready) return this.ready;
-    this.ready = new Promise((resolve, reject) => {
-      const ws = new WebSocket(wsBase + this.path);
-      ws.binaryType = "arraybuffer";
-      ws.onopen = () => resolve(ws);
-      ws.onerror = () => reject(new Error("websocket error on " + this.path));
-      ws.onclose = () => { this.ready = null; };
-      ws.onmessage = (event) => this.dispatch(event.data);
-    });
-    return this.ready;
-  }
-
-  dispatch(data) {
-    if (data instanceof ArrayBuffer) {
-      const bytes = new Uint8Array(data);
-      const n = bytes[0];
-      const id = decoder.decode(bytes.subarray(1, 1 + n));
-      const handler = this.handlers.get(id);
-      if (handler && handler.audio) handler.audio(bytes.subarray(1 + n));
-      return;
-    }
-    const frame = JSON.parse(data);
-    const handler = this.handlers.get(frame.request_id);
-    if (!handler) {
-      if (frame.type === "error") console.warn("sluice:", frame.error.name, frame.error.message);
-      return;
-    }
-    handler.frame(frame);
-    if (isTerminal(frame)) this.handlers.delete(frame.request_id);
-  }
-
-  async start(message, handler) {
-    const ws = await this.open();
-    this.handlers.set(message.request_id, handler);
-    ws.send(JSON.stringify(message));
-    return ws;
-  }
-
-  async send(message) {
-    (await this.open()).send(JSON.stringify(message));
-  }
-
-  async sendAudio(requestId, pcmBytes) {
-    const ws = await this.open();
-    const id = encoder.encode(requestId);
-    const frame = new Uint8Array(1 + id.length + pcmBytes.byteLength);
-    frame[0] = id.length;
-    frame.set(id, 1);
-    frame.set(new Uint8Array(pcmBytes.buffer, pcmBytes.byteOffset, pcmBytes.byteLength), 1 + id.length);
-    ws.send(frame);
-  }
-}
-
-const channels = new Map();
-function channel(path) {
-  if (!channels.has(path)) channels.set(path, new Channel(path));
-  return channels.get(path);
-}
 
 function line(log, cls, text) {
   const el = document.createElement("div");
@@ -97,6 +30,10 @@ function line(log, cls, text) {
   log.appendChild(el);
   log.scrollTop = log.scrollHeight;
   return el;
+}
+
+function describe(error) {
+  return error instanceof SluiceError ? `${error.errorName}: ${error.message}` : String(error);
 }
 
 // ---- routers -------------------------------------------------------------------
@@ -125,104 +62,69 @@ $("chat-form").addEventListener("submit", async (event) => {
   const log = $("chat-log");
   line(log, "user", "you: " + text);
   const answer = line(log, "assistant", "");
-  const router = $("chat-router").value;
-  await channel(`/v1/language/${router}/chatStream`).start(
-    { type: "chat", request_id: newId(), message: { role: "user", content: text } },
-    {
-      frame(frame) {
-        if (frame.type === "chunk") {
-          answer.textContent += frame.chunk.model_response.message.content;
-          if (frame.chunk.finish_reason) {
-            stats.chatDone += 1;
-            answer.title = `${frame.chunk.provider_id}/${frame.chunk.model_name}`;
-          }
-        } else if (frame.type === "error" && frame.error.name === "model_unavailable") {
-          stats.resets += 1;
-          answer.textContent = "";
-          line(log, "reset", `(${frame.error.model_id} failed mid-answer; restarting on the next model)`);
-        } else if (frame.type === "error") {
-          line(log, "error", `${frame.error.name}: ${frame.error.message}`);
+  try {
+    for await (const item of sluice.chatStream($("chat-router").value, text)) {
+      if (item instanceof ModelReset) {
+        stats.resets += 1;
+        answer.textContent = "";
+        line(log, "reset", `(${item.modelId} failed mid-answer; restarting on the next model)`);
+      } else if (item instanceof ChatChunk) {
+        answer.textContent += item.content;
+        if (item.finishReason) {
+          stats.chatDone += 1;
+          answer.title = `${item.providerId}/${item.modelName}`;
         }
-      },
-    },
-  );
+      }
+    }
+  } catch (error) {
+    line(log, "error", describe(error));
+  }
 });
 
 // ---- listen ----------------------------------------------------------------------
 
-let recording = null;
+let microphone = null;
 
 async function startTalking() {
-  if (recording) return;
-  const router = $("listen-router").value;
-  const ch = channel(`/v1/speech/${router}/listen`);
-  const requestId = newId();
-  // raw microphone audio: the browser's echo cancellation, noise suppression and
-  // gain control reshape speech in ways that hurt recognition
-  const stream = await navigator.mediaDevices.getUserMedia({
-    audio: { echoCancellation: false, noiseSuppression: false, autoGainControl: false },
-  });
-  const context = new AudioContext({ sampleRate: 48000 });
-  const source = context.createMediaStreamSource(stream);
-  const processor = context.createScriptProcessor(4096, 1, 1);
+  if (microphone) return;
+  player?.stop(); // barge-in: talking silences what is being spoken
+  // the microphone's own rate: the gateway resamples with soxr, which recognizers like best
+  const mic = await startMicrophone({ sampleRate: "device" });
+  microphone = mic;
   const interim = line($("transcripts"), "interim", "");
-  recording = { stream, context, source, processor, requestId, ch };
   $("talk").classList.add("recording");
   $("listen-status").textContent = "listening…";
-  await ch.start(
-    {
-      type: "listen",
-      request_id: requestId,
-      format: { encoding: "pcm_s16le", sample_rate: context.sampleRate, channels: 1 },
-      interim_results: true,
-    },
-    {
-      frame(frame) {
-        if (frame.type === "speech_started") $("listen-status").textContent = "speech…";
-        else if (frame.type === "speech_ended") $("listen-status").textContent = "listening…";
-        else if (frame.type === "transcript") {
-          const t = frame.transcript || frame;
-          if (t.is_final) {
-            interim.textContent = "";
-            if (t.text) {
-              stats.transcripts.push(t.text);
-              line($("transcripts"), "final", t.text);
-            }
-          } else {
-            interim.textContent = t.text;
-          }
-        } else if (frame.type === "error") {
-          line($("transcripts"), "error", `${frame.error.name}: ${frame.error.message}`);
-        } else if (frame.type === "done") {
-          $("listen-status").textContent = "";
+  try {
+    const events = sluice.listen($("listen-router").value, mic, { format: mic.format, interimResults: true });
+    for await (const item of events) {
+      if (item instanceof SpeechStarted) $("listen-status").textContent = "speech…";
+      else if (item instanceof SpeechEnded) $("listen-status").textContent = "listening…";
+      else if (item instanceof Transcript && item.isFinal) {
+        interim.textContent = "";
+        if (item.text) {
+          stats.transcripts.push(item.text);
+          line($("transcripts"), "final", item.text);
         }
-      },
-    },
-  );
-  processor.onaudioprocess = (event) => {
-    const input = event.inputBuffer.getChannelData(0);
-    const pcm = new Int16Array(input.length);
-    for (let i = 0; i < input.length; i++) {
-      const s = Math.max(-1, Math.min(1, input[i]));
-      pcm[i] = s < 0 ? s * 0x8000 : s * 0x7fff;
+      } else if (item instanceof Transcript) {
+        interim.textContent = item.text;
+      } else if (item instanceof Done) {
+        $("listen-status").textContent = "";
+      }
     }
-    ch.sendAudio(requestId, pcm);
-  };
-  source.connect(processor);
-  processor.connect(context.destination);
+  } catch (error) {
+    line($("transcripts"), "error", describe(error));
+    $("listen-status").textContent = "";
+  } finally {
+    await mic.stop();
+  }
 }
 
 async function stopTalking() {
-  if (!recording) return;
-  const { stream, context, source, processor, requestId, ch } = recording;
-  recording = null;
+  if (!microphone) return;
+  const mic = microphone;
+  microphone = null;
   $("talk").classList.remove("recording");
-  processor.onaudioprocess = null;
-  source.disconnect();
-  processor.disconnect();
-  stream.getTracks().forEach((track) => track.stop());
-  await context.close();
-  await ch.send({ type: "end", request_id: requestId });
+  await mic.stop(); // ends the audio: the client sends `end`
   $("listen-status").textContent = "transcribing…";
 }
 
@@ -232,66 +134,41 @@ $("talk").addEventListener("pointerleave", stopTalking);
 
 // ---- speak -----------------------------------------------------------------------
 
+const SPEAK_RATE = 24000;
 let player = null;
+
+async function* counted(items) {
+  for await (const item of items) {
+    if (item instanceof Uint8Array) stats.audioBytes += item.length;
+    yield item;
+  }
+}
 
 $("speak-form").addEventListener("submit", async (event) => {
   event.preventDefault();
   const text = $("speak-input").value.trim();
   if (!text) return;
-  const rate = 24000;
-  player = player || new AudioContext({ sampleRate: rate });
-  await player.resume();
-  let playhead = player.currentTime + 0.05;
-  let carry = null;
-  const router = $("speak-router").value;
+  player = player || new PcmPlayer({ sampleRate: SPEAK_RATE });
   $("speak-status").textContent = "speaking…";
-  await channel(`/v1/speech/${router}/speak`).start(
-    {
-      type: "speak",
-      request_id: newId(),
-      text,
-      final: true,
-      format: { encoding: "pcm_s16le", sample_rate: rate, channels: 1 },
-    },
-    {
-      audio(bytes) {
-        stats.audioBytes += bytes.length;
-        let data = bytes;
-        if (carry) {
-          data = new Uint8Array(carry.length + bytes.length);
-          data.set(carry);
-          data.set(bytes, carry.length);
-          carry = null;
-        }
-        if (data.length % 2) {
-          carry = data.slice(data.length - 1);
-          data = data.subarray(0, data.length - 1);
-        }
-        const samples = new Int16Array(data.buffer.slice(data.byteOffset, data.byteOffset + data.length));
-        if (!samples.length) return;
-        const buffer = player.createBuffer(1, samples.length, rate);
-        const out = buffer.getChannelData(0);
-        for (let i = 0; i < samples.length; i++) out[i] = samples[i] / 0x8000;
-        const node = player.createBufferSource();
-        node.buffer = buffer;
-        node.connect(player.destination);
-        playhead = Math.max(playhead, player.currentTime);
-        node.start(playhead);
-        playhead += buffer.duration;
-      },
-      frame(frame) {
-        if (frame.type === "done") {
-          stats.speakDone += 1;
-          $("speak-status").textContent =
-            `spoke ${frame.usage.audio_ms} ms of audio (first audio after ${frame.time_to_first_audio_ms} ms)`;
-        } else if (frame.type === "error" && frame.error.name === "model_unavailable") {
-          $("speak-status").textContent = `model ${frame.error.model_id} failed; continuing on the next`;
-        } else if (frame.type === "error") {
-          $("speak-status").textContent = `${frame.error.name}: ${frame.error.message}`;
-        }
-      },
-    },
-  );
+  const format = audioFormat("pcm_s16le", SPEAK_RATE);
+  try {
+    await player.play(counted(sluice.speak($("speak-router").value, text, { format })), (item) => {
+      if (item instanceof Done) {
+        stats.speakDone += 1;
+        $("speak-status").textContent =
+          `spoke ${item.frame.usage.audio_ms} ms of audio (first audio after ${item.frame.time_to_first_audio_ms} ms)`;
+      } else if (item instanceof ModelReset) {
+        $("speak-status").textContent = `model ${item.modelId} failed; continuing on the next`;
+      }
+    });
+  } catch (error) {
+    $("speak-status").textContent = describe(error);
+  }
+});
+
+$("speak-stop").addEventListener("click", () => {
+  player?.stop();
+  $("speak-status").textContent = "stopped";
 });
 
 loadRouters().catch((error) => {

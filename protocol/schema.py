@@ -514,13 +514,24 @@ class HealthResponse(BaseModel):
     healthy: bool
 
 
+class StateStoreStatus(BaseModel):
+    """The shared state store in `/v1/ready` (only with `state.redis`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    store: Literal["redis"]
+    up: bool = Field(description="false: Redis is away and this instance serves on local state")
+
+
 class ReadyResponse(BaseModel):
-    """`GET /v1/ready`: false (503) while draining."""
+    """`GET /v1/ready`: false (503) while draining. Redis being down never makes an
+    instance unready; `state` says it."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     ready: bool
     reason: str | None = None
+    state: StateStoreStatus | None = None
 
 
 class RouterList(BaseModel):

@@ -222,6 +222,25 @@ class ModelHealth:
         if was_half_open or empty:
             self._cool_down(now, self.health.cooldown, category)
 
+    def apply_shared(self, state: str, until: float | None, now: float) -> bool:
+        """Another instance's verdict in (`state.health.SharedHealth`): `disabled`, or
+        `unhealthy` until `until`. True when it changed this model; no event fires
+        (the instance that saw the failure logged it). A later cooldown end wins; a
+        verdict already over at `now` changes nothing."""
+        if self._disabled:
+            return False
+        if state == DISABLED:
+            self._disabled = True
+            self._until = None
+            self._probing = False
+            return True
+        if state != UNHEALTHY or until is None or until <= now:
+            return False
+        if self._until is not None and self._until >= until:
+            return False
+        self._until = until
+        return True
+
     def reset(self) -> None:
         """Forget everything (config reload): healthy, full error budget, no probe."""
         self._disabled = False

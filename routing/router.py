@@ -9,11 +9,44 @@ Synchronous and deterministic: time flows in as `now` (scheduler seconds).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from config.models import ModelBase
 from routing.health import EventSink, ModelHealth
 from routing.strategies import RoutingStrategy
+
+
+class HealthShare(Protocol):
+    """Shares health verdicts with other instances (`state.health.SharedHealth`).
+
+    `router_key` names a router across instances: the language router's id,
+    `speak:<id>` or `listen:<id>` for a speech router's sections."""
+
+    def sink(self, router_key: str, downstream: EventSink) -> EventSink:
+        """A router's event sink in; one that also publishes its verdicts out."""
+        ...
+
+    def adopt(self, router_key: str, tracker: ModelRouter, models: Sequence[ModelBase]) -> None:
+        """A router just built: apply the verdicts known for its models."""
+        ...
+
+
+def build_model_router(
+    router_key: str,
+    models: Sequence[ModelBase],
+    strategy: RoutingStrategy,
+    now: float,
+    on_event: EventSink,
+    share: HealthShare | None,
+) -> ModelRouter:
+    """`ModelRouter(...)` whose verdicts `share` (None: this instance alone) spreads."""
+    if share is None:
+        return ModelRouter(router_key.rpartition(":")[2], models, strategy, now, on_event)
+    tracker = ModelRouter(
+        router_key.rpartition(":")[2], models, strategy, now, share.sink(router_key, on_event)
+    )
+    share.adopt(router_key, tracker, models)
+    return tracker
 
 
 class ModelRouter:

@@ -33,7 +33,14 @@ from yarl import URL
 from config.models import AuthConfig, LimitsConfig
 from protocol.frames import ErrorName
 from security.keys import KeyRing
-from security.limits import ANONYMOUS, LimitPolicy, LimitStore, LocalLimits, SocketCap
+from security.limits import (
+    ANONYMOUS,
+    AsyncAdmission,
+    LimitPolicy,
+    LimitStore,
+    LocalLimits,
+    SocketCap,
+)
 
 log = logging.getLogger("sluice.access")
 
@@ -76,6 +83,26 @@ class Client:
     def open_socket(self) -> SocketCap | None:
         """Count one more websocket (None), or the cap that refused it (nothing counted)."""
         return self.limits.take_socket(self.key_id)
+
+    @property
+    def shared(self) -> AsyncAdmission | None:
+        """The store when its counts are shared by instances (`state.redis`), else None."""
+        store = self.limits
+        return store if isinstance(store, AsyncAdmission) else None
+
+    async def admit_request(self, now: float) -> float | None:
+        """`take_request`, counted across instances when the store is shared."""
+        shared = self.shared
+        if shared is None:
+            return self.limits.take_request(self.key_id, now)
+        return await shared.admit_request(self.key_id, now)
+
+    async def admit_socket(self) -> SocketCap | None:
+        """`open_socket`, counted across instances when the store is shared."""
+        shared = self.shared
+        if shared is None:
+            return self.limits.take_socket(self.key_id)
+        return await shared.admit_socket(self.key_id)
 
     def close_socket(self) -> None:
         """One of this key's websockets closed."""
@@ -160,16 +187,18 @@ def endpoint_of(request: web.Request) -> str:
     """A metrics label for the endpoint a request is for."""
     path = request.path.rstrip("/")
     last = path.rsplit("/", 1)[-1]
-    if last in ("chat", "chatStream", "speak", "listen"):
+    if last in ("chat", "chatStream", "speak", "listen", "embed"):
         return last
-    if path in ("/v1/language", "/v1/speech"):
+    if path in ("/v1/language", "/v1/speech", "/v1/embedding"):
         return "list"
     return last or "root"
 
 
 def _protected(request: web.Request, metrics_need_key: bool) -> bool:
     path = request.path
-    if path.startswith(("/v1/language", "/v1/speech", "/v1/chat/", "/v1/audio/")):
+    if path.startswith(
+        ("/v1/language", "/v1/speech", "/v1/embedding", "/v1/chat/", "/v1/audio/", "/v1/embeddings")
+    ):
         return True
     return metrics_need_key and path.rstrip("/") == "/metrics"
 

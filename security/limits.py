@@ -9,16 +9,18 @@ use; a `LimitStore` holds the state those limits are counted in:
 
 `LocalLimits` keeps the state in this process (`--workers 1`, tests);
 `security.shared_limits.SharedLimits` keeps it in shared memory so the caps hold
-across every worker process of one server. A store for many machines (Redis)
-fits the same three calls. `now` is wall-clock seconds (the app scheduler's
-clock), the one clock every process on a machine agrees on.
+across every worker process of one server. A store for many machines
+(`state.limits.RedisLimits`, with `state.redis`) fits the same calls and adds
+their awaitable forms (`AsyncAdmission`): one Redis round trip per admission.
+`now` is wall-clock seconds (the app scheduler's clock), the one clock every
+process on a machine agrees on.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from config.models import AuthConfig, LimitsConfig, RateLimit
 
@@ -88,6 +90,27 @@ class LimitStore(Protocol):
     def set_policy(self, policy: LimitPolicy) -> None:
         """A config reload's limits in: counts of open websockets carry over, a
         surviving key keeps its bucket (refilled at its new rate), a new key starts full."""
+        ...
+
+
+@runtime_checkable
+class AsyncAdmission(Protocol):
+    """A `LimitStore` whose counts live elsewhere (Redis): admissions are awaited.
+
+    `admit_socket` / `admit_request` answer as `take_socket` / `take_request` do;
+    `refund_request` gives back a token taken for a request that was then refused
+    for another reason."""
+
+    async def admit_socket(self, key_id: str) -> SocketCap | None:
+        """Count one more websocket for `key_id`; the refusing cap (nothing counted) at a cap."""
+        ...
+
+    async def admit_request(self, key_id: str, now: float) -> float | None:
+        """Admit one request of `key_id` (None), or the seconds to wait for a token."""
+        ...
+
+    def refund_request(self, key_id: str) -> None:
+        """Give back one token `admit_request` took for `key_id`."""
         ...
 
 

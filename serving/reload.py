@@ -11,7 +11,7 @@ so no request ever sees half a config):
   column and field, `sluice_config_reloads_total{outcome="rejected"}` counts it,
   and the running config keeps serving untouched.
 - Sections that only a restart can change (`RESTART_ONLY`: `server`, `limits`,
-  `metrics`, `tracing`) keep their running values; each changed field is named
+  `metrics`, `tracing`, `state`) keep their running values; each changed field is named
   in a warning. The rest (`routers`, `auth`) is applied:
 - Routers whose block is unchanged keep their objects (providers, health).
   Changed and new routers are built afresh; removed ones leave the gateway.
@@ -182,7 +182,9 @@ class Reloader:
 
     `build_chat` / `build_speech` build routers for a config (those of
     `server.py`); `access` and `hosts` are the app's policies, reconfigured in
-    place. What the reloader builds it closes in `aclose()` (at shutdown).
+    place; `after_reload()` runs once a reload is applied (state.redis: forget
+    the shared disables the reload just lifted). What the reloader builds it
+    closes in `aclose()` (at shutdown).
     """
 
     def __init__(
@@ -196,8 +198,10 @@ class Reloader:
         access: Access,
         hosts: HostPolicy | None,
         registry: CollectorRegistry,
+        after_reload: Callable[[], None] | None = None,
     ) -> None:
         self._gateway = gateway
+        self._after_reload = after_reload
         self.source = source
         self._build_chat = build_chat
         self._build_speech = build_speech
@@ -259,6 +263,8 @@ class Reloader:
         if self._hosts is not None:
             self._hosts.enforced = HostPolicy.from_config(new).enforced
         reenabled = enable_disabled(_trackers(gateway), gateway.clock())
+        if self._after_reload is not None:
+            self._after_reload()
         before = set(old_chat) | {f"speech:{r}" for r in old_speech}
         after = set(chat) | {f"speech:{r}" for r in speech}
         outcome = ReloadOutcome(

@@ -106,7 +106,8 @@ class RedisLink:
         if not self.up:
             raise StateUnavailable(self.url)
         try:
-            return await asyncio.wait_for(op(self.redis), self.config.command_timeout)
+            async with asyncio.timeout(self.config.command_timeout):
+                return await op(self.redis)
         except (RedisError, OSError, TimeoutError) as error:
             self._down(error)
             raise StateUnavailable(self.url) from error
@@ -136,17 +137,19 @@ class RedisLink:
             self._on_change(up)
 
     async def _check(self) -> None:
+        # asyncio.timeout, not wait_for: a cancelled wait_for can hang on 3.11
         try:
-            await asyncio.wait_for(
-                self.redis.ping(), self.config.connect_timeout + self.config.command_timeout
-            )
+            async with asyncio.timeout(self.config.connect_timeout + self.config.command_timeout):
+                await self.redis.ping()
             if not self.up:
                 for callback in self._on_up:
-                    await asyncio.wait_for(callback(), self.config.connect_timeout * 5)
+                    async with asyncio.timeout(self.config.connect_timeout * 5):
+                        await callback()
                 self.up = True
                 self._announce(True)
             for callback in self._on_tick:
-                await asyncio.wait_for(callback(), self.config.connect_timeout * 5)
+                async with asyncio.timeout(self.config.connect_timeout * 5):
+                    await callback()
         except Exception as error:  # the watcher must outlive any failure
             self._down(error)
 
@@ -154,7 +157,8 @@ class RedisLink:
         while True:
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.config.reconnect_interval)
+                async with asyncio.timeout(self.config.reconnect_interval):
+                    await self._wake.wait()
             if self._wake.is_set():
                 # a command just failed: give Redis a moment before the first retry
                 await asyncio.sleep(min(0.1, self.config.reconnect_interval))

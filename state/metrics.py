@@ -13,10 +13,15 @@ STATE_UP = (
 )
 
 
-def state_store_gauge(registry: CollectorRegistry, store: str = "redis") -> Callable[[bool], None]:
-    """A registry in; a setter `(up) -> None` of the gauge (registered at 0: down
-    until the first answer) out."""
+def state_store_gauge(
+    registry: CollectorRegistry, store: str | None = "redis"
+) -> Callable[[bool], None]:
+    """A registry and the store's name in; a setter `(up) -> None` of its gauge
+    (0, down, until the first answer) out. With no store (`None`: no `state.redis`)
+    the family is declared with no series, and the setter does nothing."""
     gauge = Gauge(*STATE_UP, ["store"], registry=registry, multiprocess_mode="livemin")
+    if store is None:
+        return lambda up: None
     child = gauge.labels(store)
     child.set(0)
 

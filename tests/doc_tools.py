@@ -230,9 +230,12 @@ def apply_kustomization(directory: Path) -> int:
     for resource in kustomization["resources"]:
         docs += [d for d in yaml.safe_load_all((directory / resource).read_text()) if d]
     listed_secrets = {d["metadata"]["name"] for d in docs if d["kind"] == "Secret"}
-    deployment = next(d for d in docs if d["kind"] == "Deployment")
+    deployment = next(
+        d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "sluice"
+    )
     container = deployment["spec"]["template"]["spec"]["containers"][0]
-    env: dict[str, str] = {}
+    # plain `env` values (REDIS_URL), then what the Secrets give
+    env: dict[str, str] = {e["name"]: e["value"] for e in container.get("env", []) if "value" in e}
     for source in container.get("envFrom", []):
         name = source["secretRef"]["name"]
         created = state_dir() / f"secret-{name}.json"

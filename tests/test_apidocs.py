@@ -88,6 +88,9 @@ def test_asyncapi_document_is_valid_asyncapi_3_0() -> None:
     assert {"ChatRequest", "SpeakRequestIn", "ListenRequestIn", "VADConfig"} <= set(schemas)
     assert {"ConverseRequestIn", "ReplyInterruptedFrame", "TurnEndedFrame"} <= set(schemas)
     assert schemas["ChunkFrame"]["additionalProperties"] is False
+    # both clients' pages are linked from the document
+    assert "docs/python-client.md" in document["info"]["description"]
+    assert "docs/js-client.md" in document["info"]["description"]
     # the default server is where `sluice serve` listens out of the box
     assert document["servers"]["sluice"]["variables"]["host"]["default"] == "localhost:9099"
 

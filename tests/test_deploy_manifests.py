@@ -15,6 +15,7 @@ import re
 import tomllib
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import kubernetes_validate
 import pytest
@@ -37,8 +38,18 @@ def manifests() -> list[dict[str, Any]]:
     return docs
 
 
-def by_kind(kind: str) -> dict[str, Any]:
-    found = [d for d in manifests() if d["kind"] == kind]
+REDIS = "sluice-redis"
+"""redis.yaml's Deployment and Service (state.redis), beside Sluice's own."""
+
+
+def by_kind(kind: str, name: str | None = None) -> dict[str, Any]:
+    """The one manifest of `kind` named `name` (default: Sluice's, not Redis's)."""
+    found = [
+        d
+        for d in manifests()
+        if d["kind"] == kind
+        and (d["metadata"]["name"] == name if name else d["metadata"]["name"] != REDIS)
+    ]
     assert len(found) == 1, f"expected one {kind}, found {len(found)}"
     return found[0]
 
@@ -59,6 +70,10 @@ def test_manifests_validate_against_the_kubernetes_schemas(version: str) -> None
         "PodDisruptionBudget",
         "HorizontalPodAutoscaler",
     }
+    assert {(d["kind"], d["metadata"]["name"]) for d in docs} >= {
+        ("Deployment", REDIS),
+        ("Service", REDIS),
+    }
     for doc in docs:
         try:
             kubernetes_validate.validate(doc, version, strict=True)
@@ -78,7 +93,13 @@ def sluice_config() -> Any:
     keys = set(re.findall(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)\}", text))
     # stand-in values shaped like the real ones (a client key hash must parse as one)
     environ = {k: "sha256:" + "0" * 64 if k.endswith("_HASH") else "x" for k in keys}
+    environ.update(container_env())
     return parse_config(text, source="configmap", environ=environ), keys
+
+
+def container_env() -> dict[str, str]:
+    """The plain `env` values of Sluice's container."""
+    return {e["name"]: e["value"] for e in container().get("env", []) if "value" in e}
 
 
 def container() -> dict[str, Any]:
@@ -143,7 +164,7 @@ def test_config_and_keys_come_from_the_configmap_and_the_secret() -> None:
     secret = by_kind("Secret")
     c = container()
     assert {"secretRef": {"name": secret["metadata"]["name"]}} in c["envFrom"]
-    assert keys <= set(secret["stringData"])
+    assert keys <= set(secret["stringData"]) | set(container_env())
     pod = by_kind("Deployment")["spec"]["template"]["spec"]
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert volumes["config"]["configMap"]["name"] == by_kind("ConfigMap")["metadata"]["name"]
@@ -198,3 +219,56 @@ def test_dockerfile_matches_makefile_and_pyproject() -> None:
     assert re.search(r'^ENTRYPOINT \["sluice"\]$', text, re.M)
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert {".git", ".venv", "tests"} <= set(ignored)
+
+
+def test_sluice_shares_state_through_the_redis_beside_it() -> None:
+    config, keys = sluice_config()
+    assert config.state.redis is not None and "REDIS_URL" in keys
+    url = urlsplit(container_env()["REDIS_URL"])
+    redis_service = by_kind("Service", REDIS)
+    redis_pods = by_kind("Deployment", REDIS)["spec"]["template"]
+    assert url.hostname == redis_service["metadata"]["name"]
+    (port,) = redis_service["spec"]["ports"]
+    assert url.port == port["port"]
+    assert redis_service["spec"]["selector"].items() <= redis_pods["metadata"]["labels"].items()
+    (redis,) = redis_pods["spec"]["containers"]
+    container_ports = {p["name"]: p["containerPort"] for p in redis["ports"]}
+    assert container_ports[port["targetPort"]] == 6379
+    args = redis["args"]
+    assert args[args.index("--save") + 1] == "" and "--appendonly" in args  # no persistence
+    # Sluice's selectors must not catch the Redis pods, nor Redis's Sluice's
+    sluice_labels = by_kind("Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert (
+        not by_kind("Service")["spec"]["selector"].items()
+        <= redis_pods["metadata"]["labels"].items()
+    )
+    assert not redis_service["spec"]["selector"].items() <= sluice_labels.items()
+
+
+def test_the_compose_example_runs_sluice_on_a_redis() -> None:
+    compose = yaml.safe_load((ROOT / "deploy/docker/compose.yaml").read_text())
+    services = compose["services"]
+    redis = services["redis"]
+    assert redis["image"].startswith("redis:")
+    sluices = [s for name, s in services.items() if name != "redis"]
+    assert len(sluices) >= 2, "the example shows several instances sharing one Redis"
+    base = parse_config(
+        (ROOT / "deploy/docker/sluice.yaml").read_text(),
+        source="deploy/docker/sluice.yaml",
+        environ={"SLUICE_CLIENT_KEY_HASH": "sha256:" + "0" * 64},
+    )
+    for service in sluices:
+        env = service["environment"]
+        assert urlsplit(env["REDIS_URL"]).hostname == "redis"
+        assert "redis" in service["depends_on"]
+        source, target = service["volumes"][0].split(":")[:2]
+        assert target == "/etc/sluice/sluice.yaml"
+        path = (ROOT / "deploy/docker" / source).resolve()
+        config = parse_config(
+            path.read_text(),
+            source=str(path),
+            environ={**env, "SLUICE_CLIENT_KEY_HASH": "sha256:" + "0" * 64},
+        )
+        assert config.state.redis is not None
+        # the same gateway as the image's own config, plus the shared state
+        assert config.model_copy(update={"state": base.state}) == base

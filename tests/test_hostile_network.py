@@ -623,6 +623,10 @@ TRAVERSALS = [
     "/playground/link-to-parent/secret.txt",
     "/playground/index.html%00.txt",
     "/playground/" + "../" * 20 + "etc/passwd",
+    "/playground/sluice-client/../../../server.py",
+    "/playground/sluice-client/%2e%2e/%2e%2e/%2e%2e/server.py",
+    "/playground/sluice-client/..%2f..%2f..%2fserver.py",
+    "/playground/sluice-client/%252e%252e/client.js",
 ]
 
 

@@ -20,13 +20,14 @@ def only_llama(name: str) -> bool:
     return name == "llama_cpp"
 
 
-def test_the_embedded_default_without_the_extra_fails_with_one_line_naming_it() -> None:
+def test_the_embedded_default_without_the_extra_fails_with_one_line_per_engine() -> None:
     with pytest.raises(ConfigError) as refused:
         load_config(None, installed=nothing)
     lines = str(refused.value).splitlines()
-    assert len(lines) == 1
-    assert "routers.language[0].models[0].local" in lines[0]
-    assert "pip install 'sluice-gateway[local]'" in lines[0]
+    assert len(lines) == 2
+    assert "routers.language[0].models[0].local: the local chat engine" in lines[0]
+    assert "routers.embedding[0].models[0].local: the local embedding engine" in lines[1]
+    assert all("pip install 'sluice-gateway[local]'" in line for line in lines)
 
 
 def test_check_config_names_file_line_and_the_extra(tmp_path: Path) -> None:

@@ -199,6 +199,10 @@ async def test_the_gateway_wheel_without_local_serves_a_cloud_config(
     tops = {name.split("/")[0] for name in names}
     assert "client" not in tops and "sluice_client" not in tops and "tests" not in tops
     assert "server.py" in tops and "config" in tops
+    # the playground's JavaScript client (setup.py copies clients/js/src)
+    assert {"playground/sluice-client/index.js", "playground/sluice-client/audio/index.js"} <= set(
+        names
+    )
     assert "Provides-Extra: local" in metadata
     assert 'Requires-Dist: llama-cpp-python<0.4,>=0.3.16; extra == "local"' in metadata
 
@@ -249,6 +253,9 @@ async def test_the_gateway_wheel_without_local_serves_a_cloud_config(
             async with http.post(f"{base}/v1/language/r/chat", json=body) as resp:
                 assert resp.status == 200
                 answer = await resp.json()
+            async with http.get(f"{base}/playground/sluice-client/client.js") as resp:
+                assert resp.status == 200
+                assert "export class SluiceClient" in await resp.text()
         content = answer["model_response"]["message"]["content"]
         assert content == "Hello from the fake"
         assert answer["provider_id"] == "openai"

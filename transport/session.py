@@ -36,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Mapping
+from typing import Protocol
 
 from aiohttp import WSCloseCode, WSMsgType, web
 from reactivex import Observable, abc
@@ -58,6 +59,19 @@ Pipeline = Callable[[Observable[Inbound]], Observable[Frame]]
 FLUSH_SECONDS = 5.0
 DIRECT_WRITE_LIMIT = 64 * 1024
 """Bytes in the transport's buffer above which frames wait for the writer task."""
+
+
+class MessageGate(Protocol):
+    """Awaited before a text message enters the pipeline, told when it went through
+    (`security.request_gate.SharedRateGate`: a shared rate-limit token)."""
+
+    async def before(self, msg: Inbound, active: Mapping[str, ClientMessage]) -> None:
+        """`msg` is next; `active` are the requests in flight."""
+        ...
+
+    def after(self) -> None:
+        """The pipeline has taken `msg`."""
+        ...
 
 
 def encode_frame(frame: Frame) -> tuple[bytes, bool]:
@@ -112,6 +126,7 @@ class SocketSession:
         transport: asyncio.Transport | None = None,
         close_timeout: float = 2.0,
         redact: Callable[[str], str] | None = None,
+        gate: MessageGate | None = None,
     ) -> None:
         self.ws = ws
         self._default_type = default_type
@@ -127,6 +142,7 @@ class SocketSession:
         self._transport = transport
         self._close_timeout = close_timeout
         self._redact = redact
+        self._gate = gate
         self._inbound: Subject[Inbound] = Subject()
         self._subscription = SerialDisposable()
         self._writer: asyncio.Task[None] | None = None
@@ -219,7 +235,13 @@ class SocketSession:
                     if self._max_text is not None and _utf8_len_over(msg.data, self._max_text):
                         self._too_big("text")
                         continue
-                    self._inbound.on_next(parse_text(msg.data, self._default_type))
+                    parsed = parse_text(msg.data, self._default_type)
+                    if self._gate is None:
+                        self._inbound.on_next(parsed)
+                    else:
+                        await self._gate.before(parsed, self.active)
+                        self._inbound.on_next(parsed)
+                        self._gate.after()
                 elif msg.type is WSMsgType.BINARY:
                     if self._max_binary is not None and len(msg.data) > self._max_binary:
                         self._too_big("binary")

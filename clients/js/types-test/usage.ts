@@ -1,0 +1,60 @@
+// Typed use of the declarations: `tsc --noEmit -p tsconfig.json` must accept this file
+// (and the declarations it uses); the @ts-expect-error lines must stay errors.
+import {
+  AllModelsUnavailable,
+  audioFormat,
+  ChatChunk,
+  ConnectionLost,
+  Done,
+  ModelReset,
+  SluiceClient,
+  SluiceError,
+  SpeakSegment,
+  Transcript,
+  type ClientOptions,
+} from "sluice-client";
+import { PcmPlayer, startMicrophone } from "sluice-client/audio";
+
+declare const NodeWebSocket: new (url: string, protocols?: string | string[], options?: { headers?: Record<string, string> }) => WebSocket;
+
+const options: ClientOptions = { WebSocket: NodeWebSocket, backoff: { initial: 0.05 }, resume: true };
+
+export async function chat(sluice: SluiceClient): Promise<string> {
+  const controller = new AbortController();
+  let text = "";
+  try {
+    for await (const event of sluice.chatStream("default", "Hi", { metadata: { n: 1 }, signal: controller.signal })) {
+      if (event instanceof ModelReset) text = "";
+      else if (event instanceof ChatChunk) text += event.content + (event.finishReason ?? "");
+    }
+  } catch (error) {
+    if (error instanceof ConnectionLost && error.retryable) return `lost at ${error.closeCode}`;
+    if (error instanceof AllModelsUnavailable) return error.errorName;
+    if (error instanceof SluiceError) throw error;
+  }
+  return text + (await sluice.chatText("default", { role: "user", content: "again" }));
+}
+
+export async function voice(): Promise<number> {
+  const sluice = new SluiceClient("http://127.0.0.1:9099", options);
+  const format = audioFormat("pcm_s16le", 24000);
+  const player = new PcmPlayer({ sampleRate: format.sample_rate });
+  await player.play(sluice.speak("default", "Hello.", { format }), (event) => {
+    if (event instanceof Done) console.log(event.finishReason);
+    if (event instanceof SpeakSegment) console.log(event.data);
+  });
+  player.stop();
+  const mic = await startMicrophone({ sampleRate: 16000 });
+  let finals = 0;
+  for await (const event of sluice.listen("default", mic, { format: mic.format, interimResults: true })) {
+    if (event instanceof Transcript && event.isFinal) finals += event.text.length;
+  }
+  const audio: Uint8Array = await sluice.speakBytes("default", "Hi.", { format });
+  const heard: Transcript[] = await sluice.listenBytes("default", audio, { format, chunkBytes: 640 });
+  sluice.close();
+  // @ts-expect-error listen needs a format
+  sluice.listen("default", [audio], {});
+  // @ts-expect-error a chat message is a string or a message object
+  sluice.chatStream("default", 42);
+  return finals + heard.length + sluice.stats.resumed;
+}

@@ -17,29 +17,13 @@ websocket envelope: the converse endpoint (`pipelines.converse`) maps its frames
 onto it, and the OpenAI Realtime layer maps its events onto the same inputs and
 outputs. docs/pipelines.md describes the interface.
 
-Decisions (docs/conversations.md says them to users):
-- A final transcript is a user turn. The reply starts once the user is quiet
-  (no segment open) and every segment has its final; several finals in a row
-  make one turn.
-- History: user and assistant messages, the oldest dropped past
-  `max_history`; the instructions are always sent first.
-- Barge-in: `SpeechStarted` while a reply runs disposes the reply at once. The
-  history keeps what was heard: up to the last `Played` position when the
-  client reported one during this reply, else up to what was sent (the partial
-  sentence cut at the word nearest its share of the audio).
-- A chat `Reset` (a model broke mid-answer under `mid_stream: restart`): the text
-  already spoken stays; the next model's answer is skipped for as many characters.
-- A failing reply (every chat or speak model unavailable) ends its turn with
-  `TurnEnded(reason="error")`; the conversation goes on. A failing listen stage
-  ends the conversation with the error.
-- Inputs ending (`end`): the open segment is flushed, its turn answered, and the
-  stream completes once no reply runs.
+The decisions (turns, history, barge-in, failover, errors) are in
+docs/conversations.md; the reply's bookkeeping is in `pipelines.reply_tracking`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
 from reactivex import Observable, abc
@@ -52,10 +36,8 @@ from operators.audio_intake import PIPELINE_RATE
 from operators.failover import Reset
 from operators.ordered import merge_now
 from operators.vad import SpeechEnded, SpeechStarted
-from pipelines.chat_router import ChatChunk, ChatEvent
 from pipelines.conversation_types import (
     CancelResponse,
-    ChatRestarted,
     ClearAudio,
     CommitAudio,
     Configure,
@@ -73,13 +55,23 @@ from pipelines.conversation_types import (
     ReplySegment,
     ReplySentence,
     ReplyStarted,
-    ReplyText,
     TurnEnded,
     UserAudio,
     UserText,
     UserTurn,
 )
 from pipelines.listen_router import SegmentTranscript
+from pipelines.reply_tracking import (
+    Reply,
+    SpokenSentence,
+    Tracked,
+    is_some,
+    ms,
+    piece,
+    said,
+    spoken_text,
+    text_tracker,
+)
 from pipelines.speak_router import SegmentAudio
 from pipelines.speech_in import Heard, Transcribed
 from pipelines.speech_out import SentenceEnd, Spoken
@@ -87,54 +79,6 @@ from protocol.chat import ChatRequest
 from providers.stt_types import SegmentAudio as HeardAudio
 
 # ---- the conversation --------------------------------------------------------------
-
-
-@dataclass
-class _SpokenSentence:
-    sentence: Sentence
-    start: int  # sample of the reply audio where it starts
-    samples: int = 0
-    model_id: str | None = None
-    done: bool = False
-
-
-@dataclass
-class _Reply:
-    turn_id: int
-    user_text: str
-    start: int  # sample of the conversation's reply audio where this reply starts
-    played: int | None = None
-    sentences: list[_SpokenSentence] = field(default_factory=list)
-    text: list[str] = field(default_factory=list)
-
-
-SECONDS_PER_CHAR = 0.06
-"""Estimated speaking time per character of a sentence whose audio is not complete."""
-
-
-def spoken_text(sentences: list[_SpokenSentence], cutoff: int, rate: int) -> str:
-    """A reply's sentences and a cut-off sample in; the text heard by then out.
-
-    A sentence cut short keeps the words in its share of its audio (whose length
-    is estimated at `SECONDS_PER_CHAR` while it is still being synthesized).
-    """
-    kept: list[str] = []
-    for item in sentences:
-        if item.start >= cutoff:
-            break
-        total = item.samples
-        if not item.done:
-            total = max(total, int(len(item.sentence.text) * SECONDS_PER_CHAR * rate))
-        if item.done and item.start + total <= cutoff:
-            kept.append(item.sentence.text)
-            continue
-        words = item.sentence.text.split()
-        share = (cutoff - item.start) / total if total else 0.0
-        count = round(len(words) * min(1.0, share))
-        if count:
-            kept.append(" ".join(words[:count]))
-        break
-    return " ".join(kept)
 
 
 def converse(
@@ -188,7 +132,7 @@ class _Conversation:
         self.open_segments: set[int] = set()
         self.speaking = False
         self.turns = 0
-        self.reply: _Reply | None = None
+        self.reply: Reply | None = None
         self.reply_subscription = SerialDisposable()
         self.transcriptions = CompositeDisposable()
         self.manual_jobs = 0
@@ -408,7 +352,7 @@ class _Conversation:
 
     def start_reply(self, user_text: str) -> None:
         turn_id = self.turns
-        reply = _Reply(turn_id, user_text, self.stats.audio_out_samples)
+        reply = Reply(turn_id, user_text, self.stats.audio_out_samples)
         self.reply = reply
         self.emit(ReplyStarted(turn_id))
         try:
@@ -417,12 +361,10 @@ class _Conversation:
             self.end_reply(reply, "error", error)
             return
 
-        def body(shared: Observable[_Tracked]) -> Observable[ConversationEvent]:
+        def body(shared: Observable[Tracked]) -> Observable[ConversationEvent]:
             return self._reply_body(reply, shared)
 
-        tracked: Observable[_Tracked] = self.parts.chat(request).pipe(
-            ops.map(_text_tracker(turn_id))
-        )
+        tracked: Observable[Tracked] = self.parts.chat(request).pipe(ops.map(text_tracker(turn_id)))
         events = tracked.pipe(ops.publish(body))
 
         def on_error(error: Exception) -> None:
@@ -440,12 +382,10 @@ class _Conversation:
             subscription.dispose()
 
     def _reply_body(
-        self, reply: _Reply, shared: Observable[_Tracked]
+        self, reply: Reply, shared: Observable[Tracked]
     ) -> Observable[ConversationEvent]:
-        texts = cast(
-            Observable[ConversationEvent], shared.pipe(ops.map(_said), ops.filter(_is_some))
-        )
-        pieces = cast(Observable[TextPiece], shared.pipe(ops.map(_piece), ops.filter(_is_some)))
+        texts = cast(Observable[ConversationEvent], shared.pipe(ops.map(said), ops.filter(is_some)))
+        pieces = cast(Observable[TextPiece], shared.pipe(ops.map(piece), ops.filter(is_some)))
 
         def to_event(item: Spoken) -> ConversationEvent:
             return self.spoken(reply, item)
@@ -453,12 +393,12 @@ class _Conversation:
         spoken = pieces.pipe(self.parts.speak(self.settings.voice), ops.map(to_event))
         return merge_now(texts, spoken)
 
-    def spoken(self, reply: _Reply, item: Spoken) -> ConversationEvent:
+    def spoken(self, reply: Reply, item: Spoken) -> ConversationEvent:
         rate = self.parts.output_rate
         if isinstance(item, Sentence):
             start = self.stats.audio_out_samples
-            reply.sentences.append(_SpokenSentence(item, start))
-            return ReplySentence(reply.turn_id, item, _ms(start, rate))
+            reply.sentences.append(SpokenSentence(item, start))
+            return ReplySentence(reply.turn_id, item, ms(start, rate))
         current = reply.sentences[-1]
         if isinstance(item, SegmentAudio):
             current.samples += item.samples.size
@@ -480,8 +420,8 @@ class _Conversation:
             item.sentence,
             model_id,
             provider,
-            _ms(current.start, rate),
-            _ms(current.samples, rate),
+            ms(current.start, rate),
+            ms(current.samples, rate),
             current.samples,
         )
 
@@ -502,14 +442,14 @@ class _Conversation:
         self.stats.audio_out_samples = cutoff
         self.emit(
             ReplyInterrupted(
-                reply.turn_id, _ms(cutoff, rate), _ms(sent, rate), text, reason, cutoff, sent
+                reply.turn_id, ms(cutoff, rate), ms(sent, rate), text, reason, cutoff, sent
             )
         )
         self.end_reply(reply, "interrupted", spoken=text)
 
     def end_reply(
         self,
-        reply: _Reply,
+        reply: Reply,
         reason: Literal["complete", "interrupted", "error"],
         error: BaseException | None = None,
         spoken: str | None = None,
@@ -523,46 +463,3 @@ class _Conversation:
         self.emit(TurnEnded(reply.turn_id, reason, reply.user_text, text, error))
         self.maybe_start_reply()
         self.maybe_complete()
-
-
-def _ms(samples: int, rate: int) -> int:
-    return samples * 1000 // rate
-
-
-_Tracked = tuple[ReplyText | ChatRestarted | None, TextPiece | None]
-
-
-def _text_tracker(turn_id: int) -> Callable[[ChatEvent], _Tracked]:
-    """Chat events -> (a reply-text event, a text piece to speak); after a restart
-    the next model's answer is skipped for as many characters as were passed on."""
-    state = {"emitted": 0, "skip": 0}
-
-    def track(event: ChatEvent) -> _Tracked:
-        if isinstance(event, Reset):
-            state["skip"] = state["emitted"]
-            return ChatRestarted(turn_id, event.model_id), None
-        assert isinstance(event, ChatChunk)
-        text = event.delta.content or ""
-        if state["skip"]:
-            cut = min(state["skip"], len(text))
-            text = text[cut:]
-            state["skip"] -= cut
-        state["emitted"] += len(text)
-        final = event.delta.finish_reason is not None
-        said = ReplyText(turn_id, text, event.model) if text else None
-        piece = TextPiece(text, True) if final else TextPiece(text) if text else None
-        return said, piece
-
-    return track
-
-
-def _said(item: _Tracked) -> ReplyText | ChatRestarted | None:
-    return item[0]
-
-
-def _piece(item: _Tracked) -> TextPiece | None:
-    return item[1]
-
-
-def _is_some(item: object) -> bool:
-    return item is not None

@@ -20,8 +20,7 @@ from config.models import SpeechRouterConfig
 from operators.failover import Reset
 from operators.vad import SpeechStarted, VadSettings
 from pipelines.chat_router import ChatChunk, ChatEvent, ModelInfo
-from pipelines.conversation import _SpokenSentence as SpokenSentence
-from pipelines.conversation import converse, spoken_text
+from pipelines.conversation import converse
 from pipelines.conversation_types import (
     CancelResponse,
     CommitAudio,
@@ -38,6 +37,7 @@ from pipelines.conversation_types import (
 )
 from pipelines.listen_router import ListenRouter
 from pipelines.listen_router import ModelInfo as SttInfo
+from pipelines.reply_tracking import SpokenSentence, spoken_text
 from pipelines.speak_router import SpeakRouter
 from pipelines.speech_in import hear
 from pipelines.speech_out import speak_text

@@ -94,8 +94,11 @@ async def test_a_failing_or_silent_listen_model_fails_over(
     assert talk.frames[-1]["type"] == "done"
 
 
-async def test_a_chat_model_that_refuses_fails_over_silently(client: Client, fakes: Fakes) -> None:
-    fakes.chat[0].script.fault = "http_500"
+@pytest.mark.parametrize("fault", ["http_500", "stall_before_first"])
+async def test_a_chat_model_that_refuses_or_stays_silent_fails_over_silently(
+    client: Client, fakes: Fakes, fault: str
+) -> None:
+    fakes.chat[0].script.fault = fault  # type: ignore[assignment]
     talk = await one_turn(client)
     assert {f["model_id"] for f in talk.of_type("reply_text")} == {"chat-b"}
     assert not [f for f in talk.of_type("error") if f["error"].get("stage") == "chat"]
@@ -113,6 +116,17 @@ async def test_a_chat_model_broken_mid_answer_goes_on_from_the_next(
     # "It is" was passed on; the restarted answer is skipped for as many characters
     said = "".join(f["delta"] for f in talk.of_type("reply_text"))
     assert said == "It is" + "Backup says noon. Bye."[len("It is") :]
+    assert talk.of_type("turn_ended")[0]["reason"] == "complete"
+
+
+async def test_a_silent_speak_model_fails_over_at_its_deadline(
+    client: Client, fakes: Fakes
+) -> None:
+    fakes.tts[0].script.faults = ["stall_before_first"]
+    talk = await one_turn(client)
+    segments = [f["segment"] for f in talk.of_type("segment")]
+    # the failed model goes last for the rest of the reply, as on the speak endpoint
+    assert [s["model_id"] for s in segments] == ["tts-b", "tts-b"]
     assert talk.of_type("turn_ended")[0]["reason"] == "complete"
 
 

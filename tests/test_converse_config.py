@@ -1,7 +1,9 @@
-"""`routers.agent[]` config: the routers an agent names must exist and serve the stage."""
+"""`routers.agent[]` config: the routers an agent names must exist and serve the stage;
+a config reload adds and removes agents for new conversations."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +13,19 @@ from pydantic import ValidationError
 import server
 from config.loader import load_config
 from config.models import SluiceConfig
+from fakes.openai_server import run_fake_openai
+from fakes.stt_servers import run_fake_transcription
+from fakes.tts_servers import run_fake_openai_speech
+from server import build_app
+from serving.reload import CONFIG_SOURCE, RELOADER, ConfigSource
+from tests.converse_helpers import (
+    Conversation,
+    chat_model,
+    read_conversation,
+    start_message,
+    stt_model,
+    tts_model,
+)
 
 BASE: dict[str, Any] = {
     "language": [{"id": "lm", "models": [{"id": "m", "local": {}}]}],
@@ -67,3 +82,43 @@ def test_the_embedded_default_has_an_agent_on_local_engines() -> None:
         "default",
         "default",
     )
+
+
+async def test_a_reload_adds_and_removes_an_agent(aiohttp_client: Any, tmp_path: Path) -> None:
+    """An agent added by a reload serves new conversations; once a reload removes it,
+    a new conversation on an open socket is refused while the socket lives."""
+    async with (
+        run_fake_transcription() as stt,
+        run_fake_openai() as chat,
+        run_fake_openai_speech() as tts,
+    ):
+        routers: dict[str, Any] = {
+            "language": [{"id": "lm", "models": [chat_model("chat", chat.url)]}],
+            "speech": [
+                {
+                    "id": "sp",
+                    "speak": {"models": [tts_model("tts", tts.url)]},
+                    "listen": {"models": [stt_model("stt", stt.url)]},
+                }
+            ],
+        }
+        path = tmp_path / "sluice.json"
+        path.write_text(json.dumps({"routers": routers}))
+        app = build_app(load_config(path))
+        app[CONFIG_SOURCE] = ConfigSource(str(path), "127.0.0.1")
+        client = await aiohttp_client(app)
+        assert (await client.get("/v1/agent/talk/converse")).status == 404
+        agent = {"id": "talk", "listen": "sp", "chat": "lm", "speak": "sp"}
+        path.write_text(json.dumps({"routers": {**routers, "agent": [agent]}}))
+        assert client.app[RELOADER].reload().outcome == "applied"
+        async with client.ws_connect("/v1/agent/talk/converse") as ws:
+            await ws.send_str(start_message("c1"))
+            await ws.send_str(json.dumps({"type": "text", "request_id": "c1", "text": "hi"}))
+            await ws.send_str(json.dumps({"type": "end", "request_id": "c1"}))
+            talk = await read_conversation(ws, Conversation(), "c1")
+            assert talk.frames[-1]["type"] == "done"
+            path.write_text(json.dumps({"routers": routers}))
+            assert client.app[RELOADER].reload().outcome == "applied"
+            await ws.send_str(start_message("c2"))
+            refused = await read_conversation(ws, Conversation(), "c2")
+        assert refused.frames[-1]["error"]["name"] == "router_not_found"

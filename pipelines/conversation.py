@@ -133,6 +133,7 @@ class _Conversation:
         self.speaking = False
         self.turns = 0
         self.reply: Reply | None = None
+        self.finished: Reply | None = None  # the last reply, wholly sent, maybe still playing
         self.reply_subscription = SerialDisposable()
         self.transcriptions = CompositeDisposable()
         self.manual_jobs = 0
@@ -142,7 +143,6 @@ class _Conversation:
         self.inputs_done = False
         self.hearing_done = False
         self.stopped = False
-        self.played: int | None = None
         self.respond_instructions: str | None = None
 
     # ---- life -----------------------------------------------------------------
@@ -206,9 +206,10 @@ class _Conversation:
             else:
                 self.buffer.extend(item.pcm)
         elif isinstance(item, Played):
-            self.played = item.ms
-            if self.reply is not None:
-                self.reply.played = item.ms
+            latest = self.reply or self.finished
+            if latest is not None:
+                latest.played = item.ms
+                latest.played_at = self.now()
         elif isinstance(item, UserText):
             self.pending.append(item.text)
             if item.respond:
@@ -291,6 +292,8 @@ class _Conversation:
             self.emit(item)
             if self.reply is not None:
                 self.interrupt("barge_in")
+            elif self.finished is not None:
+                self.interrupt_playback(self.finished)
         elif isinstance(item, SpeechEnded):
             self.speaking = False
             self.emit(item)
@@ -435,8 +438,9 @@ class _Conversation:
         rate = self.parts.output_rate
         sent = self.stats.audio_out_samples
         cutoff = sent
-        if reply.played is not None:
-            cutoff = max(reply.start, min(sent, reply.played * rate // 1000))
+        heard = self.heard(reply)
+        if heard is not None:
+            cutoff = max(reply.start, min(sent, heard))
         text = spoken_text(reply.sentences, cutoff, rate)
         # what was sent beyond the cut-off is not counted as reply audio any more
         self.stats.audio_out_samples = cutoff
@@ -446,6 +450,45 @@ class _Conversation:
             )
         )
         self.end_reply(reply, "interrupted", spoken=text)
+
+    def now(self) -> float | None:
+        clock = self.parts.clock
+        return clock() if clock is not None else None
+
+    def heard(self, reply: Reply) -> int | None:
+        """The sample the client has played up to: its last `played` report, advanced in
+        real time since it came (when there is a clock); None without a report."""
+        if reply.played is None:
+            return None
+        played_ms = float(reply.played)
+        now = self.now()
+        if now is not None and reply.played_at is not None:
+            played_ms += max(0.0, now - reply.played_at) * 1000
+        return int(played_ms * self.parts.output_rate // 1000)
+
+    def interrupt_playback(self, reply: Reply) -> None:
+        """Barge-in after the reply was wholly sent, while the client (by its `played`
+        reports) still plays it: the same `ReplyInterrupted`, and the history's last
+        assistant message cut to what was heard."""
+        self.finished = None
+        rate = self.parts.output_rate
+        end = self.stats.audio_out_samples
+        heard = self.heard(reply)
+        if heard is None or heard >= end:
+            return
+        cutoff = max(reply.start, heard)
+        text = spoken_text(reply.sentences, cutoff, rate)
+        self.stats.audio_out_samples = cutoff
+        if self.history and self.history[-1]["role"] == "assistant":
+            if text:
+                self.history[-1] = {"role": "assistant", "content": text}
+            else:
+                del self.history[-1]
+        self.emit(
+            ReplyInterrupted(
+                reply.turn_id, ms(cutoff, rate), ms(end, rate), text, "barge_in", cutoff, end
+            )
+        )
 
     def end_reply(
         self,
@@ -457,6 +500,7 @@ class _Conversation:
         if self.reply is not reply:
             return
         self.reply = None
+        self.finished = reply if reason == "complete" else None
         text = spoken if spoken is not None else " ".join(reply.text)
         if reason != "error" and text:
             self.remember("assistant", text)

@@ -236,7 +236,9 @@ class ConversationParts:
     `transcribe`: one committed segment in, its transcripts out
     (`ListenRouter.transcribe`); `chat`: a request in, its events out
     (`ChatRouter.stream`); `speak`: a voice in, `speak_text` out; `provider_id`:
-    a speak model id in, its provider id out; `output_rate`: reply audio's rate.
+    a speak model id in, its provider id out; `output_rate`: reply audio's rate;
+    `clock` (seconds): a `Played` report is taken to advance in real time after it
+    arrives (None: a report stands as sent).
     """
 
     hear: Callable[[Observable[bytes]], Observable[Heard]]
@@ -245,6 +247,7 @@ class ConversationParts:
     speak: Speaker
     provider_id: Callable[[str], str]
     output_rate: int
+    clock: Callable[[], float] | None = None
 
 
 @dataclass

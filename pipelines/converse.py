@@ -135,6 +135,7 @@ def conversation_parts(
         speak=speaker,
         provider_id=speak.provider_id,
         output_rate=output_rate,
+        clock=clock,
     )
 
 

@@ -38,6 +38,7 @@ class Reply:
     user_text: str
     start: int  # sample of the conversation's reply audio where this reply starts
     played: int | None = None
+    played_at: float | None = None
     sentences: list[SpokenSentence] = field(default_factory=list)
     text: list[str] = field(default_factory=list)
 

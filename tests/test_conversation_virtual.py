@@ -157,6 +157,7 @@ class Rig:
             speak=lambda voice: speak_text(speak, voice, OUT_RATE, "c1"),
             provider_id=speak.provider_id,
             output_rate=OUT_RATE,
+            clock=lambda: self.scheduler.clock * 0.02,  # a tick is one 20 ms frame
         )
 
     def run(self, inputs: list[tuple[float, Any]], **settings: Any) -> list[tuple[float, Any]]:
@@ -219,12 +220,37 @@ def test_played_position_decides_what_the_history_keeps() -> None:
     # the reply starts at 206; the first sentence is complete at 207, its audio
     # (4 x 20 ms) comes at 208-211, the second's first 20 ms at 212. The client
     # reports 40 ms played, then cancels.
-    inputs = [*audio("ss..."), (T0 + 12.5, Played(40)), (T0 + 12.6, CancelResponse())]
+    inputs = [*audio("ss..."), (T0 + 12.5, Played(40)), (T0 + 12.5, CancelResponse())]
     events = rig.run(inputs)
     at, interrupted = first(events, ReplyInterrupted)
-    assert at == T0 + 12.6 and interrupted.reason == "cancelled"
+    assert at == T0 + 12.5 and interrupted.reason == "cancelled"
     assert interrupted.kept_ms == 40 and interrupted.sent_ms == 100
     assert interrupted.text == "One two"  # half of the sentence's 80 ms
+
+
+def test_barge_in_while_a_wholly_sent_reply_still_plays_cuts_it() -> None:
+    rig = Rig(["hello", "stop"], ["One two three four."])
+    # the reply's audio (80 ms) is wholly sent at 208-211 and its turn ends at 211;
+    # the client reports 20 ms played at 213, the user speaks again (started at 214):
+    # by then it has played 40 ms
+    events = rig.run([*audio("ss" + "." * 10 + "ss" + "...."), (T0 + 13, Played(20))])
+    ended = [(t, e.reason) for t, e in events if isinstance(e, TurnEnded)]
+    assert ended[0] == (T0 + 11, "complete")
+    at, interrupted = first(events, ReplyInterrupted)
+    assert at == T0 + 14 and interrupted.turn_id == 1 and interrupted.reason == "barge_in"
+    assert (interrupted.kept_ms, interrupted.sent_ms) == (40, 80)
+    assert interrupted.text == "One two"
+    history = [(m.role, m.content) for m in rig.requests[1].message_history]
+    assert history[-1] == ("assistant", "One two")
+
+
+def test_a_stale_played_report_advances_in_real_time() -> None:
+    rig = Rig(["hello", "stop"], ["One two three four."])
+    # 20 ms played at 209; by 214 the client has played the whole 80 ms
+    events = rig.run([*audio("ss" + "." * 10 + "ss" + "...."), (T0 + 9, Played(20))])
+    assert not [e for _, e in events if isinstance(e, ReplyInterrupted)]
+    history = [(m.role, m.content) for m in rig.requests[1].message_history]
+    assert history[-1] == ("assistant", "One two three four.")
 
 
 def test_turns_wait_for_quiet_and_join_finals() -> None:

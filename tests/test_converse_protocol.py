@@ -136,8 +136,11 @@ async def test_barge_in_over_the_socket_interrupts_the_reply(
         interrupted = talk.of_type("reply_interrupted")[0]
         # the client drops the reply audio after `kept_bytes`
         assert interrupted["reason"] == "barge_in"
-        assert interrupted["kept_ms"] == 100 and interrupted["kept_bytes"] == 4800
-        assert interrupted["text"] == "Once upon"  # 100 of the sentence's 170 ms
+        # 100 ms played when reported, advanced in real time until the barge-in
+        assert 100 <= interrupted["kept_ms"] <= interrupted["sent_ms"]
+        assert interrupted["kept_ms"] * 48 <= interrupted["kept_bytes"] < interrupted["sent_bytes"]
+        assert interrupted["text"].startswith("Once upon")  # ~100 of the sentence's 170 ms
+        assert "Once upon a time.".startswith(interrupted["text"])
         at = talk.audio_at_frame[talk.frames.index(interrupted)]
         assert interrupted["sent_bytes"] == at
         await read_conversation(ws, talk, "c1", until=lambda c: len(c.of_type("turn_ended")) == 2)

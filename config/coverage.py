@@ -16,6 +16,7 @@ ENDPOINT_SECTIONS: dict[str, str] = {
     "speak": "routers.speech[].speak",
     "listen": "routers.speech[].listen",
     "embed": "routers.embedding",
+    "converse": "routers.agent",
 }
 """Each routed endpoint -> the config section whose routers serve it."""
 
@@ -36,4 +37,6 @@ def endpoints_without_routers(config: SluiceConfig) -> list[str]:
         missing.append("listen")
     if not config.embedding_routers:
         missing.append("embed")
+    if not config.agent_routers:
+        missing.append("converse")
     return missing

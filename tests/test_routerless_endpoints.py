@@ -20,9 +20,9 @@ SPEAK_ONLY = {"routers": {"speech": [{"id": "v", "speak": {"models": [{"id": "e"
 @pytest.mark.parametrize(
     ("config", "missing"),
     [
-        (CHAT_ONLY, ["speak", "listen", "embed"]),
-        (SPEAK_ONLY, ["chat", "chatStream", "listen", "embed"]),
-        ({}, ["chat", "chatStream", "speak", "listen", "embed"]),
+        (CHAT_ONLY, ["speak", "listen", "embed", "converse"]),
+        (SPEAK_ONLY, ["chat", "chatStream", "listen", "embed", "converse"]),
+        ({}, ["chat", "chatStream", "speak", "listen", "embed", "converse"]),
     ],
 )
 def test_endpoints_without_routers(config: dict[str, Any], missing: list[str]) -> None:
@@ -42,8 +42,9 @@ async def test_start_up_warns_about_endpoints_without_routers(
         assert response.status == 200
     warnings = [r for r in caplog.records if r.getMessage().startswith("no router serves")]
     assert len(warnings) == 1
-    assert warnings[0].__dict__["endpoints"] == ["speak", "listen", "embed"]
+    assert warnings[0].__dict__["endpoints"] == ["speak", "listen", "embed", "converse"]
     assert warnings[0].__dict__["sections"] == [
+        "routers.agent",
         "routers.embedding",
         "routers.speech[].listen",
         "routers.speech[].speak",

@@ -3,7 +3,7 @@
 Flow: `ChatParams` in; system messages become the top-level `system` field and
 the rest alternate user/assistant in `messages`; `ChatDelta`s out of the SSE
 stream (`message_start` ... `content_block_delta` ... `message_delta`,
-`message_stop`), or one `ChatResult` from the non-streaming call.
+`message_stop`).
 
 Tools and images: `ChatParams.tools` become `tools` (name, description,
 input_schema) and `tool_choice` (auto / any / tool / none); an assistant's calls
@@ -32,7 +32,6 @@ from providers.sse import SSEDecoder, read_sse_event
 from providers.tool_wire import (
     OPENAI_ONLY_PARAMS,
     arguments_object,
-    arguments_text,
     bad_request,
     media_type_of,
     tools_finish,
@@ -40,7 +39,6 @@ from providers.tool_wire import (
 from providers.types import (
     ChatDelta,
     ChatParams,
-    ChatResult,
     ErrorCategory,
     FinishReason,
     ImagePart,
@@ -48,7 +46,6 @@ from providers.types import (
     ProviderError,
     TextPart,
     TokenUsage,
-    ToolCall,
     ToolCallDelta,
     ToolChoice,
     ToolSpec,
@@ -268,7 +265,7 @@ class AnthropicProvider:
     """A chat provider for one Claude model over the Anthropic Messages API.
 
     In: the model's `AnthropicConfig`, its `ClientConfig` and the app's shared
-    `aiohttp.ClientSession`. Out: `stream` and `complete` per the
+    `aiohttp.ClientSession`. Out: `stream` per the
     `ChatProvider` protocol; requests carry `x-api-key` and `anthropic-version`.
 
     Continues a partial answer natively (`continues`): it becomes the trailing
@@ -301,7 +298,7 @@ class AnthropicProvider:
         self._label = f"{provider_id}/{config.model}"
         self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=client.connect_timeout)
 
-    def request_body(self, params: ChatParams, *, stream: bool) -> dict[str, Any]:
+    def request_body(self, params: ChatParams) -> dict[str, Any]:
         """The JSON body for `params`.
 
         Default params overridden by the request's (an OpenAI-style `stop` becomes
@@ -347,8 +344,7 @@ class AnthropicProvider:
         if system is not None:
             body["system"] = system
         body["messages"] = turns
-        if stream:
-            body["stream"] = True
+        body["stream"] = True
         return body
 
     async def stream(self, params: ChatParams) -> AsyncGenerator[ChatDelta, None]:
@@ -382,7 +378,7 @@ class AnthropicProvider:
         try:
             async with self._session.post(
                 self._url,
-                json=self.request_body(params, stream=True),
+                json=self.request_body(params),
                 headers=headers,
                 timeout=self._timeout,
                 allow_redirects=False,
@@ -503,75 +499,6 @@ class AnthropicProvider:
         category = ERROR_TYPES.get(kind, ErrorCategory.TRANSIENT)
         detail = f"{kind}: {message}" if kind and kind not in message else message
         return ProviderError(category, f"{self._label}: {redact(detail, self._secrets)}")
-
-    async def complete(self, params: ChatParams) -> ChatResult:
-        """One non-streamed answer.
-
-        In: `params`. Out: a `ChatResult` (the text blocks joined, the `tool_use`
-        blocks as `tool_calls`, the mapped stop reason, usage, and `response_id`
-        metadata). Raises `ProviderError`;
-        an answer without text is EMPTY_OUTPUT unless it was a refusal.
-        """
-        try:
-            async with self._session.post(
-                self._url,
-                json=self.request_body(params, stream=False),
-                headers=self._headers,
-                timeout=self._timeout,
-                allow_redirects=False,
-            ) as resp:
-                if resp.status >= 300:
-                    raise await error_from_response(resp, self._label, secrets=self._secrets)
-                raw = await resp.read()
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise error_from_exception(exc, self._label) from exc
-
-        try:
-            obj = json.loads(raw)
-        except ValueError as exc:
-            raise ProviderError(
-                ErrorCategory.PROTOCOL, f"{self._label}: response body is not JSON"
-            ) from exc
-        if not isinstance(obj, dict):
-            raise ProviderError(
-                ErrorCategory.PROTOCOL, f"{self._label}: response body is not a JSON object"
-            )
-        if obj.get("type") == "error":
-            raise self._event_error(obj.get("error"))
-        blocks = obj.get("content")
-        if not isinstance(blocks, list):
-            raise ProviderError(
-                ErrorCategory.PROTOCOL, f"{self._label}: response has no content list"
-            )
-        text = "".join(_text_of(block, "text") for block in blocks)
-        calls = tuple(
-            ToolCall(
-                str(block.get("id") or ""), str(block["name"]), arguments_text(block.get("input"))
-            )
-            for block in blocks
-            if isinstance(block, dict)
-            and block.get("type") == "tool_use"
-            and isinstance(block.get("name"), str)
-        )
-        raw_reason = obj.get("stop_reason")
-        reason = _stop_reason(raw_reason) if isinstance(raw_reason, str) else "other"
-        reason = tools_finish(reason, raw_reason == "tool_use", bool(calls))
-        if not text and not calls and reason != "content_filtered":
-            raise ProviderError(
-                ErrorCategory.EMPTY_OUTPUT, f"{self._label}: the answer has no content"
-            )
-        counts: dict[str, int] = {}
-        _merge_usage(counts, obj.get("usage"))
-        ident = obj.get("id")
-        role = obj.get("role")
-        return ChatResult(
-            content=text,
-            finish_reason=reason,
-            usage=_token_usage(counts),
-            role=role if isinstance(role, str) and role else "assistant",
-            metadata={"response_id": ident} if isinstance(ident, str) and ident else {},
-            tool_calls=calls,
-        )
 
     async def aclose(self) -> None:
         """Nothing to release: the HTTP session is shared and owned by the app."""

@@ -1,7 +1,7 @@
 """The Azure OpenAI adapter: OpenAI's wire format at Azure's deployment URL.
 
-Flow: as `providers.openai` — `ChatParams` in, `ChatDelta`s or a `ChatResult`
-out — sent to `{base_url}/openai/deployments/{model}{chat_endpoint}?api-version=...`
+Flow: as `providers.openai` — `ChatParams` in, `ChatDelta`s out —
+ sent to `{base_url}/openai/deployments/{model}{chat_endpoint}?api-version=...`
 with an `api-key` header.
 """
 

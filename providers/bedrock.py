@@ -2,9 +2,9 @@
 
 Flow: `ChatParams` in; a JSON body signed by botocore's `SigV4Auth` (service
 "bedrock") and POSTed with the app's shared aiohttp session to
-`{endpoint}{chat_endpoint}/{modelId}/converse-stream` (or `/converse`; `chat_endpoint`
-is `/model`); `ChatDelta`s out of the binary AWS event stream, decoded by botocore's
-`EventStreamBuffer` as bytes arrive, or one `ChatResult` from Converse. Every failure leaves as a
+`{endpoint}{chat_endpoint}/{modelId}/converse-stream` (`chat_endpoint` is `/model`);
+`ChatDelta`s out of the binary AWS event stream, decoded by botocore's
+`EventStreamBuffer` as bytes arrive. Every failure leaves as a
 `ProviderError`; the secret key and session token never appear in one.
 
     vendor:  -messageStart-delta"Hi"-delta"!"-contentBlockStop-messageStop-metadata-EOF|
@@ -45,7 +45,6 @@ from providers.http_errors import error_from_exception, error_from_response, red
 from providers.tool_wire import (
     OPENAI_ONLY_PARAMS,
     arguments_object,
-    arguments_text,
     bad_request,
     inline_image,
     tools_finish,
@@ -53,7 +52,6 @@ from providers.tool_wire import (
 from providers.types import (
     ChatDelta,
     ChatParams,
-    ChatResult,
     ErrorCategory,
     FinishReason,
     ImagePart,
@@ -61,7 +59,6 @@ from providers.types import (
     ProviderError,
     TextPart,
     TokenUsage,
-    ToolCall,
     ToolCallDelta,
     ToolChoice,
     ToolSpec,
@@ -169,9 +166,9 @@ class BedrockProvider:
 
     In: the `BedrockConfig` block (region, model ID, credentials, optional
     `base_url` for a VPC endpoint or a fake), the model's `ClientConfig` and the
-    app's shared `aiohttp.ClientSession`. Out: `stream` and `complete` per the
-    `ChatProvider` protocol. `stream_url` and `converse_url` are the two
-    operations' URLs, the model ID percent-encoded as one path segment.
+    app's shared `aiohttp.ClientSession`. Out: `stream` per the
+    `ChatProvider` protocol. `stream_url` is ConverseStream's URL, the model ID
+    percent-encoded as one path segment.
     """
 
     continues = False
@@ -192,7 +189,6 @@ class BedrockProvider:
         endpoint = config.base_url or f"https://bedrock-runtime.{config.region}.amazonaws.com"
         model_path = f"{endpoint.rstrip('/')}{config.chat_endpoint}/{quote(config.model, safe='')}"
         self.stream_url = f"{model_path}/converse-stream"
-        self.converse_url = f"{model_path}/converse"
         secret = config.secret_access_key.get_secret_value()
         token = config.session_token.get_secret_value() if config.session_token else None
         self._signer = SigV4Auth(
@@ -518,67 +514,7 @@ class BedrockProvider:
     def _raise(self, category: ErrorCategory, detail: str) -> NoReturn:
         raise ProviderError(category, f"{self._label}: {redact(detail, self._secrets)}")
 
-    # --- non-streaming ------------------------------------------------------------------
-
-    async def complete(self, params: ChatParams) -> ChatResult:
-        """One answer through Converse.
-
-        In: `params`. Out: a `ChatResult` (text blocks joined, `toolUse` blocks as
-        `tool_calls`, stop reason, usage, `request_id` metadata). Raises
-        `ProviderError` as `stream` does; an answer without text or calls is
-        EMPTY_OUTPUT unless it was filtered.
-        """
-        try:
-            async with await self._post(self.converse_url, params, "application/json") as resp:
-                if resp.status >= 300:
-                    raise await self._http_error(resp)
-                request_id = resp.headers.get("x-amzn-RequestId", "")
-                raw = await resp.read()
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise error_from_exception(exc, self._label) from exc
-
-        try:
-            obj = json.loads(raw)
-        except ValueError as exc:
-            raise ProviderError(
-                ErrorCategory.PROTOCOL, f"{self._label}: response body is not JSON"
-            ) from exc
-        if not isinstance(obj, dict):
-            raise ProviderError(
-                ErrorCategory.PROTOCOL, f"{self._label}: response body is not a JSON object"
-            )
-        output = obj.get("output")
-        message = output.get("message") if isinstance(output, dict) else None
-        blocks = message.get("content") if isinstance(message, dict) else None
-        text = "".join(
-            block["text"]
-            for block in (blocks if isinstance(blocks, list) else [])
-            if isinstance(block, dict) and isinstance(block.get("text"), str)
-        )
-        calls = tuple(
-            ToolCall(str(use.get("toolUseId") or ""), use["name"], arguments_text(use.get("input")))
-            for block in (blocks if isinstance(blocks, list) else [])
-            if isinstance(block, dict)
-            and isinstance(use := block.get("toolUse"), dict)
-            and isinstance(use.get("name"), str)
-        )
-        raw_stop = obj.get("stopReason")
-        reason = tools_finish(_stop_reason(raw_stop), raw_stop == "tool_use", bool(calls))
-        if not text and not calls and reason != "content_filtered":
-            raise ProviderError(
-                ErrorCategory.EMPTY_OUTPUT, f"{self._label}: the answer has no content"
-            )
-        role = message.get("role") if isinstance(message, dict) else None
-        return ChatResult(
-            content=text,
-            finish_reason=reason,
-            usage=_usage(obj.get("usage")) or TokenUsage(),
-            role=role if isinstance(role, str) and role else "assistant",
-            metadata={"request_id": request_id} if request_id else {},
-            tool_calls=calls,
-        )
-
-    # --- errors ----------------------------------------------------------------------------
+    # --- errors -----------------------------------------------------------------------
 
     async def _http_error(self, resp: aiohttp.ClientResponse) -> ProviderError:
         """Classify an error response by `x-amzn-ErrorType` first, then by status."""

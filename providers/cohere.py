@@ -2,9 +2,9 @@
 
 Flow: `ChatParams` in; a POST to `{base_url}{chat_endpoint}` in the v2 or v1 shape
 (`CohereConfig.api`) with `Authorization: Bearer <key>`; `ChatDelta`s out of the
-stream, or one `ChatResult` from the non-streaming call. Every failure leaves as a
-`ProviderError`. Deadlines beyond connecting belong to the Rx operators around the
-provider; they stop iterating, which closes the upstream response at once.
+stream. Every failure leaves as a `ProviderError`. Deadlines beyond connecting
+belong to the Rx operators around the provider; they stop iterating, which closes
+the upstream response at once.
 
 v2 streams server-sent events named by `type`; `message-end` is the terminator and
 carries the finish reason and usage:
@@ -52,14 +52,12 @@ from providers.tool_wire import OPENAI_ONLY_PARAMS, bad_request, tools_finish
 from providers.types import (
     ChatDelta,
     ChatParams,
-    ChatResult,
     ErrorCategory,
     FinishReason,
     Message,
     ProviderError,
     TextPart,
     TokenUsage,
-    ToolCall,
     ToolCallDelta,
     ToolChoice,
     ToolSpec,
@@ -146,7 +144,7 @@ class CohereProvider:
 
     In: the `CohereConfig` block (its `api` picks the wire format), the model's
     `ClientConfig` and the app's shared `aiohttp.ClientSession`. Out: `stream`
-    and `complete` per the `ChatProvider` protocol.
+    per the `ChatProvider` protocol.
     """
 
     continues = False
@@ -178,7 +176,7 @@ class CohereProvider:
 
     # --- requests -----------------------------------------------------------------
 
-    def request_body(self, params: ChatParams, *, stream: bool) -> dict[str, Any]:
+    def request_body(self, params: ChatParams) -> dict[str, Any]:
         """The JSON body for `params` in the configured API's shape.
 
         Default params are overridden by the request's (`top_p`, `top_k` and `stop`
@@ -197,7 +195,7 @@ class CohereProvider:
                     self._label,
                     "the Cohere v1 chat API mode carries no tool calls or images (use api: v2)",
                 )
-            return self._v1_body(merged, params.messages, stream)
+            return self._v1_body(merged, params.messages)
         body = {k: v for k, v in merged.items() if k not in _PROTECTED_V2}
         body["model"] = self.model_name
         body["messages"] = [_v2_message(m) for m in params.messages]
@@ -206,12 +204,10 @@ class CohereProvider:
             body["tools"] = tools
             if choice is not None:
                 body["tool_choice"] = choice
-        body["stream"] = stream
+        body["stream"] = True
         return body
 
-    def _v1_body(
-        self, merged: dict[str, Any], messages: tuple[Message, ...], stream: bool
-    ) -> dict[str, Any]:
+    def _v1_body(self, merged: dict[str, Any], messages: tuple[Message, ...]) -> dict[str, Any]:
         system = [m.content for m in messages if m.role == "system"]
         turns = [m for m in messages if m.role != "system"]
         if not turns or turns[-1].role != "user":
@@ -234,7 +230,7 @@ class CohereProvider:
         body["chat_history"] = history
         if system:
             body["preamble"] = "\n\n".join(system)
-        body["stream"] = stream
+        body["stream"] = True
         return body
 
     # --- streaming ------------------------------------------------------------------
@@ -251,7 +247,7 @@ class CohereProvider:
         text (a content-filtered one excepted). Closing the generator or cancelling
         its consumer closes the HTTP response at once.
         """
-        body = self.request_body(params, stream=True)
+        body = self.request_body(params)
         headers = dict(self._headers)
         if self.api == "v2":
             headers["Accept"] = "text/event-stream"
@@ -356,73 +352,7 @@ class CohereProvider:
                 yield "end", obj
                 return
 
-    # --- non-streaming ----------------------------------------------------------------
-
-    async def complete(self, params: ChatParams) -> ChatResult:
-        """One non-streamed answer.
-
-        In: `params`. Out: a `ChatResult` (text — v2's `tool_plan` first —, tool
-        calls, finish reason, usage and the vendor's `response_id` as metadata).
-        Raises `ProviderError` as `stream` does; an answer without text or calls is
-        EMPTY_OUTPUT unless it was filtered.
-        """
-        body = self.request_body(params, stream=False)
-        try:
-            async with self._session.post(
-                self._url,
-                json=body,
-                headers=self._headers,
-                timeout=self._timeout,
-                allow_redirects=False,
-            ) as resp:
-                if resp.status >= 300:
-                    raise await self._error(resp)
-                raw = await resp.read()
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise error_from_exception(exc, self._label) from exc
-
-        try:
-            text_body = raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise ProviderError(
-                ErrorCategory.PROTOCOL, f"{self._label}: response body is not UTF-8"
-            ) from exc
-        obj = self._parse_json(text_body, "response body")
-        if self.api == "v2":
-            message = obj.get("message")
-            parts = message.get("content") if isinstance(message, dict) else None
-            plan = message.get("tool_plan") if isinstance(message, dict) else None
-            text = (plan if isinstance(plan, str) else "") + "".join(
-                part["text"]
-                for part in (parts if isinstance(parts, list) else [])
-                if isinstance(part, dict) and isinstance(part.get("text"), str)
-            )
-            calls = _v2_calls(message.get("tool_calls") if isinstance(message, dict) else None)
-            finish = obj.get("finish_reason")
-            reason = self._finish_reason(finish, obj.get("error"))
-            reason = tools_finish(reason, str(finish).upper() == "TOOL_CALL", bool(calls))
-            usage = _v2_usage(obj.get("usage"))
-            response_id = obj.get("id")
-        else:
-            raw_text = obj.get("text")
-            text = raw_text if isinstance(raw_text, str) else ""
-            calls = ()
-            reason = self._finish_reason(obj.get("finish_reason"), None)
-            usage = _v1_usage(obj.get("meta"))
-            response_id = obj.get("response_id") or obj.get("generation_id")
-        if not text and not calls and reason != "content_filtered":
-            raise ProviderError(
-                ErrorCategory.EMPTY_OUTPUT, f"{self._label}: the answer has no content"
-            )
-        return ChatResult(
-            content=text,
-            finish_reason=reason,
-            usage=usage or TokenUsage(),
-            metadata={"response_id": response_id} if isinstance(response_id, str) else {},
-            tool_calls=calls,
-        )
-
-    # --- helpers -------------------------------------------------------------------------
+    # --- shared by both wire formats ---------------------------------------------------
 
     def _finish_reason(self, raw: Any, error: Any) -> FinishReason:
         """Our finish reason for Cohere's; raises for ERROR / TIMEOUT (with the vendor's
@@ -552,20 +482,3 @@ def _v2_call_fragment(
     if index_of is None or not arguments:
         return None
     return ToolCallDelta(index_of, arguments=arguments)
-
-
-def _v2_calls(raw: Any) -> tuple[ToolCall, ...]:
-    """A non-streamed message's `tool_calls` as whole calls."""
-    out: list[ToolCall] = []
-    for call in raw if isinstance(raw, list) else []:
-        function = call.get("function") if isinstance(call, dict) else None
-        if isinstance(function, dict) and isinstance(function.get("name"), str):
-            arguments = function.get("arguments")
-            out.append(
-                ToolCall(
-                    str(call.get("id") or f"call_{len(out)}"),
-                    function["name"],
-                    arguments if isinstance(arguments, str) and arguments else "{}",
-                )
-            )
-    return tuple(out)

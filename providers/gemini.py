@@ -1,11 +1,11 @@
-"""The Google Gemini API adapter (`generateContent` / `streamGenerateContent?alt=sse`).
+"""The Google Gemini API adapter (`streamGenerateContent?alt=sse`).
 
 Flow: `ChatParams` in; system messages become `systemInstruction`, the rest
 `contents` with roles user/model, params become `generationConfig`; the API key
 travels in the `x-goog-api-key` header, never in the URL. `ChatDelta`s come out
 of the SSE stream (each event a whole `GenerateContentResponse`; there is no
 `[DONE]`: a stream is complete when a `finishReason` arrived and the body
-ended), or one `ChatResult` from the non-streaming call. Vendor failures leave
+ended). Vendor failures leave
 as `ProviderError`, classified by Google's RPC `status` (and `ErrorInfo`
 reason), with `retry_after` from `Retry-After` or the error's `RetryInfo`.
 
@@ -52,7 +52,6 @@ from providers.tool_wire import (
 from providers.types import (
     ChatDelta,
     ChatParams,
-    ChatResult,
     ErrorCategory,
     FinishReason,
     ImagePart,
@@ -60,7 +59,6 @@ from providers.types import (
     ProviderError,
     TextPart,
     TokenUsage,
-    ToolCall,
     ToolCallDelta,
     ToolChoice,
     ToolSpec,
@@ -499,7 +497,7 @@ class GeminiProvider:
     """A chat provider for one Gemini model over the Gemini API (AI Studio).
 
     In: the model's `GeminiConfig`, its `ClientConfig` and the app's shared
-    `aiohttp.ClientSession`. Out: `stream` and `complete` per the
+    `aiohttp.ClientSession`. Out: `stream` per the
     `ChatProvider` protocol.
     """
 
@@ -522,7 +520,6 @@ class GeminiProvider:
         self.provider_id = provider_id
         self.model_name = config.model
         self._stream_url = f"{base}:streamGenerateContent"
-        self._complete_url = f"{base}:generateContent"
         self._headers = {"x-goog-api-key": key}
         self._default_params = dict(config.default_params)
         self._session = session
@@ -720,76 +717,6 @@ class GeminiProvider:
         text = " ".join(body.decode(resp.charset or "utf-8", errors="replace").split())
         return self._body_error(
             text or resp.reason or "no error body", status=resp.status, retry_after=retry_after
-        )
-
-    async def complete(self, params: ChatParams) -> ChatResult:
-        """One non-streamed answer.
-
-        In: `params`. Out: a `ChatResult` (text parts joined, finish reason,
-        usage, `response_id` / `model_version` metadata). Raises `ProviderError`;
-        a blocked prompt is BAD_REQUEST, an answer without text EMPTY_OUTPUT
-        (unless a safety stop, which is `content_filtered`).
-        """
-        try:
-            async with self._session.post(
-                self._complete_url,
-                json=self.request_body(params),
-                headers=self._headers,
-                timeout=self._timeout,
-                allow_redirects=False,
-            ) as resp:
-                if resp.status >= 300:
-                    raise await self._error_from_response(resp)
-                raw = await resp.read()
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise error_from_exception(exc, self._label) from exc
-
-        try:
-            obj = json.loads(raw)
-        except ValueError as exc:
-            raise ProviderError(
-                ErrorCategory.PROTOCOL, f"{self._label}: response body is not JSON"
-            ) from exc
-        if not isinstance(obj, dict):
-            raise ProviderError(
-                ErrorCategory.PROTOCOL, f"{self._label}: response body is not a JSON object"
-            )
-        if obj.get("error"):
-            raise self._body_error(obj["error"], status=None, retry_after=None)
-        candidate = _first_candidate(obj.get("candidates"))
-        if candidate is None:
-            blocked = _blocked_reason(obj)
-            if blocked is not None:
-                raise self._blocked(blocked)
-            raise ProviderError(
-                ErrorCategory.EMPTY_OUTPUT, f"{self._label}: no candidates returned"
-            )
-        texts: list[str] = []
-        calls: list[ToolCall] = []
-        response_id = _metadata(obj).get("response_id", "")
-        for item in _answer_parts(candidate):
-            if isinstance(item, str):
-                texts.append(item)
-            else:
-                name, args, signature = item
-                ident = call_id(response_id, len(calls), signature)
-                calls.append(ToolCall(ident, name, arguments_text(args)))
-        text = "".join(texts)
-        raw_reason = _candidate_finish(candidate)
-        if raw_reason is not None:
-            self._check_finish(raw_reason)
-        reason = _finish_reason(raw_reason) if raw_reason is not None else "other"
-        reason = tools_finish(reason, False, bool(calls))
-        if not text and not calls and reason != "content_filtered":
-            raise ProviderError(
-                ErrorCategory.EMPTY_OUTPUT, f"{self._label}: the answer has no content"
-            )
-        return ChatResult(
-            content=text,
-            finish_reason=reason,
-            usage=_usage(obj.get("usageMetadata")) or TokenUsage(),
-            metadata=_metadata(obj),
-            tool_calls=tuple(calls),
         )
 
     async def aclose(self) -> None:

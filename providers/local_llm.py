@@ -29,7 +29,6 @@ from config.models import LocalLLMConfig
 from providers.types import (
     ChatDelta,
     ChatParams,
-    ChatResult,
     ErrorCategory,
     FinishReason,
     ProviderError,
@@ -137,7 +136,7 @@ class LocalLLMProvider:
     """A `ChatProvider` that runs a GGUF chat model in-process with llama.cpp.
 
     `LocalLLMConfig` flows in (model path, context size, threads, default params);
-    `stream` yields `ChatDelta`s and `complete` returns a `ChatResult`. The model is
+    `stream` yields `ChatDelta`s. The model is
     loaded lazily on the first request, on the provider's single worker thread.
     Usage: prompt tokens are counted exactly (the GGUF's chat template renders the
     prompt for both llama and the count); response tokens are the answer's text
@@ -197,30 +196,6 @@ class LocalLLMProvider:
         finally:
             cancel.set()
             self._active.discard(cancel)
-
-    async def complete(self, params: ChatParams) -> ChatResult:
-        """Return the whole answer; ChatParams in, `ChatResult` out.
-
-        Runs the same cancellable generation as `stream`. An answer with no text raises
-        `ProviderError(EMPTY_OUTPUT)`.
-        """
-        parts: list[str] = []
-        finish: FinishReason = "other"
-        usage = TokenUsage()
-        stream = self.stream(params)
-        try:
-            async for delta in stream:
-                parts.append(delta.content)
-                if delta.finish_reason is not None:
-                    finish = delta.finish_reason
-                if delta.usage is not None:
-                    usage = delta.usage
-        finally:
-            await stream.aclose()
-        content = "".join(parts)
-        if not content.strip():
-            raise ProviderError(ErrorCategory.EMPTY_OUTPUT, "the local model returned no text")
-        return ChatResult(content=content, finish_reason=finish, usage=usage)
 
     async def aclose(self) -> None:
         """Stop any generation, free the model and end the worker thread. Idempotent."""

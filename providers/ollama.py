@@ -2,8 +2,8 @@
 
 Flow: `ChatParams` in; a POST of `{model, messages, stream, options}`; `ChatDelta`s
 out of the newline-delimited JSON body (`{"message": {...}, "done": false}` per
-piece, then one `{"done": true, "done_reason", "prompt_eval_count", "eval_count"}`),
-or one `ChatResult` from `stream: false`. Every failure leaves as a
+piece, then one `{"done": true, "done_reason", "prompt_eval_count", "eval_count"}`).
+Every failure leaves as a
 `ProviderError`. Deadlines beyond connecting belong to the Rx operators around
 the provider; they stop iterating, which closes the upstream response at once.
 
@@ -45,13 +45,11 @@ from providers.tool_wire import (
 from providers.types import (
     ChatDelta,
     ChatParams,
-    ChatResult,
     ErrorCategory,
     FinishReason,
     Message,
     ProviderError,
     TokenUsage,
-    ToolCall,
     ToolCallDelta,
     ToolChoice,
     ToolSpec,
@@ -107,7 +105,7 @@ class OllamaProvider:
     """A model served by Ollama (local or remote), over its native chat API.
 
     In: the `OllamaConfig` block, the model's `ClientConfig` and the app's shared
-    `aiohttp.ClientSession`. Out: `stream` and `complete` per the `ChatProvider`
+    `aiohttp.ClientSession`. Out: `stream` per the `ChatProvider`
     protocol. Ollama needs no key, so no auth header is sent.
     """
 
@@ -132,7 +130,7 @@ class OllamaProvider:
         self._label = f"{provider_id}/{config.model}"
         self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=client.connect_timeout)
 
-    def request_body(self, params: ChatParams, *, stream: bool) -> dict[str, Any]:
+    def request_body(self, params: ChatParams) -> dict[str, Any]:
         """The JSON body for `params`.
 
         Default params are overridden by the request's. `max_tokens` becomes
@@ -168,7 +166,7 @@ class OllamaProvider:
         body["model"] = self.model_name
         names = tool_names(params.messages)
         body["messages"] = [self._message(m, names) for m in params.messages]
-        body["stream"] = stream
+        body["stream"] = True
         if options:
             body["options"] = options
         return body
@@ -207,7 +205,7 @@ class OllamaProvider:
         try:
             async with self._session.post(
                 self._url,
-                json=self.request_body(params, stream=True),
+                json=self.request_body(params),
                 headers={"Accept": "application/x-ndjson"},
                 timeout=self._timeout,
                 allow_redirects=False,
@@ -250,58 +248,6 @@ class OllamaProvider:
             )
         reason = tools_finish(_finish_reason(final.get("done_reason")), False, calls > 0)
         yield ChatDelta("", finish_reason=reason, usage=_usage(final))
-
-    async def complete(self, params: ChatParams) -> ChatResult:
-        """One non-streamed answer (`stream: false`).
-
-        In: `params`. Out: a `ChatResult` with the text, tool calls, finish reason
-        and usage. Raises `ProviderError` as `stream` does; an answer without text
-        or calls is EMPTY_OUTPUT.
-        """
-        try:
-            async with self._session.post(
-                self._url,
-                json=self.request_body(params, stream=False),
-                timeout=self._timeout,
-                allow_redirects=False,
-            ) as resp:
-                if resp.status >= 300:
-                    raise await self._error(resp)
-                raw = await resp.read()
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise error_from_exception(exc, self._label) from exc
-
-        try:
-            obj = json.loads(raw)
-        except ValueError as exc:
-            raise ProviderError(
-                ErrorCategory.PROTOCOL, f"{self._label}: response body is not JSON"
-            ) from exc
-        if not isinstance(obj, dict):
-            raise ProviderError(
-                ErrorCategory.PROTOCOL, f"{self._label}: response body is not a JSON object"
-            )
-        if "error" in obj:
-            raise self._stream_error(obj["error"])
-        text = _content(obj)
-        answer = _answer_key(obj)
-        calls = tuple(
-            ToolCall(ident or f"call_{answer}_{n}", name, arguments)
-            for n, (name, arguments, ident) in enumerate(_calls(obj))
-        )
-        if not text and not calls:
-            raise ProviderError(
-                ErrorCategory.EMPTY_OUTPUT, f"{self._label}: the answer has no content"
-            )
-        message = obj.get("message")
-        role = message.get("role") if isinstance(message, dict) else None
-        return ChatResult(
-            content=text,
-            finish_reason=tools_finish(_finish_reason(obj.get("done_reason")), False, bool(calls)),
-            usage=_usage(obj),
-            role=role if isinstance(role, str) and role else "assistant",
-            tool_calls=calls,
-        )
 
     async def _error(self, resp: aiohttp.ClientResponse) -> ProviderError:
         error = await error_from_response(resp, self._label)

@@ -1,8 +1,8 @@
 """The OpenAI chat-completions adapter (also the wire format Azure OpenAI speaks).
 
 Flow: `ChatParams` in; an HTTP POST to the vendor; `ChatDelta`s out of the SSE
-stream (content pieces, then one final delta with `finish_reason` and usage), or
-one `ChatResult` from the non-streaming call. Every vendor failure leaves as a
+stream (content pieces, then one final delta with `finish_reason` and usage).
+Every vendor failure leaves as a
 `ProviderError`. Deadlines beyond connecting are not enforced here: the Rx
 operators around a provider own first-chunk, idle and overall timeouts and stop
 iterating, which closes the upstream response at once.
@@ -23,13 +23,11 @@ from providers.sse import SSEDecoder, read_sse_event
 from providers.types import (
     ChatDelta,
     ChatParams,
-    ChatResult,
     Continuation,
     ErrorCategory,
     FinishReason,
     ProviderError,
     TokenUsage,
-    ToolCall,
     ToolCallDelta,
 )
 
@@ -101,26 +99,6 @@ def tool_call_deltas(raw: Any) -> tuple[ToolCallDelta, ...]:
     return tuple(out)
 
 
-def tool_calls_of(raw: Any) -> tuple[ToolCall, ...]:
-    """A non-streamed `message.tool_calls` list -> whole calls (function calls only)."""
-    if not isinstance(raw, list):
-        return ()
-    out: list[ToolCall] = []
-    for item in raw:
-        if not isinstance(item, dict) or not isinstance(item.get("function"), dict):
-            continue
-        function = item["function"]
-        arguments = function.get("arguments")
-        out.append(
-            ToolCall(
-                str(item.get("id") or ""),
-                str(function.get("name") or ""),
-                arguments if isinstance(arguments, str) else "{}",
-            )
-        )
-    return tuple(out)
-
-
 def _metadata(obj: dict[str, Any]) -> dict[str, str]:
     meta: dict[str, str] = {}
     for key, name in (("id", "response_id"), ("system_fingerprint", "system_fingerprint")):
@@ -156,8 +134,8 @@ class OpenAIWireProvider:
     """A chat provider for any endpoint speaking OpenAI's chat-completions wire format.
 
     In: the endpoint's URL, query and auth headers, the model's default params and
-    the shared `aiohttp.ClientSession` (owned by the app). Out: `stream` and
-    `complete` per the `ChatProvider` protocol. Subclasses only say where to
+    the shared `aiohttp.ClientSession` (owned by the app). Out: `stream` per the
+    `ChatProvider` protocol. Subclasses only say where to
     send and how to authenticate.
 
     Continues a partial answer (`continues`): the partial answer goes last as an
@@ -193,9 +171,9 @@ class OpenAIWireProvider:
         self._label = f"{provider_id}/{model_name}"
         self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=client.connect_timeout)
 
-    def request_body(self, params: ChatParams, *, stream: bool) -> dict[str, Any]:
+    def request_body(self, params: ChatParams) -> dict[str, Any]:
         """The JSON body for `params`: default params, overridden by the request's, plus
-        `model`, `messages` and the stream switches (which nothing overrides)."""
+        `model`, `messages` and the streaming switches (which nothing overrides)."""
         body: dict[str, Any] = {**self._default_params, **params.params}
         body["model"] = self.model_name
         body["messages"] = [message.to_json() for message in params.messages]
@@ -207,11 +185,8 @@ class OpenAIWireProvider:
                 body["tool_choice"] = params.tool_choice.to_json()
         else:
             body.pop("parallel_tool_calls", None)  # OpenAI refuses it without tools
-        body["stream"] = stream
-        if stream:
-            body["stream_options"] = {"include_usage": True}
-        else:
-            body.pop("stream_options", None)
+        body["stream"] = True
+        body["stream_options"] = {"include_usage": True}
         return body
 
     async def stream(self, params: ChatParams) -> AsyncGenerator[ChatDelta, None]:
@@ -239,7 +214,7 @@ class OpenAIWireProvider:
             async with self._session.post(
                 url,
                 params=self._query,
-                data=dumps(self.request_body(params, stream=True)),
+                data=dumps(self.request_body(params)),
                 headers=headers,
                 timeout=self._timeout,
                 allow_redirects=False,
@@ -328,65 +303,6 @@ class OpenAIWireProvider:
         code = str(error.get("code") or error.get("type") or "") if isinstance(error, dict) else ""
         category = ErrorCategory.RATE_LIMITED if "rate_limit" in code else ErrorCategory.TRANSIENT
         return ProviderError(category, f"{self._label}: {redact(message, self._secrets)}")
-
-    async def complete(self, params: ChatParams) -> ChatResult:
-        """One non-streamed answer.
-
-        In: `params`. Out: a `ChatResult` (content, finish reason, usage, and
-        `response_id` / `system_fingerprint` metadata when the vendor sent them).
-        Raises `ProviderError`; an answer without text is EMPTY_OUTPUT.
-        """
-        try:
-            async with self._session.post(
-                self.url_for(params),
-                params=self._query,
-                data=dumps(self.request_body(params, stream=False)),
-                headers={**self._headers, **JSON_BODY},
-                timeout=self._timeout,
-                allow_redirects=False,
-            ) as resp:
-                if resp.status >= 300:
-                    raise await error_from_response(resp, self._label, secrets=self._secrets)
-                raw = await resp.read()
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise error_from_exception(exc, self._label) from exc
-
-        try:
-            obj = loads(raw)
-        except ValueError as exc:
-            raise ProviderError(
-                ErrorCategory.PROTOCOL, f"{self._label}: response body is not JSON"
-            ) from exc
-        if not isinstance(obj, dict):
-            raise ProviderError(
-                ErrorCategory.PROTOCOL, f"{self._label}: response body is not a JSON object"
-            )
-        if obj.get("error"):
-            raise self._stream_error(obj["error"])
-        choice = _first_choice(obj.get("choices"))
-        if choice is None:
-            raise ProviderError(ErrorCategory.EMPTY_OUTPUT, f"{self._label}: no choices returned")
-        message = choice.get("message")
-        content = message.get("content") if isinstance(message, dict) else None
-        role = message.get("role") if isinstance(message, dict) else None
-        raw_reason = choice.get("finish_reason")
-        reason = _finish_reason(raw_reason) if isinstance(raw_reason, str) else "other"
-        text = content if isinstance(content, str) else ""
-        calls = tool_calls_of(message.get("tool_calls")) if isinstance(message, dict) else ()
-        if reason == "tool_calls" and not calls:
-            reason = "other"
-        if not text and not calls and reason != "content_filtered":
-            raise ProviderError(
-                ErrorCategory.EMPTY_OUTPUT, f"{self._label}: the answer has no content"
-            )
-        return ChatResult(
-            content=text,
-            finish_reason=reason,
-            usage=_usage(obj.get("usage")) or TokenUsage(),
-            role=role if isinstance(role, str) and role else "assistant",
-            metadata=_metadata(obj),
-            tool_calls=calls,
-        )
 
     async def aclose(self) -> None:
         """Nothing to release: the HTTP session is shared and owned by the app."""

@@ -86,7 +86,7 @@ class PresetProvider(OpenAIProvider):
 
     In: the equivalent `OpenAIConfig`, the model's `ClientConfig`, the shared
     session, the preset key (its `provider_id`) and the vendor's quirks. Out:
-    the OpenAI adapter's `stream` / `complete`, with the request body trimmed
+    the OpenAI adapter's `stream`, with the request body trimmed
     to what the vendor accepts.
     """
 
@@ -111,9 +111,9 @@ class PresetProvider(OpenAIProvider):
         """The chat URL; a continuation may go to the vendor's beta URL (DeepSeek)."""
         return self.continuation_url if params.continuation is not None else self.url
 
-    def request_body(self, params: ChatParams, *, stream: bool) -> dict[str, Any]:
+    def request_body(self, params: ChatParams) -> dict[str, Any]:
         """The OpenAI adapter's body, less the fields this vendor rejects."""
-        body = super().request_body(params, stream=stream)
+        body = super().request_body(params)
         if not self.quirks.stream_usage:
             body.pop("stream_options", None)
         if not self.quirks.message_names:

@@ -2,7 +2,8 @@
 
 Flow: a `ChatParams` (messages + merged params, and the request's `tools` and
 `tool_choice`) goes into an adapter; a stream of `ChatDelta` comes out (the last one
-carries `finish_reason`), or one `ChatResult` for the non-streaming call.
+carries `finish_reason`). The router assembles a whole answer (`ChatResult`) from
+the stream; adapters have no non-streaming call.
 
 Tools and images (the common form is OpenAI's, every adapter translates it both
 ways): a `ToolSpec` declares a function; an assistant `Message` may carry the
@@ -226,7 +227,7 @@ class ChatDelta:
 
 @dataclass(frozen=True, slots=True)
 class ChatResult:
-    """A whole (non-streamed) answer."""
+    """A whole answer, assembled by the router from an adapter's stream."""
 
     content: str
     finish_reason: FinishReason
@@ -308,8 +309,8 @@ class ChatProvider(Protocol):
     """A vendor adapter for one configured model.
 
     `stream` is an async iterator of deltas (it raises `ProviderError`, and when
-    the consumer stops iterating it closes the upstream connection); `complete`
-    returns the whole answer.
+    the consumer stops iterating it closes the upstream connection). There is no
+    non-streaming call: `ChatRouter.complete` assembles whole answers from `stream`.
     """
 
     provider_id: str
@@ -325,10 +326,6 @@ class ChatProvider(Protocol):
 
     def stream(self, params: ChatParams) -> AsyncIterator[ChatDelta]:
         """Yield the answer's pieces; the last carries `finish_reason`."""
-        ...
-
-    async def complete(self, params: ChatParams) -> ChatResult:
-        """Return the whole answer at once."""
         ...
 
     async def aclose(self) -> None:

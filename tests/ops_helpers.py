@@ -17,7 +17,7 @@ from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from config.models import SluiceConfig
-from providers.types import ChatDelta, ChatParams, ChatResult, TokenUsage
+from providers.types import ChatDelta, ChatParams, TokenUsage
 
 
 def with_sections(config: SluiceConfig, **sections: Any) -> SluiceConfig:
@@ -72,10 +72,6 @@ class ScriptedProvider:
             yield ChatDelta("", finish_reason="complete", usage=TokenUsage(1, 2, 3))
         finally:
             self.closed += 1
-
-    async def complete(self, params: ChatParams) -> ChatResult:
-        """The whole scripted answer."""
-        return ChatResult("".join(self.chunks), "complete", TokenUsage(1, 2, 3))
 
     async def aclose(self) -> None:
         """Nothing to release."""

@@ -59,11 +59,11 @@ def test_openai_compatible_presets_send_the_partial_answer_last(
     session: aiohttp.ClientSession, key: str, last: dict[str, object], flags: dict[str, bool]
 ) -> None:
     provider = preset(key, session, "http://127.0.0.1:9/v1" if key == "vllm" else None)
-    body = provider.request_body(CONTINUED, stream=True)
+    body = provider.request_body(CONTINUED)
     assert body["messages"] == [*EXPECTED_MESSAGES, last]
     for flag, value in flags.items():
         assert body[flag] is value
-    plain = provider.request_body(ChatParams(BASE), stream=True)
+    plain = provider.request_body(ChatParams(BASE))
     assert "continue_final_message" not in plain and plain["messages"][-1]["role"] == "user"
 
 
@@ -81,7 +81,7 @@ def test_anthropic_prefill_loses_its_trailing_whitespace(
     session: aiohttp.ClientSession,
 ) -> None:
     provider = AnthropicProvider(AnthropicConfig(api_key=SecretStr(KEY)), ClientConfig(), session)
-    body = provider.request_body(CONTINUED, stream=True)
+    body = provider.request_body(CONTINUED)
     assert body["system"] == "be brief\n\nGo on."
     assert body["messages"] == [
         {"role": "user", "content": "hi"},

@@ -41,6 +41,11 @@ async def collect(stream: AsyncIterator[ChatDelta]) -> list[ChatDelta]:
     return [delta async for delta in stream]
 
 
+async def answer(stream: AsyncIterator[ChatDelta]) -> str:
+    """The whole text of a stream."""
+    return "".join(delta.content for delta in await collect(stream))
+
+
 # --- params merging (no engine needed) -------------------------------------------------
 
 
@@ -97,23 +102,23 @@ async def test_max_tokens_ends_with_max_tokens(provider: LocalLLMProvider) -> No
 
 
 @pytest.mark.slow
-async def test_complete_returns_the_whole_answer(provider: LocalLLMProvider) -> None:
+async def test_greedy_decoding_gives_the_same_answer_twice(provider: LocalLLMProvider) -> None:
     params = ask("What is the capital of France?", max_tokens=16)
-    result = await provider.complete(params)
-    assert result.content.strip()
-    assert result.finish_reason in ("complete", "max_tokens")
-    assert result.usage.response_tokens > 0
-    streamed = await collect(provider.stream(params))
-    assert "".join(d.content for d in streamed) == result.content  # greedy: same answer
+    first = await collect(provider.stream(params))
+    assert "".join(d.content for d in first).strip()
+    assert first[-1].finish_reason in ("complete", "max_tokens")
+    assert first[-1].usage is not None and first[-1].usage.response_tokens > 0
+    assert await answer(provider.stream(params)) == "".join(d.content for d in first)
 
 
 @pytest.mark.slow
-async def test_an_answer_with_no_text_is_empty_output(provider: LocalLLMProvider) -> None:
+async def test_an_answer_with_no_text_is_only_a_final_delta(provider: LocalLLMProvider) -> None:
+    # The router's output guard (operators.deadlines) turns this into EMPTY_OUTPUT.
     question = "Name three colors."
-    first = (await provider.complete(ask(question, max_tokens=1))).content
-    with pytest.raises(ProviderError) as info:
-        await provider.complete(ask(question, max_tokens=4, stop=[first[0]]))
-    assert info.value.category is ErrorCategory.EMPTY_OUTPUT
+    first = await answer(provider.stream(ask(question, max_tokens=1)))
+    deltas = await collect(provider.stream(ask(question, max_tokens=4, stop=[first[0]])))
+    assert [d.content for d in deltas] == [""]
+    assert deltas[-1].finish_reason == "complete"
 
 
 @pytest.mark.slow
@@ -125,7 +130,7 @@ async def test_a_prompt_beyond_the_context_window_is_a_bad_request() -> None:
         assert info.value.category is ErrorCategory.BAD_REQUEST
         assert not info.value.retryable
         # The engine survives its client's mistake.
-        assert (await llm.complete(ask("Hi", max_tokens=4))).content
+        assert await answer(llm.stream(ask("Hi", max_tokens=4)))
     finally:
         await llm.aclose()
 
@@ -135,7 +140,7 @@ async def test_a_missing_model_file_is_transient(tmp_path: Any) -> None:
     llm = LocalLLMProvider(LocalLLMConfig(model_path=str(tmp_path / "nope.gguf")))
     try:
         with pytest.raises(ProviderError) as info:
-            await llm.complete(ask("Hi", max_tokens=4))
+            await collect(llm.stream(ask("Hi", max_tokens=4)))
         assert info.value.category is ErrorCategory.TRANSIENT
     finally:
         await llm.aclose()
@@ -211,8 +216,7 @@ async def test_cancelling_the_consumer_frees_the_worker() -> None:
         await task
 
     # one worker thread: this answer runs only once the first generation left
-    result = await llm.complete(ask("Name three colors.", max_tokens=8))
-    assert result.content
+    assert await answer(llm.stream(ask("Name three colors.", max_tokens=8)))
     assert llm.emitted[0] < 200  # it stopped near the 3 pieces read, far from 400 tokens
     assert len(seen) < 20
 
@@ -250,7 +254,7 @@ async def test_aclose_ends_a_running_stream_with_an_error() -> None:
             pass
     assert info.value.category is ErrorCategory.TRANSIENT
     with pytest.raises(ProviderError):
-        await llm.complete(ask("Hi"))
+        await collect(llm.stream(ask("Hi")))
     await llm.aclose()  # idempotent
 
 

@@ -133,8 +133,6 @@ async def test_thinking_and_signature_deltas_are_not_text(
     fake.script.thinking = "Let me think about this"
     deltas = await collect(claude(fake, session))
     assert "".join(d.content for d in deltas) == "Hello from Claude"
-    result = await claude(fake, session).complete(PARAMS)
-    assert result.content == "Hello from Claude"
 
 
 @pytest.mark.parametrize(
@@ -154,8 +152,6 @@ async def test_stop_reason_mapping(
     fake.script.stop_reason = vendor
     deltas = await collect(claude(fake, session))
     assert deltas[-1].finish_reason == ours
-    result = await claude(fake, session).complete(PARAMS)
-    assert result.finish_reason == ours
 
 
 async def test_refusal_without_text_is_not_empty_output(
@@ -228,29 +224,6 @@ async def test_missing_api_key_header_would_be_refused(
     error, _ = await stream_error(provider)
     assert error.category is ErrorCategory.AUTH
     assert "x-api-key header is required" in error.message
-
-
-# --- non-streaming -------------------------------------------------------------------
-
-
-async def test_complete_returns_the_whole_answer(
-    fake: FakeAnthropic, session: aiohttp.ClientSession
-) -> None:
-    provider = claude(fake, session, default_params={"max_tokens": 50})
-    params = ChatParams((Message("system", "sys"), Message("user", "hi")))
-    result = await provider.complete(params)
-    assert result.content == "Hello from Claude"
-    assert result.finish_reason == "complete"
-    assert result.role == "assistant"
-    assert result.usage == TokenUsage(prompt_tokens=11, response_tokens=3, total_tokens=14)
-    assert result.metadata == {"response_id": "msg_fake1"}
-    assert fake.stats.last_body == {
-        "max_tokens": 50,
-        "model": "claude-test",
-        "system": "sys",
-        "messages": [{"role": "user", "content": "hi"}],
-    }
-    assert fake.stats.last_headers["x-api-key"] == KEY
 
 
 # --- wire details a hand-written server covers -------------------------------------------

@@ -226,21 +226,6 @@ async def test_a_tool_only_answer_is_not_empty_output(
     assert deltas[-1].finish_reason == "tool_calls"
 
 
-async def test_complete_returns_the_calls(
-    fake: FakeAnthropic, session: aiohttp.ClientSession
-) -> None:
-    fake.script.chunks = ["On it."]
-    fake.script.tool_calls = [PARIS, BERLIN]
-    result = await claude(fake, session).complete(tool_params())
-    assert result.content == "On it."
-    assert result.finish_reason == "tool_calls"
-    assert [call.id for call in result.tool_calls] == ["toolu_fake0", "toolu_berlin"]
-    assert parsed(result.tool_calls) == [
-        ("get_weather", {"city": "Paris", "unit": "C"}),
-        ("get_weather", {"city": "Berlin"}),
-    ]
-
-
 @pytest.mark.parametrize(
     ("fault", "category"),
     [

@@ -26,7 +26,7 @@ from fakes.bedrock_server import (
 )
 from providers.bedrock import BedrockProvider
 from providers.types import ChatParams, ErrorCategory, Message, ProviderError, TokenUsage
-from tests.provider_helpers import PARAMS, collect, stream_error
+from tests.provider_helpers import collect, stream_error
 
 ACCESS_KEY = "AKIDFAKEEXAMPLE12345"
 SECRET = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYSECRETKEY"
@@ -80,8 +80,6 @@ async def test_model_id_is_one_percent_encoded_path_segment(
         "/model/anthropic.claude-3-haiku-20240307-v1%3A0/converse-stream"
     )
     assert fake.stats.last_model_id == MODEL
-    await bedrock(fake, session).complete(PARAMS)
-    assert fake.stats.last_raw_path == "/model/anthropic.claude-3-haiku-20240307-v1%3A0/converse"
 
 
 async def test_default_endpoint_is_the_regional_runtime(session: aiohttp.ClientSession) -> None:
@@ -133,9 +131,6 @@ async def test_a_wrong_secret_fails_the_signature_as_auth_without_leaking_it(
     assert error.status == 403
     assert "(InvalidSignatureException)" in error.message
     assert wrong not in str(error)
-    with pytest.raises(ProviderError) as caught:
-        await provider.complete(PARAMS)
-    assert caught.value.category is ErrorCategory.AUTH
 
 
 async def test_request_body_maps_roles_system_and_params(
@@ -211,8 +206,6 @@ async def test_stop_reason_mapping(
     fake.script.stop_reason = vendor
     deltas = await collect(bedrock(fake, session))
     assert deltas[-1].finish_reason == ours
-    result = await bedrock(fake, session).complete(PARAMS)
-    assert result.finish_reason == ours
 
 
 async def test_guardrail_without_text_is_not_empty_output(
@@ -331,22 +324,6 @@ async def test_vendor_messages_echoing_the_secret_are_redacted(
     error, _ = await stream_error(BedrockProvider(config, ClientConfig(), session))
     assert error.category is ErrorCategory.AUTH
     assert error.message == f"bedrock/{MODEL}: bad key *** / *** (UnrecognizedClientException)"
-
-
-# --- non-streaming --------------------------------------------------------------------
-
-
-async def test_complete_returns_the_whole_answer(
-    fake: FakeBedrock, session: aiohttp.ClientSession
-) -> None:
-    result = await bedrock(fake, session).complete(PARAMS)
-    assert result.content == "Hello from fake"
-    assert result.finish_reason == "complete"
-    assert result.role == "assistant"
-    assert result.usage == TokenUsage(prompt_tokens=7, response_tokens=3, total_tokens=10)
-    assert set(result.metadata) == {"request_id"}
-    assert fake.stats.last_headers["Accept"] == "application/json"
-    assert fake.stats.last_body == {"messages": [{"role": "user", "content": [{"text": "hi"}]}]}
 
 
 # --- the fake's event stream encoder ------------------------------------------------------

@@ -221,21 +221,6 @@ async def test_a_call_without_input_has_empty_object_arguments(
     assert deltas[-1].finish_reason == "tool_calls"
 
 
-async def test_complete_returns_the_calls(
-    fake: FakeBedrock, session: aiohttp.ClientSession
-) -> None:
-    fake.script.chunks = []
-    fake.script.tool_calls = [PARIS, BERLIN]
-    result = await bedrock(fake, session).complete(tool_params())
-    assert result.content == ""
-    assert result.finish_reason == "tool_calls"
-    assert [call.id for call in result.tool_calls] == ["tooluse_fake0", "tooluse_berlin"]
-    assert parsed(result.tool_calls) == [
-        ("get_weather", {"city": "Paris", "unit": "C"}),
-        ("get_weather", {"city": "Berlin"}),
-    ]
-
-
 @pytest.mark.parametrize(
     ("fault", "category"),
     [

@@ -15,7 +15,7 @@ from config.models import ClientConfig, CohereConfig
 from fakes.cohere_server import GENERATION_ERROR, FakeCohere, run_fake_cohere
 from providers.cohere import CohereProvider
 from providers.types import ChatDelta, ChatParams, ErrorCategory, Message, ProviderError, TokenUsage
-from tests.provider_helpers import PARAMS, collect, stream_error
+from tests.provider_helpers import collect, stream_error
 
 KEY = "co-test-0123456789abcdef"
 API = pytest.mark.parametrize("api", ["v2", "v1"])
@@ -221,25 +221,6 @@ async def test_missing_key_header_is_refused_by_the_fake(
     error, _ = await stream_error(provider)
     assert error.category is ErrorCategory.AUTH
     assert "Authorization" not in fake.stats.last_headers
-
-
-# --- non-streaming --------------------------------------------------------------------
-
-
-@API
-async def test_complete_returns_the_whole_answer(
-    fake: FakeCohere, session: aiohttp.ClientSession, api: Api
-) -> None:
-    fake.script.finish_reason = "MAX_TOKENS"
-    result = await cohere(fake, session, api).complete(PARAMS)
-    assert result.content == "Hello from fake"
-    assert result.finish_reason == "max_tokens"
-    assert result.role == "assistant"
-    assert result.usage == TokenUsage(prompt_tokens=7, response_tokens=3, total_tokens=10)
-    assert set(result.metadata) == {"response_id"}
-    assert fake.stats.last_body is not None
-    assert fake.stats.last_body["stream"] is False
-    assert fake.stats.last_headers["Authorization"] == f"Bearer {KEY}"
 
 
 # --- wire details the fake does not produce ----------------------------------------------

@@ -191,21 +191,6 @@ async def test_streamed_parallel_calls_come_out_as_fragments_after_the_plan(
     assert deltas[-1].finish_reason == "tool_calls"
 
 
-async def test_complete_returns_the_plan_and_the_calls(
-    fake: FakeCohere, session: aiohttp.ClientSession
-) -> None:
-    fake.script.chunks = ["I will check."]
-    fake.script.tool_calls = [PARIS, BERLIN]
-    result = await cohere(fake, session).complete(tool_params())
-    assert result.content == "I will check."
-    assert result.finish_reason == "tool_calls"
-    assert [call.id for call in result.tool_calls] == ["get_fake0", "get_berlin"]
-    assert parsed(result.tool_calls) == [
-        ("get_weather", {"city": "Paris", "unit": "C"}),
-        ("get_weather", {"city": "Berlin"}),
-    ]
-
-
 @pytest.mark.parametrize(
     ("fault", "category"),
     [("truncated", ErrorCategory.PROTOCOL), ("malformed", ErrorCategory.PROTOCOL)],

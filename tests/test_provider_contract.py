@@ -5,9 +5,9 @@ how the vendor's faults are classified; every case below runs for every row:
 
 - a fault before or during the stream ends it with a classified `ProviderError`
   (category, status, retryable, Retry-After) that names the model and leaks no key;
+- a 429's own Retry-After reaches the error;
 - the consumer stopping early (breaking out, cancelled while the vendor stalls
-  before the first chunk or mid-stream) closes the upstream stream;
-- `complete` classifies the same faults and carries a 429's Retry-After.
+  before the first chunk or mid-stream) closes the upstream stream.
 
 What only one vendor has (its wire format, roles, error events, signing) stays in
 that vendor's `test_provider_<vendor>.py`.
@@ -46,7 +46,7 @@ from providers.cohere import CohereProvider
 from providers.gemini import GeminiProvider
 from providers.ollama import OllamaProvider
 from providers.openai import OpenAIProvider
-from providers.types import ChatDelta, ChatProvider, ErrorCategory, ProviderError
+from providers.types import ChatDelta, ChatProvider, ErrorCategory
 from tests.provider_helpers import PARAMS, collect, stream_error
 
 Fake = RunningStreamFake[Any, Any]
@@ -69,8 +69,6 @@ EMPTY = ErrorCategory.EMPTY_OUTPUT
 
 StreamFault = tuple[str, ErrorCategory, int | None, bool]
 """(fault, category, HTTP status, retryable) of a fault met while streaming."""
-CompleteFault = tuple[str, ErrorCategory, int | None]
-"""(fault, category, HTTP status) of a fault met by `complete`."""
 
 
 @dataclass(frozen=True)
@@ -88,7 +86,6 @@ class Vendor:
     label: str
     secrets: tuple[str, ...]
     stream_faults: tuple[StreamFault, ...]
-    complete_faults: tuple[CompleteFault, ...]
     retry_after_429: float | None = 1.0
 
 
@@ -123,16 +120,6 @@ COHERE_STREAM_FAULTS: tuple[StreamFault, ...] = (
     ("error_event", T, None, True),
     ("empty", EMPTY, None, True),
 )
-COHERE_COMPLETE_FAULTS: tuple[CompleteFault, ...] = (
-    ("empty", EMPTY, None),
-    ("malformed", PROTO, None),
-    ("truncated", PROTO, None),
-    ("error_event", T, None),
-    ("http_400", BAD, 400),
-    ("http_498", AUTH, 498),
-    ("http_500", T, 500),
-)
-
 VENDORS = (
     Vendor(
         id="openai",
@@ -155,15 +142,6 @@ VENDORS = (
             ("truncated", PROTO, None, True),
             ("malformed", PROTO, None, True),
             ("empty", EMPTY, None, True),
-        ),
-        complete_faults=(
-            ("empty", EMPTY, None),
-            ("empty_choices", EMPTY, None),
-            ("malformed", PROTO, None),
-            ("truncated", PROTO, None),
-            ("refuse", T, None),
-            ("http_500", T, 500),
-            ("http_400", BAD, 400),
         ),
     ),
     Vendor(
@@ -189,16 +167,6 @@ VENDORS = (
             ("malformed", PROTO, None, True),
             ("empty", EMPTY, None, True),
             ("error_event", T, None, True),
-        ),
-        complete_faults=(
-            ("empty", EMPTY, None),
-            ("malformed", PROTO, None),
-            ("truncated", PROTO, None),
-            ("refuse", T, None),
-            ("http_500", T, 500),
-            ("http_529", T, 529),
-            ("http_400", BAD, 400),
-            ("http_401", AUTH, 401),
         ),
     ),
     Vendor(
@@ -228,18 +196,6 @@ VENDORS = (
             ("empty", EMPTY, None, True),
             ("error_event", T, None, True),
         ),
-        complete_faults=(
-            ("empty", EMPTY, None),
-            ("blocked_prompt", BAD, None),
-            ("malformed", PROTO, None),
-            ("truncated", PROTO, None),
-            ("refuse", T, None),
-            ("http_500", T, 500),
-            ("error_event", T, 503),
-            ("http_400", BAD, 400),
-            ("invalid_key", AUTH, 400),
-            ("http_429", RATE, 429),
-        ),
     ),
     Vendor(
         id="cohere-v2",
@@ -248,7 +204,6 @@ VENDORS = (
         label="cohere/command-test",
         secrets=(COHERE_KEY,),
         stream_faults=COHERE_STREAM_FAULTS,
-        complete_faults=COHERE_COMPLETE_FAULTS,
     ),
     Vendor(
         id="cohere-v1",
@@ -257,7 +212,6 @@ VENDORS = (
         label="cohere/command-test",
         secrets=(COHERE_KEY,),
         stream_faults=COHERE_STREAM_FAULTS,
-        complete_faults=COHERE_COMPLETE_FAULTS,
     ),
     Vendor(
         id="ollama",
@@ -277,15 +231,6 @@ VENDORS = (
             ("malformed", PROTO, None, True),
             ("error_event", T, None, True),
             ("empty", EMPTY, None, True),
-        ),
-        complete_faults=(
-            ("empty", EMPTY, None),
-            ("malformed", PROTO, None),
-            ("truncated", PROTO, None),
-            ("error_event", T, 500),
-            ("http_404", T, 404),
-            ("http_400", BAD, 400),
-            ("http_429", RATE, 429),
         ),
     ),
     Vendor(
@@ -318,15 +263,6 @@ VENDORS = (
             ("error_event", T, None, True),
             ("empty", EMPTY, None, True),
         ),
-        complete_faults=(
-            ("empty", EMPTY, None),
-            ("malformed", PROTO, None),
-            ("truncated", PROTO, None),
-            ("error_event", T, 500),
-            ("http_400", BAD, 400),
-            ("http_403", AUTH, 403),
-            ("http_429", RATE, 429),
-        ),
         retry_after_429=None,  # Bedrock sends no Retry-After unless told to
     ),
 )
@@ -355,14 +291,6 @@ def stream_fault_cases() -> pytest.MarkDecorator:
     return pytest.mark.parametrize(("vendor", "fault", "category", "status", "retryable"), cases)
 
 
-def complete_fault_cases() -> pytest.MarkDecorator:
-    """One case per vendor and row of its `complete_faults`."""
-    cases = [
-        pytest.param(v, *row, id=f"{v.id}-{row[0]}") for v in VENDORS for row in v.complete_faults
-    ]
-    return pytest.mark.parametrize(("vendor", "fault", "category", "status"), cases)
-
-
 # --- faults ----------------------------------------------------------------------------
 
 
@@ -388,34 +316,14 @@ async def test_stream_faults_are_classified(
         assert secret not in str(error)
 
 
-@complete_fault_cases()
-async def test_complete_faults_are_classified(
-    vendor: Vendor,
-    fake: Fake,
-    provider: ChatProvider,
-    fault: str,
-    category: ErrorCategory,
-    status: int | None,
-) -> None:
-    """`complete` classifies a fault with its category and status and leaks no secret."""
-    fake.script.fault = fault
-    with pytest.raises(ProviderError) as caught:
-        await provider.complete(PARAMS)
-    assert caught.value.category is category
-    assert caught.value.status == status
-    for secret in vendor.secrets:
-        assert secret not in str(caught.value)
-
-
 @EACH_VENDOR
-async def test_complete_rate_limit_carries_retry_after(fake: Fake, provider: ChatProvider) -> None:
-    """A 429's Retry-After (seconds) reaches the error `complete` raises."""
+async def test_rate_limit_carries_its_own_retry_after(fake: Fake, provider: ChatProvider) -> None:
+    """A 429's Retry-After (seconds) reaches the error the stream raises."""
     fake.script.fault = "http_429"
     fake.script.retry_after = "17"
-    with pytest.raises(ProviderError) as caught:
-        await provider.complete(PARAMS)
-    assert caught.value.category is ErrorCategory.RATE_LIMITED
-    assert caught.value.retry_after == 17.0
+    error, _ = await stream_error(provider)
+    assert error.category is ErrorCategory.RATE_LIMITED
+    assert error.retry_after == 17.0
 
 
 # --- the consumer stops early ------------------------------------------------------------

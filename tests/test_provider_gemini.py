@@ -22,7 +22,7 @@ from providers.types import (
     ProviderError,
     TokenUsage,
 )
-from tests.provider_helpers import PARAMS, collect, stream_error
+from tests.provider_helpers import collect, stream_error
 
 KEY = "AIzaSy-test-0123456789abcdef"
 META = {"response_id": "fake-response-1", "model_version": "gemini-test"}
@@ -136,8 +136,6 @@ async def test_thought_parts_are_not_text_but_count_as_response_tokens(
     deltas = await collect(gemini(fake, session))
     assert "".join(d.content for d in deltas) == "Hello from Gemini"
     assert deltas[-1].usage == TokenUsage(prompt_tokens=6, response_tokens=43, total_tokens=49)
-    result = await gemini(fake, session).complete(PARAMS)
-    assert result.content == "Hello from Gemini"
 
 
 @pytest.mark.parametrize(
@@ -159,8 +157,6 @@ async def test_finish_reason_mapping(
     fake.script.finish_reason = vendor
     deltas = await collect(gemini(fake, session))
     assert deltas[-1].finish_reason == ours
-    result = await gemini(fake, session).complete(PARAMS)
-    assert result.finish_reason == ours
 
 
 async def test_safety_stop_without_text_is_not_empty_output(
@@ -225,29 +221,6 @@ async def test_stream_without_finish_reason_is_truncated(
     assert error.message == "gemini/gemini-test: stream ended without a finishReason"
 
 
-# --- non-streaming -------------------------------------------------------------------
-
-
-async def test_complete_returns_the_whole_answer(
-    fake: FakeGemini, session: aiohttp.ClientSession
-) -> None:
-    provider = gemini(fake, session, default_params={"max_tokens": 50})
-    result = await provider.complete(ChatParams((Message("system", "sys"), Message("user", "hi"))))
-    assert result.content == "Hello from Gemini"
-    assert result.finish_reason == "complete"
-    assert result.role == "assistant"
-    assert result.usage == TokenUsage(prompt_tokens=6, response_tokens=3, total_tokens=9)
-    assert result.metadata == META
-    assert fake.stats.last_path == "/v1beta/models/gemini-test:generateContent"
-    assert fake.stats.last_query == {}
-    assert fake.stats.last_headers["x-goog-api-key"] == KEY
-    assert fake.stats.last_body == {
-        "contents": [{"role": "user", "parts": [{"text": "hi"}]}],
-        "systemInstruction": {"parts": [{"text": "sys"}]},
-        "generationConfig": {"maxOutputTokens": 50},
-    }
-
-
 # --- wire details a hand-written server covers -------------------------------------------
 
 
@@ -306,7 +279,7 @@ async def test_non_json_error_body_is_classified_by_status(
     url = await _serve(aiohttp_server, 502, b"<html>Bad Gateway</html>", "text/html")
     config = GeminiConfig(base_url=url, model="m", api_key=SecretStr(KEY))
     with pytest.raises(ProviderError) as caught:
-        await GeminiProvider(config, ClientConfig(), session).complete(PARAMS)
+        await collect(GeminiProvider(config, ClientConfig(), session))
     assert caught.value.category is ErrorCategory.TRANSIENT
     assert caught.value.status == 502
     assert caught.value.message == "gemini/m: <html>Bad Gateway</html>"

@@ -24,7 +24,6 @@ from providers.types import (
     Message,
     ProviderError,
     TextPart,
-    ToolCall,
     ToolCallDelta,
     ToolChoice,
     ToolSpec,
@@ -299,31 +298,15 @@ async def test_a_thought_signature_rides_in_the_id_and_goes_back(
     ]
 
 
-async def test_complete_returns_the_calls(fake: FakeGemini, session: aiohttp.ClientSession) -> None:
-    fake.script.chunks = []
-    fake.script.tool_calls = [PARIS, BERLIN]
-    result = await gemini(fake, session).complete(tool_params())
-    assert result.content == ""
-    assert result.finish_reason == "tool_calls"
-    assert result.tool_calls == (
-        ToolCall("call_fake-response-1_0", "get_weather", '{"city":"Paris","unit":"C"}'),
-        ToolCall("call_fake-response-1_1", "get_weather", '{"city":"Berlin"}'),
-    )
-
-
 async def test_a_malformed_function_call_is_retryable(
     fake: FakeGemini, session: aiohttp.ClientSession
 ) -> None:
     fake.script.chunks = []
     fake.script.finish_reason = "MALFORMED_FUNCTION_CALL"
-    for run in (
-        collect(gemini(fake, session), tool_params()),
-        gemini(fake, session).complete(tool_params()),
-    ):
-        with pytest.raises(ProviderError) as caught:
-            await run
-        assert caught.value.category is ErrorCategory.TRANSIENT
-        assert "MALFORMED_FUNCTION_CALL" in caught.value.message
+    with pytest.raises(ProviderError) as caught:
+        await collect(gemini(fake, session), tool_params())
+    assert caught.value.category is ErrorCategory.TRANSIENT
+    assert "MALFORMED_FUNCTION_CALL" in caught.value.message
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,7 @@ from fakes.ollama_server import MID_STREAM_ERROR, FakeOllama, run_fake_ollama
 from providers.ndjson import JSONLinesReader
 from providers.ollama import OllamaProvider
 from providers.types import ChatDelta, ChatParams, ErrorCategory, Message, ProviderError, TokenUsage
-from tests.provider_helpers import PARAMS, collect, stream_error
+from tests.provider_helpers import collect, stream_error
 
 
 @pytest.fixture
@@ -153,24 +153,7 @@ async def test_truncated_stream_says_why(fake: FakeOllama, session: aiohttp.Clie
     assert error.message == "ollama/llama-test: stream ended before a done:true line"
 
 
-# --- non-streaming --------------------------------------------------------------------
-
-
-async def test_complete_returns_the_whole_answer(
-    fake: FakeOllama, session: aiohttp.ClientSession
-) -> None:
-    fake.script.done_reason = "length"
-    result = await ollama(fake, session, default_params={"max_tokens": 3}).complete(PARAMS)
-    assert result.content == "Hello from fake"
-    assert result.finish_reason == "max_tokens"
-    assert result.role == "assistant"
-    assert result.usage == TokenUsage(prompt_tokens=7, response_tokens=3, total_tokens=10)
-    assert fake.stats.last_body is not None
-    assert fake.stats.last_body["stream"] is False
-    assert fake.stats.last_body["options"] == {"num_predict": 3}
-
-
-async def test_complete_error_object_in_a_200_body(
+async def test_error_object_in_a_200_body(
     aiohttp_server: AiohttpServer, session: aiohttp.ClientSession
 ) -> None:
     async def handler(request: web.Request) -> web.Response:
@@ -181,7 +164,7 @@ async def test_complete_error_object_in_a_200_body(
     server = await aiohttp_server(app)
     config = OllamaConfig(base_url=str(server.make_url("")), model="m")
     with pytest.raises(ProviderError) as caught:
-        await OllamaProvider(config, ClientConfig(), session).complete(PARAMS)
+        await collect(OllamaProvider(config, ClientConfig(), session))
     assert caught.value.category is ErrorCategory.TRANSIENT
     assert caught.value.message == "ollama/m: out of memory"
 

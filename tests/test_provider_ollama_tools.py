@@ -173,19 +173,6 @@ async def test_made_up_ids_differ_between_answers(
     assert first[0].id != second[0].id
 
 
-async def test_complete_returns_the_calls(fake: FakeOllama, session: aiohttp.ClientSession) -> None:
-    fake.script.chunks = []
-    fake.script.tool_calls = [PARIS, BERLIN]
-    result = await ollama(fake, session).complete(tool_params())
-    assert result.content == ""
-    assert result.finish_reason == "tool_calls"
-    assert result.tool_calls[1].id == "call_berlin"
-    assert parsed(result.tool_calls) == [
-        ("get_weather", {"city": "Paris", "unit": "C"}),
-        ("get_weather", {"city": "Berlin"}),
-    ]
-
-
 @pytest.mark.parametrize(
     ("fault", "category"),
     [

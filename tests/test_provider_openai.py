@@ -192,26 +192,6 @@ async def test_connection_refused_is_transient(session: aiohttp.ClientSession) -
     assert caught.value.retryable
 
 
-# --- non-streaming -----------------------------------------------------------------
-
-
-async def test_complete_returns_the_whole_answer(
-    fake: FakeOpenAI, session: aiohttp.ClientSession
-) -> None:
-    result = await openai(fake, session, default_params={"stream_options": {"x": 1}}).complete(
-        PARAMS
-    )
-    assert result.content == "Hello from fake"
-    assert result.finish_reason == "complete"
-    assert result.role == "assistant"
-    assert result.usage == TokenUsage(prompt_tokens=7, response_tokens=3, total_tokens=10)
-    assert result.metadata == {"response_id": "chatcmpl-fake1", "system_fingerprint": "fp_fake"}
-    assert fake.stats.last_body is not None
-    assert fake.stats.last_body["stream"] is False
-    assert "stream_options" not in fake.stats.last_body
-    assert fake.stats.last_headers["Authorization"] == f"Bearer {KEY}"
-
-
 # --- Azure ---------------------------------------------------------------------------
 
 
@@ -235,7 +215,7 @@ async def test_azure_url_header_and_stream(
 
     fake.script.fault = "http_401"
     with pytest.raises(ProviderError) as caught:
-        await provider.complete(PARAMS)
+        await collect(provider)
     assert caught.value.category is ErrorCategory.AUTH
     assert caught.value.message.startswith("azureopenai/my-deploy: ")
     assert KEY not in str(caught.value)

@@ -29,7 +29,7 @@ from config.models import SluiceConfig
 from fakes.openai_server import FakeOpenAI
 from observability.logs import JsonFormatter
 from providers.registry import build_chat_provider
-from providers.types import ChatDelta, ChatParams, ChatResult, ErrorCategory, ProviderError
+from providers.types import ChatDelta, ChatParams, ErrorCategory, ProviderError
 from security.redact import Redactor, config_secrets
 from server import _log_crashes, build_app
 from tests.conftest import FAST_CLIENT, FAST_RETRY
@@ -59,10 +59,6 @@ class LeakyProvider:
             raise RuntimeError(f"connect to https://user:{LEAKY_KEY}@upstream failed")
         yield ChatDelta("partial ")
         raise ValueError(f"stream broke; headers were Authorization: Bearer {LEAKY_KEY}")
-
-    async def complete(self, params: ChatParams) -> ChatResult:
-        """Always fails, leaking."""
-        raise RuntimeError(f"complete failed for key={LEAKY_KEY}")
 
     async def aclose(self) -> None:
         """Nothing to release."""

@@ -150,6 +150,7 @@ class GatewayState(StateSource):
             return []
         pairs = [("chatStream", router_id) for router_id in gateway.chat_routers]
         pairs += [(kind, rid) for rid, by_kind in gateway.speech.items() for kind in by_kind]
+        pairs += [("converse", agent.id) for agent in gateway.config.agent_routers]
         return pairs
 
     def sockets(self) -> Iterable[SocketState]:
@@ -778,6 +779,49 @@ async def speech_socket(request: web.Request) -> web.StreamResponse:
     )
 
 
+async def converse_socket(request: web.Request) -> web.StreamResponse:
+    """`GET /v1/agent/{router}/converse`: a voice conversation (pipelines/converse.py)."""
+    from pipelines import converse  # imported on first use: it loads the speech engines
+
+    router_id = request.match_info["router"]
+    gateway = request.app[GATEWAY]
+
+    def resolve() -> converse.AgentStages | str:
+        for agent in gateway.config.agent_routers:
+            if agent.id == router_id:
+                return converse.resolve_stages(agent, gateway.chat_routers, gateway.speech)
+        return f"agent router {router_id!r} is not found"
+
+    found = resolve()
+    if isinstance(found, str):
+        return error_response(404, ErrorName.ROUTER_NOT_FOUND, found)
+
+    def make_pipeline(admission: Admission) -> Pipeline:
+        return converse.converse_pipeline(router_id, resolve, gateway.clock, admission)
+
+    label = f"{converse.CONVERSE_ENDPOINT}:{router_id}"
+    return await serve_socket(request, make_pipeline, "converse", router_id, label)
+
+
+async def list_agent_routers(request: web.Request) -> web.Response:
+    """The agent routers: which listen, chat and speak routers each composes."""
+    gateway = request.app[GATEWAY]
+    client = _client(request)
+    out = [
+        {
+            "id": agent.id,
+            "listen": agent.listen,
+            "chat": agent.chat,
+            "speak": agent.speak,
+            "voice": agent.voice,
+            "turn": agent.turn.model_dump(),
+        }
+        for agent in gateway.config.agent_routers
+        if client.may_use(agent.id)
+    ]
+    return json_response({"routers": out})
+
+
 async def playground_redirect(_: web.Request) -> web.Response:
     """`/playground` -> `/playground/`, so the page's relative asset paths resolve."""
     raise web.HTTPFound("/playground/")
@@ -855,6 +899,9 @@ def build_app(
     app.router.add_get("/v1/speech/", list_speech_routers)
     app.router.add_get("/v1/speech", list_speech_routers)
     app.router.add_get("/v1/speech/{router}/{endpoint:speak|listen}", speech_socket)
+    app.router.add_get("/v1/agent/", list_agent_routers)
+    app.router.add_get("/v1/agent", list_agent_routers)
+    app.router.add_get("/v1/agent/{router}/converse", converse_socket)
     add_openai_routes(app, GATEWAY)
     openapi, asyncapi = build_openapi(), build_asyncapi()
     app.router.add_get(OPENAPI_PATH, document_handler(openapi))

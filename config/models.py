@@ -644,11 +644,72 @@ class SpeechRouterConfig(Strict):
         return self
 
 
+class TurnConfig(Strict):
+    """`turn:` of an agent router: how a conversation takes turns and what it remembers.
+
+    `max_history_messages`: user and assistant messages kept per conversation (the
+    oldest drop first; the instructions are always sent). `turn_detection`: the
+    VAD's end of speech ends the user's turn and the reply starts by itself (a
+    conversation may turn it off and commit turns by hand). `interim_results`:
+    interim transcripts of the user's speech are sent. `language`: the listen
+    language hint (None: each model's own).
+    """
+
+    max_history_messages: int = Field(default=20, ge=0, le=1000)
+    turn_detection: bool = True
+    interim_results: bool = True
+    language: str | None = None
+
+
+class AgentRouterConfig(Strict):
+    """An agent router: served at /v1/agent/{id}/converse (listen, chat, speak in a row).
+
+    `listen` and `speak` name speech routers (with a listen / speak section), `chat`
+    a language router; each stage keeps that router's models, failover and deadlines.
+    `instructions` is the system prompt (a conversation may send its own), `voice`
+    the reply voice (else the speak router's).
+    """
+
+    id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$")
+    enabled: bool = True
+    listen: str = Field(min_length=1)
+    chat: str = Field(min_length=1)
+    speak: str = Field(min_length=1)
+    instructions: str | None = None
+    voice: str | None = None
+    turn: TurnConfig = Field(default_factory=TurnConfig)
+
+
 class RoutersConfig(Strict):
     """`routers:` — language (chat) routers and speech (speak / listen) routers."""
 
     language: list[LanguageRouterConfig] = Field(default_factory=list)
     speech: list[SpeechRouterConfig] = Field(default_factory=list)
+    agent: list[AgentRouterConfig] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _agents_name_routers(self) -> RoutersConfig:
+        language = {r.id for r in self.language}
+        listen = {r.id for r in self.speech if r.listen is not None}
+        speak = {r.id for r in self.speech if r.speak is not None}
+        seen: set[str] = set()
+        for index, agent in enumerate(self.agent):
+            where = f"routers.agent[{index}] ({agent.id!r})"
+            if agent.id in seen:
+                raise ValueError(f"duplicate agent router id {agent.id!r}")
+            seen.add(agent.id)
+            if agent.chat not in language:
+                raise ValueError(f"{where}: chat names no language router {agent.chat!r}")
+            if agent.listen not in listen:
+                raise ValueError(
+                    f"{where}: listen names no speech router with a listen section "
+                    f"{agent.listen!r}"
+                )
+            if agent.speak not in speak:
+                raise ValueError(
+                    f"{where}: speak names no speech router with a speak section {agent.speak!r}"
+                )
+        return self
 
     @field_validator("language")
     @classmethod
@@ -976,3 +1037,14 @@ class SluiceConfig(Strict):
     def speech_routers(self) -> list[SpeechRouterConfig]:
         """Enabled speech routers."""
         return [r for r in self.routers.speech if r.enabled]
+
+    @property
+    def agent_routers(self) -> list[AgentRouterConfig]:
+        """Enabled agent routers whose listen, chat and speak routers are served."""
+        chat = {r.id for r in self.language_routers}
+        speech = {r.id for r in self.speech_routers}
+        return [
+            r
+            for r in self.routers.agent
+            if r.enabled and r.chat in chat and r.listen in speech and r.speak in speech
+        ]

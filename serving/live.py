@@ -22,6 +22,7 @@ from pipelines.chat_router import ChatRouter
 from serving.reload import Swappable
 
 CHAT_STREAM = "chatStream"
+CONVERSE = "converse"
 
 
 class FollowingRouter:
@@ -54,4 +55,6 @@ def router_served(gateway: Swappable, endpoint: str, router_id: str) -> bool:
     """Whether `gateway` serves `endpoint` (chatStream, speak, listen) of `router_id`."""
     if endpoint == CHAT_STREAM:
         return router_id in gateway.chat_routers
+    if endpoint == CONVERSE:
+        return any(agent.id == router_id for agent in gateway.config.agent_routers)
     return endpoint in gateway.speech.get(router_id, {})

@@ -169,7 +169,9 @@ def endpoint_of(request: web.Request) -> str:
 
 def _protected(request: web.Request, metrics_need_key: bool) -> bool:
     path = request.path
-    if path.startswith(("/v1/language", "/v1/speech", "/v1/chat/", "/v1/audio/")):
+    if path.startswith(
+        ("/v1/language", "/v1/speech", "/v1/chat/", "/v1/audio/", "/v1/agent", "/v1/realtime")
+    ):
         return True
     return metrics_need_key and path.rstrip("/") == "/metrics"
 

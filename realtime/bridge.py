@@ -127,6 +127,7 @@ class Bridge:
         self.manual_count = 0
         self.awaiting: deque[int] = deque()  # committed segments without a final yet
         self.held_create: ResponseCreate | None = None
+        self.requested = False  # a response.create is with the conversation, not yet started
         self.response: _Response | None = None
         self.next_text_only: bool | None = None
 
@@ -325,7 +326,7 @@ class Bridge:
         return decoder.decode(data) + decoder.flush()
 
     def _create(self, event: ResponseCreate) -> None:
-        if self.response is not None or self.held_create is not None:
+        if self.response is not None or self.held_create is not None or self.requested:
             raise Problem(
                 "conversation_already_has_active_response",
                 "a response is already in progress; cancel it first",
@@ -336,6 +337,7 @@ class Bridge:
         self._respond(event)
 
     def _respond(self, event: ResponseCreate) -> None:
+        self.requested = True
         self.next_text_only = event.text_only
         self.send(CreateResponse(event.instructions))
 
@@ -420,6 +422,7 @@ class Bridge:
             self.later(lambda: self._respond(held))
 
     def _reply_started(self) -> None:
+        self.requested = False
         text_only = self.settings.text_only if self.next_text_only is None else self.next_text_only
         self.next_text_only = None
         response = _Response(
@@ -510,5 +513,7 @@ class Bridge:
             self.emit(self.events.transcription_failed(item_id, problem))
             self._release_create()
             return
+        if event.name in ("nothing_to_answer", "reply_in_progress"):
+            self.requested = False
         code = _NOTICE_CODES.get(event.name, event.name)
         self.fail(Problem(code, event.message))

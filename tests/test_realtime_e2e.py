@@ -1,0 +1,351 @@
+"""GET /v1/realtime end to end with the `openai` package's own realtime client, unmodified:
+a real server on loopback, the user's speech (espeak-ng) heard by a fake STT, answered by
+a fake chat model, spoken by a fake TTS. Every server event is checked against the
+package's types (GA: `openai.types.realtime`; beta: `openai.types.beta.realtime`)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import numpy as np
+import pytest
+from aiohttp.test_utils import TestClient
+from openai import AsyncOpenAI
+from websockets.exceptions import InvalidStatus
+
+from audio.g711 import alaw_decode, ulaw_encode
+from audio.resample import resample
+from fakes.openai_server import FakeOpenAI, run_fake_openai
+from fakes.stt_servers import FakeStt, run_fake_transcription
+from fakes.tts_servers import FakeSpeechServer, expected_bytes, run_fake_openai_speech
+from tests.conftest import MakeClient
+from tests.converse_helpers import agent_config, chat_model, stt_model, tts_model, user_speech
+from tests.test_realtime_events import BETA, GA
+
+Client = TestClient[Any, Any]
+REPLY = ["It is", " noon.", " Anything", " else?"]
+SENTENCES = ["It is noon.", "Anything else?"]
+
+
+@pytest.fixture
+async def stt() -> AsyncIterator[FakeStt]:
+    async with run_fake_transcription() as fake:
+        fake.script.text = "what time is it"
+        yield fake
+
+
+@pytest.fixture
+async def chat() -> AsyncIterator[FakeOpenAI]:
+    async with run_fake_openai() as fake:
+        fake.script.chunks = list(REPLY)
+        yield fake
+
+
+@pytest.fixture
+async def tts() -> AsyncIterator[FakeSpeechServer]:
+    async with run_fake_openai_speech() as fake:
+        yield fake
+
+
+@pytest.fixture
+async def client(
+    sluice: MakeClient, stt: FakeStt, chat: FakeOpenAI, tts: FakeSpeechServer
+) -> Client:
+    config = agent_config(
+        [stt_model("stt", stt.url)],
+        [chat_model("chat", chat.url)],
+        [tts_model("tts", tts.url)],
+        instructions="Be brief.",
+    )
+    return await sluice(config)
+
+
+def sdk(client: Client) -> AsyncOpenAI:
+    return AsyncOpenAI(base_url=str(client.make_url("/v1")), api_key="sk-anything")
+
+
+class Events:
+    """What a client read: every server event (validated), in order."""
+
+    def __init__(self, models: dict[str, Any]) -> None:
+        self.models = models
+        self.all: list[dict[str, Any]] = []
+
+    def of(self, kind: str) -> list[dict[str, Any]]:
+        return [e for e in self.all if e["type"] == kind]
+
+    def kinds(self) -> list[str]:
+        return [e["type"] for e in self.all]
+
+    async def read(
+        self, connection: Any, until: Callable[[dict[str, Any]], bool], within: float = 20.0
+    ) -> dict[str, Any]:
+        """Read events until one satisfies `until` (returned)."""
+        while True:
+            raw = await asyncio.wait_for(connection.recv_bytes(), within)
+            event = json.loads(raw)
+            model = self.models[event["type"]]
+            parsed = model.model_validate(event)
+            assert set(event) <= set(type(parsed).model_fields), event
+            # the SDK's own parser takes it too
+            assert connection.parse_event(raw).type == event["type"]
+            self.all.append(event)
+            if until(event):
+                return event
+
+
+def of_type(kind: str) -> Callable[[dict[str, Any]], bool]:
+    return lambda event: event["type"] == kind
+
+
+def speech_24k() -> bytes:
+    pcm = np.frombuffer(user_speech(), dtype="<i2")
+    return resample(pcm, 16000, 24000).astype("<i2").tobytes()
+
+
+async def append(connection: Any, audio: bytes, chunk: int = 4800) -> None:
+    for i in range(0, len(audio), chunk):
+        piece = base64.b64encode(audio[i : i + chunk]).decode()
+        await connection.input_audio_buffer.append(audio=piece)
+
+
+def audio_of(events: Events, name: str = "response.output_audio.delta") -> bytes:
+    return b"".join(base64.b64decode(e["delta"]) for e in events.of(name))
+
+
+async def test_committed_audio_gets_a_spoken_response(
+    client: Client, chat: FakeOpenAI, tts: FakeSpeechServer
+) -> None:
+    events = Events(GA)
+    async with sdk(client).realtime.connect(model="talk") as connection:
+        created = await events.read(connection, of_type("session.created"))
+        assert created["session"]["model"] == "talk"
+        assert created["session"]["instructions"] == "Be brief."
+        await connection.session.update(
+            session={
+                "type": "realtime",
+                "audio": {
+                    "input": {
+                        "format": {"type": "audio/pcm", "rate": 24000},
+                        "turn_detection": None,
+                    },
+                    "output": {"format": {"type": "audio/pcm", "rate": 24000}},
+                },
+            }
+        )
+        updated = await events.read(connection, of_type("session.updated"))
+        assert updated["session"]["audio"]["input"]["turn_detection"] is None
+        await append(connection, speech_24k())
+        await connection.input_audio_buffer.commit()
+        await connection.response.create()
+        done = await events.read(connection, of_type("response.done"))
+    committed = events.of("input_audio_buffer.committed")[0]
+    user_item = events.of("conversation.item.created")[0]["item"]
+    assert user_item["id"] == committed["item_id"] and user_item["role"] == "user"
+    heard = events.of("conversation.item.input_audio_transcription.completed")[0]
+    assert heard["item_id"] == committed["item_id"] and heard["transcript"] == "what time is it"
+    response_id = events.of("response.created")[0]["response"]["id"]
+    assert done["response"]["id"] == response_id
+    assert done["response"]["status"] == "completed"
+    transcript = "".join(e["delta"] for e in events.of("response.output_audio_transcript.delta"))
+    assert transcript == "".join(REPLY)
+    assert events.of("response.output_audio_transcript.done")[0]["transcript"] == transcript
+    # the fake speaks 24 kHz PCM: every byte of both sentences arrives, base64 in deltas
+    assert len(audio_of(events)) == sum(expected_bytes(s, 24000) for s in SENTENCES)
+    assert all(e["response_id"] == response_id for e in events.of("response.output_audio.delta"))
+    kinds = events.kinds()
+    assert kinds.index("response.created") < kinds.index("response.output_item.added")
+    assert kinds.index("response.output_audio.done") < kinds.index("response.done")
+    assert done["response"]["output"][0]["content"][0]["transcript"] == transcript
+    assert chat.stats.last_body is not None
+    assert chat.stats.last_body["messages"][0] == {"role": "system", "content": "Be brief."}
+    assert chat.stats.last_body["messages"][-1] == {"role": "user", "content": "what time is it"}
+    assert tts.stats.texts == SENTENCES
+    assert len({e["event_id"] for e in events.all}) == len(events.all)
+
+
+async def test_with_server_vad_the_turn_is_detected_and_answered(client: Client) -> None:
+    events = Events(GA)
+    async with sdk(client).realtime.connect(model="talk") as connection:
+        created = await events.read(connection, of_type("session.created"))
+        assert created["session"]["audio"]["input"]["turn_detection"]["type"] == "server_vad"
+        await append(connection, speech_24k())
+        done = await events.read(connection, of_type("response.done"))
+    started = events.of("input_audio_buffer.speech_started")[0]
+    stopped = events.of("input_audio_buffer.speech_stopped")[0]
+    committed = events.of("input_audio_buffer.committed")[0]
+    assert started["item_id"] == stopped["item_id"] == committed["item_id"]
+    assert 0 <= started["audio_start_ms"] < stopped["audio_end_ms"]
+    heard = events.of("conversation.item.input_audio_transcription.completed")[0]
+    assert heard["item_id"] == started["item_id"] and heard["transcript"] == "what time is it"
+    assert done["response"]["status"] == "completed"
+    assert len(audio_of(events)) > 0
+
+
+async def test_a_text_item_answered_in_text_only(client: Client, tts: FakeSpeechServer) -> None:
+    events = Events(GA)
+    async with sdk(client).realtime.connect(model="talk") as connection:
+        await events.read(connection, of_type("session.created"))
+        await connection.conversation.item.create(
+            item={
+                "type": "message",
+                "role": "user",
+                "content": [{"type": "input_text", "text": "what time is it"}],
+            }
+        )
+        item = await events.read(connection, of_type("conversation.item.created"))
+        await connection.response.create(response={"output_modalities": ["text"]})
+        done = await events.read(connection, of_type("response.done"))
+    assert item["item"]["content"] == [{"type": "input_text", "text": "what time is it"}]
+    assert "".join(e["delta"] for e in events.of("response.output_text.delta")) == "".join(REPLY)
+    assert events.of("response.output_audio.delta") == []
+    assert done["response"]["output_modalities"] == ["text"]
+    assert done["response"]["output"][0]["content"][0] == {
+        "type": "output_text",
+        "text": "It is noon. Anything else?",
+    }
+
+
+async def test_response_cancel_ends_the_response_as_cancelled(
+    client: Client, chat: FakeOpenAI
+) -> None:
+    chat.script.delay = 0.3
+    events = Events(GA)
+    async with sdk(client).realtime.connect(model="talk") as connection:
+        await events.read(connection, of_type("session.created"))
+        await connection.conversation.item.create(
+            item={
+                "type": "message",
+                "role": "user",
+                "content": [{"type": "input_text", "text": "hi"}],
+            }
+        )
+        await connection.response.create()
+        created = await events.read(connection, of_type("response.created"))
+        await connection.response.cancel()
+        done = await events.read(connection, of_type("response.done"))
+        # the session goes on: a second cancel has nothing to cancel
+        await connection.response.cancel()
+        error = await events.read(connection, of_type("error"))
+    assert done["response"]["id"] == created["response"]["id"]
+    assert done["response"]["status"] == "cancelled"
+    assert done["response"]["status_details"]["reason"] == "client_cancelled"
+    assert error["error"]["code"] == "response_cancel_not_active"
+
+
+async def test_bad_events_get_typed_errors_and_the_session_lives(client: Client) -> None:
+    events = Events(GA)
+    async with sdk(client).realtime.connect(model="talk") as connection:
+        await events.read(connection, of_type("session.created"))
+        await connection.send({"type": "session.explode", "event_id": "evt_1"})
+        unknown = await events.read(connection, of_type("error"))
+        await connection.send(
+            {"type": "input_audio_buffer.append", "audio": "%%%", "event_id": "evt_2"}
+        )
+        not_base64 = await events.read(connection, of_type("error"))
+        await connection.session.update(
+            session={"type": "realtime", "audio": {"input": {"format": {"type": "audio/opus"}}}},
+            event_id="evt_3",
+        )
+        bad_format = await events.read(connection, of_type("error"))
+        await connection.session.update(
+            session={"type": "realtime", "audio": {"input": {"turn_detection": None}}}
+        )
+        await events.read(connection, of_type("session.updated"))
+        await connection.input_audio_buffer.commit(event_id="evt_4")
+        empty = await events.read(connection, of_type("error"))
+        await connection.response.create(event_id="evt_5")
+        nothing = await events.read(connection, of_type("error"))
+        await connection.conversation.item.create(
+            item={
+                "type": "message",
+                "role": "user",
+                "content": [{"type": "input_text", "text": "hi"}],
+            }
+        )
+        await connection.response.create()
+        await connection.response.create(event_id="evt_6")
+        busy = await events.read(connection, of_type("error"))
+        await events.read(connection, of_type("response.done"))
+    assert unknown["error"]["type"] == "invalid_request_error"
+    assert (unknown["error"]["code"], unknown["error"]["param"]) == ("invalid_value", "type")
+    assert unknown["error"]["event_id"] == "evt_1"
+    assert (not_base64["error"]["param"], not_base64["error"]["event_id"]) == ("audio", "evt_2")
+    assert bad_format["error"]["param"] == "session.audio.input.format"
+    assert bad_format["error"]["event_id"] == "evt_3"
+    assert (empty["error"]["code"], empty["error"]["event_id"]) == (
+        "input_audio_buffer_commit_empty",
+        "evt_4",
+    )
+    assert nothing["error"]["code"] == "nothing_to_answer"
+    assert (busy["error"]["code"], busy["error"]["event_id"]) == (
+        "conversation_already_has_active_response",
+        "evt_6",
+    )
+
+
+async def test_g711_in_and_out(client: Client) -> None:
+    events = Events(GA)
+    speech_8k = resample(np.frombuffer(user_speech(), dtype="<i2"), 16000, 8000)
+    async with sdk(client).realtime.connect(model="talk") as connection:
+        await events.read(connection, of_type("session.created"))
+        await connection.session.update(
+            session={
+                "type": "realtime",
+                "audio": {
+                    "input": {"format": {"type": "audio/pcmu"}, "turn_detection": None},
+                    "output": {"format": {"type": "audio/pcma"}},
+                },
+            }
+        )
+        updated = await events.read(connection, of_type("session.updated"))
+        await append(connection, ulaw_encode(speech_8k), chunk=1600)
+        await connection.input_audio_buffer.commit()
+        await connection.response.create()
+        await events.read(connection, of_type("response.done"))
+    assert updated["session"]["audio"]["output"]["format"] == {"type": "audio/pcma"}
+    heard = events.of("conversation.item.input_audio_transcription.completed")[0]
+    assert heard["transcript"] == "what time is it"
+    alaw = audio_of(events)
+    # one A-law byte per sample at 8 kHz: a third of the 24 kHz samples the fake spoke
+    spoken_samples = sum(expected_bytes(s, 24000) for s in SENTENCES) // 2
+    assert len(alaw) == spoken_samples // 3
+    assert np.abs(alaw_decode(alaw).astype(np.int32)).max() > 1000  # the fake's tone, not silence
+
+
+async def test_the_beta_client_gets_the_beta_events(client: Client) -> None:
+    events = Events(BETA)
+    # the SDK's beta client always dials wss:// unless it is given the websocket URL
+    beta = AsyncOpenAI(
+        base_url=str(client.make_url("/v1")),
+        websocket_base_url=str(client.make_url("/v1").with_scheme("ws")),
+        api_key="sk-anything",
+    )
+    async with beta.beta.realtime.connect(model="talk") as connection:
+        created = await events.read(connection, of_type("session.created"))
+        assert created["session"]["input_audio_format"] == "pcm16"
+        await connection.session.update(
+            session={"turn_detection": None, "input_audio_format": "pcm16"}
+        )
+        await events.read(connection, of_type("session.updated"))
+        await append(connection, speech_24k())
+        await connection.input_audio_buffer.commit()
+        await connection.response.create()
+        done = await events.read(connection, of_type("response.done"))
+    assert done["response"]["status"] == "completed"
+    transcript = "".join(e["delta"] for e in events.of("response.audio_transcript.delta"))
+    assert transcript == "".join(REPLY)
+    assert len(audio_of(events, "response.audio.delta")) > 0
+    assert events.of("response.output_audio.delta") == []
+
+
+async def test_an_unknown_model_is_refused_before_the_upgrade(client: Client) -> None:
+    with pytest.raises(InvalidStatus) as caught:
+        async with sdk(client).realtime.connect(model="gpt-realtime"):
+            pass
+    assert caught.value.response.status_code == 404
+    assert b"model_not_found" in caught.value.response.body

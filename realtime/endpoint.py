@@ -18,12 +18,14 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
-from reactivex import abc
+from reactivex import Observable, abc
 from reactivex.subject import Subject
 
+from audio.sentences import TextPiece
 from observability.telemetry import ABORTED, ERROR, OK, Telemetry
 from openai_api.errors import MODEL_NOT_FOUND, ApiError, openai_errors
 from openai_api.gate import accepting, allowed, authenticated
@@ -35,6 +37,7 @@ from pipelines.conversation_types import (
     ConversationSettings,
 )
 from pipelines.converse import AgentStages, conversation_parts, resolve_stages
+from pipelines.speech_out import Spoken, speak_text
 from protocol import jsoncodec
 from protocol.converse import ConverseRequestIn
 from protocol.frames import ErrorName
@@ -45,6 +48,7 @@ from realtime.ids import Ids
 from realtime.problems import Problem
 from realtime.server_events import ServerEvents
 from realtime.session import Dialect, SessionSettings, TurnDetection
+from realtime.voices import speak_voice
 from security.limits import SocketCap
 from transport.outbound import OutboundQueue
 
@@ -157,9 +161,15 @@ class RealtimeSession:
         request = ConverseRequestIn.model_validate(
             {"format": listen_format, "interim_results": False}
         )
-        self.parts = conversation_parts(
+        parts = conversation_parts(
             stages, request, session_id, SPEAK_RATE, gateway.clock, self.tracked
         )
+        speak_router, tracked = stages.speak, self.tracked
+
+        def speaker(voice: str | None) -> Callable[[Observable[TextPiece]], Observable[Spoken]]:
+            return speak_text(speak_router, speak_voice(voice), SPEAK_RATE, session_id, tracked)
+
+        self.parts = replace(parts, speak=speaker)
         self.conversation = ConversationSettings(
             instructions=agent.instructions,
             voice=agent.voice,

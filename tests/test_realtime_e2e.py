@@ -133,12 +133,13 @@ async def test_committed_audio_gets_a_spoken_response(
                         "format": {"type": "audio/pcm", "rate": 24000},
                         "turn_detection": None,
                     },
-                    "output": {"format": {"type": "audio/pcm", "rate": 24000}},
+                    "output": {"format": {"type": "audio/pcm", "rate": 24000}, "voice": "coral"},
                 },
             }
         )
         updated = await events.read(connection, of_type("session.updated"))
         assert updated["session"]["audio"]["input"]["turn_detection"] is None
+        assert updated["session"]["audio"]["output"]["voice"] == "coral"
         await append(connection, speech_24k())
         await connection.input_audio_buffer.commit()
         await connection.response.create()
@@ -165,6 +166,7 @@ async def test_committed_audio_gets_a_spoken_response(
     assert chat.stats.last_body["messages"][0] == {"role": "system", "content": "Be brief."}
     assert chat.stats.last_body["messages"][-1] == {"role": "user", "content": "what time is it"}
     assert tts.stats.texts == SENTENCES
+    assert tts.stats.last_body is not None and tts.stats.last_body["voice"] == "coral"
     assert len({e["event_id"] for e in events.all}) == len(events.all)
 
 
@@ -349,3 +351,54 @@ async def test_an_unknown_model_is_refused_before_the_upgrade(client: Client) ->
             pass
     assert caught.value.response.status_code == 404
     assert b"model_not_found" in caught.value.response.body
+
+
+async def test_speech_during_a_response_cancels_it_as_turn_detected(
+    client: Client, chat: FakeOpenAI
+) -> None:
+    chat.script.delay = 0.2  # the reply takes ~0.8 s to arrive: the user speaks over it
+    events = Events(GA)
+    async with sdk(client).realtime.connect(model="talk") as connection:
+        await events.read(connection, of_type("session.created"))
+        await connection.session.update(session={"type": "realtime", "instructions": "Be slow."})
+        await events.read(connection, of_type("session.updated"))
+        await append(connection, speech_24k())
+        first = await events.read(connection, of_type("response.created"))
+        await append(connection, speech_24k())
+        interrupted = await events.read(connection, of_type("response.done"))
+        second = await events.read(connection, of_type("response.done"))
+    assert interrupted["response"]["id"] == first["response"]["id"]
+    assert interrupted["response"]["status"] == "cancelled"
+    assert interrupted["response"]["status_details"]["reason"] == "turn_detected"
+    assert second["response"]["status"] == "completed"
+    kinds = events.kinds()
+    assert kinds.count("input_audio_buffer.speech_started") == 2
+    # the barge-in's speech_started comes before the interrupted response's end
+    assert [i for i, k in enumerate(kinds) if k == "input_audio_buffer.speech_started"][1] < (
+        events.all.index(interrupted)
+    )
+    assert chat.stats.last_body is not None
+    assert chat.stats.last_body["messages"][0] == {"role": "system", "content": "Be slow."}
+
+
+async def test_an_audio_item_is_heard_like_a_commit(client: Client) -> None:
+    events = Events(GA)
+    async with sdk(client).realtime.connect(model="talk") as connection:
+        await events.read(connection, of_type("session.created"))
+        audio = base64.b64encode(speech_24k()).decode()
+        await connection.conversation.item.create(
+            item={
+                "type": "message",
+                "role": "user",
+                "content": [{"type": "input_audio", "audio": audio}],
+            }
+        )
+        await connection.response.create()
+        done = await events.read(connection, of_type("response.done"))
+    item = events.of("conversation.item.created")[0]["item"]
+    assert item["content"] == [{"type": "input_audio", "transcript": None}]
+    heard = events.of("conversation.item.input_audio_transcription.completed")[0]
+    assert (heard["item_id"], heard["transcript"]) == (item["id"], "what time is it")
+    assert done["response"]["status"] == "completed"
+    # with server VAD on, the item's audio is not heard by the VAD as well
+    assert events.of("input_audio_buffer.speech_started") == []

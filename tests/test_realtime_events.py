@@ -34,6 +34,7 @@ from realtime.ids import Ids
 from realtime.problems import Problem
 from realtime.server_events import ServerEvents
 from realtime.session import SessionSettings, TurnDetection, apply_update
+from realtime.voices import speak_voice
 
 
 def by_type(union: Any) -> dict[str, type[BaseModel]]:
@@ -292,3 +293,9 @@ def test_reply_audio_is_encoded_in_the_output_format() -> None:
     ulaw = OutputEncoder(AudioFormat("pcmu"))
     encoded = base64.b64decode(ulaw.encode(samples)) + base64.b64decode(ulaw.flush())
     assert len(encoded) == 800  # one byte per sample at 8 kHz
+
+
+def test_openai_voice_names_go_to_openai_speak_models_only() -> None:
+    assert speak_voice("alloy") == {"openai": "alloy"}
+    assert speak_voice("en-us") == "en-us"
+    assert speak_voice(None) is None

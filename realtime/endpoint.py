@@ -213,6 +213,8 @@ class RealtimeSession:
                 self.queue.sent(len(payload))
         if self.queue.overflowed:
             await self.ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"client too slow")
+        elif self.failed:  # the conversation ended in an error: the session cannot go on
+            await self.ws.close(code=WSCloseCode.INTERNAL_ERROR, message=b"conversation failed")
 
     def _on_event(self, event: ConversationEvent) -> None:
         self.bridge.on_event(event)

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from aiohttp.test_utils import TestClient
 from openai import AsyncOpenAI
-from websockets.exceptions import InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from audio.g711 import alaw_decode, ulaw_encode
 from audio.resample import resample
@@ -402,3 +402,50 @@ async def test_an_audio_item_is_heard_like_a_commit(client: Client) -> None:
     assert done["response"]["status"] == "completed"
     # with server VAD on, the item's audio is not heard by the VAD as well
     assert events.of("input_audio_buffer.speech_started") == []
+
+
+async def test_a_committed_segment_nobody_hears_fails_its_item_only(
+    client: Client, stt: FakeStt
+) -> None:
+    stt.script.fault = "http_500"
+    events = Events(GA)
+    async with sdk(client).realtime.connect(model="talk") as connection:
+        await events.read(connection, of_type("session.created"))
+        await connection.session.update(
+            session={"type": "realtime", "audio": {"input": {"turn_detection": None}}}
+        )
+        await append(connection, speech_24k())
+        await connection.input_audio_buffer.commit()
+        failed = await events.read(
+            connection, of_type("conversation.item.input_audio_transcription.failed")
+        )
+        # the session lives: a typed turn is answered
+        stt.script.fault = "none"
+        await connection.conversation.item.create(
+            item={
+                "type": "message",
+                "role": "user",
+                "content": [{"type": "input_text", "text": "hi"}],
+            }
+        )
+        await connection.response.create()
+        done = await events.read(connection, of_type("response.done"))
+    assert failed["item_id"] == events.of("input_audio_buffer.committed")[0]["item_id"]
+    assert failed["error"]["code"] == "transcription_failed"
+    assert done["response"]["status"] == "completed"
+
+
+async def test_with_server_vad_a_failing_listen_stage_ends_the_session(
+    client: Client, stt: FakeStt
+) -> None:
+    stt.script.fault = "http_500"
+    events = Events(GA)
+    async with sdk(client).realtime.connect(model="talk") as connection:
+        await events.read(connection, of_type("session.created"))
+        await append(connection, speech_24k())
+        error = await events.read(connection, of_type("error"))
+        with pytest.raises(ConnectionClosed) as closed:
+            await asyncio.wait_for(connection.recv_bytes(), 5)
+    assert error["error"]["type"] == "server_error"
+    assert error["error"]["code"] == "conversation_failed"
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1011

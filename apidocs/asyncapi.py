@@ -1,4 +1,5 @@
-"""The AsyncAPI 3.0 document of Sluice's websocket endpoints (chatStream, speak, listen).
+"""The AsyncAPI 3.0 document of Sluice's websocket endpoints (chatStream, speak, listen,
+converse).
 
 Client message payloads are `protocol.schema.ClientEnvelope` combined with the
 body model each pipeline validates with (`protocol.chat.ChatRequest`,
@@ -16,6 +17,14 @@ from pydantic import BaseModel
 from apidocs.components import component_schemas
 from config.models import ServerConfig, VADConfig
 from protocol.chat import ChatRequest
+from protocol.converse import (
+    ConverseRequestIn,
+    NoBodyIn,
+    PlayedIn,
+    RespondIn,
+    TextIn,
+    UpdateIn,
+)
 from protocol.listen import ListenRequestIn
 from protocol.schema import (
     SERVER_FRAMES,
@@ -30,6 +39,7 @@ ADDRESSES = {
     "chatStream": "/v1/language/{router}/chatStream",
     "speak": "/v1/speech/{router}/speak",
     "listen": "/v1/speech/{router}/listen",
+    "converse": "/v1/agent/{router}/converse",
 }
 
 CLIENT_BODIES: dict[str, tuple[tuple[str, type[BaseModel], str], ...]] = {
@@ -41,6 +51,17 @@ CLIENT_BODIES: dict[str, tuple[tuple[str, type[BaseModel], str], ...]] = {
     "listen": (
         ("listen", ListenRequestIn, "Starts a request (default type); audio follows."),
         ("end", EndMessage, "The request's audio is over."),
+    ),
+    "converse": (
+        ("converse", ConverseRequestIn, "Starts a conversation (default type); audio follows."),
+        ("text", TextIn, "A typed user turn (answered at once unless `respond: false`)."),
+        ("played", PlayedIn, "How much reply audio the client has played (ms)."),
+        ("commit", NoBodyIn, "Turn detection off: the buffered audio is one user turn."),
+        ("clear", NoBodyIn, "Turn detection off: drop the buffered audio."),
+        ("respond", RespondIn, "Reply now to the conversation so far."),
+        ("interrupt", NoBodyIn, "Stop the running reply (the conversation goes on)."),
+        ("update", UpdateIn, "Change instructions, voice or turn detection for later turns."),
+        ("end", EndMessage, "The conversation's input is over; it ends after its last reply."),
     ),
 }
 """Each endpoint's client messages: (type, body model, summary)."""

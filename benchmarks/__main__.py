@@ -1,4 +1,4 @@
-"""`python -m benchmarks chat|speak|listen|scaling|all [options]`: run suites, write JSON,
+"""`python -m benchmarks chat|speak|listen|converse|scaling|all [options]`: run suites, write JSON,
 Markdown, PNGs.
 
 Each suite is an entry in `SUITES`: a function `(args, ctx) -> (result, markdown)`.
@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks import chat, chat_report, listen, plots, scaling, speak
+from benchmarks import chat, chat_report, converse, listen, plots, scaling, speak
 from benchmarks.common import ROOT, Processes, Progress, machine_facts, raised_fd_limit
 
 RESULTS = ROOT / "benchmarks" / "results"
@@ -67,6 +67,14 @@ def run_listen(args: argparse.Namespace, ctx: chat.Context) -> tuple[dict[str, A
     return listen.run(ctx, settings), ""
 
 
+def run_converse(args: argparse.Namespace, ctx: chat.Context) -> tuple[dict[str, Any], str]:
+    """The converse suite (see `benchmarks.converse`)."""
+    settings = converse.ConverseSettings.build(
+        quick=args.quick, levels=args.concurrency, turns=args.turns
+    )
+    return converse.run(ctx, settings), ""
+
+
 def run_scaling(args: argparse.Namespace, ctx: chat.Context) -> tuple[dict[str, Any], str]:
     """The scaling suite: `--workers 1` on one core vs N workers on every core
     (see `benchmarks.scaling`)."""
@@ -80,6 +88,7 @@ SUITES: dict[str, SuiteRun] = {
     "chat": run_chat,
     "speak": run_speak,
     "listen": run_listen,
+    "converse": run_converse,
     "scaling": run_scaling,
 }
 """Suites by name, in the order `all` runs them."""
@@ -88,6 +97,7 @@ MARKDOWN: dict[str, Callable[[dict[str, Any], str], str]] = {
     "chat": chat_report.markdown,
     "speak": speak.markdown,
     "listen": listen.markdown,
+    "converse": converse.markdown,
     "scaling": scaling.markdown,
 }
 
@@ -133,6 +143,9 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--requests", type=int, help="speak: requests measured per cell (default 200, quick 20)"
+    )
+    p.add_argument(
+        "--turns", type=int, help="converse: turns per conversation (default 5, quick 2)"
     )
     p.add_argument(
         "--budget",

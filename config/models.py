@@ -702,8 +702,7 @@ class RoutersConfig(Strict):
                 raise ValueError(f"{where}: chat names no language router {agent.chat!r}")
             if agent.listen not in listen:
                 raise ValueError(
-                    f"{where}: listen names no speech router with a listen section "
-                    f"{agent.listen!r}"
+                    f"{where}: listen names no speech router with a listen section {agent.listen!r}"
                 )
             if agent.speak not in speak:
                 raise ValueError(

@@ -482,6 +482,7 @@ class _Conversation:
             provider,
             _ms(current.start, rate),
             _ms(current.samples, rate),
+            current.samples,
         )
 
     def on_reply_event(self, event: ConversationEvent) -> None:

@@ -159,6 +159,7 @@ class ReplySegment:
     provider_id: str | None
     start_ms: int
     audio_ms: int
+    samples: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -67,6 +67,12 @@ class ConverseRequestIn(BaseModel):
         return InputFormat(self.format.encoding, self.format.sample_rate, self.format.channels)
 
 
+class NoBodyIn(BaseModel):
+    """`commit`, `clear` and `interrupt` carry nothing beyond the envelope."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
 class TextIn(BaseModel):
     """`{"type": "text", "text", "respond"?}`: a typed user message."""
 

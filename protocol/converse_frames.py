@@ -60,14 +60,17 @@ def event_frame(frames: FrameFactory, event: ConversationEvent) -> Frame | None:
         return frames.event(
             "segment",
             turn_id=event.turn_id,
-            segment_id=sentence.index,
-            text=sentence.text,
-            start_char=sentence.start_char,
-            end_char=sentence.end_char,
             start_ms=event.start_ms,
-            audio_ms=event.audio_ms,
-            provider_id=event.provider_id,
-            model_id=event.model_id,
+            segment={
+                "segment_id": sentence.index,
+                "text": sentence.text,
+                "start_char": sentence.start_char,
+                "end_char": sentence.end_char,
+                "provider_id": event.provider_id,
+                "model_id": event.model_id,
+                "audio_ms": event.audio_ms,
+                "audio_bytes": event.samples * SAMPLE_BYTES,
+            },
         )
     if isinstance(event, ReplySentence):
         return None

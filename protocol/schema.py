@@ -104,6 +104,10 @@ class ErrorBody(BaseModel):
     usage: dict[str, Any] | None = Field(
         default=None, description="listen `audio_too_long`: the usage so far."
     )
+    stage: Literal["chat", "speak"] | None = Field(
+        default=None, description="converse `model_unavailable`: the stage whose model failed."
+    )
+    turn_id: int | None = Field(default=None, description="converse: the turn.")
 
 
 class ErrorFrame(ServerEnvelope):
@@ -257,7 +261,7 @@ class SpeakDoneFrame(ServerEnvelope):
 
 
 class SpeechStartedFrame(ServerEnvelope):
-    """listen: the VAD heard speech start."""
+    """listen, converse: the VAD heard speech start."""
 
     type: Literal["speech_started"]
     segment_id: int = Field(ge=0)
@@ -265,7 +269,7 @@ class SpeechStartedFrame(ServerEnvelope):
 
 
 class SpeechEndedFrame(ServerEnvelope):
-    """listen: the VAD heard speech end."""
+    """listen, converse: the VAD heard speech end."""
 
     type: Literal["speech_ended"]
     segment_id: int = Field(ge=0)
@@ -273,7 +277,7 @@ class SpeechEndedFrame(ServerEnvelope):
 
 
 class TranscriptFrame(ServerEnvelope):
-    """listen: an interim or final transcript of one segment."""
+    """listen, converse: an interim or final transcript of one segment."""
 
     type: Literal["transcript"]
     segment_id: int = Field(ge=0)
@@ -322,6 +326,92 @@ class BinaryAudioFrame(BaseModel):
         )
 
 
+class UserTurnFrame(ServerEnvelope):
+    """converse: the user's turn is complete (its final transcripts, or typed text)."""
+
+    type: Literal["user_turn"]
+    turn_id: int = Field(ge=1)
+    text: str
+
+
+class ReplyStartedFrame(ServerEnvelope):
+    """converse: the reply to a turn starts (the chat router is asked)."""
+
+    type: Literal["reply_started"]
+    turn_id: int = Field(ge=1)
+
+
+class ReplyTextFrame(ServerEnvelope):
+    """converse: a piece of the reply's text and the chat model that wrote it."""
+
+    type: Literal["reply_text"]
+    turn_id: int = Field(ge=1)
+    delta: str
+    model_id: str
+    provider_id: str
+
+
+class ConverseSegmentFrame(ServerEnvelope):
+    """converse: a sentence of the reply was wholly spoken (after its audio)."""
+
+    type: Literal["segment"]
+    turn_id: int = Field(ge=1)
+    start_ms: int = Field(ge=0, description="Where it starts in the conversation's reply audio.")
+    segment: Segment
+
+
+class ReplyInterruptedFrame(ServerEnvelope):
+    """converse: the reply stopped (barge-in or `interrupt`); drop reply audio after
+    `kept_bytes` (of this conversation's reply audio)."""
+
+    type: Literal["reply_interrupted"]
+    turn_id: int = Field(ge=1)
+    reason: Literal["barge_in", "cancelled"]
+    kept_ms: int = Field(ge=0)
+    sent_ms: int = Field(ge=0)
+    kept_bytes: int = Field(ge=0)
+    sent_bytes: int = Field(ge=0)
+    text: str = Field(description="The part of the reply the history keeps.")
+
+
+class TurnError(BaseModel):
+    """Why a turn's reply failed."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    message: str
+
+
+class TurnEndedFrame(ServerEnvelope):
+    """converse: a turn is over; `reply_text` is what the history keeps of the reply."""
+
+    type: Literal["turn_ended"]
+    turn_id: int = Field(ge=1)
+    reason: Literal["complete", "interrupted", "error"]
+    user_text: str
+    reply_text: str
+    error: TurnError | None = None
+
+
+class ConverseUsage(BaseModel):
+    """What a conversation used."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    turns: int = Field(ge=0)
+    audio_in_ms: int = Field(ge=0)
+    audio_out_ms: int = Field(ge=0)
+
+
+class ConverseDoneFrame(ServerEnvelope):
+    """converse: the terminal `done` frame."""
+
+    type: Literal["done"]
+    finish_reason: Literal["complete"]
+    usage: ConverseUsage
+
+
 CHAT_STREAM_FRAMES: tuple[type[ServerEnvelope], ...] = (ChunkFrame, ErrorFrame)
 SPEAK_FRAMES: tuple[type[ServerEnvelope], ...] = (SegmentFrame, SpeakDoneFrame, ErrorFrame)
 LISTEN_FRAMES: tuple[type[ServerEnvelope], ...] = (
@@ -331,10 +421,24 @@ LISTEN_FRAMES: tuple[type[ServerEnvelope], ...] = (
     ListenDoneFrame,
     ErrorFrame,
 )
+CONVERSE_FRAMES: tuple[type[ServerEnvelope], ...] = (
+    SpeechStartedFrame,
+    SpeechEndedFrame,
+    TranscriptFrame,
+    UserTurnFrame,
+    ReplyStartedFrame,
+    ReplyTextFrame,
+    ConverseSegmentFrame,
+    ReplyInterruptedFrame,
+    TurnEndedFrame,
+    ConverseDoneFrame,
+    ErrorFrame,
+)
 SERVER_FRAMES: dict[str, tuple[type[ServerEnvelope], ...]] = {
     "chatStream": CHAT_STREAM_FRAMES,
     "speak": SPEAK_FRAMES,
     "listen": LISTEN_FRAMES,
+    "converse": CONVERSE_FRAMES,
 }
 """Each websocket endpoint's server text frames."""
 

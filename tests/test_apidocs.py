@@ -78,6 +78,7 @@ def test_asyncapi_document_is_valid_asyncapi_3_0() -> None:
         "/v1/language/{router}/chatStream",
         "/v1/speech/{router}/speak",
         "/v1/speech/{router}/listen",
+        "/v1/agent/{router}/converse",
     }
     # the validator does reject a broken document
     broken = copy.deepcopy(document)
@@ -85,6 +86,7 @@ def test_asyncapi_document_is_valid_asyncapi_3_0() -> None:
     assert not validator.is_valid(broken)
     schemas = document["components"]["schemas"]
     assert {"ChatRequest", "SpeakRequestIn", "ListenRequestIn", "VADConfig"} <= set(schemas)
+    assert {"ConverseRequestIn", "ReplyInterruptedFrame", "TurnEndedFrame"} <= set(schemas)
     assert schemas["ChunkFrame"]["additionalProperties"] is False
     # the default server is where `sluice serve` listens out of the box
     assert document["servers"]["sluice"]["variables"]["host"]["default"] == "localhost:9099"

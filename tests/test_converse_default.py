@@ -46,7 +46,7 @@ async def test_a_spoken_exchange_on_the_embedded_default(sluice: MakeClient) -> 
     assert reply.strip() and {f["model_id"] for f in talk.of_type("reply_text")} == {
         "local-smollm2"
     }
-    segments = talk.of_type("segment")
+    segments = [f["segment"] for f in talk.of_type("segment")]
     assert segments and {s["model_id"] for s in segments} == {"local-espeak"}
     ended = talk.of_type("turn_ended")[0]
     assert ended["reason"] == "complete", ended

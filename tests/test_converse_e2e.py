@@ -14,6 +14,7 @@ from aiohttp.test_utils import TestClient
 from fakes.openai_server import FakeOpenAI, run_fake_openai
 from fakes.stt_servers import FakeStt, run_fake_transcription
 from fakes.tts_servers import FakeSpeechServer, expected_bytes, run_fake_openai_speech
+from protocol.schema import validate_server_frame
 from tests.conftest import MakeClient
 from tests.converse_helpers import (
     Conversation,
@@ -80,7 +81,7 @@ async def test_a_spoken_turn_gets_a_spoken_reply(
     assert kinds.index("speech_ended") < kinds.index("transcript") < kinds.index("user_turn")
     assert talk.of_type("user_turn")[0]["text"] == "what time is it"
     assert "".join(f["delta"] for f in talk.of_type("reply_text")) == "".join(REPLY)
-    segments = talk.of_type("segment")
+    segments = [f["segment"] for f in talk.of_type("segment")]
     assert [s["text"] for s in segments] == ["It is noon.", "Anything else?"]
     # every byte of both sentences' audio arrived, resampled from the fake's 24 kHz
     assert len(talk.audio) == sum(expected_bytes(s["text"], 24000) for s in segments)
@@ -97,6 +98,9 @@ async def test_a_spoken_turn_gets_a_spoken_reply(
     assert done["usage"]["turns"] == 1
     assert all(f["metadata"] == {"user": "u1"} for f in talk.frames)
     assert all(f["router_id"] == "talk" for f in talk.frames)
+    # every frame is what the AsyncAPI document says
+    for frame in talk.frames:
+        validate_server_frame("converse", frame)
 
 
 async def test_the_history_carries_earlier_turns(client: Client, chat: FakeOpenAI) -> None:

@@ -16,6 +16,7 @@ from aiohttp.test_utils import TestClient
 from fakes.openai_server import FakeOpenAI, run_fake_openai
 from fakes.stt_servers import FakeStt, run_fake_transcription
 from fakes.tts_servers import FakeSpeechServer, expected_bytes, run_fake_openai_speech
+from protocol.schema import validate_server_frame
 from tests.conftest import MakeClient
 from tests.converse_helpers import (
     Conversation,
@@ -122,11 +123,13 @@ async def test_a_speak_model_broken_inside_a_sentence_drops_only_that_audio(
     talk = await one_turn(client)
     notices = [f["error"] for f in talk.of_type("error") if f["error"].get("stage") == "speak"]
     assert [(n["model_id"], n["drop_bytes"] > 0) for n in notices] == [("tts-a", True)]
-    segments = talk.of_type("segment")
+    segments = [f["segment"] for f in talk.of_type("segment")]
     assert [(s["text"], s["model_id"]) for s in segments] == [
         ("It is noon.", "tts-a"),
         ("Bye.", "tts-b"),
     ]
+    for frame in talk.frames:
+        validate_server_frame("converse", frame)
     kept = len(talk.audio) - notices[0]["drop_bytes"]
     assert kept == sum(expected_bytes(s["text"], 24000) for s in segments)
 

@@ -15,6 +15,7 @@ from fakes.openai_server import FakeOpenAI, run_fake_openai
 from fakes.stt_servers import FakeStt, run_fake_transcription
 from fakes.tts_servers import FakeSpeechServer, run_fake_openai_speech
 from protocol.messages import encode_binary
+from protocol.schema import validate_server_frame
 from tests.conftest import MakeClient, receive_json
 from tests.converse_helpers import (
     Conversation,
@@ -142,6 +143,8 @@ async def test_barge_in_over_the_socket_interrupts_the_reply(
         await read_conversation(ws, talk, "c1", until=lambda c: len(c.of_type("turn_ended")) == 2)
         await ws.send_str(json.dumps({"type": "end", "request_id": "c1"}))
         await read_conversation(ws, talk, "c1")
+    for frame in talk.frames:
+        validate_server_frame("converse", frame)
     first, second = talk.of_type("turn_ended")
     assert first["reason"] == "interrupted" and first["reply_text"] == interrupted["text"]
     assert chat.stats.last_body is not None

@@ -1,0 +1,46 @@
+"""Smoke run of the converse suite: `python -m benchmarks converse --quick` gives every
+figure. It checks that the figures exist and are well-formed, never that they are fast."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+DISTRIBUTION = ("count", "p50", "p90", "p99", "max", "cdf")
+STAGES = ("v2v_ms", "added_ms", "vad_ms", "stt_ms", "llm_ms", "tts_ms")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(60)
+def test_quick_converse_run_writes_every_figure(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "converse", "--quick", "--out", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=55,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    (run,) = tmp_path.glob("converse-*.json")
+    result: dict[str, Any] = json.loads(run.read_text())
+    assert result["settings"]["quick"] is True
+    levels = result["settings"]["levels"]
+    turns = result["settings"]["turns"]
+    assert [c["concurrency"] for c in result["cells"]] == levels
+    for cell in result["cells"]:
+        assert cell["errors"] == 0, cell["error_samples"]
+        assert cell["turns"] == cell["concurrency"] * turns
+        for dist in STAGES:
+            assert all(key in cell[dist] for key in DISTRIBUTION), dist
+        # voice-to-voice is at least the engines' own time
+        assert cell["v2v_ms"]["p50"] >= result["engines_ms"]
+        assert cell["gateway_peak_rss_mb"] > 0
+    assert "| conversations | turns | v2v p50 ms |" in done.stdout
+    assert "| conversations | turns |" in (tmp_path / "latest.md").read_text()

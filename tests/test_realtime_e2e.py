@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import numpy as np
@@ -24,7 +23,7 @@ from fakes.stt_servers import FakeStt, run_fake_transcription
 from fakes.tts_servers import FakeSpeechServer, expected_bytes, run_fake_openai_speech
 from tests.conftest import MakeClient
 from tests.converse_helpers import agent_config, chat_model, stt_model, tts_model, user_speech
-from tests.test_realtime_events import BETA, GA
+from tests.realtime_helpers import BETA, GA, Events, append, audio_of, of_type, sdk, speech_24k
 
 Client = TestClient[Any, Any]
 REPLY = ["It is", " noon.", " Anything", " else?"]
@@ -62,59 +61,6 @@ async def client(
         instructions="Be brief.",
     )
     return await sluice(config)
-
-
-def sdk(client: Client) -> AsyncOpenAI:
-    return AsyncOpenAI(base_url=str(client.make_url("/v1")), api_key="sk-anything")
-
-
-class Events:
-    """What a client read: every server event (validated), in order."""
-
-    def __init__(self, models: dict[str, Any]) -> None:
-        self.models = models
-        self.all: list[dict[str, Any]] = []
-
-    def of(self, kind: str) -> list[dict[str, Any]]:
-        return [e for e in self.all if e["type"] == kind]
-
-    def kinds(self) -> list[str]:
-        return [e["type"] for e in self.all]
-
-    async def read(
-        self, connection: Any, until: Callable[[dict[str, Any]], bool], within: float = 20.0
-    ) -> dict[str, Any]:
-        """Read events until one satisfies `until` (returned)."""
-        while True:
-            raw = await asyncio.wait_for(connection.recv_bytes(), within)
-            event = json.loads(raw)
-            model = self.models[event["type"]]
-            parsed = model.model_validate(event)
-            assert set(event) <= set(type(parsed).model_fields), event
-            # the SDK's own parser takes it too
-            assert connection.parse_event(raw).type == event["type"]
-            self.all.append(event)
-            if until(event):
-                return event
-
-
-def of_type(kind: str) -> Callable[[dict[str, Any]], bool]:
-    return lambda event: event["type"] == kind
-
-
-def speech_24k() -> bytes:
-    pcm = np.frombuffer(user_speech(), dtype="<i2")
-    return resample(pcm, 16000, 24000).astype("<i2").tobytes()
-
-
-async def append(connection: Any, audio: bytes, chunk: int = 4800) -> None:
-    for i in range(0, len(audio), chunk):
-        piece = base64.b64encode(audio[i : i + chunk]).decode()
-        await connection.input_audio_buffer.append(audio=piece)
-
-
-def audio_of(events: Events, name: str = "response.output_audio.delta") -> bytes:
-    return b"".join(base64.b64decode(e["delta"]) for e in events.of(name))
 
 
 async def test_committed_audio_gets_a_spoken_response(

@@ -4,12 +4,10 @@ types (GA and beta), session.update in both shapes, client event parsing, audio 
 from __future__ import annotations
 
 import base64
-from typing import Annotated, Any, get_args, get_origin
+from typing import Any
 
 import numpy as np
 import pytest
-from openai.types.beta.realtime import RealtimeServerEvent as BetaServerEvent
-from openai.types.realtime import RealtimeServerEvent
 from pydantic import BaseModel
 
 from audio.g711 import ulaw_encode
@@ -35,21 +33,7 @@ from realtime.problems import Problem
 from realtime.server_events import ServerEvents
 from realtime.session import SessionSettings, TurnDetection, apply_update
 from realtime.voices import speak_voice
-
-
-def by_type(union: Any) -> dict[str, type[BaseModel]]:
-    """The models of a discriminated union of events, by their `type` literal."""
-    while get_origin(union) is Annotated:
-        union = get_args(union)[0]
-    models: dict[str, type[BaseModel]] = {}
-    for model in get_args(union):
-        for literal in get_args(model.model_fields["type"].annotation):
-            models[literal] = model
-    return models
-
-
-GA = by_type(RealtimeServerEvent)
-BETA = by_type(BetaServerEvent)
+from tests.realtime_helpers import BETA, GA
 
 
 def every_event(events: ServerEvents) -> list[dict[str, Any]]:

@@ -18,9 +18,11 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from audio.g711 import alaw_decode, ulaw_encode
 from audio.resample import resample
+from config.models import AuthConfig
 from fakes.openai_server import FakeOpenAI, run_fake_openai
 from fakes.stt_servers import FakeStt, run_fake_transcription
 from fakes.tts_servers import FakeSpeechServer, expected_bytes, run_fake_openai_speech
+from security.keys import hash_key
 from tests.conftest import MakeClient
 from tests.converse_helpers import agent_config, chat_model, stt_model, tts_model, user_speech
 from tests.realtime_helpers import BETA, GA, Events, append, audio_of, of_type, sdk, speech_24k
@@ -395,3 +397,31 @@ async def test_with_server_vad_a_failing_listen_stage_ends_the_session(
     assert error["error"]["type"] == "server_error"
     assert error["error"]["code"] == "conversation_failed"
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 1011
+
+
+async def test_with_client_keys_the_session_needs_one_and_its_routers(
+    sluice: MakeClient, stt: FakeStt, chat: FakeOpenAI, tts: FakeSpeechServer
+) -> None:
+    config = agent_config(
+        [stt_model("stt", stt.url)], [chat_model("chat", chat.url)], [tts_model("tts", tts.url)]
+    )
+    keys = [
+        {"id": "good", "hash": hash_key("sk-sluice-good")},
+        {"id": "limited", "hash": hash_key("sk-sluice-limited"), "routers": ["other"]},
+    ]
+    client = await sluice(
+        config.model_copy(update={"auth": AuthConfig.model_validate({"keys": keys})})
+    )
+    base = str(client.make_url("/v1"))
+    statuses = []
+    for key in ("sk-wrong", "sk-sluice-limited"):
+        with pytest.raises(InvalidStatus) as caught:
+            async with AsyncOpenAI(base_url=base, api_key=key).realtime.connect(model="talk"):
+                pass
+        statuses.append(caught.value.response.status_code)
+    assert statuses == [401, 403]
+    events = Events(GA)
+    good = AsyncOpenAI(base_url=base, api_key="sk-sluice-good")
+    async with good.realtime.connect(model="talk") as connection:
+        created = await events.read(connection, of_type("session.created"))
+    assert created["session"]["model"] == "talk"

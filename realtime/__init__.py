@@ -10,6 +10,8 @@ pipeline (`pipelines.conversation.converse`) with them:
 - `client_events`: a client event's JSON in, a typed event or a `Problem` out;
 - `server_events`: builders of every server event, named per dialect;
 - `ids`: event, item, response and session ids;
+- `problems`: the `error` event's payload (`Problem`), raised by the parsers;
+- `voices`: a session's voice name -> the speak router's voice;
 - `bridge`: Realtime client events -> conversation inputs, conversation events
   -> Realtime server events (the id bookkeeping lives here);
 - `endpoint`: the websocket handler.

@@ -68,6 +68,7 @@ from protocol.images import image_problem
 from protocol.messages import json_depth_exceeds
 from providers.registry import build_chat_provider
 from providers.types import ChatProvider, ErrorCategory, ProviderError
+from realtime.endpoint import add_realtime_route
 from resume.build import build_request_log
 from resume.log import RequestLog
 from routing.router import ModelRouter
@@ -967,6 +968,7 @@ def build_app(
     app.router.add_get("/v1/agent/{router}/converse", converse_socket)
     add_openai_routes(app, GATEWAY)
     add_embedding_routes(app, GATEWAY)
+    add_realtime_route(app, GATEWAY)
     openapi, asyncapi = build_openapi(), build_asyncapi()
     app.router.add_get(OPENAPI_PATH, document_handler(openapi))
     app.router.add_get(ASYNCAPI_PATH, document_handler(asyncapi))

@@ -197,7 +197,16 @@ def endpoint_of(request: web.Request) -> str:
 def _protected(request: web.Request, metrics_need_key: bool) -> bool:
     path = request.path
     if path.startswith(
-        ("/v1/language", "/v1/speech", "/v1/embedding", "/v1/chat/", "/v1/audio/", "/v1/embeddings")
+        (
+            "/v1/language",
+            "/v1/speech",
+            "/v1/embedding",
+            "/v1/chat/",
+            "/v1/audio/",
+            "/v1/embeddings",
+            "/v1/agent",
+            "/v1/realtime",
+        )
     ):
         return True
     return metrics_need_key and path.rstrip("/") == "/metrics"

@@ -86,7 +86,7 @@ from serving.reload import CONFIG_SOURCE, RELOADER, ConfigSource, Reloader
 from serving.supervisor import BLOCKED_AT_START, STOP_SIGNALS, Supervisor
 from serving.triggers import Triggers, pidfile_for, send_reload
 from serving.worker import WorkerSpec, tag_logs, watch_supervisor
-from state.health import SharedHealth
+from state.health import SHARED_HEALTH, SharedHealth
 from state.limits import RedisLimits
 from state.link import RedisLink
 from state.metrics import state_store_gauge
@@ -314,6 +314,7 @@ async def gateway_context(app: web.Application) -> AsyncIterator[None]:
     shared = SharedHealth(link, lambda: _clock_seconds(scheduler)) if link else None
     if shared is not None:
         await shared.load_now()
+        app[SHARED_HEALTH] = shared
     routers, providers = build_chat_routers(config, session, scheduler, factory, shared)
     context = BuildContext(session, scheduler, config.limits, telemetry, health_share=shared)
     speech = build_speech_endpoints(config, context)
@@ -354,6 +355,7 @@ async def gateway_context(app: web.Application) -> AsyncIterator[None]:
             hosts=app.get(HOSTS),
             registry=app[METRICS].registry,
             after_reload=shared.forget_disabled if shared is not None else None,
+            more_trackers=lambda: app[EMBEDDING].trackers() if EMBEDDING in app else [],
         )
     if shared is not None:
         shared.serve()

@@ -19,6 +19,7 @@ from openai_api.embed_native import embed, list_routers
 from openai_api.embeddings import embeddings
 from openai_api.types import GatewayKey
 from pipelines.embed_service import EmbeddingService
+from state.health import SHARED_HEALTH
 
 
 def embedding_context(
@@ -30,7 +31,7 @@ def embedding_context(
         gateway: Any = app[gateway_key]
         connector = aiohttp.TCPConnector(limit=0, limit_per_host=0)
         session = aiohttp.ClientSession(connector=connector)
-        service = EmbeddingService(session, gateway.scheduler)
+        service = EmbeddingService(session, gateway.scheduler, share=app.get(SHARED_HEALTH))
         service.routers_for(gateway.config)
         app[EMBEDDING] = service
         try:

@@ -25,7 +25,8 @@ from operators.scheduling import seconds
 from pipelines.embed_router import EmbeddingRouter
 from providers.embed_registry import build_embedding_provider
 from providers.embed_types import EmbeddingProvider
-from routing import ModelRouter, build_strategy
+from routing import build_strategy
+from routing.router import HealthShare, build_model_router
 
 log = logging.getLogger("sluice.embedding")
 
@@ -40,7 +41,9 @@ class EmbeddingService:
         session: aiohttp.ClientSession,
         scheduler: abc.SchedulerBase,
         factory: ProviderFactory = build_embedding_provider,
+        share: HealthShare | None = None,
     ) -> None:
+        self._share = share
         self._session = session
         self._scheduler = scheduler
         self._factory = factory
@@ -71,14 +74,20 @@ class EmbeddingService:
         models = router_config.enabled_models
         built = {m.id: self._factory(m, self._session) for m in models}
         self._providers.extend(built.values())
-        health = ModelRouter(
-            router_config.id,
+        health = build_model_router(
+            f"embed:{router_config.id}",
             models,
             build_strategy(router_config.strategy, models),
-            now=seconds(self._scheduler),
-            on_event=_health_event(router_config.id),
+            seconds(self._scheduler),
+            _health_event(router_config.id),
+            self._share,
         )
         return EmbeddingRouter(router_config, built, health, random.Random(), self._scheduler)
+
+    def trackers(self) -> list[Any]:
+        """The health trackers of the routers built so far (a config reload re-enables
+        their models disabled by a 401/403, as it does the other routers')."""
+        return [router.health for router in self._routers.values()]
 
     async def aclose(self) -> None:
         """Close every provider this service built."""

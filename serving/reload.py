@@ -181,7 +181,9 @@ class Reloader:
     """Reloads one process's gateway from its `ConfigSource` (see the module).
 
     `build_chat` / `build_speech` build routers for a config (those of
-    `server.py`); `access` and `hosts` are the app's policies, reconfigured in
+    `server.py`); `more_trackers()` gives health trackers of routers kept elsewhere
+    (the embedding routers), whose disabled models a reload re-enables too;
+    `access` and `hosts` are the app's policies, reconfigured in
     place; `after_reload()` runs once a reload is applied (state.redis: forget
     the shared disables the reload just lifted). What the reloader builds it
     closes in `aclose()` (at shutdown).
@@ -199,8 +201,10 @@ class Reloader:
         hosts: HostPolicy | None,
         registry: CollectorRegistry,
         after_reload: Callable[[], None] | None = None,
+        more_trackers: Callable[[], Iterable[Any]] | None = None,
     ) -> None:
         self._gateway = gateway
+        self._more_trackers = more_trackers
         self._after_reload = after_reload
         self.source = source
         self._build_chat = build_chat
@@ -262,7 +266,10 @@ class Reloader:
         self._access.reconfigure(new.auth, new.limits)
         if self._hosts is not None:
             self._hosts.enforced = HostPolicy.from_config(new).enforced
-        reenabled = enable_disabled(_trackers(gateway), gateway.clock())
+        trackers = _trackers(gateway)
+        if self._more_trackers is not None:
+            trackers.extend(self._more_trackers())
+        reenabled = enable_disabled(trackers, gateway.clock())
         if self._after_reload is not None:
             self._after_reload()
         before = set(old_chat) | {f"speech:{r}" for r in old_speech}

@@ -34,6 +34,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from aiohttp import web
 from pydantic import BaseModel, SecretStr
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -308,3 +309,8 @@ class SharedHealth:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._listener
         await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+SHARED_HEALTH = web.AppKey("shared_health", SharedHealth)
+"""The process's `SharedHealth` (with `state.redis`): routers built outside the
+gateway (the embedding routers) adopt their trackers through it."""

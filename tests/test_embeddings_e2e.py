@@ -427,3 +427,26 @@ async def test_config_can_say_a_model_takes_no_dimensions(
     assert fake_x.stats.requests == 0
     plain = await client.post("/v1/embedding/emb/embed", json={"input": "x"})
     assert (await plain.json())["model_id"] == "ada"
+
+
+async def test_a_config_reload_re_enables_an_embedding_model_a_401_disabled(
+    aiohttp_client: Any, tmp_path: Path, fake_x: FakeEmbed, fake_y: FakeEmbed
+) -> None:
+    path = tmp_path / "sluice.json"
+    models = [embed_model("a", "openai", fake_x), embed_model("b", "openai", fake_y)]
+    path.write_text(json.dumps({"routers": {"embedding": [{"id": "emb", "models": models}]}}))
+    app = build_app(load_config(path))
+    app[CONFIG_SOURCE] = ConfigSource(str(path), "127.0.0.1")
+    client = await aiohttp_client(app)
+    fake_x.script.fault = "401"
+    first = await client.post("/v1/embedding/emb/embed", json={"input": "x"})
+    assert (await first.json())["model_id"] == "b"  # a is disabled until the keys are fixed
+    fake_x.script.fault = "none"
+    still = await client.post("/v1/embedding/emb/embed", json={"input": "x"})
+    assert (await still.json())["model_id"] == "b"
+    assert fake_x.stats.requests == 1
+    # the same file: "the credentials are fixed"
+    outcome = app[RELOADER].reload()
+    assert outcome.outcome == "unchanged" and outcome.reenabled == 1
+    again = await client.post("/v1/embedding/emb/embed", json={"input": "x"})
+    assert (await again.json())["model_id"] == "a"

@@ -111,7 +111,7 @@ class Listener:
                 continue
             assert msg.type is aiohttp.WSMsgType.TEXT, msg
             frame = json.loads(msg.data)
-            assert frame["seq"] == self.seq, (frame, self.seq)
+            assert frame.get("seq") == self.seq, (json.dumps(frame), self.seq)
             self.frames.append(frame)
             if frame["type"] == "error" and frame["error"]["name"] == "model_unavailable":
                 drop = frame["error"]["drop_bytes"]

@@ -196,6 +196,7 @@ class SocketSession:
         self._is_speak = self.endpoint == "speak"
         self._owned: set[str] = set()
         self._relays: dict[str, asyncio.Task[None]] = {}
+        self._relaying: asyncio.Task[None] | None = None
         self._resumed: dict[str, Resumed] = {}
         self._client_closed = False
         self.detached = False
@@ -534,14 +535,41 @@ class SocketSession:
         return self._resumed.pop(request_id, None)
 
     def _forward(self, msg: ClientMessage) -> None:
+        """A message for a request resumed on this socket: to its owner in this process,
+        else relayed to the instance that runs it (in the order the client sent them)."""
         request_log = self._log
         assert request_log is not None
-        if not request_log.forward(self._log_key, msg.request_id, msg):
+        if request_log.forward(self._log_key, msg.request_id, msg):
+            return
+        task = self._loop.create_task(self._relay_message(request_log, msg, self._relaying))
+        self._relaying = task
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _relay_message(
+        self, request_log: RequestLog, msg: ClientMessage, before: asyncio.Task[None] | None
+    ) -> None:
+        if before is not None:
+            await asyncio.gather(before, return_exceptions=True)
+        try:
+            reached = await request_log.relay(self._log_key, msg.request_id, msg)
+        except Exception as error:  # Redis down: the message cannot reach the owner
+            log.warning(
+                "a message for a request on another instance could not be relayed",
+                extra={
+                    "socket": self._label,
+                    "request_id": msg.request_id,
+                    "router": self.router_id,
+                    "error": repr(error),
+                },
+            )
+            reached = False
+        if not reached:
             self._send_error(
                 msg,
-                ErrorName.UNSUPPORTED_MESSAGE_TYPE,
-                f"request {msg.request_id!r} runs on another instance; "
-                f"its {msg.type!r} messages cannot reach it from here",
+                ErrorName.REQUEST_NOT_FOUND,
+                f"request {msg.request_id!r} runs on no instance this {msg.type!r} message "
+                "could reach (it ended, or its instance is gone and it is being taken over)",
                 None,
             )
 

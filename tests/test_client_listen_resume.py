@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -19,7 +20,7 @@ from typing import Any
 import numpy as np
 from sluice_client import AudioFormat, SluiceClient, Transcript
 
-from tests.listen_client import listen_config, local_model
+from tests.listen_client import collect, finals, listen_config, local_model, send_audio, start
 from tests.test_client import FAST
 from tests.test_listen_e2e import SENTENCES, lm_dir, spoken, utterances
 
@@ -73,3 +74,46 @@ async def test_a_cut_listen_request_resumes_and_each_sentence_is_heard_once(
         stats = client.stats
     assert finals == texts
     assert stats.resumed == 1 and stats.lost == 0
+
+
+def offset_msg(request_id: str, offset: int) -> str:
+    return json.dumps({"type": "audio_offset", "request_id": request_id, "offset": offset})
+
+
+async def test_audio_offset_skips_what_the_request_has_and_reports_a_gap(
+    aiohttp_client: Any, spoken: dict[str, np.ndarray], lm_dir: Path
+) -> None:
+    from server import build_app
+
+    texts = SENTENCES[:2]
+    pcm_samples, _ = utterances(spoken, texts)
+    pcm = pcm_samples.tobytes()
+    client = await aiohttp_client(build_app(listen_config([local_model(lm_dir, SENTENCES)])))
+    async with client.ws_connect("/v1/speech/speech/listen") as ws:
+        await start(ws, "o1")
+        half = len(pcm) // 2 // 2 * 2
+        await send_audio(ws, "o1", pcm[:half], chunk=3200)
+        # a resend from 1 s back: the request already has those bytes and skips them
+        await ws.send_str(
+            json.dumps({"type": "audio_offset", "request_id": "o1", "offset": half - 32000})
+        )
+        await ws.send_str(json.dumps({"type": "audio_offset", "request_id": "o1", "offset": -1}))
+        await send_audio(ws, "o1", pcm[half - 32000 :], chunk=3200)
+        await ws.send_str(json.dumps({"type": "end", "request_id": "o1"}))
+        frames = (await collect(ws, ["o1"]))["o1"]
+        # an offset past what a request has: a gap, reported, and the audio goes on
+        await start(ws, "o2")
+        await ws.send_str(offset_msg("o2", 640))
+        await send_audio(ws, "o2", pcm, chunk=3200)
+        await ws.send_str(json.dumps({"type": "end", "request_id": "o2"}))
+        gapped = (await collect(ws, ["o2"]))["o2"]
+    assert [f["text"] for f in finals(frames)] == texts  # nothing heard twice
+    assert abs(frames[-1]["usage"]["audio_ms"] - len(pcm) // 32) <= 1
+    errors = [f["error"] for f in frames if f["type"] == "error"]
+    assert [e["name"] for e in errors[:1]] == ["invalid_request"]  # offset -1
+    assert "finish_reason" not in errors[0]
+    [gap] = [
+        f["error"] for f in gapped if f["type"] == "error" and "finish_reason" not in f["error"]
+    ]
+    assert gap["name"] == "resume_gap"
+    assert gapped[-1]["type"] == "done"

@@ -19,7 +19,15 @@ from reactivex import operators as ops
 
 from audio.pcm import AudioDecoder, AudioFormatError
 from protocol.frames import ErrorName, Frame, FrameFactory
-from protocol.listen import AUDIO, END, LISTEN, ListenError, ListenErrorName, ListenRequestIn
+from protocol.listen import (
+    AUDIO,
+    AUDIO_OFFSET,
+    END,
+    LISTEN,
+    ListenError,
+    ListenErrorName,
+    ListenRequestIn,
+)
 from protocol.messages import ClientMessage
 
 PIPELINE_RATE = 16000
@@ -69,7 +77,9 @@ def audio_intake(
         def subscribe(
             observer: abc.ObserverBase[IntakeItem], scheduler: abc.SchedulerBase | None = None
         ) -> abc.DisposableBase:
-            flags = {"ended": False, "late_notice": False, "failed": False}
+            flags = {"ended": False, "late_notice": False, "failed": False, "resent": False}
+            wire = {"received": 0, "skip": 0}
+            """Audio bytes taken from the wire; bytes of resent audio still to skip."""
 
             def notice(name: str, message: str, **extra: Any) -> None:
                 observer.on_next(frames.error(name, message, finish_reason=None, **extra))
@@ -98,7 +108,34 @@ def audio_intake(
                 state.limit_hit = limit_hit
                 observer.on_next(EndOfAudio(limit_hit))
 
+            def on_offset(msg: ClientMessage) -> None:
+                offset = msg.body.get("offset")
+                if type(offset) is not int or offset < 0:
+                    notice(ErrorName.INVALID_REQUEST, "audio_offset needs an integer offset >= 0")
+                    return
+                if flags["ended"]:
+                    flags["resent"] = True  # the audio was all here: ignore what is resent
+                    return
+                received = wire["received"]
+                wire["skip"] = max(0, received - offset)
+                if offset > received:
+                    notice(
+                        ErrorName.RESUME_GAP,
+                        f"{offset - received} bytes of audio before offset {offset} never "
+                        "arrived; the audio goes on without them",
+                    )
+
             def on_audio(msg: ClientMessage) -> None:
+                if flags["ended"] and flags["resent"]:
+                    return
+                data = msg.audio or b""
+                skip = wire["skip"]
+                if skip:
+                    wire["skip"] = max(0, skip - len(data))
+                    data = data[skip:]
+                    if not data:
+                        return
+                wire["received"] += len(data)
                 if flags["ended"]:
                     if not flags["late_notice"]:
                         flags["late_notice"] = True
@@ -107,7 +144,7 @@ def audio_intake(
                             "audio after the request's end (or its audio limit) is ignored",
                         )
                     return
-                if take(decoder.push(msg.audio or b"")):
+                if take(decoder.push(data)):
                     finish(True)
 
             def on_listen(msg: ClientMessage) -> None:
@@ -134,8 +171,12 @@ def audio_intake(
                 try:
                     if msg.type == AUDIO:
                         on_audio(msg)
+                    elif msg.type == AUDIO_OFFSET:
+                        on_offset(msg)
                     elif msg.type == END:
-                        if flags["ended"]:
+                        if flags["ended"] and flags["resent"]:
+                            pass  # resent behind an audio_offset: the end was here
+                        elif flags["ended"]:
                             notice(ListenErrorName.AUDIO_AFTER_END, "the audio already ended")
                         else:
                             finish(False)
@@ -144,7 +185,8 @@ def audio_intake(
                     else:
                         notice(
                             ErrorName.UNSUPPORTED_MESSAGE_TYPE,
-                            f"listen takes 'audio' (binary), 'end' and 'cancel', not {msg.type!r}",
+                            f"listen takes 'audio' (binary), 'audio_offset', 'end' and 'cancel', "
+                            f"not {msg.type!r}",
                         )
                 except AudioFormatError as error:
                     flags["failed"] = True

@@ -219,7 +219,8 @@ def chat_stream_pipeline(
 
     def start(first: ClientMessage, later: Observable[ClientMessage]) -> Observable[Frame]:
         telemetry = admission.request_telemetry(first.request_id)
-        resumed = admission.resumed(first.request_id)
+        taken = admission.resumed(first.request_id)
+        resumed = taken if isinstance(taken, ResumedAnswer) else None
         return chat_request(router, first, later, clock, max_history, telemetry, images, resumed)
 
     return per_request(

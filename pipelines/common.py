@@ -21,7 +21,7 @@ from operators.request_scope import request_scope
 from protocol.frames import ErrorName, Frame, FrameFactory
 from protocol.messages import CANCEL, BadMessage, ClientMessage
 from protocol.validation import describe_validation_error as describe_validation_error
-from resume.takeover import ResumedAnswer
+from resume.takeover import Resumed
 
 log = logging.getLogger("sluice.requests")
 
@@ -75,7 +75,7 @@ def _no_telemetry(_request_id: str) -> RequestTelemetry | None:
     return None
 
 
-def _not_resumed(_request_id: str) -> ResumedAnswer | None:
+def _not_resumed(_request_id: str) -> Resumed | None:
     return None
 
 
@@ -103,7 +103,7 @@ class Admission:
     request_telemetry: Callable[[str], RequestTelemetry | None] = _no_telemetry
     key_id: str | None = None
     router_present: Callable[[], bool] = field(default=lambda: True)
-    resumed: Callable[[str], ResumedAnswer | None] = _not_resumed
+    resumed: Callable[[str], Resumed | None] = _not_resumed
 
     def admit_frame(
         self, router_id: str, clock: Callable[[], float]

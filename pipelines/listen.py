@@ -23,6 +23,9 @@ Client messages (besides `cancel`):
   chunk sizes (a chunk may even split a sample).
 - `{"type": "end", "request_id"}`: the audio is over; the open segment is
   flushed, every transcript delivered, then the terminal frame.
+- `{"type": "audio_offset", "request_id", "offset"}`: the audio that follows starts
+  at byte `offset` of the request's audio; bytes the request already has are skipped
+  (a client resending its unacknowledged tail after a resume, docs/resume.md).
 
 Server frames (the shared envelope plus):
 
@@ -89,7 +92,7 @@ from pipelines.endpoint import BuildContext, Pipeline
 from pipelines.listen_router import ListenRouter, build_listen_router, listen_health
 from pipelines.speech_in import Heard, hear
 from protocol.frames import ErrorName, Frame, FrameFactory
-from protocol.listen import AUDIO, END, LISTEN, ListenErrorName, ListenRequestIn
+from protocol.listen import AUDIO, AUDIO_OFFSET, END, LISTEN, ListenErrorName, ListenRequestIn
 from protocol.listen_frames import boundary_frame, error_frame, terminal_frame, transcript_frame
 from protocol.messages import ClientMessage, Inbound
 from providers.stt_registry import build_stt_provider
@@ -98,7 +101,7 @@ from providers.stt_types import SttProvider
 
 def _refuse_first(frames: FrameFactory, first: ClientMessage) -> Frame | None:
     """The frame that answers a first message that cannot start a request, else None."""
-    if first.type in (AUDIO, END):
+    if first.type in (AUDIO, END, AUDIO_OFFSET):
         return frames.error(
             ListenErrorName.UNKNOWN_REQUEST,
             f"no active request {first.request_id!r}: send 'listen' first "

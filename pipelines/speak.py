@@ -69,6 +69,7 @@ from typing import Any, cast
 import reactivex
 from reactivex import Observable, abc
 from reactivex import operators as ops
+from reactivex.scheduler import ImmediateScheduler
 
 from audio.sentences import DEFAULT_MAX_CHARS, TextPiece
 from config.models import SpeechRouterConfig
@@ -86,8 +87,12 @@ from protocol.frames import ErrorName, Frame, FrameFactory
 from protocol.messages import ClientMessage, Inbound
 from protocol.speak import REQUEST_NOT_FOUND, SPEAK, TEXT, Refusal, SpeakSpec, parse_speak
 from protocol.speak_frames import done_frame, speak_error_frame
+from resume.takeover import SPEAK_RESUMABLE_ENCODINGS, ResumedSpeech
 
 log = logging.getLogger("sluice.speak")
+
+WAV_HEADER_BYTES = 44
+"""The streamable WAV header `audio.encode` sends before the first samples."""
 
 MAX_LEAD_SECONDS = 10.0
 """Default for how far audio may run ahead of real time before synthesis waits."""
@@ -130,20 +135,39 @@ def speak_request(
     max_lead: float = MAX_LEAD_SECONDS,
     max_sentence_chars: int = DEFAULT_MAX_CHARS,
     telemetry: RequestTelemetry | None = None,
+    resumed: ResumedSpeech | None = None,
 ) -> Observable[Frame]:
     """One speak request: its first message and later ones in, its frames out.
 
     `telemetry` (the request's, from the socket) hears each provider attempt.
+    `resumed`: the request was taken over from a gone instance (docs/resume.md):
+    its first `resumed.segments` sentences were spoken there; a non-terminal
+    `model_unavailable` tells the client to drop the audio of the unfinished one,
+    then the rest is spoken, counted in `done` with what was spoken before.
     """
     frames = FrameFactory(first.request_id, router.id, first.metadata, clock)
     accepted = _accept_first(frames, first, router)
     if isinstance(accepted, Frame):
         return reactivex.of(accepted)
     spec = accepted
+    if resumed is not None and spec.format.encoding not in SPEAK_RESUMABLE_ENCODINGS:
+        return reactivex.of(
+            frames.error(
+                ErrorName.REQUEST_LOST,
+                f"the instance that ran this request is gone and {spec.format.encoding} "
+                "audio cannot be continued from where it stopped; send it again",
+            )
+        )
 
     def answer(sched: abc.SchedulerBase, inputs: Observable[ClientMessage]) -> Observable[Frame]:
         output = SpeakOutput(spec.format, lambda: seconds(sched))
         text = TextState()
+        skip = 0
+        prefix: list[Frame] = []
+        if resumed is not None:
+            skip = resumed.segments
+            output.continue_after(skip, resumed.audio_bytes, resumed.audio_sent)
+            prefix = _takeover_notice(frames, resumed, spec.format.encoding)
 
         def wait() -> float:
             return output.wait_before_next(max_lead)
@@ -163,6 +187,7 @@ def speak_request(
             telemetry,
             max_sentence_chars,
             wait,
+            skip,
         )
 
         def body(events: Observable[TextPiece | Frame]) -> Observable[Frame]:
@@ -171,6 +196,9 @@ def speak_request(
             speech = pieces.pipe(
                 speaking, audio_frames(output, frames, router.provider_id), then_emit(closing)
             )
+            if prefix:
+                first_frames = reactivex.from_iterable(prefix, ImmediateScheduler.singleton())
+                return merge_now(first_frames, speech, notices)
             return merge_now(speech, notices)
 
         first_piece = TextPiece(spec.text, spec.final)
@@ -185,6 +213,27 @@ def speak_request(
     )
 
 
+def _takeover_notice(frames: FrameFactory, resumed: ResumedSpeech, encoding: str) -> list[Frame]:
+    """The `model_unavailable` that drops the audio of the sentence the gone instance
+    had not finished (none when it had sent none of it)."""
+    drop = resumed.partial_bytes
+    if encoding == "wav" and resumed.segments == 0:
+        drop = max(0, drop - WAV_HEADER_BYTES)  # the header stays: the audio goes on
+    if drop <= 0:
+        return []
+    return [
+        frames.error(
+            ErrorName.MODEL_UNAVAILABLE,
+            f"the instance speaking segment {resumed.segments} is gone; drop the last "
+            f"{drop} audio bytes, this sentence and the rest are spoken again",
+            finish_reason=None,
+            model_id=resumed.model_id,
+            segment_id=resumed.segments,
+            drop_bytes=drop,
+        )
+    ]
+
+
 def speak_pipeline(
     router: SpeakRouter,
     clock: Callable[[], float],
@@ -195,7 +244,11 @@ def speak_pipeline(
 
     def start(first: ClientMessage, later: Observable[ClientMessage]) -> Observable[Frame]:
         telemetry = admission.request_telemetry(first.request_id)
-        return speak_request(router, first, later, clock, max_lead, telemetry=telemetry)
+        taken = admission.resumed(first.request_id)
+        resumed = taken if isinstance(taken, ResumedSpeech) else None
+        return speak_request(
+            router, first, later, clock, max_lead, telemetry=telemetry, resumed=resumed
+        )
 
     pipeline: Callable[[Observable[Inbound]], Observable[Frame]] = per_request(
         start,

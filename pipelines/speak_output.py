@@ -17,7 +17,7 @@ from collections.abc import Callable
 import numpy as np
 from reactivex import Observable, abc
 
-from audio.encode import STREAMING_ENCODINGS, StreamEncoder, make_encoder
+from audio.encode import STREAMING_ENCODINGS, PcmEncoder, StreamEncoder, make_encoder
 from audio.sentences import Sentence
 from config.models import AudioFormat
 from operators.failover import Reset
@@ -41,6 +41,7 @@ class SpeakOutput:
         self.samples = 0
         self.segments = 0
         self.closed = False
+        self.played_before = 0.0
 
     def audio_seconds(self) -> float:
         """Audio delivered in kept segments so far."""
@@ -60,8 +61,19 @@ class SpeakOutput:
         """Seconds to wait so that audio stays at most `max_lead` ahead of real time."""
         if self.first_audio is None:
             return 0.0
-        ahead = self.audio_seconds() - (self.now() - self.first_audio)
+        ahead = self.audio_seconds() - self.played_before - (self.now() - self.first_audio)
         return max(0.0, ahead - max_lead)
+
+    def continue_after(self, segments: int, pcm_bytes: int, audio_sent: bool) -> None:
+        """Go on from a request taken over (pcm_s16le or wav only): `segments` were
+        spoken elsewhere with `pcm_bytes` of audio, counted in the totals but taken as
+        already played; after any audio (`audio_sent`) no WAV header goes out again."""
+        fmt = self.format
+        self.segments = segments
+        self.samples = pcm_bytes // (2 * fmt.channels)
+        self.played_before = self.audio_seconds()
+        if audio_sent:
+            self.encoder = PcmEncoder(fmt.sample_rate, fmt.channels)
 
     def close(self) -> bytes:
         """End the encoder (once); its last bytes."""

@@ -45,6 +45,13 @@ def _not_final(piece: TextPiece) -> bool:
     return not piece.final
 
 
+def _from_index(skip: int) -> Callable[[Sentence], bool]:
+    def keep(sentence: Sentence) -> bool:
+        return sentence.index >= skip
+
+    return keep
+
+
 def speak_text(
     router: SpeakRouter,
     voice: Voice,
@@ -53,6 +60,7 @@ def speak_text(
     telemetry: RequestTelemetry | None = None,
     max_sentence_chars: int = DEFAULT_MAX_CHARS,
     wait: Callable[[], float] | None = None,
+    skip: int = 0,
 ) -> Callable[[Observable[TextPiece]], Observable[Spoken]]:
     """Text pieces in; per sentence `Sentence`, its audio at `sample_rate`, `SentenceEnd` out.
 
@@ -61,6 +69,8 @@ def speak_text(
     Pieces after the final one are not read. `wait()` (asked before each
     sentence starts) holds synthesis back, e.g. while audio runs far ahead of
     real time. All models failing a sentence errors with `AllModelsUnavailable`.
+    The first `skip` sentences are not spoken (a request taken over from a gone
+    instance had them spoken there); the others keep their index and chars.
     """
     health = StickyHealth(router.health)
 
@@ -76,6 +86,13 @@ def speak_text(
         spoken = audio.pipe(enclose(lambda: sentence, lambda: SentenceEnd(sentence)))
         return spoken.pipe(paced(wait)) if wait is not None else spoken
 
+    if skip:
+        return reactivex.compose(
+            ops.take_while(_not_final, inclusive=True),
+            split_sentences(max_sentence_chars),
+            ops.filter(_from_index(skip)),
+            ops.concat_map(sentence_audio),
+        )
     return reactivex.compose(
         ops.take_while(_not_final, inclusive=True),
         split_sentences(max_sentence_chars),

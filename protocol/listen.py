@@ -16,6 +16,10 @@ from audio.pcm import InputFormat
 LISTEN = "listen"
 AUDIO = "audio"
 END = "end"
+AUDIO_OFFSET = "audio_offset"
+"""`{"type": "audio_offset", "request_id", "offset"}`: the audio that follows starts at
+byte `offset` of the request's audio (a client sending its tail again after a resume;
+bytes the request already has are skipped)."""
 
 
 class ListenErrorName:

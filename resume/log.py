@@ -32,7 +32,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from protocol.messages import Inbound
+from protocol.messages import ClientMessage, Inbound
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +117,11 @@ class RequestLog(Protocol):
 
     def forward(self, key: str, request_id: str, message: Inbound) -> bool:
         """Hand `message` to the request's owner; False when no owner here has it."""
+        ...
+
+    async def relay(self, key: str, request_id: str, message: ClientMessage) -> bool:
+        """Hand `message` to the request's owner on another instance; False when none
+        could be reached (no owner: it ended, or its instance is gone)."""
         ...
 
     async def open(
@@ -341,6 +346,10 @@ class MemoryRequestLog:
             return False
         door(message)
         return True
+
+    async def relay(self, key: str, request_id: str, message: ClientMessage) -> bool:
+        """One process: there is no other instance to reach."""
+        return False
 
     async def open(
         self, key: str, request_id: str, after_seq: int

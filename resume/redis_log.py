@@ -38,7 +38,8 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
-from protocol.messages import Inbound
+from protocol.messages import ClientMessage, Inbound
+from resume.inbox import Inbox, encode_message, owner_of
 from resume.log import Forward, LoggedFrame, OwnerGone, ResumeGap, Takeover
 
 log = logging.getLogger("sluice.resume")
@@ -160,6 +161,7 @@ class RedisRequestLog:
         self._flusher: asyncio.Task[None] | None = None
         self._renewer: asyncio.Task[None] | None = None
         self._owners: dict[tuple[str, str], Forward] = {}
+        self.inbox = Inbox(redis, self.inbox_channel(self.instance), self._deliver)
         self._failing = False
         self.round_trips = 0
         self.frames_written = 0
@@ -168,6 +170,10 @@ class RedisRequestLog:
     def stream(self, key: str, request_id: str) -> str:
         """The stream name of a request of client key `key`."""
         return f"{self.prefix}{key}:{request_id}"
+
+    def inbox_channel(self, instance: str) -> str:
+        """The pub/sub channel where `instance` hears messages for its requests."""
+        return f"{self.prefix}inbox:{instance}"
 
     def _token(self) -> str:
         self._runs += 1
@@ -350,6 +356,7 @@ class RedisRequestLog:
             self._owners.pop((key, request_id), None)
         else:
             self._owners[(key, request_id)] = forward
+            self.inbox.start()
 
     def forward(self, key: str, request_id: str, message: Inbound) -> bool:
         """Pass `message` to the owner in this process; False when there is none."""
@@ -358,6 +365,30 @@ class RedisRequestLog:
             return False
         door(message)
         return True
+
+    async def relay(self, key: str, request_id: str, message: ClientMessage) -> bool:
+        """Publish `message` to the instance whose token fences the request (one GET,
+        one PUBLISH); False when no instance runs it or none heard the message."""
+        stream = self.stream(key, request_id)
+        token: Any = await self.redis.get(f"{stream}:fence")
+        if token is None or not await self.redis.exists(f"{stream}:lease"):
+            return False
+        instance = owner_of(token)
+        if instance == self.instance:
+            return self.forward(key, request_id, message)
+        receivers: Any = await self.redis.publish(
+            self.inbox_channel(instance), encode_message(key, message)
+        )
+        return bool(receivers)
+
+    def _deliver(self, key: str, message: ClientMessage) -> None:
+        """A message relayed from another instance: to the request's pipeline here (a
+        request that ended meanwhile drops it; its terminal frame tells the client)."""
+        if not self.forward(key, message.request_id, message):
+            log.info(
+                "a relayed message for a request no longer running here",
+                extra={"request_id": message.request_id, "type": message.type},
+            )
 
     # ---- reading and taking over --------------------------------------------------------
 
@@ -437,6 +468,7 @@ class RedisRequestLog:
             self._renewer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._renewer
+        await self.inbox.aclose()
         try:
             await self.flush()
         finally:

@@ -57,3 +57,64 @@ def chat_answer_so_far(frames: Iterable[LoggedFrame]) -> tuple[str, str | None]:
         if isinstance(content, str):
             pieces.append(content)
     return "".join(pieces), model_id
+
+
+SPEAK_RESUMABLE_ENCODINGS = frozenset({"pcm_s16le", "wav"})
+"""Speak formats a takeover can continue: raw samples concatenate (a WAV header went
+out with the first audio, so the rest is raw samples too)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ResumedSpeech:
+    """A speak request taken over from a gone instance: what its frames recorded.
+
+    `segments` sentences were spoken whole (their `segment` events were recorded),
+    with `audio_bytes` of audio between them (PCM bytes, no WAV header).
+    `partial_bytes` of audio of the next sentence went out after the last `segment`
+    event (the client drops them: the sentence is spoken again); `audio_sent` says
+    whether any audio frame went out (then a WAV header already did); `model_id`
+    is the last model that spoke.
+    """
+
+    segments: int
+    audio_bytes: int
+    partial_bytes: int
+    audio_sent: bool
+    model_id: str | None
+
+
+Resumed = ResumedAnswer | ResumedSpeech
+"""What a takeover hands to the pipeline of its endpoint."""
+
+
+def speech_so_far(frames: Iterable[LoggedFrame], request_id: str) -> ResumedSpeech:
+    """Recorded speak frames -> the sentences spoken whole, their audio, and the audio
+    of the unfinished sentence (binary payloads carry `request_id`'s header)."""
+    header = len(request_id.encode("utf-8")) + 1
+    segments = 0
+    audio_bytes = 0
+    partial = 0
+    audio_sent = False
+    model_id: str | None = None
+    for frame in frames:
+        if not frame.is_text:
+            partial += max(0, len(frame.payload) - header)
+            audio_sent = True
+            continue
+        try:
+            data: Any = jsoncodec.loads(frame.payload)
+        except ValueError:
+            continue
+        if not isinstance(data, dict):
+            continue
+        segment = data.get("segment")
+        if data.get("type") == "segment" and isinstance(segment, dict):
+            segments += 1
+            audio_bytes += int(segment.get("audio_bytes") or 0)
+            model_id = segment.get("model_id") or model_id
+            partial = 0
+        elif data.get("type") == "error":
+            error = data.get("error")
+            if isinstance(error, dict) and error.get("name") == "model_unavailable":
+                partial = max(0, partial - int(error.get("drop_bytes") or 0))
+    return ResumedSpeech(segments, audio_bytes, partial, audio_sent, model_id)

@@ -51,7 +51,12 @@ from protocol.jsoncodec import dumps, loads
 from protocol.messages import ClientMessage, Inbound, encode_binary, parse_binary, parse_text
 from providers.types import FinishReason
 from resume.log import FrameSink, OwnerGone, RequestLog, ResumeGap, Takeover
-from resume.takeover import ResumedAnswer, chat_answer_so_far
+from resume.takeover import (
+    Resumed,
+    ResumedAnswer,
+    chat_answer_so_far,
+    speech_so_far,
+)
 from transport.frame_writer import SentCounts, ws_frame
 from transport.outbound import OutboundQueue
 
@@ -127,6 +132,18 @@ def _segment_seqs(out: _Out, data: dict[str, Any]) -> None:
     out.audio_from = 0
 
 
+def _speak_resumable(body: dict[str, Any], client_seq: int, recorded_seq: int) -> bool:
+    """Whether a speak request taken over can be spoken again from its first unspoken
+    sentence: its whole text came in its `speak` message (`final: true`; later `text`
+    messages are not recorded) and the client saw no frame the log missed. (The
+    pipeline checks the format: only pcm_s16le and wav audio concatenates.)"""
+    return (
+        body.get("final") is True
+        and isinstance(body.get("text"), str)
+        and client_seq <= recorded_seq
+    )
+
+
 class SocketSession:
     """Runs one accepted websocket until either side closes it.
 
@@ -179,7 +196,8 @@ class SocketSession:
         self._is_speak = self.endpoint == "speak"
         self._owned: set[str] = set()
         self._relays: dict[str, asyncio.Task[None]] = {}
-        self._resumed: dict[str, ResumedAnswer] = {}
+        self._relaying: asyncio.Task[None] | None = None
+        self._resumed: dict[str, Resumed] = {}
         self._client_closed = False
         self.detached = False
         self._detached_done = asyncio.Event()
@@ -460,7 +478,8 @@ class SocketSession:
     def _adopt(self, msg: ClientMessage, takeover: Takeover, client_seq: int) -> None:
         """Run a request taken over from a gone instance on this socket: chat goes on
         from its recorded answer (or restarts, when the client saw more than was
-        recorded); other endpoints end it with `request_lost`."""
+        recorded); speak speaks again from the first sentence not spoken whole; what
+        cannot be run again ends with `request_lost`."""
         request_log = self._log
         assert request_log is not None
         request_id = msg.request_id
@@ -473,12 +492,20 @@ class SocketSession:
             meta = loads(takeover.meta)
         except ValueError:
             meta = None
+        body = meta.get("body") if isinstance(meta, dict) else None
+        resumed: Resumed | None = None
         if (
             not isinstance(meta, dict)
             or meta.get("endpoint") != self.endpoint
-            or self.endpoint != "chatStream"
-            or not isinstance(meta.get("body"), dict)
+            or not isinstance(body, dict)
         ):
+            resumed = None
+        elif self.endpoint == "chatStream":
+            text, model_id = chat_answer_so_far(takeover.frames)
+            resumed = ResumedAnswer(text, model_id, client_seq > takeover.seq)
+        elif self.endpoint == "speak" and _speak_resumable(body, client_seq, takeover.seq):
+            resumed = speech_so_far(takeover.frames, request_id)
+        if resumed is None:
             frames = FrameFactory(request_id, self.router_id, msg.metadata, self._now)
             self._enqueue(
                 frames.error(
@@ -488,33 +515,61 @@ class SocketSession:
                 )
             )
             return
-        text, model_id = chat_answer_so_far(takeover.frames)
-        self._resumed[request_id] = ResumedAnswer(text, model_id, client_seq > takeover.seq)
+        assert isinstance(meta, dict) and isinstance(body, dict)
+        self._resumed[request_id] = resumed
         log.info(
             "running a request taken over",
             extra={
                 "socket": self._label,
                 "request_id": request_id,
                 "router": self.router_id,
+                "endpoint": self.endpoint,
                 "recorded_seq": takeover.seq,
                 "client_seq": client_seq,
             },
         )
-        self._inbound.on_next(ClientMessage(request_id, str(meta.get("type")), meta["body"]))
+        self._inbound.on_next(ClientMessage(request_id, str(meta.get("type")), body))
 
-    def take_resumed(self, request_id: str) -> ResumedAnswer | None:
+    def take_resumed(self, request_id: str) -> Resumed | None:
         """The answer so far of a request this socket took over (once), else None."""
         return self._resumed.pop(request_id, None)
 
     def _forward(self, msg: ClientMessage) -> None:
+        """A message for a request resumed on this socket: to its owner in this process,
+        else relayed to the instance that runs it (in the order the client sent them)."""
         request_log = self._log
         assert request_log is not None
-        if not request_log.forward(self._log_key, msg.request_id, msg):
+        if request_log.forward(self._log_key, msg.request_id, msg):
+            return
+        task = self._loop.create_task(self._relay_message(request_log, msg, self._relaying))
+        self._relaying = task
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _relay_message(
+        self, request_log: RequestLog, msg: ClientMessage, before: asyncio.Task[None] | None
+    ) -> None:
+        if before is not None:
+            await asyncio.gather(before, return_exceptions=True)
+        try:
+            reached = await request_log.relay(self._log_key, msg.request_id, msg)
+        except Exception as error:  # Redis down: the message cannot reach the owner
+            log.warning(
+                "a message for a request on another instance could not be relayed",
+                extra={
+                    "socket": self._label,
+                    "request_id": msg.request_id,
+                    "router": self.router_id,
+                    "error": repr(error),
+                },
+            )
+            reached = False
+        if not reached:
             self._send_error(
                 msg,
-                ErrorName.UNSUPPORTED_MESSAGE_TYPE,
-                f"request {msg.request_id!r} runs on another instance; "
-                f"its {msg.type!r} messages cannot reach it from here",
+                ErrorName.REQUEST_NOT_FOUND,
+                f"request {msg.request_id!r} runs on no instance this {msg.type!r} message "
+                "could reach (it ended, or its instance is gone and it is being taken over)",
                 None,
             )
 

@@ -20,6 +20,7 @@ from typing import Any
 
 import aiohttp
 
+from sluice_client.audio_tail import AudioTail
 from sluice_client.connection import Connection
 from sluice_client.errors import ClientClosed
 from sluice_client.events import ChatChunk, Event, ModelReset, Transcript
@@ -226,6 +227,8 @@ class SluiceClient:
         )
         conn = self.connection(f"/v1/speech/{router}/listen")
         handle = conn.open(request_id or uuid.uuid4().hex, body)
+        if self.options.resume:  # keep the unacknowledged audio for a resume
+            handle.tail = AudioTail.for_format(format, self.options.max_replay_bytes)
         try:
             handle.attach_pump(asyncio.create_task(pump_audio(handle, audio)))
             while True:

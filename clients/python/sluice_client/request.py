@@ -17,6 +17,7 @@ from collections import deque
 from collections.abc import Mapping
 from typing import Any, Protocol
 
+from sluice_client.audio_tail import AudioTail
 from sluice_client.framing import encode_audio
 
 Payload = str | bytes
@@ -65,6 +66,9 @@ class RequestHandle:
         self._writable = asyncio.Event()
         self._writable.set()
         self._pumps: list[asyncio.Task[None]] = []
+        self.tail: AudioTail | None = None
+        """A listen request's unacknowledged audio, sent again after a resume."""
+        self._end_sent = False
 
     @property
     def resendable(self) -> bool:
@@ -73,10 +77,14 @@ class RequestHandle:
 
     def send_json(self, message: Mapping[str, Any]) -> None:
         """Queue a JSON message (request_id added) for the server."""
+        if message.get("type") == "end":
+            self._end_sent = True
         self.enqueue(json.dumps({**message, "request_id": self.id}, separators=(",", ":")))
 
     def send_audio(self, audio: bytes) -> None:
         """Queue audio as a binary frame tagged with this request's id."""
+        if self.tail is not None:
+            self.tail.add(audio)
         self.enqueue(encode_audio(self.id, audio))
 
     def enqueue(self, payload: Payload, *, replay: bool = True) -> None:
@@ -127,7 +135,24 @@ class RequestHandle:
         queued but not yet written follows it (the server hands it to the request)."""
         self.resumes += 1
         message = {"type": "resume", "request_id": self.id, "after_seq": self.last_seq or 0}
+        tail = self.tail
+        if tail is not None:
+            # listen: the audio after the last point the server reported goes again,
+            # behind its offset (the server skips what it has; queued audio is part
+            # of it), then the rest of the queue, and `end` again if it was written
+            offset, chunks = tail.unheard()
+            rest = [p for p in self.queued if not isinstance(p, bytes)]
+            self.queued = deque([self._json({"type": "audio_offset", "offset": offset})])
+            self.queued.extend(encode_audio(self.id, chunk) for chunk in chunks)
+            self.queued.extend(rest)
+            if self._end_sent and not rest:
+                self.queued.append(self._json({"type": "end"}))
         self.queued.appendleft(json.dumps(message, separators=(",", ":")))
+        if len(self.queued) >= self._high_water:
+            self._writable.clear()
+
+    def _json(self, message: dict[str, Any]) -> str:
+        return json.dumps({**message, "request_id": self.id}, separators=(",", ":"))
 
     def mark_started(self) -> None:
         """A frame came back: the request can no longer be resent transparently."""
@@ -143,6 +168,8 @@ class RequestHandle:
     def _note_seq(self, item: Mapping[str, Any] | bytes) -> bool:
         """Count the frame; False for one already seen (a seq at or below the last)."""
         if isinstance(item, Mapping):
+            if self.tail is not None:
+                self._heard(item)
             seq = item.get("seq")
             if isinstance(seq, int) and not isinstance(seq, bool):
                 if self.last_seq is not None and seq <= self.last_seq:
@@ -151,6 +178,17 @@ class RequestHandle:
         else:
             self.last_seq = (self.last_seq or 0) + 1
         return True
+
+    def _heard(self, frame: Mapping[str, Any]) -> None:
+        """A listen frame that says how far the server has the audio."""
+        kind = frame.get("type")
+        end_ms = frame.get("end_ms")
+        if kind not in ("transcript", "speech_ended"):
+            return
+        if not isinstance(end_ms, int | float) or isinstance(end_ms, bool):
+            return
+        assert self.tail is not None
+        self.tail.heard(end_ms, kind == "transcript" and frame.get("is_final") is True)
 
     def finish(self, frame: Mapping[str, Any]) -> None:
         """The terminal frame: deliver it; nothing else is delivered after it."""

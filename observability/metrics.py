@@ -404,10 +404,22 @@ class _EveryWorker(Collector):
     def collect(self) -> Iterable[Metric]:
         """Merged families, then empty families for the declared names not among them."""
         seen: set[str] = set()
-        merged = MultiProcessCollector(None, path=self._path)  # type: ignore[no-untyped-call]
-        for family in merged.collect():  # type: ignore[no-untyped-call]
+        for family in self._merged():
             seen.add(family.name)
             yield family
         for family in self._declared.collect():
             if family.name not in seen:
                 yield Metric(family.name, family.documentation, family.type)
+
+    def _merged(self) -> list[Metric]:
+        """Every worker's files merged. The supervisor removes a dead worker's live
+        gauge files (`mark_process_dead`); one gone between the directory listing and
+        its read is simply read again without it."""
+        merged = MultiProcessCollector(None, path=self._path)  # type: ignore[no-untyped-call]
+        for attempt in range(5):
+            try:
+                return list(merged.collect())  # type: ignore[no-untyped-call]
+            except FileNotFoundError:
+                if attempt == 4:
+                    raise
+        return []

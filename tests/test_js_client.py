@@ -114,7 +114,9 @@ def _config(fakes: dict[str, FakeOpenAI], lm_dir: Path) -> SluiceConfig:
                         "listen": {"models": [local_model(lm_dir, [SENTENCE])]},
                     }
                 ],
-                "agent": [{"id": "assistant", "listen": "voice", "chat": "plain", "speak": "voice"}],
+                "agent": [
+                    {"id": "assistant", "listen": "voice", "chat": "plain", "speak": "voice"}
+                ],
             }
         }
     )

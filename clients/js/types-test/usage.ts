@@ -49,6 +49,8 @@ export async function voice(): Promise<number> {
     if (event instanceof SpeakSegment) console.log(event.data);
   });
   player.stop();
+  const heardSeconds: number = player.playedSeconds;
+  if (heardSeconds < 0) return 0;
   const mic = await startMicrophone({ sampleRate: 16000 });
   let finals = 0;
   for await (const event of sluice.listen("default", mic, { format: mic.format, interimResults: true })) {

@@ -25,7 +25,7 @@ const REPORT_MS = 250;
  * played, interruptions.
  */
 export function setupTalk(sluice, $, line, describe) {
-  const stats = { transcripts: [], replies: [], turns: 0, bytesReceived: 0, bytesPlayed: 0, interrupted: 0, ended: 0 };
+  const stats = { transcripts: [], replies: [], turns: 0, bytesReceived: 0, bytesPlayed: 0, interrupted: 0, lastInterrupt: null, ended: 0 };
   let session = null;
 
   async function start() {
@@ -78,6 +78,7 @@ export function setupTalk(sluice, $, line, describe) {
           player.stop();
           conversation.played(playedMs());
           stats.interrupted += 1;
+          stats.lastInterrupt = { keptMs: item.keptMs, playedMs: playedMs(), bufferedAfterStop: player.bufferedSeconds };
           line(log, "reset", `(interrupted; the assistant keeps: "${item.text}")`);
         } else if (item instanceof TurnEnded) {
           stats.turns += 1;

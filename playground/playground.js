@@ -1,4 +1,4 @@
-// Sluice playground: chat, listen and speak through the JavaScript client
+// Sluice playground: chat, listen, speak and talk through the JavaScript client
 // (clients/js, npm `sluice-client`), served beside this page at ./sluice-client/.
 // One socket per endpoint and router; requests are multiplexed by request_id.
 
@@ -14,6 +14,7 @@ import {
   Transcript,
 } from "./sluice-client/index.js";
 import { PcmPlayer, startMicrophone } from "./sluice-client/audio/index.js";
+import { setupTalk } from "./talk.js";
 
 const sluice = new SluiceClient(location.origin);
 
@@ -39,9 +40,10 @@ function describe(error) {
 // ---- routers -------------------------------------------------------------------
 
 async function loadRouters() {
-  const [language, speech] = await Promise.all([
+  const [language, speech, agent] = await Promise.all([
     fetch("/v1/language/").then((r) => r.json()),
     fetch("/v1/speech/").then((r) => r.json()),
+    fetch("/v1/agent/").then((r) => r.json()),
   ]);
   const fill = (select, ids) => {
     select.innerHTML = "";
@@ -50,6 +52,7 @@ async function loadRouters() {
   fill($("chat-router"), language.routers.map((r) => r.id));
   fill($("listen-router"), speech.routers.filter((r) => r.listen).map((r) => r.id));
   fill($("speak-router"), speech.routers.filter((r) => r.speak).map((r) => r.id));
+  fill($("talk-router"), agent.routers.map((r) => r.id));
 }
 
 // ---- chat ------------------------------------------------------------------------
@@ -170,6 +173,10 @@ $("speak-stop").addEventListener("click", () => {
   player?.stop();
   $("speak-status").textContent = "stopped";
 });
+
+// ---- talk ------------------------------------------------------------------------
+
+stats.talk = setupTalk(sluice, $, line, describe);
 
 loadRouters().catch((error) => {
   document.body.insertAdjacentHTML("afterbegin", `<p class="error">could not load routers: ${error}</p>`);

@@ -24,7 +24,7 @@ import soundfile
 
 from audio.resample import resample
 from config.models import SluiceConfig
-from fakes.openai_server import FakeOpenAI, run_fake_openai
+from fakes.openai_server import FakeOpenAI, FakeToolCall, run_fake_openai
 from server import build_app
 from tests.conftest import FAST_CLIENT, FAST_RETRY
 from tests.js_proxy import CuttingProxy
@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 JS_DIR = ROOT / "clients" / "js"
 SENTENCE = "turn on the kitchen lights"
 
-MIN_NODE_TESTS = 20
+MIN_NODE_TESTS = 25
 """The node tests in clients/js/test/ (a file that fails to load would lower the count)."""
 
 pytestmark = pytest.mark.timeout(240)
@@ -72,14 +72,24 @@ def _model(model_id: str, fake: FakeOpenAI) -> dict[str, Any]:
 
 @pytest.fixture
 async def fakes() -> AsyncIterator[dict[str, FakeOpenAI]]:
-    """`broken` truncates after two chunks, `backup` answers, `slow` takes its time."""
-    async with run_fake_openai() as broken, run_fake_openai() as backup, run_fake_openai() as slow:
+    """`broken` truncates after two chunks, `backup` answers, `slow` takes its time,
+    `tools` calls a tool when offered one."""
+    async with (
+        run_fake_openai() as broken,
+        run_fake_openai() as backup,
+        run_fake_openai() as slow,
+        run_fake_openai() as tools,
+    ):
+        tools.script.tool_calls = [
+            FakeToolCall("get_weather", '{"city": "Paris"}', id="call_weather")
+        ]
+        tools.script.chunks = ["Sunny", " in Paris."]
         broken.script.fault = "truncated"
         broken.script.fault_after_chunks = 2
         backup.script.chunks = ["Backup", " answer"]
         slow.script.chunks = [f"w{i} " for i in range(40)]
         slow.script.delay = 0.1
-        yield {"broken": broken, "backup": backup, "slow": slow}
+        yield {"broken": broken, "backup": backup, "slow": slow, "tools": tools}
 
 
 def _config(fakes: dict[str, FakeOpenAI], lm_dir: Path) -> SluiceConfig:
@@ -95,6 +105,7 @@ def _config(fakes: dict[str, FakeOpenAI], lm_dir: Path) -> SluiceConfig:
                     },
                     {"id": "plain", "retry": FAST_RETRY, "models": [_model("b", fakes["backup"])]},
                     {"id": "slow", "retry": FAST_RETRY, "models": [_model("s", fakes["slow"])]},
+                    {"id": "tools", "retry": FAST_RETRY, "models": [_model("t", fakes["tools"])]},
                 ],
                 "speech": [
                     {
@@ -102,6 +113,9 @@ def _config(fakes: dict[str, FakeOpenAI], lm_dir: Path) -> SluiceConfig:
                         "speak": {"models": [{"id": "espeak", "local": {}}]},
                         "listen": {"models": [local_model(lm_dir, [SENTENCE])]},
                     }
+                ],
+                "agent": [
+                    {"id": "assistant", "listen": "voice", "chat": "plain", "speak": "voice"}
                 ],
             }
         }

@@ -53,6 +53,8 @@ export class PcmPlayer {
   readonly bytesPushed: number;
   /** Seconds scheduled but not yet played. */
   readonly bufferedSeconds: number;
+  /** Seconds played by the AudioContext clock, without what was dropped or stopped unplayed (a converse `played` report in ms). */
+  readonly playedSeconds: number;
   readonly playing: boolean;
   /** Queue a chunk right after what is already scheduled. */
   push(bytes: Uint8Array): void;

@@ -91,6 +91,67 @@ export interface ChatOptions extends RequestOptions {
   messageHistory?: ChatMessage[];
   /** Per model id, e.g. { "gpt-4o": { max_tokens: 64 } }. */
   overrideParams?: Record<string, unknown>;
+  /** Tools the model may call (OpenAI's shape: {type: "function", function: {name, description?, parameters?}}). */
+  tools?: Record<string, unknown>[];
+  /** "auto", "none", "required" or {type: "function", function: {name}} (OpenAI's shape). */
+  toolChoice?: string | Record<string, unknown>;
+}
+
+export interface ConverseOptions extends RequestOptions {
+  /** The user's audio (default pcm_s16le 16 kHz mono; or streamed wav). */
+  format?: AudioFormat;
+  /** Reply audio rate (PCM16 mono; default: the speak router's format). */
+  outputSampleRate?: number;
+  /** Override the agent's instructions, voice, turn detection, language hint, interim results. */
+  instructions?: string;
+  voice?: string;
+  turnDetection?: boolean;
+  language?: string;
+  interimResults?: boolean;
+}
+
+/** Events of a conversation (reply audio comes as Uint8Array beside them). */
+export type ConverseEvent =
+  | SpeechStarted
+  | SpeechEnded
+  | Transcript
+  | UserTurn
+  | ReplyStarted
+  | ReplyText
+  | SpeakSegment
+  | ReplyInterrupted
+  | TurnEnded
+  | ModelReset
+  | Notice
+  | Done
+  | Event;
+
+/** One conversation on an agent router: send the user's side, iterate the agent's. */
+export class Conversation implements AsyncIterable<Uint8Array | ConverseEvent> {
+  readonly requestId: string;
+  /** Whether the terminal frame or error came, or the conversation was cancelled. */
+  readonly ended: boolean;
+  /** The user's audio in the conversation's format, any chunk size. */
+  sendAudio(audio: AudioChunk): void;
+  /** ms of the reply audio played so far (from the first reply byte, across turns, without dropped audio). */
+  played(ms: number): void;
+  /** A typed user turn (answered at once unless respond is false). */
+  text(text: string, options?: { respond?: boolean }): void;
+  /** Stop the running reply, as a barge-in would. */
+  interrupt(): void;
+  /** Settings for later turns. */
+  update(settings: { instructions?: string; voice?: string; turnDetection?: boolean }): void;
+  /** Turn detection off: the audio since the last commit is one user turn. */
+  commit(): void;
+  /** Turn detection off: drop the audio since the last commit. */
+  clear(): void;
+  /** Reply now to the history. */
+  respond(options?: { instructions?: string }): void;
+  /** The input is over: the open segment is answered, then Done. */
+  end(): void;
+  /** End at once; the iteration throws `reason` (default Cancelled). */
+  cancel(reason?: unknown): void;
+  [Symbol.asyncIterator](): AsyncGenerator<Uint8Array | ConverseEvent, void, undefined>;
 }
 
 export interface SpeakOptions extends RequestOptions {
@@ -129,6 +190,8 @@ export class SluiceClient {
   listen(router: string, audio: AsyncIterable<AudioChunk> | Iterable<AudioChunk>, options: ListenOptions): AsyncGenerator<ListenEvent, void, undefined>;
   /** The final transcripts of a whole recording. */
   listenBytes(router: string, audio: AudioChunk, options: ListenOptions & { chunkBytes?: number }): Promise<Transcript[]>;
+  /** Start a conversation with an agent router: sendAudio etc. in, iterate for events and reply audio. */
+  converse(router: string, options?: ConverseOptions): Conversation;
   /** Close every socket; requests in flight end with ClientClosed. */
   close(): void;
 }
@@ -153,8 +216,12 @@ export class ChatChunk extends Event {
   readonly modelId: string | null;
   readonly providerId: string | null;
   readonly modelName: string | null;
-  /** Set on the last chunk only (complete, max_tokens, ...). */
+  /** Set on the last chunk only (complete, max_tokens, ...; `other` when the model called tools). */
   readonly finishReason: string | null;
+  /** The tool calls this chunk carries (OpenAI's shape with `index`: {index, id, type, function: {name, arguments}}). */
+  readonly toolCalls: Record<string, any>[];
+  /** "tool_calls" on the last chunk of an answer that stopped to call tools. */
+  readonly finishDetail: string | null;
 }
 
 /** A model failed mid-answer: drop the partial output (chat: the text; speak: dropBytes). */
@@ -174,6 +241,50 @@ export class Notice extends Event {
 export class SpeakSegment extends Event {
   /** The segment object (the `segment` field, or the frame itself). */
   readonly data: Frame;
+  /** Converse: the turn of the sentence (null on speak). */
+  readonly turnId: number | null;
+  /** Converse: where the sentence starts in the reply audio, ms (null on speak). */
+  readonly startMs: number | null;
+}
+
+/** Converse: the user's turn is complete. */
+export class UserTurn extends Event {
+  readonly turnId: number | null;
+  readonly text: string;
+}
+
+/** Converse: the chat router is asked. */
+export class ReplyStarted extends Event {
+  readonly turnId: number | null;
+}
+
+/** Converse: a piece of the reply's text. */
+export class ReplyText extends Event {
+  readonly turnId: number | null;
+  readonly delta: string;
+  readonly modelId: string | null;
+  readonly providerId: string | null;
+}
+
+/** Converse: the reply stopped (barge_in / cancelled): stop playback, drop reply audio after keptBytes. */
+export class ReplyInterrupted extends Event {
+  readonly turnId: number | null;
+  readonly reason: string;
+  readonly keptMs: number | null;
+  readonly sentMs: number | null;
+  readonly keptBytes: number | null;
+  readonly sentBytes: number | null;
+  /** What the history keeps of the reply. */
+  readonly text: string;
+}
+
+/** Converse: the turn is over (complete / interrupted / error). */
+export class TurnEnded extends Event {
+  readonly turnId: number | null;
+  readonly reason: string;
+  readonly userText: string;
+  readonly replyText: string;
+  readonly error: { name: string; message: string } | null;
 }
 
 export class Transcript extends Event {
@@ -189,9 +300,11 @@ export class Transcript extends Event {
 export class SpeechStarted extends Event {}
 export class SpeechEnded extends Event {}
 
-/** Speak / listen: the request ended normally. */
+/** Speak / listen / converse: the request ended normally. */
 export class Done extends Event {
   readonly finishReason: string;
+  /** Converse: {turns, audio_in_ms, audio_out_ms}. */
+  readonly usage: Record<string, any> | null;
 }
 
 export type ChatEvent = ChatChunk | ModelReset | Notice | Event;

@@ -9,10 +9,19 @@
 
 import { checkedBackoff } from "./backoff.js";
 import { Connection } from "./connection.js";
-import { ClientClosed, errorFromWire } from "./errors.js";
-import { ChatChunk, ModelReset, Transcript, parseEvent } from "./events.js";
-import { finishReason, toBytes } from "./framing.js";
-import { audioFormat, chatMessage, endMessage, listenMessage, speakMessage, textMessage } from "./messages.js";
+import { Conversation, readEvents } from "./conversation.js";
+import { ClientClosed } from "./errors.js";
+import { ChatChunk, ModelReset, Transcript } from "./events.js";
+import { toBytes } from "./framing.js";
+import {
+  audioFormat,
+  chatMessage,
+  converseMessage,
+  endMessage,
+  listenMessage,
+  speakMessage,
+  textMessage,
+} from "./messages.js";
 
 /**
  * @typedef {object} ResolvedOptions
@@ -108,7 +117,9 @@ export class SluiceClient {
   /**
    * Stream one chat answer: a message (a string is the user's content) in, events out.
    * Yields ChatChunk (the last has finishReason) and ModelReset (drop the text so far).
-   * Throws a SluiceError subclass on a terminal error; an aborted `signal` sends cancel
+   * With `tools` / `toolChoice` (OpenAI's shapes) the model may call tools: whole calls
+   * arrive in `ChatChunk.toolCalls`, and such an answer ends with finishReason `other`
+   * and finishDetail `tool_calls`. Throws a SluiceError subclass on a terminal error; an aborted `signal` sends cancel
    * and throws the signal's reason; leaving the loop early sends cancel.
    * @param {string} router
    * @param {string | Record<string, any>} message
@@ -216,6 +227,22 @@ export class SluiceClient {
   }
 
   /**
+   * Start a conversation with an agent router (voice in, voice out): the user's audio in
+   * `options.format` goes in with `sendAudio`, the agent's events and reply audio come
+   * out by iterating the returned Conversation. Conversations share the router's socket.
+   * @param {string} router
+   * @param {import("../index.js").ConverseOptions} [options]
+   * @returns {Conversation}
+   */
+  converse(router, options = {}) {
+    const signal = options.signal;
+    signal?.throwIfAborted();
+    const body = converseMessage({ ...options, format: options.format ?? audioFormat() });
+    const handle = this.connection(`/v1/agent/${enc(router)}/converse`).open(options.requestId ?? newId(), body);
+    return new Conversation(handle, signal);
+  }
+
+  /**
    * One request on the endpoint at `path`: its first message and optional input pump
    * in; its events (and audio) out until the terminal frame.
    * @param {string} path
@@ -228,26 +255,8 @@ export class SluiceClient {
     const signal = options?.signal;
     signal?.throwIfAborted();
     const handle = this.connection(path).open(options?.requestId ?? newId(), body);
-    const onAbort = () => handle.cancel(signal?.reason);
-    signal?.addEventListener("abort", onAbort, { once: true });
     if (pump !== null) pump(handle).catch((error) => handle.cancel(error)); // the input failed: stop the request
-    try {
-      for (;;) {
-        const item = await handle.next();
-        if (item.kind === "error") throw item.error;
-        if (item.kind === "audio") {
-          yield item.audio;
-          continue;
-        }
-        const terminal = finishReason(item.frame) !== null;
-        if (terminal && item.frame.type === "error") throw errorFromWire(item.frame);
-        yield parseEvent(handle.id, item.frame);
-        if (terminal) return;
-      }
-    } finally {
-      signal?.removeEventListener("abort", onAbort);
-      handle.close();
-    }
+    yield* readEvents(handle, signal);
   }
 }
 

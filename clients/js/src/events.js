@@ -43,6 +43,10 @@ export class ChatChunk extends Event {
     this.providerId = str(chunk.provider_id);
     this.modelName = str(chunk.model_name);
     this.finishReason = finishReason(frame);
+    /** @type {Record<string, any>[]} the tool calls this chunk carries (OpenAI's shape with `index`) */
+    this.toolCalls = Array.isArray(message.tool_calls) ? message.tool_calls : [];
+    /** `tool_calls` on the last chunk of an answer that stopped to call tools (its finishReason is `other`) */
+    this.finishDetail = str(chunk.finish_detail);
   }
 }
 
@@ -74,15 +78,96 @@ export class Notice extends Event {
   }
 }
 
-/** Speak: which text span the audio just sent covers and which provider made it. */
+/**
+ * Speak: which text span the audio just sent covers and which provider made it.
+ * Converse: a sentence of the reply was wholly sent (`turnId`, `startMs` in the reply audio).
+ */
 export class SpeakSegment extends Event {
   /** The segment object (the `segment` field, or the frame itself). */
   get data() {
     return isObject(this.frame.segment) ? this.frame.segment : this.frame;
   }
+
+  /** Converse: the turn the sentence belongs to (null on speak). */
+  get turnId() {
+    return turnOf(this.frame);
+  }
+
+  /** Converse: where the sentence starts in the conversation's reply audio, in ms (null on speak). */
+  get startMs() {
+    return typeof this.frame.start_ms === "number" ? this.frame.start_ms : null;
+  }
 }
 
-/** Listen: the text of one VAD segment; `isFinal` once the segment is done. */
+/** Converse: the user's turn is complete; `text` is all its finals joined (or the typed text). */
+export class UserTurn extends Event {
+  /** @param {string} requestId @param {string} type @param {Record<string, any>} frame */
+  constructor(requestId, type, frame) {
+    super(requestId, type, frame);
+    this.turnId = turnOf(frame);
+    this.text = String(frame.text ?? "");
+  }
+}
+
+/** Converse: the chat router is asked for the reply of turn `turnId`. */
+export class ReplyStarted extends Event {
+  /** @param {string} requestId @param {string} type @param {Record<string, any>} frame */
+  constructor(requestId, type, frame) {
+    super(requestId, type, frame);
+    this.turnId = turnOf(frame);
+  }
+}
+
+/** Converse: a piece (`delta`) of the reply's text. */
+export class ReplyText extends Event {
+  /** @param {string} requestId @param {string} type @param {Record<string, any>} frame */
+  constructor(requestId, type, frame) {
+    super(requestId, type, frame);
+    this.turnId = turnOf(frame);
+    this.delta = String(frame.delta ?? "");
+    this.modelId = str(frame.model_id);
+    this.providerId = str(frame.provider_id);
+  }
+}
+
+/**
+ * Converse: the reply stopped (`reason` barge_in or cancelled): stop playback and drop
+ * reply audio after `keptBytes`; `text` is what the history keeps.
+ */
+export class ReplyInterrupted extends Event {
+  /** @param {string} requestId @param {string} type @param {Record<string, any>} frame */
+  constructor(requestId, type, frame) {
+    super(requestId, type, frame);
+    this.turnId = turnOf(frame);
+    this.reason = String(frame.reason ?? "");
+    this.keptMs = num(frame.kept_ms);
+    this.sentMs = num(frame.sent_ms);
+    this.keptBytes = num(frame.kept_bytes);
+    this.sentBytes = num(frame.sent_bytes);
+    this.text = String(frame.text ?? "");
+  }
+}
+
+/**
+ * Converse: the turn is over (`reason` complete, interrupted or error); `replyText` is
+ * what the history keeps; `error` ({name, message}) when the reply failed.
+ */
+export class TurnEnded extends Event {
+  /** @param {string} requestId @param {string} type @param {Record<string, any>} frame */
+  constructor(requestId, type, frame) {
+    super(requestId, type, frame);
+    this.turnId = turnOf(frame);
+    this.reason = String(frame.reason ?? "");
+    this.userText = String(frame.user_text ?? "");
+    this.replyText = String(frame.reply_text ?? "");
+    /** @type {{name: string, message: string} | null} */
+    this.error = isObject(frame.error)
+      ? { name: String(frame.error.name ?? ""), message: String(frame.error.message ?? "") }
+      : null;
+  }
+}
+
+/** Listen / converse: the text of one VAD segment; `isFinal` once the segment is done. */
 export class Transcript extends Event {
   /** @param {string} requestId @param {string} type @param {Record<string, any>} frame */
   constructor(requestId, type, frame) {
@@ -98,18 +183,20 @@ export class Transcript extends Event {
   }
 }
 
-/** Listen: the VAD heard speech start. */
+/** Listen / converse: the VAD heard speech start. */
 export class SpeechStarted extends Event {}
 
-/** Listen: the VAD heard speech end. */
+/** Listen / converse: the VAD heard speech end. */
 export class SpeechEnded extends Event {}
 
-/** Speak / listen: the request ended normally; `finishReason` says how. */
+/** Speak / listen / converse: the request ended normally; `finishReason` says how. */
 export class Done extends Event {
   /** @param {string} requestId @param {string} type @param {Record<string, any>} frame */
   constructor(requestId, type, frame) {
     super(requestId, type, frame);
     this.finishReason = finishReason(frame) ?? "complete";
+    /** @type {Record<string, any> | null} converse: {turns, audio_in_ms, audio_out_ms} */
+    this.usage = isObject(frame.usage) ? frame.usage : null;
   }
 }
 
@@ -136,9 +223,29 @@ export function parseEvent(requestId, frame) {
       return new SpeechStarted(requestId, type, frame);
     case "speech_ended":
       return new SpeechEnded(requestId, type, frame);
+    case "user_turn":
+      return new UserTurn(requestId, type, frame);
+    case "reply_started":
+      return new ReplyStarted(requestId, type, frame);
+    case "reply_text":
+      return new ReplyText(requestId, type, frame);
+    case "reply_interrupted":
+      return new ReplyInterrupted(requestId, type, frame);
+    case "turn_ended":
+      return new TurnEnded(requestId, type, frame);
     default:
       return finishReason(frame) != null ? new Done(requestId, type, frame) : new Event(requestId, type, frame);
   }
+}
+
+/** @param {Record<string, any>} frame @returns {number | null} */
+function turnOf(frame) {
+  return num(frame.turn_id);
+}
+
+/** @param {unknown} value @returns {number | null} */
+function num(value) {
+  return typeof value === "number" ? value : null;
 }
 
 /** @param {unknown} value */

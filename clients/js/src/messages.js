@@ -16,8 +16,9 @@ export function audioFormat(encoding = "pcm_s16le", sampleRate = 16000, channels
 
 /**
  * A chatStream request (Glide's schema); a plain string is a user message.
+ * `tools` and `tool_choice` are OpenAI's shapes (Sluice's additions).
  * @param {string | Record<string, any>} message
- * @param {{messageHistory?: object[], overrideParams?: object, metadata?: unknown}} [options]
+ * @param {{messageHistory?: object[], overrideParams?: object, metadata?: unknown, tools?: object[], toolChoice?: string | object}} [options]
  */
 export function chatMessage(message, options = {}) {
   const body = typeof message === "string" ? { role: "user", content: message } : { ...message };
@@ -27,6 +28,8 @@ export function chatMessage(message, options = {}) {
     message_history: options.messageHistory,
     override_params: options.overrideParams,
     metadata: options.metadata,
+    tools: options.tools,
+    tool_choice: options.toolChoice,
   });
 }
 
@@ -65,6 +68,26 @@ export function listenMessage(options) {
     language: options.language,
     interim_results: options.interimResults,
     vad: options.vad,
+    metadata: options.metadata,
+  });
+}
+
+/**
+ * The `converse` message that starts a conversation; the user's audio follows as
+ * binary frames. `outputSampleRate` asks for reply audio (PCM16 mono) at that rate.
+ * @param {{format: object, outputSampleRate?: number, instructions?: string, voice?: string, turnDetection?: boolean, language?: string, interimResults?: boolean, metadata?: unknown}} options
+ */
+export function converseMessage(options) {
+  return defined({
+    type: "converse",
+    format: options.format,
+    output_format:
+      options.outputSampleRate === undefined ? undefined : { encoding: "pcm_s16le", sample_rate: options.outputSampleRate },
+    instructions: options.instructions,
+    voice: options.voice,
+    turn_detection: options.turnDetection,
+    language: options.language,
+    interim_results: options.interimResults,
     metadata: options.metadata,
   });
 }

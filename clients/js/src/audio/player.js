@@ -24,6 +24,16 @@ export class PcmPlayer {
     this._scheduled = [];
     /** Audio bytes pushed since the player was made. */
     this.bytesPushed = 0;
+    /** Seconds of audio scheduled since the player was made, less what was dropped or stopped unplayed. */
+    this._kept = 0;
+  }
+
+  /**
+   * Seconds of audio played so far by the AudioContext clock (what was dropped or stopped
+   * before it played does not count): a conversation's `played` report is this in ms.
+   */
+  get playedSeconds() {
+    return Math.max(0, this._kept - this.bufferedSeconds);
   }
 
   /** Seconds of audio scheduled but not yet played. */
@@ -64,6 +74,7 @@ export class PcmPlayer {
     const start = this._playhead > now ? this._playhead : now + this._lead;
     node.start(start);
     this._playhead = start + buffer.duration;
+    this._kept += buffer.duration;
     const entry = { node, start, bytes: data.length };
     this._scheduled.push(entry);
     node.onended = () => {
@@ -88,12 +99,14 @@ export class PcmPlayer {
       last.node.onended = null;
       last.node.stop();
       left -= last.bytes;
+      this._kept -= this._playhead - last.start;
       this._playhead = last.start;
     }
   }
 
   /** Silence at once: everything playing or scheduled stops (barge-in). */
   stop() {
+    this._kept = this.playedSeconds;
     for (const { node } of this._scheduled) {
       node.onended = null;
       try {

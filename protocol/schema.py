@@ -385,7 +385,7 @@ class CallFunction(BaseModel):
     arguments: str
 
 
-class ToolCallOut(BaseModel):
+class WholeToolCall(BaseModel):
     """One whole tool call (OpenAI's chat shape)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -401,7 +401,7 @@ class ToolCallsFrame(ServerEnvelope):
 
     type: Literal["tool_calls"]
     turn_id: int = Field(ge=1)
-    calls: list[ToolCallOut] = Field(min_length=1)
+    calls: list[WholeToolCall] = Field(min_length=1)
     model_id: str
     provider_id: str
 

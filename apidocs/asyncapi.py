@@ -23,6 +23,7 @@ from protocol.converse import (
     PlayedIn,
     RespondIn,
     TextIn,
+    ToolResultIn,
     UpdateIn,
 )
 from protocol.listen import ListenRequestIn
@@ -61,7 +62,16 @@ CLIENT_BODIES: dict[str, tuple[tuple[str, type[BaseModel], str], ...]] = {
         ("clear", NoBodyIn, "Turn detection off: drop the buffered audio."),
         ("respond", RespondIn, "Reply now to the conversation so far."),
         ("interrupt", NoBodyIn, "Stop the running reply (the conversation goes on)."),
-        ("update", UpdateIn, "Change instructions, voice or turn detection for later turns."),
+        (
+            "update",
+            UpdateIn,
+            "Change instructions, voice, turn detection or tools for later turns.",
+        ),
+        (
+            "tool_result",
+            ToolResultIn,
+            "The output of a tool call of the last reply; the reply follows when all have one.",
+        ),
         ("end", EndMessage, "The conversation's input is over; it ends after its last reply."),
     ),
 }

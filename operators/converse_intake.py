@@ -26,6 +26,7 @@ from pipelines.conversation_types import (
     ConversationInput,
     CreateResponse,
     Played,
+    ToolResult,
     UserAudio,
     UserText,
 )
@@ -39,11 +40,13 @@ from protocol.converse import (
     PLAYED,
     RESPOND,
     TEXT,
+    TOOL_RESULT,
     UPDATE,
     ConverseErrorName,
     PlayedIn,
     RespondIn,
     TextIn,
+    ToolResultIn,
     UpdateIn,
 )
 from protocol.frames import ErrorName, Frame, FrameFactory
@@ -79,7 +82,18 @@ def _respond(msg: ClientMessage) -> ConversationInput:
 
 def _update(msg: ClientMessage) -> ConversationInput:
     body = _parse(UpdateIn, msg)
-    return Configure(body.instructions, body.voice, body.turn_detection)
+    return Configure(
+        body.instructions,
+        body.voice,
+        body.turn_detection,
+        body.tool_dicts(),
+        body.tool_choice_value(),
+    )
+
+
+def _tool_result(msg: ClientMessage) -> ConversationInput:
+    body = _parse(ToolResultIn, msg)
+    return ToolResult(body.call_id, body.output, body.respond)
 
 
 _INPUTS: dict[str, Callable[[ClientMessage], ConversationInput]] = {
@@ -90,6 +104,7 @@ _INPUTS: dict[str, Callable[[ClientMessage], ConversationInput]] = {
     RESPOND: _respond,
     INTERRUPT: lambda _msg: CancelResponse(),
     UPDATE: _update,
+    TOOL_RESULT: _tool_result,
 }
 
 
@@ -141,7 +156,8 @@ def converse_intake(
                     notice(
                         ErrorName.UNSUPPORTED_MESSAGE_TYPE,
                         "a conversation takes binary audio and 'text', 'played', 'commit', "
-                        "'clear', 'respond', 'interrupt', 'update', 'end' and 'cancel', "
+                        "'clear', 'respond', 'interrupt', 'update', 'tool_result', 'end' and "
+                        "'cancel', "
                         f"not {msg.type!r}",
                     )
 

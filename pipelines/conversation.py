@@ -8,9 +8,12 @@
             ├─► UserAudio (turn detection off) ─► buffer ─► CommitAudio ─►
             │      ListenRouter.transcribe as one segment ─► a user message
             ├─► UserText / CreateResponse / CancelResponse / Played / Configure
+            ├─► ToolResult ─► the history's tool message ─► a reply once every call
+            │      of the last reply is answered
             └─► reply: history ─► chat (ChatRouter.stream) ─► ReplyText deltas
-                   └─► text pieces ─► speak (speak_text) ─► ReplySentence,
-                       ReplyAudio, ReplyAudioDropped, ReplySegment ─► TurnEnded
+                   ├─► text pieces ─► speak (speak_text) ─► ReplySentence,
+                   │   ReplyAudio, ReplyAudioDropped, ReplySegment ─► TurnEnded
+                   └─► whole tool calls ─► ReplyToolCalls (no audio)
 
 `converse(parts, settings)` is the whole of it as one operator, independent of any
 websocket envelope: the converse endpoint (`pipelines.converse`) maps its frames
@@ -55,6 +58,8 @@ from pipelines.conversation_types import (
     ReplySegment,
     ReplySentence,
     ReplyStarted,
+    ReplyToolCalls,
+    ToolResult,
     TurnEnded,
     UserAudio,
     UserText,
@@ -71,12 +76,14 @@ from pipelines.reply_tracking import (
     said,
     spoken_text,
     text_tracker,
+    tool_calls,
 )
 from pipelines.speak_router import SegmentAudio
 from pipelines.speech_in import Heard, Transcribed
 from pipelines.speech_out import SentenceEnd, Spoken
 from protocol.chat import ChatRequest
 from providers.stt_types import SegmentAudio as HeardAudio
+from providers.types import ToolCall
 
 # ---- the conversation --------------------------------------------------------------
 
@@ -122,12 +129,19 @@ class _Conversation:
     ) -> None:
         self.parts = parts
         self.settings = ConversationSettings(
-            settings.instructions, settings.voice, settings.max_history, settings.turn_detection
+            settings.instructions,
+            settings.voice,
+            settings.max_history,
+            settings.turn_detection,
+            settings.tools,
+            settings.tool_choice,
         )
         self.stats = stats
         self.observer = observer
         self.scheduler = scheduler
-        self.history: list[dict[str, str]] = []
+        self.history: list[dict[str, Any]] = []
+        self.open_calls: dict[str, ToolCall] = {}  # the last reply's calls without a result
+        self.calls_user_text = ""
         self.pending: list[str] = []  # finals of the user's turn so far
         self.open_segments: set[int] = set()
         self.speaking = False
@@ -222,6 +236,8 @@ class _Conversation:
             self.buffer.clear()
         elif isinstance(item, CreateResponse):
             self.create_response(item)
+        elif isinstance(item, ToolResult):
+            self.tool_result(item)
         elif isinstance(item, CancelResponse):
             if self.reply is None:
                 self.emit(Notice("no_active_reply", "there is no reply to cancel"))
@@ -237,17 +253,60 @@ class _Conversation:
             self.settings.voice = item.voice
         if item.turn_detection is not None:
             self.settings.turn_detection = item.turn_detection
+        if item.tools is not None:
+            self.settings.tools = item.tools
+        if item.tool_choice is not None:
+            self.settings.tool_choice = item.tool_choice
+
+    def tool_result(self, item: ToolResult) -> None:
+        """A call's result joins the history; the last one (with `respond`) starts the reply."""
+        if self.open_calls.pop(item.call_id, None) is None:
+            self.emit(
+                Notice(
+                    "unknown_tool_call",
+                    f"no tool call {item.call_id!r} is waiting for a result (only the calls of "
+                    "the last reply are, until the user's next turn or a respond)",
+                )
+            )
+            return
+        self.history.append({"role": "tool", "tool_call_id": item.call_id, "content": item.output})
+        if item.respond and not self.open_calls and self.reply is None and not self.stopped:
+            self.start_reply(self.calls_user_text)
+
+    def close_calls(self) -> None:
+        """The last reply's calls still without a result leave the history (a new user
+        turn or a respond goes on without them)."""
+        if not self.open_calls:
+            return
+        for index in range(len(self.history) - 1, -1, -1):
+            message = self.history[index]
+            if message["role"] == "assistant" and message.get("tool_calls"):
+                kept = [c for c in message["tool_calls"] if c["id"] not in self.open_calls]
+                if kept:
+                    message["tool_calls"] = kept
+                elif message["content"]:
+                    del message["tool_calls"]
+                else:
+                    del self.history[index]
+                break
+        self.open_calls.clear()
 
     def create_response(self, item: CreateResponse) -> None:
         if self.reply is not None:
             self.emit(Notice("reply_in_progress", "a reply is already running; cancel it first"))
             return
         self.take_user_turn()
-        if not self.history or self.history[-1]["role"] != "user":
+        answered = (
+            self.calls_user_text
+            if self.history[-1:] and (self.history[-1]["role"] == "tool")
+            else None
+        )
+        self.close_calls()
+        if not self.history or self.history[-1]["role"] not in ("user", "tool"):
             self.emit(Notice("nothing_to_answer", "the conversation has no user message to answer"))
             return
         self.respond_instructions = item.instructions
-        self.start_reply(self.history[-1]["content"])
+        self.start_reply(answered if answered is not None else self.history[-1]["content"])
 
     def commit(self) -> None:
         if not self.buffer:
@@ -314,20 +373,29 @@ class _Conversation:
             return None
         text = " ".join(self.pending)
         self.pending.clear()
+        self.close_calls()
         self.turns += 1
         self.stats.turns += 1
         self.remember("user", text)
         self.emit(UserTurn(self.turns, text))
         return text
 
-    def remember(self, role: str, text: str) -> None:
-        if self.history and self.history[-1]["role"] == role:
-            self.history[-1] = {"role": role, "content": f"{self.history[-1]['content']} {text}"}
+    def remember(self, role: str, text: str, calls: tuple[ToolCall, ...] = ()) -> None:
+        last = self.history[-1] if self.history else None
+        if last is not None and last["role"] == role and not calls and "tool_calls" not in last:
+            self.history[-1] = {"role": role, "content": f"{last['content']} {text}"}
+        elif calls:
+            self.history.append(
+                {"role": role, "content": text, "tool_calls": [c.to_json() for c in calls]}
+            )
         else:
             self.history.append({"role": role, "content": text})
         limit = self.settings.max_history
         if len(self.history) > limit:
             del self.history[: len(self.history) - limit]
+        # a tool result never opens the history without the call it answers
+        while self.history and self.history[0]["role"] == "tool":
+            del self.history[0]
 
     def maybe_start_reply(self) -> None:
         if (
@@ -349,9 +417,12 @@ class _Conversation:
         if instructions:
             messages.append({"role": "system", "content": instructions})
         messages.extend(self.history)
-        return ChatRequest.model_validate(
-            {"message": messages[-1], "message_history": messages[:-1]}
-        )
+        body: dict[str, Any] = {"message": messages[-1], "message_history": messages[:-1]}
+        if self.settings.tools:
+            body["tools"] = list(self.settings.tools)
+            if self.settings.tool_choice is not None:
+                body["tool_choice"] = self.settings.tool_choice
+        return ChatRequest.model_validate(body)
 
     def start_reply(self, user_text: str) -> None:
         turn_id = self.turns
@@ -388,13 +459,16 @@ class _Conversation:
         self, reply: Reply, shared: Observable[Tracked]
     ) -> Observable[ConversationEvent]:
         texts = cast(Observable[ConversationEvent], shared.pipe(ops.map(said), ops.filter(is_some)))
+        calls = cast(
+            Observable[ConversationEvent], shared.pipe(ops.map(tool_calls), ops.filter(is_some))
+        )
         pieces = cast(Observable[TextPiece], shared.pipe(ops.map(piece), ops.filter(is_some)))
 
         def to_event(item: Spoken) -> ConversationEvent:
             return self.spoken(reply, item)
 
         spoken = pieces.pipe(self.parts.speak(self.settings.voice), ops.map(to_event))
-        return merge_now(texts, spoken)
+        return merge_now(texts, calls, spoken)
 
     def spoken(self, reply: Reply, item: Spoken) -> ConversationEvent:
         rate = self.parts.output_rate
@@ -429,6 +503,8 @@ class _Conversation:
         )
 
     def on_reply_event(self, event: ConversationEvent) -> None:
+        if isinstance(event, ReplyToolCalls) and self.reply is not None:
+            self.reply.calls = event.calls
         self.emit(event)
 
     def interrupt(self, reason: Literal["barge_in", "cancelled"]) -> None:
@@ -502,8 +578,12 @@ class _Conversation:
         self.reply = None
         self.finished = reply if reason == "complete" else None
         text = spoken if spoken is not None else " ".join(reply.text)
-        if reason != "error" and text:
-            self.remember("assistant", text)
+        calls = reply.calls if reason == "complete" else ()
+        if reason != "error" and (text or calls):
+            self.remember("assistant", text, calls)
+        if calls:
+            self.open_calls = {call.id: call for call in calls}
+            self.calls_user_text = reply.user_text
         self.emit(TurnEnded(reply.turn_id, reason, reply.user_text, text, error))
         self.maybe_start_reply()
         self.maybe_complete()

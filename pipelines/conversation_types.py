@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from reactivex import Observable
 
@@ -24,6 +24,11 @@ from pipelines.speech_out import Spoken
 from protocol.chat import ChatRequest
 from providers.stt_types import SegmentAudio as HeardAudio
 from providers.tts_types import Int16Array
+from providers.types import ToolCall
+
+ToolChoiceValue = str | dict[str, Any]
+"""`tool_choice` in OpenAI's chat shape: `auto`, `none`, `required` or
+`{"type": "function", "function": {"name"}}`."""
 
 # ---- inputs ------------------------------------------------------------------------
 
@@ -74,11 +79,23 @@ class Played:
 
 @dataclass(frozen=True, slots=True)
 class Configure:
-    """Change settings for later turns (None keeps a setting)."""
+    """Change settings for later turns (None keeps a setting; `tools=[]` removes the tools)."""
 
     instructions: str | None = None
     voice: str | None = None
     turn_detection: bool | None = None
+    tools: tuple[dict[str, Any], ...] | None = None
+    tool_choice: ToolChoiceValue | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ToolResult:
+    """The output of the reply's tool call `call_id`; with `respond`, a reply starts
+    once every call of that reply has its result (and no reply runs)."""
+
+    call_id: str
+    output: str
+    respond: bool = True
 
 
 ConversationInput = (
@@ -90,6 +107,7 @@ ConversationInput = (
     | CancelResponse
     | Played
     | Configure
+    | ToolResult
 )
 """What a conversation consumes; the inputs completing is the end of the conversation."""
 
@@ -117,6 +135,16 @@ class ReplyText:
 
     turn_id: int
     delta: str
+    model: ModelInfo
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyToolCalls:
+    """The reply of `turn_id` calls tools: every call of the answer, whole (id, name,
+    JSON arguments), from `model`; the client answers each with a `ToolResult`."""
+
+    turn_id: int
+    calls: tuple[ToolCall, ...]
     model: ModelInfo
 
 
@@ -211,6 +239,7 @@ ConversationEvent = (
     | UserTurn
     | ReplyStarted
     | ReplyText
+    | ReplyToolCalls
     | ChatRestarted
     | ReplySentence
     | ReplyAudio
@@ -258,6 +287,8 @@ class ConversationSettings:
     voice: str | None = None
     max_history: int = 20
     turn_detection: bool = True
+    tools: tuple[dict[str, Any], ...] = ()
+    tool_choice: ToolChoiceValue | None = None
 
 
 @dataclass

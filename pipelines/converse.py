@@ -131,7 +131,9 @@ def conversation_parts(
     return ConversationParts(
         hear=hear(listen, vad, language, interim, telemetry, clock),
         transcribe=lambda segment: listen.transcribe(segment, language, False, telemetry),
-        chat=lambda chat_request: chat.stream(chat_request, telemetry=telemetry),
+        chat=lambda chat_request: chat.stream(
+            chat_request, telemetry=telemetry, whole_tool_calls=True
+        ),
         speak=speaker,
         provider_id=speak.provider_id,
         output_rate=output_rate,
@@ -170,6 +172,8 @@ def converse_request(
         voice=request.voice or agent.voice,
         max_history=agent.turn.max_history_messages,
         turn_detection=agent.turn.turn_detection if turn_detection is None else turn_detection,
+        tools=request.tool_dicts() or (),
+        tool_choice=request.tool_choice_value(),
     )
 
     def answer_for(inputs: Observable[ClientMessage]) -> Observable[Frame]:

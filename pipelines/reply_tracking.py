@@ -2,8 +2,8 @@
 
 `spoken_text(sentences, cutoff, rate)`: a reply's sentences (with where their audio
 starts and how long it is) and a cut-off sample in; the words heard by then out.
-`text_tracker(turn_id)`: chat events in; (a reply-text event, a text piece to speak)
-out, skipping after a restart what was already passed on.
+`text_tracker(turn_id)`: chat events in; (a reply-text event, a text piece to speak,
+the answer's tool calls) out, skipping after a restart what was already passed on.
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from audio.sentences import Sentence, TextPiece
 from operators.failover import Reset
 from pipelines.chat_router import ChatChunk, ChatEvent
-from pipelines.conversation_types import ChatRestarted, ReplyText
+from pipelines.conversation_types import ChatRestarted, ReplyText, ReplyToolCalls
+from providers.types import ToolCall
 
 
 @dataclass
@@ -41,6 +42,7 @@ class Reply:
     played_at: float | None = None
     sentences: list[SpokenSentence] = field(default_factory=list)
     text: list[str] = field(default_factory=list)
+    calls: tuple[ToolCall, ...] = ()
 
 
 SECONDS_PER_CHAR = 0.06
@@ -77,29 +79,38 @@ def ms(samples: int, rate: int) -> int:
     return samples * 1000 // rate
 
 
-Tracked = tuple[ReplyText | ChatRestarted | None, TextPiece | None]
+Tracked = tuple[ReplyText | ChatRestarted | None, TextPiece | None, ReplyToolCalls | None]
 
 
 def text_tracker(turn_id: int) -> Callable[[ChatEvent], Tracked]:
-    """Chat events -> (a reply-text event, a text piece to speak); after a restart
-    the next model's answer is skipped for as many characters as were passed on."""
+    """Chat events -> (a reply-text event, a text piece to speak, the answer's tool
+    calls); after a restart the next model's answer is skipped for as many characters
+    as were passed on. Whole tool calls (the router assembles them) are gathered and
+    leave together with the answer's last chunk; a restart forgets them (the next
+    model answers anew)."""
     state = {"emitted": 0, "skip": 0}
+    calls: list[ToolCall] = []
 
     def track(event: ChatEvent) -> Tracked:
         if isinstance(event, Reset):
             state["skip"] = state["emitted"]
-            return ChatRestarted(turn_id, event.model_id), None
+            calls.clear()
+            return ChatRestarted(turn_id, event.model_id), None, None
         assert isinstance(event, ChatChunk)
-        text = event.delta.content or ""
+        delta = event.delta
+        text = delta.content or ""
         if state["skip"]:
             cut = min(state["skip"], len(text))
             text = text[cut:]
             state["skip"] -= cut
         state["emitted"] += len(text)
-        final = event.delta.finish_reason is not None
+        for call in delta.tool_calls:
+            calls.append(ToolCall(call.id or "", call.name or "", call.arguments or "{}"))
+        final = delta.finish_reason is not None
         said = ReplyText(turn_id, text, event.model) if text else None
         piece = TextPiece(text, True) if final else TextPiece(text) if text else None
-        return said, piece
+        made = ReplyToolCalls(turn_id, tuple(calls), event.model) if final and calls else None
+        return said, piece, made
 
     return track
 
@@ -112,6 +123,11 @@ def said(item: Tracked) -> ReplyText | ChatRestarted | None:
 def piece(item: Tracked) -> TextPiece | None:
     """The text piece to speak of a tracked chat event."""
     return item[1]
+
+
+def tool_calls(item: Tracked) -> ReplyToolCalls | None:
+    """The tool calls of a tracked chat event (only on the answer's last chunk)."""
+    return item[2]
 
 
 def is_some(item: object) -> bool:

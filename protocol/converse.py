@@ -1,5 +1,6 @@
 """The converse endpoint's client messages: `converse` starts a conversation; audio,
-`text`, `played`, `commit`, `clear`, `respond`, `interrupt`, `update` and `end` follow.
+`text`, `played`, `commit`, `clear`, `respond`, `interrupt`, `update`, `tool_result` and
+`end` follow.
 
 A `converse` message's JSON body flows in as `ConverseRequestIn`; a later
 message's body flows in as the matching model below, or a `ValidationError`.
@@ -7,11 +8,12 @@ message's body flows in as the matching model below, or a `ValidationError`.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from audio.pcm import InputFormat
+from protocol.chat import ToolChoiceIn, ToolIn
 from protocol.listen import ListenFormatIn
 
 CONVERSE = "converse"
@@ -23,9 +25,10 @@ CLEAR = "clear"
 RESPOND = "respond"
 INTERRUPT = "interrupt"
 UPDATE = "update"
+TOOL_RESULT = "tool_result"
 END = "end"
 
-LATER_TYPES = (AUDIO, TEXT, PLAYED, COMMIT, CLEAR, RESPOND, INTERRUPT, UPDATE, END)
+LATER_TYPES = (AUDIO, TEXT, PLAYED, COMMIT, CLEAR, RESPOND, INTERRUPT, UPDATE, TOOL_RESULT, END)
 """Message types a running conversation takes (besides `cancel`)."""
 
 
@@ -47,7 +50,32 @@ class OutputFormatIn(BaseModel):
     sample_rate: int | None = Field(default=None, ge=8000, le=48000)
 
 
-class ConverseRequestIn(BaseModel):
+ToolChoiceField = Literal["auto", "none", "required"] | ToolChoiceIn | None
+
+
+class ToolsMixin(BaseModel):
+    """`tools` and `tool_choice` (OpenAI's chat shapes), passed to the chat router."""
+
+    tools: list[ToolIn] | None = Field(
+        default=None, max_length=128, description="Functions the model may call."
+    )
+    tool_choice: ToolChoiceField = Field(
+        default=None, description="`auto`, `none`, `required`, or one function."
+    )
+
+    def tool_dicts(self) -> tuple[dict[str, Any], ...] | None:
+        """`tools` as plain JSON objects (None: not given)."""
+        if self.tools is None:
+            return None
+        return tuple(tool.model_dump(exclude_none=True) for tool in self.tools)
+
+    def tool_choice_value(self) -> str | dict[str, Any] | None:
+        """`tool_choice` as plain JSON (None: not given)."""
+        choice = self.tool_choice
+        return choice.model_dump() if isinstance(choice, ToolChoiceIn) else choice
+
+
+class ConverseRequestIn(ToolsMixin):
     """The body of a `converse` message (envelope fields are ignored here)."""
 
     model_config = ConfigDict(extra="ignore", frozen=True)
@@ -98,11 +126,22 @@ class RespondIn(BaseModel):
     instructions: str | None = Field(default=None, max_length=20_000)
 
 
-class UpdateIn(BaseModel):
-    """`{"type": "update", "instructions"?, "voice"?, "turn_detection"?}`: later turns' settings."""
+class UpdateIn(ToolsMixin):
+    """`{"type": "update", "instructions"?, "voice"?, "turn_detection"?, "tools"?,
+    "tool_choice"?}`: later turns' settings (`tools: []` removes the tools)."""
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
     instructions: str | None = Field(default=None, max_length=20_000)
     voice: str | None = Field(default=None, min_length=1, max_length=128)
     turn_detection: bool | None = None
+
+
+class ToolResultIn(BaseModel):
+    """`{"type": "tool_result", "call_id", "output", "respond"?}`: a tool call's result."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    call_id: str = Field(min_length=1, max_length=256)
+    output: str = Field(max_length=200_000)
+    respond: bool = True

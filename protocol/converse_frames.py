@@ -24,6 +24,7 @@ from pipelines.conversation_types import (
     ReplySentence,
     ReplyStarted,
     ReplyText,
+    ReplyToolCalls,
     TurnEnded,
     UserTurn,
 )
@@ -71,6 +72,14 @@ def event_frame(frames: FrameFactory, event: ConversationEvent) -> Frame | None:
                 "audio_ms": event.audio_ms,
                 "audio_bytes": event.samples * SAMPLE_BYTES,
             },
+        )
+    if isinstance(event, ReplyToolCalls):
+        return frames.event(
+            "tool_calls",
+            turn_id=event.turn_id,
+            calls=[call.to_json() for call in event.calls],
+            model_id=event.model.model_id,
+            provider_id=event.model.provider_id,
         )
     if isinstance(event, ReplySentence):
         return None

@@ -376,6 +376,36 @@ class ReplyTextFrame(ServerEnvelope):
     provider_id: str
 
 
+class CallFunction(BaseModel):
+    """The function a tool call names and its arguments (JSON text of an object)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1)
+    arguments: str
+
+
+class WholeToolCall(BaseModel):
+    """One whole tool call (OpenAI's chat shape)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(min_length=1, description="Answer it with a `tool_result` of this `call_id`.")
+    type: Literal["function"]
+    function: CallFunction
+
+
+class ToolCallsFrame(ServerEnvelope):
+    """converse: the reply calls tools (all its calls, whole; they have no audio); answer
+    each with `tool_result`."""
+
+    type: Literal["tool_calls"]
+    turn_id: int = Field(ge=1)
+    calls: list[WholeToolCall] = Field(min_length=1)
+    model_id: str
+    provider_id: str
+
+
 class ConverseSegmentFrame(ServerEnvelope):
     """converse: a sentence of the reply was wholly spoken (after its audio)."""
 
@@ -453,6 +483,7 @@ CONVERSE_FRAMES: tuple[type[ServerEnvelope], ...] = (
     UserTurnFrame,
     ReplyStartedFrame,
     ReplyTextFrame,
+    ToolCallsFrame,
     ConverseSegmentFrame,
     ReplyInterruptedFrame,
     TurnEndedFrame,

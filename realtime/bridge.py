@@ -23,6 +23,13 @@ protocols meet:
   `response.content_part.added`, transcript (or text) and audio deltas, then the
   `.done` events and `response.done` (`completed`, `cancelled` with
   `turn_detected` / `client_cancelled`, or `failed`).
+- Tools: `session.update` `tools` / `tool_choice` go to the conversation in the
+  chat shapes. A reply that calls tools ends its response with one `function_call`
+  output item per call after the message item (`output_item.added`,
+  `conversation.item.created`, `function_call_arguments.delta` with the whole
+  arguments, `.done`, `output_item.done`), all in `response.done`'s output. A
+  `function_call_output` item answers one (`ToolResult`, no automatic reply);
+  `response.create` then answers from the results.
 - A speak model failing inside a sentence: the Realtime API cannot take back
   audio the client has, so the next model's audio of that sentence is sent from
   where the failed one stopped (as many samples skipped), not from its start.
@@ -50,6 +57,8 @@ from pipelines.conversation_types import (
     ReplyInterrupted,
     ReplyStarted,
     ReplyText,
+    ReplyToolCalls,
+    ToolResult,
     TurnEnded,
     UserAudio,
     UserText,
@@ -70,7 +79,7 @@ from realtime.formats import PIPELINE_RATE, FormatError, InputDecoder, OutputEnc
 from realtime.ids import Ids
 from realtime.problems import Problem
 from realtime.server_events import ResponseStatus, ServerEvents
-from realtime.session import SessionSettings, apply_update
+from realtime.session import SessionSettings, apply_update, chat_tool_choice, chat_tools
 
 Send = Callable[[ConversationInput], None]
 Emit = Callable[[dict[str, Any]], None]
@@ -79,6 +88,7 @@ _NOTICE_CODES = {
     "audio_buffer_empty": "input_audio_buffer_commit_empty",
     "reply_in_progress": "conversation_already_has_active_response",
     "no_active_reply": "response_cancel_not_active",
+    "unknown_tool_call": "invalid_value",
 }
 
 _STATUS: dict[str, ResponseStatus] = {
@@ -97,6 +107,7 @@ class _Response:
     text: list[str] = field(default_factory=list)
     skip_samples: int = 0
     reason: str | None = None
+    calls: tuple[tuple[str, str, str], ...] = ()  # (call_id, name, arguments)
 
 
 class Bridge:
@@ -130,6 +141,7 @@ class Bridge:
         self.requested = False  # a response.create is with the conversation, not yet started
         self.response: _Response | None = None
         self.next_text_only: bool | None = None
+        self.open_calls: set[str] = set()  # call ids of the last response without output
 
     # ---- start -------------------------------------------------------------------
 
@@ -204,6 +216,10 @@ class Bridge:
                 else None,
                 voice=after.voice if after.voice != before.voice else None,
                 turn_detection=vad_now if vad_changed else None,
+                tools=chat_tools(after.tools) if after.tools != before.tools else None,
+                tool_choice=chat_tool_choice(after.tool_choice)
+                if after.tool_choice != before.tool_choice
+                else None,
             )
         )
         if vad_changed and vad_now and self.buffer:
@@ -261,10 +277,14 @@ class Bridge:
 
     def _item(self, event: ItemCreate) -> None:
         item = event.item
+        if item.get("type") == "function_call_output":
+            self._call_output(item)
+            return
         if item.get("type", "message") != "message":
             raise Problem(
                 "unsupported",
-                f"items of type {item.get('type')!r} are not supported (only messages)",
+                f"items of type {item.get('type')!r} are not supported "
+                "(only messages and function_call_output)",
                 "item.type",
             )
         role = item.get("role")
@@ -309,6 +329,27 @@ class Bridge:
                 "only user and system messages can be added (assistant items are not)",
                 "item.role",
             )
+
+    def _call_output(self, item: dict[str, Any]) -> None:
+        call_id = item.get("call_id")
+        output = item.get("output")
+        if not isinstance(call_id, str) or not call_id:
+            raise Problem(
+                "invalid_value", "a function_call_output needs its call_id", "item.call_id"
+            )
+        if not isinstance(output, str):
+            raise Problem("invalid_value", "output must be a string", "item.output")
+        if call_id not in self.open_calls:
+            raise Problem(
+                "invalid_value",
+                f"no function call {call_id!r} of the last response is waiting for its output",
+                "item.call_id",
+            )
+        self.open_calls.discard(call_id)
+        self.send(ToolResult(call_id, output, respond=False))
+        given = item.get("id")
+        item_id = given if isinstance(given, str) and given else self.ids.make("item")
+        self._created(self.events.function_call_output_item(item_id, call_id, output))
 
     def _text_item(self, item: dict[str, Any], role: str, text: str) -> dict[str, Any]:
         given = item.get("id")
@@ -386,6 +427,9 @@ class Bridge:
             if self.response is not None:
                 cancelled = event.reason == "cancelled"
                 self.response.reason = "client_cancelled" if cancelled else "turn_detected"
+        elif isinstance(event, ReplyToolCalls):
+            if self.response is not None:
+                self.response.calls = tuple((c.id, c.name, c.arguments) for c in event.calls)
         elif isinstance(event, TurnEnded):
             self._turn_ended(event)
         elif isinstance(event, Notice):
@@ -423,6 +467,7 @@ class Bridge:
 
     def _reply_started(self) -> None:
         self.requested = False
+        self.open_calls.clear()  # the conversation goes on without calls still unanswered
         text_only = self.settings.text_only if self.next_text_only is None else self.next_text_only
         self.next_text_only = None
         response = _Response(
@@ -503,7 +548,27 @@ class Bridge:
         )
         item = self.events.assistant_item(response.item_id, status, text, response.text_only)
         self.emit(self.events.output_item_done(response.id, item))
-        self.emit(self.events.response_done(self._response_body(response, status, [item], problem)))
+        output = [item]
+        if status == "completed":
+            output.extend(self._function_calls(response))
+        self.emit(self.events.response_done(self._response_body(response, status, output, problem)))
+
+    def _function_calls(self, response: _Response) -> list[dict[str, Any]]:
+        """The response's function calls as output items after its message (index 1...)."""
+        items: list[dict[str, Any]] = []
+        for index, (call_id, name, arguments) in enumerate(response.calls, start=1):
+            item_id = self.ids.make("item")
+            events = self.events
+            added = events.function_call_item(item_id, call_id, name, "", "in_progress")
+            self.emit(events.output_item_added(response.id, added, index))
+            self._created(added)
+            self.emit(events.arguments_delta(response.id, item_id, index, call_id, arguments))
+            self.emit(events.arguments_done(response.id, item_id, index, call_id, name, arguments))
+            done = events.function_call_item(item_id, call_id, name, arguments, "completed")
+            self.emit(events.output_item_done(response.id, done, index))
+            self.open_calls.add(call_id)
+            items.append(done)
+        return items
 
     def _notice(self, event: Notice) -> None:
         if event.name == "transcription_failed" and self.awaiting:

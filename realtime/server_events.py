@@ -203,16 +203,84 @@ class ServerEvents:
         """`response.done` (status completed, cancelled, failed or incomplete)."""
         return self._event("response.done", response=response)
 
-    def output_item_added(self, response_id: str, item: dict[str, Any]) -> dict[str, Any]:
-        """`response.output_item.added` (the one output item, index 0)."""
+    def output_item_added(
+        self, response_id: str, item: dict[str, Any], output_index: int = 0
+    ) -> dict[str, Any]:
+        """`response.output_item.added` (the message is index 0, function calls follow)."""
         return self._event(
-            "response.output_item.added", response_id=response_id, output_index=0, item=item
+            "response.output_item.added",
+            response_id=response_id,
+            output_index=output_index,
+            item=item,
         )
 
-    def output_item_done(self, response_id: str, item: dict[str, Any]) -> dict[str, Any]:
+    def output_item_done(
+        self, response_id: str, item: dict[str, Any], output_index: int = 0
+    ) -> dict[str, Any]:
         """`response.output_item.done`."""
         return self._event(
-            "response.output_item.done", response_id=response_id, output_index=0, item=item
+            "response.output_item.done",
+            response_id=response_id,
+            output_index=output_index,
+            item=item,
+        )
+
+    def function_call_item(
+        self, item_id: str, call_id: str, name: str, arguments: str, status: ResponseStatus
+    ) -> dict[str, Any]:
+        """A `function_call` item: the model calls `name` with `arguments` (JSON text)."""
+        return {
+            "id": item_id,
+            "object": "realtime.item",
+            "type": "function_call",
+            "status": _item_status(status),
+            "call_id": call_id,
+            "name": name,
+            "arguments": arguments,
+        }
+
+    def function_call_output_item(self, item_id: str, call_id: str, output: str) -> dict[str, Any]:
+        """A `function_call_output` item: the client's result of call `call_id`."""
+        return {
+            "id": item_id,
+            "object": "realtime.item",
+            "type": "function_call_output",
+            "status": "completed",
+            "call_id": call_id,
+            "output": output,
+        }
+
+    def arguments_delta(
+        self, response_id: str, item_id: str, output_index: int, call_id: str, delta: str
+    ) -> dict[str, Any]:
+        """`response.function_call_arguments.delta`."""
+        return self._event(
+            "response.function_call_arguments.delta",
+            response_id=response_id,
+            item_id=item_id,
+            output_index=output_index,
+            call_id=call_id,
+            delta=delta,
+        )
+
+    def arguments_done(
+        self,
+        response_id: str,
+        item_id: str,
+        output_index: int,
+        call_id: str,
+        name: str,
+        arguments: str,
+    ) -> dict[str, Any]:
+        """`response.function_call_arguments.done` (the whole arguments)."""
+        return self._event(
+            "response.function_call_arguments.done",
+            response_id=response_id,
+            item_id=item_id,
+            output_index=output_index,
+            call_id=call_id,
+            name=name,
+            arguments=arguments,
         )
 
     def _part(self, text_only: bool, text: str) -> dict[str, Any]:

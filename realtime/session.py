@@ -6,8 +6,9 @@
 Both shapes are read whatever the dialect: GA (`audio.input.format`,
 `audio.input.turn_detection`, `audio.output.voice`, `output_modalities`) and beta
 (`input_audio_format`, `turn_detection`, `voice`, `modalities`). What a session
-cannot change here (tools, temperature, noise reduction, ...) is accepted and not
-used, except tools, which are refused rather than silently never called.
+cannot change here (temperature, noise reduction, ...) is accepted and not used.
+Function `tools` and `tool_choice` (the Realtime shapes) are kept, echoed, and
+given to the chat router in its shapes (`chat_tools`, `chat_tool_choice`).
 """
 
 from __future__ import annotations
@@ -58,6 +59,67 @@ class SessionSettings:
     turn_detection: TurnDetection | None = TurnDetection()
     text_only: bool = False
     transcription_model: str | None = None
+    tools: tuple[dict[str, Any], ...] = ()
+    tool_choice: str | dict[str, Any] = "auto"
+
+
+def chat_tools(tools: tuple[dict[str, Any], ...]) -> tuple[dict[str, Any], ...]:
+    """Realtime function tools (`{type, name, description, parameters}`) in; the
+    chat shape (`{type: function, function: {...}}`) out."""
+    out = []
+    for tool in tools:
+        function = {key: tool[key] for key in ("name", "description", "parameters") if key in tool}
+        out.append({"type": "function", "function": function})
+    return tuple(out)
+
+
+def chat_tool_choice(choice: str | dict[str, Any]) -> str | dict[str, Any]:
+    """A Realtime `tool_choice` in; the chat shape out."""
+    if isinstance(choice, dict):
+        return {"type": "function", "function": {"name": choice["name"]}}
+    return choice
+
+
+def _tools(value: object) -> tuple[dict[str, Any], ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise _problem("tools must be a list", "session.tools")
+    tools: list[dict[str, Any]] = []
+    for index, tool in enumerate(value):
+        param = f"session.tools[{index}]"
+        if not isinstance(tool, dict):
+            raise _problem("a tool must be an object", param)
+        if tool.get("type", "function") != "function":
+            raise Problem("unsupported", "only function tools are supported", f"{param}.type")
+        name = tool.get("name")
+        if not isinstance(name, str) or not name:
+            raise _problem("a function tool needs a name", f"{param}.name")
+        description = tool.get("description")
+        if description is not None and not isinstance(description, str):
+            raise _problem("description must be a string", f"{param}.description")
+        parameters = tool.get("parameters", {"type": "object", "properties": {}})
+        if not isinstance(parameters, dict):
+            raise _problem("parameters must be a JSON schema object", f"{param}.parameters")
+        entry: dict[str, Any] = {"type": "function", "name": name, "parameters": parameters}
+        if description is not None:
+            entry["description"] = description
+        tools.append(entry)
+    return tuple(tools)
+
+
+def _tool_choice(value: object, tools: tuple[dict[str, Any], ...]) -> str | dict[str, Any]:
+    if value in ("auto", "none", "required"):
+        return str(value)
+    if isinstance(value, dict) and value.get("type") == "function":
+        name = value.get("name")
+        if not isinstance(name, str) or name not in {t["name"] for t in tools}:
+            raise _problem("tool_choice names a function not in tools", "session.tool_choice.name")
+        return {"type": "function", "name": name}
+    raise _problem(
+        "tool_choice is 'auto', 'none', 'required' or {type: function, name}",
+        "session.tool_choice",
+    )
 
 
 def _problem(message: str, param: str, code: str = "invalid_value") -> Problem:
@@ -129,13 +191,12 @@ def apply_update(settings: SessionSettings, body: object) -> SessionSettings:
         raise _problem(
             "only realtime sessions are served here (not transcription sessions)", "session.type"
         )
-    if body.get("tools"):
-        raise Problem(
-            "unsupported",
-            "tools are not supported on /v1/realtime (use /v1/chat/completions)",
-            param="session.tools",
-        )
     changes: dict[str, Any] = {}
+    if "tools" in body:
+        changes["tools"] = _tools(body["tools"])
+    if body.get("tool_choice") is not None:
+        tools = changes.get("tools", settings.tools)
+        changes["tool_choice"] = _tool_choice(body["tool_choice"], tools)
     if "instructions" in body:
         instructions = body["instructions"]
         if instructions is not None and not isinstance(instructions, str):
@@ -199,8 +260,8 @@ def session_json(settings: SessionSettings, dialect: Dialect) -> dict[str, Any]:
             "output_audio_format": settings.output_format.beta(),
             "input_audio_transcription": transcription,
             "turn_detection": turn,
-            "tools": [],
-            "tool_choice": "auto",
+            "tools": list(settings.tools),
+            "tool_choice": _choice_json(settings.tool_choice),
             "max_response_output_tokens": "inf",
         }
     return {
@@ -223,7 +284,12 @@ def session_json(settings: SessionSettings, dialect: Dialect) -> dict[str, Any]:
                 "speed": 1.0,
             },
         },
-        "tools": [],
-        "tool_choice": "auto",
+        "tools": list(settings.tools),
+        "tool_choice": settings.tool_choice,
         "max_output_tokens": "inf",
     }
+
+
+def _choice_json(choice: str | dict[str, Any]) -> str:
+    # the beta session type has only the string forms; a named function reads "required"
+    return choice if isinstance(choice, str) else "required"

@@ -22,12 +22,15 @@ from pipelines.conversation_types import (
     ReplyAudioDropped,
     ReplyStarted,
     ReplyText,
+    ReplyToolCalls,
+    ToolResult,
     TurnEnded,
     UserAudio,
     UserText,
 )
 from pipelines.listen_router import SegmentTranscript
 from pipelines.speech_in import Transcribed
+from providers.types import ToolCall
 from realtime.bridge import Bridge
 from realtime.client_events import (
     AudioAppend,
@@ -188,3 +191,45 @@ def test_a_failed_reply_is_a_failed_response_and_notices_are_errors() -> None:
     }
     h.bridge.on_event(Notice("reply_in_progress", "busy"))
     assert h.events[-1]["error"]["code"] == "conversation_already_has_active_response"
+
+
+def test_tools_reach_the_conversation_and_calls_become_function_call_items() -> None:
+    h = Harness(vad=False)
+    tool = {"type": "function", "name": "f", "parameters": {"type": "object"}}
+    h.bridge.on_client_event(
+        SessionUpdate(None, {"tools": [tool], "tool_choice": {"type": "function", "name": "f"}})
+    )
+    assert h.sent[-1] == Configure(
+        tools=({"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}},),
+        tool_choice={"type": "function", "function": {"name": "f"}},
+    )
+    h.bridge.on_client_event(ResponseCreate(None, None, None))
+    h.bridge.on_event(ReplyStarted(1))
+    chat = ModelInfo("lm", "openai", "gpt")
+    h.bridge.on_event(ReplyToolCalls(1, (ToolCall("c1", "f", '{"a": 1}'),), chat))
+    assert "response.function_call_arguments.done" not in h.kinds()  # after the message item
+    h.bridge.on_event(TurnEnded(1, "complete", "hi", ""))
+    kinds = h.kinds()
+    at = kinds.index("response.output_item.done")
+    assert kinds[at + 1 :] == [
+        "response.output_item.added",
+        "conversation.item.created",
+        "response.function_call_arguments.delta",
+        "response.function_call_arguments.done",
+        "response.output_item.done",
+        "response.done",
+    ]
+    output = h.events[-1]["response"]["output"]
+    assert [item["type"] for item in output] == ["message", "function_call"]
+    assert output[1]["call_id"] == "c1" and output[1]["arguments"] == '{"a": 1}'
+    # an output for that call goes to the conversation without a reply; a second is refused
+    item = {"type": "function_call_output", "call_id": "c1", "output": "ok"}
+    h.bridge.on_client_event(ItemCreate("e1", item, None))
+    assert h.sent[-1] == ToolResult("c1", "ok", respond=False)
+    assert h.events[-1]["item"]["type"] == "function_call_output"
+    h.bridge.on_client_event(ItemCreate("e2", item, None))
+    assert h.events[-1]["type"] == "error"
+    assert (h.events[-1]["error"]["param"], h.events[-1]["error"]["event_id"]) == (
+        "item.call_id",
+        "e2",
+    )

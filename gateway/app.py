@@ -29,14 +29,13 @@ from gateway.gauges import GatewayState
 from glide_api.chat import chat
 from glide_api.errors import json_errors
 from glide_api.listings import list_agent_routers, list_language_routers, list_speech_routers
-from glide_api.playground import playground_index, playground_redirect
+from glide_api.playground import add_playground_routes
 from glide_api.probes import health, metrics, ready
 from glide_api.sockets import chat_stream, converse_socket, speech_socket
 from observability.metrics import Metrics
 from observability.network import NETWORK, NetworkMetrics
 from openai_api import add_openai_routes
 from openai_api.embed_routes import add_embedding_routes
-from playground import client_dir, static_dir
 from realtime.endpoint import add_realtime_route
 from security.access import ACCESS, Access, access_middleware
 from security.hosts import HOSTS, HostPolicy, host_middleware
@@ -128,10 +127,5 @@ def build_app(
     openapi, asyncapi = build_openapi(), build_asyncapi()
     app.router.add_get(OPENAPI_PATH, document_handler(openapi))
     app.router.add_get(ASYNCAPI_PATH, document_handler(asyncapi))
-    app.router.add_get("/playground", playground_redirect)
-    app.router.add_get("/playground/", playground_index)
-    js_client = client_dir()
-    if js_client is not None:
-        app.router.add_static("/playground/sluice-client/", js_client)
-    app.router.add_static("/playground/", static_dir())
+    add_playground_routes(app)
     return app

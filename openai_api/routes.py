@@ -13,7 +13,7 @@ from openai_api.types import GatewayKey
 def add_openai_routes(app: web.Application, gateway_key: GatewayKey) -> None:
     """Add `POST /v1/chat/completions`, `/v1/audio/speech` and `/v1/audio/transcriptions`.
 
-    `gateway_key` is where the server keeps its `Gateway` (`server.GATEWAY`); the
+    `gateway_key` is where the server keeps its `Gateway` (`gateway.core.GATEWAY`); the
     handlers read it per request, so this may run before the app starts.
     """
     app.router.add_post("/v1/chat/completions", chat_completions(gateway_key))

@@ -1,7 +1,7 @@
 """The shapes this package needs from the server, named without importing it.
 
-`server` imports this package to wire the routes, so the package sees the
-running gateway through `GatewayView` (what `server.Gateway` provides).
+`gateway.app` imports this package to wire the routes, so the package sees the
+running gateway through `GatewayView` (what `gateway.core.Gateway` provides).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from security.redact import Redactor
 
 
 class GatewayView(Protocol):
-    """The parts of `server.Gateway` the OpenAI endpoints use."""
+    """The parts of `gateway.core.Gateway` the OpenAI endpoints use."""
 
     config: SluiceConfig
     scheduler: abc.SchedulerBase
@@ -38,4 +38,4 @@ class GatewayView(Protocol):
 
 
 GatewayKey = web.AppKey[Any]
-"""The app key the server stores its `Gateway` under (`server.GATEWAY`)."""
+"""The app key the server stores its `Gateway` under (`gateway.core.GATEWAY`)."""

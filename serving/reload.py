@@ -69,7 +69,7 @@ BuildSpeech = Callable[[SluiceConfig, BuildContext], SpeechEndpoints]
 
 
 class Swappable(Protocol):
-    """The parts of a running gateway a reload replaces (`server.Gateway`)."""
+    """The parts of a running gateway a reload replaces (`gateway.core.Gateway`)."""
 
     config: SluiceConfig
     chat_routers: ChatRouters
@@ -181,7 +181,7 @@ class Reloader:
     """Reloads one process's gateway from its `ConfigSource` (see the module).
 
     `build_chat` / `build_speech` build routers for a config (those of
-    `server.py`); `more_trackers()` gives health trackers of routers kept elsewhere
+    `gateway.build`); `more_trackers()` gives health trackers of routers kept elsewhere
     (the embedding routers), whose disabled models a reload re-enables too;
     `access` and `hosts` are the app's policies, reconfigured in
     place; `after_reload()` runs once a reload is applied (state.redis: forget

@@ -639,7 +639,7 @@ async def test_playground_paths_never_leave_its_directory(
     (tmp_path / "secret.txt").write_text("SECRET-OUTSIDE")
     (static / "link-to-passwd").symlink_to("/etc/passwd")
     (static / "link-to-parent").symlink_to(tmp_path)
-    monkeypatch.setattr("server.static_dir", lambda: static)
+    monkeypatch.setattr("glide_api.playground.static_dir", lambda: static)
     async with served(config_with()) as sluice:
         assert (
             await exchange(sluice.port, request("GET", "/playground/", sluice.host))

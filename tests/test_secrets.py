@@ -31,7 +31,8 @@ from observability.logs import JsonFormatter
 from providers.registry import build_chat_provider
 from providers.types import ChatDelta, ChatParams, ErrorCategory, ProviderError
 from security.redact import Redactor, config_secrets
-from server import _log_crashes, build_app
+from server import build_app
+from serving.crashes import log_crashes
 from tests.conftest import FAST_CLIENT, FAST_RETRY
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -176,7 +177,7 @@ async def leaky_run(aiohttp_client: Any, fake_a: FakeOpenAI, config: SluiceConfi
 
     # a crash report goes through the same formatter
     old_hook = sys.excepthook
-    _log_crashes()
+    log_crashes()
     try:
         try:
             raise RuntimeError(f"fatal: key {LEAKY_KEY} rejected")

@@ -1155,10 +1155,13 @@ class ResumeConfig(Strict):
     `max_bytes` (the oldest go first). `detached_timeout`: how long a request
     whose socket was lost keeps running with no client (then it ends with
     `shutting_down`). `flush_interval`: how often a Redis log writes the frames
-    gathered meanwhile, in one pipeline. `on_drain`: `wait` (GEP 8: a busy
-    socket finishes, then 1001) or `restart` (busy sockets get 1012 at once,
-    their requests run on to be resumed). `redis`: a Redis URL for the log (None:
-    `state.redis`'s server when that is set, else in memory); on Redis any
+    gathered meanwhile, in one pipeline. `on_drain`: `auto` (a busy socket
+    whose client said it resumes, with `?resume=1` on its upgrade URL as Sluice's
+    Python and JS clients do, gets 1012 at once and its requests run on to be
+    resumed; any other busy socket finishes, then 1001), `wait` (GEP 8 for every
+    socket) or `restart` (every busy socket gets 1012 at once). `redis`: a Redis
+    URL for the log (None: `state.redis`'s server when that is set, else in
+    memory); on Redis any
     instance resumes any request.
     `lease`: how long a running request's owner may go unheard before a resuming
     instance takes the request over (renewed every lease/3).
@@ -1170,7 +1173,7 @@ class ResumeConfig(Strict):
     max_bytes: int = Field(default=16 << 20, ge=1 << 16)
     detached_timeout: Duration = 300.0
     flush_interval: Duration = 0.02
-    on_drain: Literal["wait", "restart"] = "wait"
+    on_drain: Literal["auto", "wait", "restart"] = "auto"
     redis: str | None = None
     lease: Duration = 3.0
 

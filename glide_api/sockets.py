@@ -92,6 +92,7 @@ async def serve_socket(
             close_timeout=limits.slow_consumer_close_timeout,
             redact=gateway.redact or None,
             request_log=gateway.request_log,
+            client_resumes=request.query.get("resume") == "1",
             detached_timeout=gateway.config.resume.detached_timeout,
             gate=gate,
         )

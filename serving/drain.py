@@ -34,6 +34,8 @@ async def drain(app: web.Application, grace: float) -> None:
     Readiness turns 503 and new upgrades are refused at once; idle sockets get
     1001 now, busy ones when their last request ends; at `grace` seconds every
     request still running ends with `shutting_down` and its socket gets 1001.
+    A busy socket whose client resumes (`resume.on_drain`: `auto` and `?resume=1`,
+    or `restart`) is closed with 1012 at once instead; its requests run on detached.
     """
     gateway = app[GATEWAY]
     loop = asyncio.get_running_loop()
@@ -43,9 +45,11 @@ async def drain(app: web.Application, grace: float) -> None:
         "draining",
         extra={"sockets": len(gateway.sessions), "http_in_flight": gateway.http_in_flight},
     )
-    restart = gateway.config.resume.on_drain == "restart"
+    on_drain = gateway.config.resume.on_drain
     for session in list(gateway.sessions):
-        session.drain(restart=restart)
+        session.drain(
+            restart=on_drain == "restart" or (on_drain == "auto" and session.client_resumes)
+        )
     deadline = started + grace
     while gateway.busy and (remaining := deadline - loop.time()) > 0:
         gateway.work_ended.clear()

@@ -200,3 +200,36 @@ async def test_grace_deadline_ends_remaining_requests_with_shutting_down(
         await upstream.stats.wait_until(lambda: upstream.stats.open_streams == 0, 5)
     finally:
         await stop(server)
+
+
+async def test_a_drain_closes_only_resuming_clients_busy_sockets_with_1012(
+    tmp_path: Path, upstream: FakeOpenAI
+) -> None:
+    """`resume.on_drain: auto` (the default): a client that said it resumes
+    (`?resume=1`) is told 1012 at once and its request runs on detached; a Glide
+    0.1.0 client, which cannot resume, keeps GEP 8's drain and gets its answer."""
+    upstream.script.chunks = ["tok "] * 40
+    upstream.script.delay = 0.05  # each stream takes about 2 s
+    server = await start_server(tmp_path, upstream, grace="20s")
+    try:
+        async with aiohttp.ClientSession() as http:
+            legacy = await http.ws_connect(server.ws_url)
+            resuming = await http.ws_connect(f"{server.ws_url}?resume=1")
+            await legacy.send_str(chat("old"))
+            await resuming.send_str(chat("new"))
+            await upstream.stats.wait_until(lambda: upstream.stats.open_streams == 2, 10)
+            readers = [asyncio.ensure_future(read_until_closed(ws)) for ws in (legacy, resuming)]
+
+            server.proc.send_signal(signal.SIGTERM)
+            resumed_frames = await asyncio.wait_for(readers[1], 5)
+            assert not readers[0].done()  # told at once, while the other answer still runs
+            assert resuming.close_code == 1012
+            assert not any(is_terminal(f) for f in resumed_frames)  # it runs on, detached
+
+            legacy_frames = await asyncio.wait_for(readers[0], 15)
+            assert legacy.close_code == 1001
+            [terminal] = [f for f in legacy_frames if is_terminal(f)]
+            assert terminal["chunk"]["finish_reason"] == "complete"
+        assert await asyncio.wait_for(server.proc.wait(), 15) == 0
+    finally:
+        await stop(server)

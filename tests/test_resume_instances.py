@@ -57,7 +57,6 @@ server:
 resume:
   redis: {redis_url}
   flush_interval: 10ms
-  on_drain: restart
 routers:
   language:
     - id: r

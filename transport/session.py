@@ -174,8 +174,11 @@ class SocketSession:
         request_log: RequestLog | None = None,
         detached_timeout: float = 300.0,
         gate: MessageGate | None = None,
+        client_resumes: bool = False,
     ) -> None:
         self.ws = ws
+        self.client_resumes = client_resumes
+        """The client said it resumes (`?resume=1`): a drain may close it with 1012."""
         self._default_type = default_type
         self._scheduler = scheduler
         self.queue = OutboundQueue(max_queued_bytes)

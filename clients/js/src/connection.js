@@ -276,11 +276,13 @@ export class Connection {
    */
   _connect() {
     const { WebSocket: WS, protocols, headers, connectTimeout } = this._options;
+    // resume=1 tells the server this client resumes: a draining server may close a busy socket with 1012 at once
+    const url = this._options.resume ? `${this.url}${this.url.includes("?") ? "&" : "?"}resume=1` : this.url;
     return new Promise((resolve) => {
       /** @type {WebSocket} */
       let ws;
       try {
-        ws = headers ? new WS(this.url, protocols, /** @type {any} */ ({ headers })) : new WS(this.url, protocols);
+        ws = headers ? new WS(url, protocols, /** @type {any} */ ({ headers })) : new WS(url, protocols);
       } catch (error) {
         this._connectFailed(String(error), null);
         resolve(null);

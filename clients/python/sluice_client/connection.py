@@ -247,12 +247,19 @@ class Connection:
         finally:
             self._dialer = None
 
+    def _dial_url(self) -> str:
+        """The upgrade URL: with resume on, `resume=1` tells the server this client
+        resumes, so a draining server may close a busy socket with 1012 at once."""
+        if not self._options.resume:
+            return self.url
+        return f"{self.url}{'&' if '?' in self.url else '?'}resume=1"
+
     async def _connect(self) -> aiohttp.ClientWebSocketResponse | None:
         """One handshake; None (and a failure counted) when it did not work out."""
         try:
             async with asyncio.timeout(self._options.connect_timeout):
                 ws = await self._session.ws_connect(
-                    self.url,
+                    self._dial_url(),
                     heartbeat=self._options.heartbeat,
                     max_msg_size=self._options.max_msg_size,
                     headers=self._headers,

@@ -1155,10 +1155,11 @@ class ResumeConfig(Strict):
     `max_bytes` (the oldest go first). `detached_timeout`: how long a request
     whose socket was lost keeps running with no client (then it ends with
     `shutting_down`). `flush_interval`: how often a Redis log writes the frames
-    gathered meanwhile, in one pipeline. `on_drain`: `auto` (a busy socket
-    whose client said it resumes, with `?resume=1` on its upgrade URL as Sluice's
-    Python and JS clients do, gets 1012 at once and its requests run on to be
-    resumed; any other busy socket finishes, then 1001), `wait` (GEP 8 for every
+    gathered meanwhile, in one pipeline. `on_drain`: `auto` (with the log on
+    Redis, a busy socket whose client said it resumes, with `?resume=1` on its
+    upgrade URL as Sluice's Python and JS clients do, gets 1012 at once and its
+    requests run on to be resumed; any other busy socket, and every socket with
+    the in-memory log, finishes, then 1001), `wait` (GEP 8 for every
     socket) or `restart` (every busy socket gets 1012 at once). `redis`: a Redis
     URL for the log (None: `state.redis`'s server when that is set, else in
     memory); on Redis any

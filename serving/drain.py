@@ -34,8 +34,10 @@ async def drain(app: web.Application, grace: float) -> None:
     Readiness turns 503 and new upgrades are refused at once; idle sockets get
     1001 now, busy ones when their last request ends; at `grace` seconds every
     request still running ends with `shutting_down` and its socket gets 1001.
-    A busy socket whose client resumes (`resume.on_drain`: `auto` and `?resume=1`,
-    or `restart`) is closed with 1012 at once instead; its requests run on detached.
+    A busy socket whose client resumes is closed with 1012 at once instead, its
+    requests running on detached: under `resume.on_drain: auto` when the client
+    said so (`?resume=1`) and the request log is on Redis (a reconnect may land on
+    any instance); under `restart` always.
     """
     gateway = app[GATEWAY]
     loop = asyncio.get_running_loop()
@@ -46,9 +48,12 @@ async def drain(app: web.Application, grace: float) -> None:
         extra={"sockets": len(gateway.sessions), "http_in_flight": gateway.http_in_flight},
     )
     on_drain = gateway.config.resume.on_drain
+    # auto: only where a resume can land on any instance (the log on Redis)
+    elsewhere = gateway.request_log is not None and gateway.request_log.takes_over
     for session in list(gateway.sessions):
         session.drain(
-            restart=on_drain == "restart" or (on_drain == "auto" and session.client_resumes)
+            restart=on_drain == "restart"
+            or (on_drain == "auto" and elsewhere and session.client_resumes)
         )
     deadline = started + grace
     while gateway.busy and (remaining := deadline - loop.time()) > 0:

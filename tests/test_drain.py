@@ -17,6 +17,7 @@ from aiohttp import WSMsgType
 
 from fakes.openai_server import FakeOpenAI, run_fake_openai
 from tests.conftest import is_terminal
+from tests.redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -43,7 +44,7 @@ async def upstream() -> AsyncIterator[FakeOpenAI]:
         yield fake
 
 
-async def start_server(tmp_path: Path, fake: FakeOpenAI, grace: str) -> Server:
+async def start_server(tmp_path: Path, fake: FakeOpenAI, grace: str, extra: str = "") -> Server:
     port = _free_port()
     config = tmp_path / "sluice.yaml"
     config.write_text(
@@ -59,7 +60,7 @@ routers:
           openai:
             base_url: {fake.url}
             api_key: sk-drain-test
-"""
+{extra}"""
     )
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -202,15 +203,19 @@ async def test_grace_deadline_ends_remaining_requests_with_shutting_down(
         await stop(server)
 
 
+@pytest.mark.parametrize("log", ["redis", "memory"])
 async def test_a_drain_closes_only_resuming_clients_busy_sockets_with_1012(
-    tmp_path: Path, upstream: FakeOpenAI
+    tmp_path: Path, upstream: FakeOpenAI, redis_server: RedisServer, log: str
 ) -> None:
-    """`resume.on_drain: auto` (the default): a client that said it resumes
-    (`?resume=1`) is told 1012 at once and its request runs on detached; a Glide
-    0.1.0 client, which cannot resume, keeps GEP 8's drain and gets its answer."""
+    """`resume.on_drain: auto` (the default), with the request log on Redis: a client
+    that said it resumes (`?resume=1`) is told 1012 at once and its request runs on
+    detached; a Glide 0.1.0 client, which cannot resume, keeps GEP 8's drain and gets
+    its answer. With the in-memory log (a reconnect elsewhere could not resume) both
+    get GEP 8's drain."""
     upstream.script.chunks = ["tok "] * 40
     upstream.script.delay = 0.05  # each stream takes about 2 s
-    server = await start_server(tmp_path, upstream, grace="20s")
+    extra = f"resume:\n  redis: {redis_server.url}\n" if log == "redis" else ""
+    server = await start_server(tmp_path, upstream, grace="20s", extra=extra)
     try:
         async with aiohttp.ClientSession() as http:
             legacy = await http.ws_connect(server.ws_url)
@@ -221,10 +226,15 @@ async def test_a_drain_closes_only_resuming_clients_busy_sockets_with_1012(
             readers = [asyncio.ensure_future(read_until_closed(ws)) for ws in (legacy, resuming)]
 
             server.proc.send_signal(signal.SIGTERM)
-            resumed_frames = await asyncio.wait_for(readers[1], 5)
-            assert not readers[0].done()  # told at once, while the other answer still runs
-            assert resuming.close_code == 1012
-            assert not any(is_terminal(f) for f in resumed_frames)  # it runs on, detached
+            resumed_frames = await asyncio.wait_for(readers[1], 15)
+            if log == "redis":
+                assert not readers[0].done()  # told at once, while the other answer runs
+                assert resuming.close_code == 1012
+                assert not any(is_terminal(f) for f in resumed_frames)  # it runs on, detached
+            else:
+                assert resuming.close_code == 1001
+                [terminal] = [f for f in resumed_frames if is_terminal(f)]
+                assert terminal["chunk"]["finish_reason"] == "complete"
 
             legacy_frames = await asyncio.wait_for(readers[0], 15)
             assert legacy.close_code == 1001

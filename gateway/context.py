@@ -74,6 +74,7 @@ async def gateway_context(app: web.Application) -> AsyncIterator[None]:
         redact=Redactor(config_secrets(config)),
         state=app.get(STATE_LINK),
         request_log=build_request_log(config.resume, config.state.redis),
+        upstream=session,
     )
     log.info(
         "sluice ready",

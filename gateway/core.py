@@ -47,6 +47,8 @@ class Gateway:
     redact: Redactor = field(default_factory=Redactor)
     state: RedisLink | None = None
     request_log: RequestLog | None = None
+    upstream: aiohttp.ClientSession | None = None
+    """The HTTP session every provider adapter shares (one connection pool)."""
 
     @property
     def busy(self) -> bool:

@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-import aiohttp
 from aiohttp import web
 
 from openai_api.embed_call import EMBEDDING
@@ -29,16 +28,16 @@ def embedding_context(
 
     async def context(app: web.Application) -> AsyncIterator[None]:
         gateway: Any = app[gateway_key]
-        connector = aiohttp.TCPConnector(limit=0, limit_per_host=0)
-        session = aiohttp.ClientSession(connector=connector)
-        service = EmbeddingService(session, gateway.scheduler, share=app.get(SHARED_HEALTH))
+        # the gateway's upstream session (one pool); the gateway closes it after this
+        service = EmbeddingService(
+            gateway.upstream, gateway.scheduler, share=app.get(SHARED_HEALTH)
+        )
         service.routers_for(gateway.config)
         app[EMBEDDING] = service
         try:
             yield
         finally:
             await service.aclose()
-            await session.close()
 
     return context
 

@@ -8,9 +8,13 @@ with a generated config: agent router `talk` over them) runs on the gateway core
 
 Per concurrency level, `level` conversations run at once, each on its own websocket,
 each `turns` turns long. A turn streams espeak-ng speech (then silence) in real
-time, 20 ms frames at 16 kHz, and waits for `turn_ended`. The client stamps:
+time, 20 ms frames at 16 kHz, each sent when a microphone would hand it over (when
+its last sample has been spoken), and waits for `turn_ended`. The client stamps:
 
-- end of speech: when the frame holding the speech's last sample was sent;
+- end of speech: the instant the last audible sample (above -60 dBFS; espeak ends
+  its speech with a few ms of +-1 noise no listener hears) was spoken, on the same
+  real-time clock the frames are sent by; the wait for the 20 ms frame that holds
+  it (0-20 ms) is part of what Sluice adds, as a client with 20 ms frames sees it;
 - `speech_ended` (the VAD's hangover), the final `transcript` (STT), the first
   `reply_text` that completes a sentence (LLM first sentence), the first reply
   audio byte (TTS first audio) as they arrive.
@@ -149,16 +153,21 @@ class _Record:
             self.error_samples.append(what[:300])
 
 
+AUDIBLE = 32
+"""Peak amplitude (-60 dBFS) above which a sample counts as heard speech."""
+
+
 def user_audio() -> tuple[bytes, int]:
     """The user's turn: 200 ms silence, espeak-ng speech, 1 s silence (PCM16 16 kHz), and
-    the byte offset where the speech ends."""
+    the sample count up to the end of the last audible sample."""
     import numpy as np
 
     from tests.speech_audio import silence, speech_16k, synthesize
 
     speech = speech_16k(synthesize([SPEECH])[SPEECH])
-    pcm = np.concatenate([silence(200), speech, silence(1000)]).astype("<i2").tobytes()
-    return pcm, 2 * (silence(200).size + speech.size)
+    samples = np.concatenate([silence(200), speech, silence(1000)]).astype("<i2")
+    audible = np.flatnonzero(np.abs(samples.astype(np.int32)) > AUDIBLE)
+    return samples.tobytes(), int(audible[-1]) + 1
 
 
 async def _conversation(
@@ -213,13 +222,12 @@ async def _conversation(
 
             reader = asyncio.create_task(read())
             try:
-                began = time.monotonic()
+                began = time.monotonic_ns()  # the instant the turn's first sample is spoken
+                marks["eos"] = began + speech_end * 1_000_000_000 // RATE
                 for k, offset in enumerate(range(0, len(pcm), frame_bytes)):
-                    due = began + k * FRAME_MS / 1000
-                    await asyncio.sleep(max(0.0, due - time.monotonic()))
+                    due = began + (k + 1) * FRAME_MS * 1_000_000  # the frame is full
+                    await asyncio.sleep(max(0.0, (due - time.monotonic_ns()) / 1e9))
                     await ws.send_bytes(encode_binary(rid, pcm[offset : offset + frame_bytes]))
-                    if offset < speech_end <= offset + frame_bytes:
-                        marks["eos"] = time.monotonic_ns()
                     if reader.done():
                         break
                 await asyncio.wait_for(reader, 60)

@@ -272,7 +272,7 @@ async def client(spec: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-DIRECT_ROUNDS = 5
+DIRECT_ROUNDS = 10
 
 
 async def direct(spec: dict[str, Any]) -> dict[str, Any]:

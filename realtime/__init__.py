@@ -22,5 +22,7 @@ pipeline (`pipelines.conversation.converse`) with them:
 - `responses`: `response.create` / `response.cancel` and which response runs;
 - `response_output`: one response's server events, from `response.created` to
   `response.done`;
-- `endpoint`: the websocket handler.
+- `endpoint`: the websocket handler (the checks before the upgrade);
+- `connection`: one session's socket at work: reader, conversation, writer, and
+  its part in the gateway's open sockets (gauges, drain).
 """

@@ -89,8 +89,8 @@ def realtime_handler(
             )
             gateway.sessions.add(session)
             try:
-                if gateway.draining:  # the drain began during the upgrade
-                    session.drain()
+                # the drain began during the upgrade: session.created, then 1001
+                session.draining = gateway.draining
                 await session.run()
             finally:
                 gateway.sessions.discard(session)

@@ -88,6 +88,7 @@ class RealtimeSession:
         self.router_id = agent.id
         self.client_resumes = False  # the Realtime protocol has no resume
         self.closed = asyncio.Event()
+        self.telemetry = telemetry
         self.tracked = telemetry.request(REALTIME, agent.id, session_id, key_id=key_id)
         listen_format = {"encoding": "pcm_s16le", "sample_rate": PIPELINE_RATE, "channels": 1}
         request = ConverseRequestIn.model_validate(
@@ -272,7 +273,23 @@ class RealtimeSession:
                 code = WSCloseCode.INTERNAL_ERROR if self.failed else WSCloseCode.OK
                 await self.ws.close(code=code)
             self.tracked.finish(outcome)
+            self._count_close()
             self.closed.set()
+
+    def _count_close(self) -> None:
+        """`sluice_socket_closes_total{endpoint="realtime", reason}`: why it closed."""
+        metrics = self.telemetry.metrics
+        if metrics is None:
+            return
+        if self.queue.overflowed:
+            reason = "slow_consumer"
+        elif self.close_with is not None:
+            reason = "restart" if self.close_with[0] == RESTART else "draining"
+        elif self.failed:
+            reason = "error"
+        else:
+            reason = "client"
+        metrics.socket_closes.labels(REALTIME, reason).inc()
 
     def _on_text(self, text: str) -> None:
         try:

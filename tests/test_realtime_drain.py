@@ -78,6 +78,18 @@ class Server:
         except TimeoutError:
             pytest.fail(f"the gauges never read {want}: last {seen}")
 
+    async def closes(self, http: aiohttp.ClientSession) -> dict[str, float]:
+        """`sluice_socket_closes_total` of the realtime endpoint, by reason."""
+        async with http.get(f"{self.base}/metrics") as resp:
+            text = await resp.text()
+        return {
+            sample.labels["reason"]: sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.name == "sluice_socket_closes_total"
+            and sample.labels.get("endpoint") == "realtime"
+        }
+
     async def gauges(self, http: aiohttp.ClientSession) -> dict[str, float]:
         """The realtime endpoint's socket and request gauges for agent "talk"."""
         async with http.get(f"{self.base}/metrics") as resp:
@@ -207,6 +219,7 @@ async def test_a_drain_waits_for_the_streaming_response_then_closes_with_1001(
                     await Reading(passing).seen("session.created")
                     await server.gauges_reach(http, sockets=3, requests=0)
                 await server.gauges_reach(http, sockets=2, requests=0)
+                assert await server.closes(http) == {"client": 1}
 
                 reading = await ask(busy)
                 created = await reading.seen("response.created")

@@ -3,6 +3,7 @@
 recorded frames (JSON payloads of chatStream) ─► `chat_answer_so_far` ─► text, model
 recorded frames of speak ─► `speech_so_far` ─► sentences spoken, audio the client has
 first `speak` body + noted `text` messages ─► `speak_text_so_far` ─► one `speak` body
+recorded frames of listen ─► `listen_so_far` ─► the next segment id, the audio acknowledged
 """
 
 from __future__ import annotations
@@ -90,7 +91,25 @@ class ResumedSpeech:
     kept_bytes: int = 0
 
 
-Resumed = ResumedAnswer | ResumedSpeech
+LISTEN_RESUMABLE_ENCODINGS = frozenset({"pcm_s16le", "wav"})
+"""Listen formats a takeover runs again: the client resends their audio from a byte
+offset (docs/resume.md section 7); a compressed file's tail cannot be resent."""
+
+
+@dataclass(frozen=True, slots=True)
+class ResumedListen:
+    """A listen request taken over from a gone instance: what its frames recorded.
+
+    Segments before `next_segment` have their final transcript (the client has them);
+    `acked_ms` is the end of the last final one, where the client's resent audio
+    starts (its unacknowledged tail) when no `audio_offset` says otherwise.
+    """
+
+    next_segment: int
+    acked_ms: int
+
+
+Resumed = ResumedAnswer | ResumedSpeech | ResumedListen
 """What a takeover hands to the pipeline of its endpoint."""
 
 
@@ -154,3 +173,25 @@ def speak_text_so_far(body: dict[str, Any], inputs: Iterable[bytes]) -> dict[str
         pieces.append(message["text"])
         final = message.get("final") is True
     return {**body, "text": "".join(pieces), "final": final}
+
+
+def listen_so_far(frames: Iterable[LoggedFrame]) -> ResumedListen:
+    """Recorded listen frames -> the first segment without a final transcript and the
+    end of the last final one (ms of the request's audio)."""
+    next_segment = 0
+    acked_ms = 0
+    for frame in frames:
+        if not frame.is_text:
+            continue
+        try:
+            data: Any = jsoncodec.loads(frame.payload)
+        except ValueError:
+            continue
+        if not isinstance(data, dict) or data.get("type") != "transcript":
+            continue
+        segment_id, end_ms = data.get("segment_id"), data.get("end_ms")
+        if data.get("is_final") is True and isinstance(segment_id, int):
+            next_segment = max(next_segment, segment_id + 1)
+            if isinstance(end_ms, int | float):
+                acked_ms = max(acked_ms, int(end_ms))
+    return ResumedListen(next_segment, acked_ms)

@@ -54,11 +54,12 @@ async def test_a_compressed_speak_request_taken_over_restarts_into_one_stream_th
     encoding: str,
 ) -> None:
     a, b = await start(tmp_path, voice, redis_url)
+    rid = f"c-{encoding}"  # one Redis for the module: an id of its own per test
     listener = Listener()
     text = " ".join(SENTENCES)
     speak = {
         "type": "speak",
-        "request_id": "c1",
+        "request_id": rid,
         "text": text,
         "final": True,
         "format": {"encoding": encoding, "sample_rate": RATE},
@@ -68,12 +69,12 @@ async def test_a_compressed_speak_request_taken_over_restarts_into_one_stream_th
             ws = await http.ws_connect(url(a))
             await ws.send_str(json.dumps(speak))
             await listener.read(ws, until=two_segments)
-            await recorded(redis_url, "c1", listener.seq)
+            await recorded(redis_url, rid, listener.seq)
             received = len(listener.kept)
             await a.kill()
             seen = listener.seq
             async with http.ws_connect(url(b)) as other:
-                resume = {"type": "resume", "request_id": "c1", "after_seq": seen}
+                resume = {"type": "resume", "request_id": rid, "after_seq": seen}
                 await other.send_str(json.dumps(resume))
                 await listener.read(other)
             await ws.close()

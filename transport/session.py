@@ -55,6 +55,7 @@ from resume.takeover import (
     Resumed,
     ResumedAnswer,
     chat_answer_so_far,
+    listen_so_far,
     speak_text_so_far,
     speech_so_far,
 )
@@ -532,7 +533,8 @@ class SocketSession:
         recorded); speak speaks the text received so far (its `speak` and noted `text`
         messages) again from the first sentence not spoken whole (a compressed format
         from the first: `pipelines.speak`) and takes further `text` here; what cannot
-        be run again ends with `request_lost`."""
+        be run again ends with `request_lost`; listen starts a fresh run on the same
+        timeline, fed by the audio the client resends behind `audio_offset`."""
         request_log = self._log
         assert request_log is not None
         request_id = msg.request_id
@@ -563,6 +565,8 @@ class SocketSession:
             noted = [dumps(n) for n in early if isinstance(n, dict)]
             body = speak_text_so_far(body, [*noted, *takeover.inputs])
             resumed = speech_so_far(takeover.frames, request_id)
+        elif self.endpoint == "listen" and client_seq <= takeover.seq:
+            resumed = listen_so_far(takeover.frames)
         if resumed is None:
             frames = FrameFactory(request_id, self.router_id, msg.metadata, self._now)
             self._enqueue(

@@ -24,6 +24,14 @@ from typing import Any
 import aiohttp
 import numpy as np
 import pytest
+from sluice_client import (
+    AudioFormat,
+    Backoff,
+    ClientOptions,
+    SluiceClient,
+    SpeechStarted,
+    Transcript,
+)
 
 from audio.encode import wav_header
 from fakes.stt_servers import FakeStt, pcm_totals, run_fake_transcription
@@ -31,9 +39,9 @@ from protocol.messages import encode_binary
 from tests.listen_client import is_terminal
 from tests.redis_server import RedisServer
 from tests.speech_audio import silence, speech_16k, synthesize
-from tests.test_resume_instances import Single
+from tests.test_resume_instances import Single, serving
 from tests.test_resume_speak import recorded
-from tests.test_rolling_restart import Instance, free_ports
+from tests.test_rolling_restart import Balancer, Instance, free_ports, start_balancer
 
 TEXTS = ["turn on the kitchen lights", "what is the weather tomorrow", "open the garage door"]
 BYTES_PER_MS = 32  # 16 kHz mono PCM16
@@ -203,3 +211,57 @@ async def test_a_killed_instances_listen_request_runs_again_on_the_requests_time
     assert after and all(f["segment_id"] >= 1 for f in after)
     acked_ms = (acked - len(header)) // BYTES_PER_MS
     assert all(f.get("start_ms", acked_ms) >= acked_ms for f in after)
+
+
+async def test_the_python_client_resumes_a_listen_request_whose_instance_was_killed(
+    tmp_path: Path, stt: FakeStt, redis_url: str, utterances: list[bytes]
+) -> None:
+    # behind HAProxy: the client reconnects to whichever instance is left, resumes,
+    # and resends the audio after its last final transcript behind `audio_offset`
+    instances = await start(tmp_path, stt, redis_url)
+    port_lb, port_stats = free_ports(2)
+    balancer: Balancer | None = None
+    rid = "l-client"
+    heard_first, second_started = asyncio.Event(), asyncio.Event()
+    first, second, third = utterances
+    half = len(second) // 2 // CHUNK * CHUNK
+    try:
+        balancer = await start_balancer(tmp_path, instances, port_lb, port_stats)
+        options = ClientOptions(backoff=Backoff(initial=0.05, maximum=0.5), heartbeat=5.0)
+        async with SluiceClient(balancer.url, options=options) as client:
+
+            async def microphone() -> AsyncIterator[bytes]:
+                for i in range(0, len(first), CHUNK):
+                    yield first[i : i + CHUNK]
+                await heard_first.wait()
+                for i in range(0, half, CHUNK):
+                    yield second[i : i + CHUNK]
+                await second_started.wait()
+                await recorded(redis_url, rid, 4)  # what the client saw is in the log
+                victim = await serving(balancer, instances)
+                await victim.kill()  # kill -9 in the middle of the second utterance
+                rest = second[half:] + third
+                for i in range(0, len(rest), CHUNK):
+                    yield rest[i : i + CHUNK]
+
+            events = []
+            fmt = AudioFormat("pcm_s16le", 16000)
+            async for event in client.listen("s", microphone(), format=fmt, request_id=rid):
+                events.append(event)
+                if isinstance(event, Transcript) and event.is_final:
+                    heard_first.set()
+                if isinstance(event, SpeechStarted) and event.frame["segment_id"] == 1:
+                    second_started.set()
+            stats = client.stats
+    finally:
+        if balancer is not None and balancer.proc.returncode is None:
+            balancer.proc.terminate()
+            await balancer.proc.wait()
+        for instance in instances:
+            await instance.kill()
+    finals = [e for e in events if isinstance(e, Transcript) and e.is_final]
+    assert [f.segment_id for f in finals] == [0, 1, 2]
+    for final, spoken in zip(finals, utterances, strict=True):
+        # every sample of each utterance's speech heard once, by one final transcript
+        assert pcm_totals(final.text)[1] == checksum(spoken)[1], final
+    assert stats.resumed == 1 and stats.lost == 0

@@ -64,7 +64,7 @@ def audio_intake(
     frames: FrameFactory,
     max_samples: int,
     state: IntakeState,
-    rebase: Callable[[int | None], AudioDecoder] | None = None,
+    rebase: Callable[[int | None], tuple[AudioDecoder, int]] | None = None,
 ) -> Callable[[Observable[ClientMessage]], Observable[IntakeItem]]:
     """A request's later messages in; its decoded audio, notices and end out.
 
@@ -73,8 +73,10 @@ def audio_intake(
     Audio past `max_samples` is cut exactly at the limit, then EndOfAudio
     (limit_hit). Undecodable audio or a format change errors with `ListenError`.
     `rebase` (a run taken over from a gone instance): the first `audio_offset`, or
-    None when audio comes first, says where this run's audio starts in the request's
-    audio; it returns the decoder for audio from there (and sets `state.samples`).
+    None when audio comes first, says where the resent audio starts in the request's
+    audio; it returns the decoder for the run's audio and the byte the run starts at
+    (resent bytes before it, already transcribed, are skipped), and sets
+    `state.samples`.
     """
 
     def operator(source: Observable[ClientMessage]) -> Observable[IntakeItem]:
@@ -91,9 +93,9 @@ def audio_intake(
             def base(offset: int | None) -> None:
                 based[0] = True
                 assert rebase is not None
-                decoders[0] = rebase(offset)
-                if offset is not None:
-                    wire["received"] = offset
+                decoders[0], start = rebase(offset)
+                wire["received"] = start
+                wire["skip"] = 0 if offset is None else start - offset
 
             def notice(name: str, message: str, **extra: Any) -> None:
                 observer.on_next(frames.error(name, message, finish_reason=None, **extra))

@@ -136,19 +136,21 @@ class Timeline:
         self.state = state
         state.segments = resumed.next_segment
 
-    def rebase(self, offset: int | None) -> AudioDecoder:
-        """The run's audio starts at byte `offset` of the request's audio (None: at the
-        last final transcript's end) -> the decoder for it; counts the audio before."""
+    def rebase(self, offset: int | None) -> tuple[AudioDecoder, int]:
+        """The resent audio starts at byte `offset` of the request's audio (None: at the
+        last final transcript's end) -> the decoder for the run's audio and the byte of
+        the request's audio the run starts at (no earlier than that end: audio before
+        it was transcribed); counts the audio before the run."""
         per_ms = self.rate * self.channels * 2 / 1000
-        if offset is None:
-            offset = self.header + round(self.acked_ms * per_ms) if self.acked_ms else 0
+        acked = self.header + round(self.acked_ms * per_ms) if self.acked_ms else 0
+        offset = acked if offset is None else max(offset, acked)
         self.base_ms = round(max(0, offset - self.header) / per_ms)
         self.state.samples = self.base_ms * PIPELINE_RATE // 1000
         if offset == 0:
-            return open_decoder(self.declared, PIPELINE_RATE)
+            return open_decoder(self.declared, PIPELINE_RATE), offset
         # past a WAV header: raw samples of the declared rate and channels
         raw = InputFormat("pcm_s16le", self.rate, self.channels)
-        return open_decoder(raw, PIPELINE_RATE)
+        return open_decoder(raw, PIPELINE_RATE), offset
 
     def boundary(self, event: SpeechStarted | SpeechEnded) -> SpeechStarted | SpeechEnded:
         """A VAD event of this run on the request's timeline."""

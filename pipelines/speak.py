@@ -235,8 +235,8 @@ def _restart_notice(frames: FrameFactory, resumed: ResumedSpeech, encoding: str)
     byte the client has (the gone encoder's stream cannot be continued, and the audio
     it held is lost); the answer is spoken again from segment 0 in one new stream."""
     drop = resumed.kept_bytes
-    if drop <= 0:
-        return []
+    if drop <= 0 and resumed.segments == 0:
+        return []  # nothing of it reached the client: the answer just starts
     return [
         frames.error(
             ErrorName.MODEL_UNAVAILABLE,

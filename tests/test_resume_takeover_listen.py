@@ -142,12 +142,21 @@ def checksum(pcm: bytes) -> tuple[int, int]:
     return samples.size, int(samples.astype(np.int64).sum())
 
 
-@pytest.mark.parametrize("encoding", ["pcm_s16le", "wav"])
+@pytest.mark.parametrize(
+    ("encoding", "resend"), [("pcm_s16le", "tail"), ("wav", "tail"), ("pcm_s16le", "all")]
+)
 async def test_a_killed_instances_listen_request_runs_again_on_the_requests_timeline(
-    tmp_path: Path, stt: FakeStt, redis_url: str, utterances: list[bytes], encoding: str
+    tmp_path: Path,
+    stt: FakeStt,
+    redis_url: str,
+    utterances: list[bytes],
+    encoding: str,
+    resend: str,
 ) -> None:
+    # resend "tail": from the last final transcript's end (docs/resume.md section 7);
+    # "all": a client that kept everything resends from byte 0 (the run skips to there)
     a, b = await start(tmp_path, stt, redis_url)
-    rid = f"l-{encoding}"  # one Redis for the module: an id of its own per test
+    rid = f"l-{encoding}-{resend}"  # one Redis for the module: an id of its own per test
     header = wav_header(16000, 1) if encoding == "wav" else b""  # offsets count it
     audio = header + b"".join(utterances)
     second_at = len(header) + len(utterances[0])
@@ -181,9 +190,10 @@ async def test_a_killed_instances_listen_request_runs_again_on_the_requests_time
             async with http.ws_connect(url(b)) as other:
                 resume = {"type": "resume", "request_id": rid, "after_seq": seen.seq}
                 await other.send_str(json.dumps(resume))
-                offset = {"type": "audio_offset", "request_id": rid, "offset": acked}
+                start_at = acked if resend == "tail" else 0
+                offset = {"type": "audio_offset", "request_id": rid, "offset": start_at}
                 await other.send_str(json.dumps(offset))
-                await send(other, rid, audio[acked:])
+                await send(other, rid, audio[start_at:])
                 await other.send_str(json.dumps({"type": "end", "request_id": rid}))
                 await seen.read(other)
             await ws.close()

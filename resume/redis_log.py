@@ -8,6 +8,7 @@ Keys of one request (`{p}` = prefix + client key + request id):
     {p}:lease    the same token, PX `lease`: present while its owner lives
     {p}:meta     what a takeover needs to run the request again (endpoint, first message)
     {p}:gen      INCR per run: the token's generation
+    {p}:in       list: later client messages the owners noted (speak's streamed text)
 
 Writing: appends gather in memory; every `flush_interval` one pipeline carries, per
 request, one script call that checks the fence, XADDs its frames (`MAXLEN ~`),
@@ -64,7 +65,7 @@ while i <= #ARGV do
   i = i + 6
   local ok = 1
   if start == '1' then
-    redis.call('DEL', s)
+    redis.call('DEL', s, s .. ':in')
     redis.call('SET', s .. ':fence', token)
     if meta ~= '' then redis.call('SET', s .. ':meta', meta) end
   elseif redis.call('GET', s .. ':fence') ~= token then
@@ -96,6 +97,15 @@ return out
 RENEW = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
+
+# Client messages noted for a takeover (speak's streamed text), after the frames of
+# the same flush. KEYS: fence in; ARGV: token ttl_ms message...; 0 when fenced out.
+NOTE = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('RPUSH', KEYS[2], unpack(ARGV, 3))
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
 return 1
 """
 
@@ -149,13 +159,15 @@ class RedisRequestLog:
         self.prefix = prefix
         self.instance = uuid.uuid4().hex[:12]
         self._runs = 0
-        self._scripts = {"append": APPEND, "renew": RENEW, "take_over": TAKE_OVER}
+        self._scripts = {"append": APPEND, "renew": RENEW, "take_over": TAKE_OVER, "note": NOTE}
         self._shas: dict[str, str] = {}
         self._stale = False
         self._loading = asyncio.Lock()
         self._dirty: list[_Sink] = []
         """Sinks with frames waiting for the next flush."""
         self._dropped: list[str] = []
+        self._noted: list[_Sink] = []
+        """Sinks with client messages noted for the next flush."""
         self._running: set[_Sink] = set()
         self._timer: asyncio.TimerHandle | None = None
         self._flusher: asyncio.Task[None] | None = None
@@ -201,6 +213,14 @@ class RedisRequestLog:
                 self.flush_interval, self._flush_soon
             )
 
+    def noted(self, sink: _Sink) -> None:
+        """`sink` has client messages for the next flush (no Redis call here)."""
+        self._noted.append(sink)
+        if self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(
+                self.flush_interval, self._flush_soon
+            )
+
     def drop(self, key: str, request_id: str) -> None:
         """Delete the request's stream (and its lease) with the next pipeline."""
         self._dropped.append(self.stream(key, request_id))
@@ -217,9 +237,10 @@ class RedisRequestLog:
     async def flush(self) -> None:
         """Write everything pending: one round trip (one script call for all requests,
         and the drops) per batch, until nothing is pending."""
-        while self._dirty or self._dropped:
+        while self._dirty or self._dropped or self._noted:
             sinks, self._dirty = self._dirty, []
             dropped, self._dropped = self._dropped, []
+            notes = self._notes()
             args: list[Any] = [
                 self.max_frames,
                 self.retention_ms,
@@ -245,7 +266,7 @@ class RedisRequestLog:
                     self._running.discard(sink)
                 sink.clear()
             try:
-                results = await self._run(_appends(self, args if sinks else None, dropped))
+                results = await self._run(_appends(self, args if sinks else None, dropped, notes))
             except (RedisError, OSError) as error:
                 self._write_failed(error, frames)
                 continue
@@ -264,6 +285,17 @@ class RedisRequestLog:
             self.round_trips += 1
             self.frames_written += frames
             self.bytes_written += size
+
+    def _notes(self) -> list[tuple[list[str], list[Any]]]:
+        """The noted messages of the next flush: (keys, args) of one `note` call per sink."""
+        noted, self._noted = self._noted, []
+        calls: list[tuple[list[str], list[Any]]] = []
+        for sink in noted:
+            messages, sink.inputs = sink.inputs, []
+            if messages and not sink.fenced:
+                keys = [sink.keys[1], f"{sink.stream}:in"]
+                calls.append((keys, [sink.token, self.running_ttl_ms, *messages]))
+        return calls
 
     def evalsha(self, pipe: Any, name: str, keys: list[str], args: list[Any]) -> None:
         """Queue script `name` on `pipe` by its sha (loaded by `_run`)."""
@@ -447,6 +479,7 @@ class RedisRequestLog:
         token, meta, last_id = won
         seq = int(last_id.split(b"-", 1)[1])
         raw: Any = await self.redis.xrange(stream, min="-", max=f"0-{seq}")
+        inputs: Any = await self.redis.lrange(f"{stream}:in", 0, -1)
         frames = [
             LoggedFrame(int(i.split(b"-", 1)[1]), f[b"p"], f[b"k"] != BINARY, False) for i, f in raw
         ]
@@ -454,7 +487,7 @@ class RedisRequestLog:
             "request taken over: its instance is gone (lease expired)",
             extra={"stream": stream, "after_seq": seq},
         )
-        return Takeover(token.decode(), seq, bytes(meta), frames)
+        return Takeover(token.decode(), seq, bytes(meta), frames, tuple(map(bytes, inputs)))
 
     async def aclose(self) -> None:
         """Write what is pending, then close the connection (when it is this log's)."""
@@ -479,15 +512,24 @@ class RedisRequestLog:
 
 
 def _appends(
-    log: RedisRequestLog, args: list[Any] | None, dropped: list[str]
+    log: RedisRequestLog,
+    args: list[Any] | None,
+    dropped: list[str],
+    notes: list[tuple[list[str], list[Any]]] = [],  # noqa: B006 (never mutated)
 ) -> Callable[[Any], None]:
-    """The commands of one flush: the append script for every request, the drops."""
+    """The commands of one flush: the append script for every request, the drops, then
+    the noted client messages (after their requests' frames: a first frame sets the
+    fence they are checked against)."""
 
     def commands(pipe: Any) -> None:
         if args is not None:
             log.evalsha(pipe, "append", [], args)
         for stream in dropped:
-            pipe.delete(stream, f"{stream}:fence", f"{stream}:lease", f"{stream}:meta")
+            pipe.delete(
+                stream, f"{stream}:fence", f"{stream}:lease", f"{stream}:meta", f"{stream}:in"
+            )
+        for keys, note_args in notes:
+            log.evalsha(pipe, "note", keys, note_args)
 
     return commands
 
@@ -500,6 +542,7 @@ class _Sink:
         "ended",
         "fenced",
         "first",
+        "inputs",
         "keys",
         "kinds",
         "log",
@@ -522,6 +565,7 @@ class _Sink:
         self.payloads: list[bytes] = []
         self.kinds = bytearray()
         self.first = 0
+        self.inputs: list[bytes] = []
 
     def append(self, payload: bytes, is_text: bool, terminal: bool) -> None:
         """Gather the next frame for the log's next flush."""
@@ -537,6 +581,14 @@ class _Sink:
             self.kinds += TERMINAL
         else:
             self.kinds += TEXT if is_text else BINARY
+
+    def note(self, message: bytes) -> None:
+        """Gather a client message for the log's next flush (after this run's frames)."""
+        if self.fenced or self.ended:
+            return
+        if not self.inputs:
+            self.log.noted(self)
+        self.inputs.append(message)
 
     def clear(self) -> None:
         """The gathered frames went into a flush."""

@@ -61,6 +61,7 @@ MID_STREAM: frozenset[str] = frozenset({"stall_mid_stream", "truncated", "malfor
 # Tight deadlines for the faulty models so stalls cost a few hundred ms; the HTTP
 # chat path waits `timeout` for the whole (non-streamed) answer.
 FAULTY_CLIENT = {"first_chunk_timeout": "250ms", "idle_timeout": "250ms", "timeout": "500ms"}
+STEADY_CLIENT = {"first_chunk_timeout": "5s", "idle_timeout": "5s", "timeout": "10s"}
 
 HEALTHY_TEXT = "Backup answer"  # what the `fake_b` fixture says
 FAULTY_CHUNKS = ["partial", " text", " lost"]
@@ -374,8 +375,12 @@ async def test_all_models_unavailable_names_the_model_and_cause(
     fake_a.script.retry_after = "30"
     # one retry pass (FAST_RETRY): after a 429 or 401 it finds the model out, and
     # the terminal error must still name the cause the first pass saw
+    # only the stall faults need the short deadlines: on a loaded machine a 250 ms
+    # first-chunk deadline could fire on the retry pass of another fault and name
+    # "timeout" as the cause the message reports
+    deadlines = FAULTY_CLIENT if fault.startswith("stall") else STEADY_CLIENT
     client = await sluice(
-        make_config(openai_model("a", fake_a, client=FAULTY_CLIENT, error_budget="100/s"))
+        make_config(openai_model("a", fake_a, client=deadlines, error_budget="100/s"))
     )
     async with client.ws_connect(STREAM_URL) as ws:
         await ws.send_str(chat("n1"))

@@ -195,6 +195,8 @@ class RedisRequestLog:
         self._running: set[_Sink] = set()
         self._timer: asyncio.TimerHandle | None = None
         self._flusher: asyncio.Task[None] | None = None
+        self._behind = False
+        """The timer fired while a flush was in flight: flush again once it is done."""
         self._renewer: asyncio.Task[None] | None = None
         self._owners: dict[tuple[str, str], Forward] = {}
         self.inbox = Inbox(redis, self.inbox_channel(self.instance), self._deliver)
@@ -249,61 +251,79 @@ class RedisRequestLog:
     def _flush_soon(self) -> None:
         self._timer = None
         if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.get_running_loop().create_task(self.flush())
+            self._flusher = asyncio.get_running_loop().create_task(self._flush_timed())
+        else:
+            self._behind = True
+
+    async def _flush_timed(self) -> None:
+        """The timer's flush: one round trip for everything pending. Frames gathered
+        meanwhile wait for their own timer (at most one round trip per
+        `flush_interval`, so a busy instance sends more frames per round trip), or go
+        at once when the round trip took longer than `flush_interval`."""
+        while True:
+            self._behind = False
+            await self._write()
+            if not self._behind:
+                return
 
     async def flush(self) -> None:
-        """Write everything pending: one round trip (one script call for all requests,
-        one XADD per request, and the drops) per batch, until nothing is pending."""
-        max_frames = self.max_frames
+        """Write everything pending now: one round trip (one script call for all
+        requests, one XADD per request, and the drops) per batch, until nothing is
+        pending."""
         while self._dirty or self._dropped:
-            sinks, self._dirty = self._dirty, []
-            dropped, self._dropped = self._dropped, []
-            args: list[Any] = [
-                "EVALSHA",
-                "",
-                0,
-                max_frames,
-                self.retention_ms,
-                self.running_ttl_ms,
-                self.lease_ms,
-            ]
-            frames = size = 0
-            starts: list[tuple[_Sink, bytes, int]] = []
-            for sink in sinks:
-                start = sink.start
-                count, payloads = sink.batch(max_frames, args)
-                frames += count
-                size += len(payloads)
-                if start:
-                    starts.append((sink, start, sink.seq))
-            commands: list[Command] = [tuple(args)] if sinks else []
-            for stream in dropped:
-                commands.append(
-                    ("DEL", stream, f"{stream}:fence", f"{stream}:lease", f"{stream}:meta")
-                )
-            try:
-                results = await self._run(commands, ("append",) if sinks else ())
-            except (RedisError, OSError) as error:
-                self._write_failed(error, frames, starts)
-                continue
-            self._write_worked()
-            done = results[0] if sinks else []
-            if isinstance(done, Exception):
-                self._write_failed(done, frames, starts)
-                continue
-            running = self._running
-            for sink, result in zip(sinks, done, strict=False):
-                if result == 0:
-                    self._fenced(sink)
-                elif sink.ended:
-                    running.discard(sink)
-                elif not sink.fenced:
-                    running.add(sink)
-            if running:
-                self._start_renewer()
-            self.round_trips += 1
-            self.frames_written += frames
-            self.bytes_written += size
+            await self._write()
+
+    async def _write(self) -> None:
+        """One round trip: every request's frames pending and the drops."""
+        if not self._dirty and not self._dropped:
+            return
+        max_frames = self.max_frames
+        sinks, self._dirty = self._dirty, []
+        dropped, self._dropped = self._dropped, []
+        args: list[Any] = [
+            "EVALSHA",
+            "",
+            0,
+            max_frames,
+            self.retention_ms,
+            self.running_ttl_ms,
+            self.lease_ms,
+        ]
+        frames = size = 0
+        starts: list[tuple[_Sink, bytes, int]] = []
+        for sink in sinks:
+            start = sink.start
+            count, payloads = sink.batch(max_frames, args)
+            frames += count
+            size += len(payloads)
+            if start:
+                starts.append((sink, start, sink.seq))
+        commands: list[Command] = [tuple(args)] if sinks else []
+        for stream in dropped:
+            commands.append(("DEL", stream, f"{stream}:fence", f"{stream}:lease", f"{stream}:meta"))
+        try:
+            results = await self._run(commands, ("append",) if sinks else ())
+        except (RedisError, OSError) as error:
+            self._write_failed(error, frames, starts)
+            return
+        self._write_worked()
+        done = results[0] if sinks else []
+        if isinstance(done, Exception):
+            self._write_failed(done, frames, starts)
+            return
+        running = self._running
+        for sink, result in zip(sinks, done, strict=False):
+            if result == 0:
+                self._fenced(sink)
+            elif sink.ended:
+                running.discard(sink)
+            elif not sink.fenced:
+                running.add(sink)
+        if running:
+            self._start_renewer()
+        self.round_trips += 1
+        self.frames_written += frames
+        self.bytes_written += size
 
     async def _load_scripts(self) -> None:
         """Load every script (once at a time: concurrent callers share one load, and

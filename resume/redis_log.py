@@ -5,8 +5,8 @@ Keys of one request (`{p}` = prefix + client key + request id):
 
     {p}          stream: one entry per flush that carried frames of the request, id
                  0-{seq of its last frame}, fields k (one kind per frame: t, b,
-                 T = terminal), n (the frames' byte lengths, when more than one)
-                 and p (the payloads, back to back)
+                 T = terminal) and p (the payload) for one frame; for more, n
+                 (their byte lengths) and f (their payloads, back to back)
     {p}:fence    the token of the run allowed to write (fencing)
     {p}:lease    the same token, PX `lease`: present while its owner lives
     {p}:meta     what a takeover needs to run the request again (endpoint, first message)
@@ -64,8 +64,10 @@ READ_COUNT = 64
 # One call per flush for every request with frames pending. ARGV: maxlen retention_ms
 # running_ms lease_ms, then 7 per request: stream token last kinds lengths payloads
 # start. One XADD per request: entry id 0-{last} (the seq of its last frame), fields
-# k (one kind per frame), n (the frames' lengths, 4-byte little endian; absent for
-# one frame) and p (the payloads back to back). `start` is '' except for a run's
+# k (one kind per frame) and p (the payload) for one frame, as an entry of earlier
+# versions (one per frame) was; for more, n (the frames' lengths, 4-byte little
+# endian) and f (the payloads back to back; a new field name, so that an earlier
+# version's reader fails on it instead of taking it for one frame). `start` is '' except for a run's
 # first batch: 'S' followed by the run's meta. Streams are trimmed to the entries
 # holding the newest `maxlen` frames (MINID ~). The running TTLs and the lease are
 # set here when a run starts and then by RENEW (every lease/3), not per flush; the
@@ -101,7 +103,7 @@ for i = 5, #ARGV, 7 do
                   'p', ARGV[i + 5])
     else
       redis.pcall('XADD', s, 'MINID', '~', '0-' .. trim, '0-' .. last, 'k', kinds,
-                  'n', ARGV[i + 4], 'p', ARGV[i + 5])
+                  'n', ARGV[i + 4], 'f', ARGV[i + 5])
     end
     if start ~= '' or terminal then redis.call('PEXPIRE', s, ttl) end
   end
@@ -695,9 +697,9 @@ def _seq(entry_id: bytes) -> int:
 
 def _payloads(fields: dict[bytes, bytes], count: int) -> list[bytes]:
     """The `count` payloads of one entry (see APPEND)."""
-    blob = fields[b"p"]
     if count == 1:
-        return [blob]
+        return [fields[b"p"]]
+    blob = fields[b"f"]
     sizes = array("I")
     sizes.frombytes(fields[b"n"])
     if _SWAP:

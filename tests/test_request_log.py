@@ -255,3 +255,18 @@ async def test_redis_renews_a_quiet_running_request_past_its_running_ttl(redis_u
     assert not sink.fenced
     assert await redis.pttl(store.stream("k", "quiet")) > 10_000  # the retention TTL now
     await store.aclose()
+
+
+async def test_redis_reads_a_stream_written_one_entry_per_frame(redis_url: str) -> None:
+    """Streams of earlier versions (an entry per frame, fields k and p) resume too,
+    as during a rolling upgrade."""
+    redis = Redis.from_url(redis_url)
+    store = RedisRequestLog(redis, max_frames=100, retention=60, running_ttl=60, flush_interval=1)
+    stream = store.stream("k", "old")
+    for seq, kind in ((1, b"t"), (2, b"b"), (3, b"T")):
+        await redis.xadd(stream, {"p": payload(seq), "k": kind}, id=f"0-{seq}")
+    assert await read_all(store, "k", "old", 1) == [
+        LoggedFrame(2, payload(2), False, False),
+        LoggedFrame(3, payload(3), True, True),
+    ]
+    await store.aclose()

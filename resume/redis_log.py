@@ -67,12 +67,13 @@ READ_COUNT = 64
 # k (one kind per frame) and p (the payload) for one frame, as an entry of earlier
 # versions (one per frame) was; for more, n (the frames' lengths, 4-byte little
 # endian) and f (the payloads back to back; a new field name, so that an earlier
-# version's reader fails on it instead of taking it for one frame). `start` is '' except for a run's
-# first batch: 'S' followed by the run's meta. Streams are trimmed to the entries
-# holding the newest `maxlen` frames (MINID ~). The running TTLs and the lease are
-# set here when a run starts and then by RENEW (every lease/3), not per flush; the
-# terminal frame sets the retention TTLs and drops the lease. Returns one 1/0 per
-# request: 0 when its fencing token is no longer the current one.
+# version's reader fails on it instead of taking it for one frame). `start` is ''
+# except for a run's first batch: 'S' followed by the run's meta. Streams are
+# trimmed to the entries holding the newest `maxlen` frames (MINID ~). The running
+# TTLs and the lease are set here when a run starts and then by RENEW (every
+# lease/3), not per flush; the terminal frame sets the retention TTLs and drops the
+# lease. Returns one 1/0 per request: 0 when its fencing token is no longer the
+# current one.
 APPEND = """
 local maxlen, retention, running, lease = tonumber(ARGV[1]), ARGV[2], ARGV[3], ARGV[4]
 local out = {}

@@ -30,7 +30,6 @@ from array import array
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from itertools import accumulate
 from typing import Protocol
 
 from protocol.messages import ClientMessage, Inbound
@@ -139,26 +138,25 @@ class RequestLog(Protocol):
 
 
 class _Record:
-    """One run of a request in memory.
+    """One run of a request in memory: its payloads back to back in one `bytearray`,
+    each frame's end offset in an `array`, text flags in a `bytearray`.
 
-    While it runs: the payloads the socket sent, as they are, in one list (a frame
-    costs one `list.append` of bytes that exist anyway), and the seqs of its binary
-    frames (rare). Once finished, `MemoryRequestLog.finished` keeps it in a compact
-    form (`Finished`: a few flat buffers, no object per frame), since thousands of
-    small objects kept for the retention pinned the allocator's arenas and kept far
-    more memory resident than they held.
+    A few growing buffers per request, not an object per frame: nothing for the
+    garbage collector to walk, and no small long-lived blocks left scattered over
+    the allocator's arenas (which kept far more memory resident than they held).
     """
 
     __slots__ = (
-        "binary",
+        "appended",
+        "base",
+        "buf",
         "done",
-        "first",
-        "frames",
+        "ends",
         "ident",
-        "limit",
         "log",
         "max_frames",
         "terminal",
+        "texts",
         "waiters",
     )
 
@@ -166,14 +164,13 @@ class _Record:
         self.log = log
         self.ident = ident
         self.max_frames = max_frames
-        self.limit = max_frames + TRIM_BATCH
-        """Frames held before the oldest are trimmed (in batches: a trim moves the list)."""
         self.terminal = False
-        self.frames: list[bytes] = []
-        self.first = 1
-        """The seq of `frames[0]`."""
-        self.binary: set[int] | None = None
-        """The seqs of the binary frames."""
+        self.buf = bytearray()
+        self.base = 0
+        """Offset (since the run began) of `buf[0]`: the first kept frame's start."""
+        self.ends = array("Q")
+        self.texts = bytearray()
+        self.appended = 0
         self.done = False
         self.waiters: list[asyncio.Future[None]] = []
 
@@ -181,71 +178,58 @@ class _Record:
     def replay(cls, log: MemoryRequestLog, ident: tuple[str, str], done: Finished) -> _Record:
         """A finished run, from its compact form, for a reader."""
         record = cls(log, ident, 0)
-        buf, ends, texts, record.first = done
-        offsets = array("Q")
-        offsets.frombytes(ends)
-        start = 0
-        for end in offsets:
-            record.frames.append(buf[start:end])
-            start = end
-        binary = {record.first + i for i, text in enumerate(texts) if not text}
-        record.binary = binary or None
+        buf, ends, texts, record.base, record.appended = done
+        record.buf = bytearray(buf)
+        record.ends.frombytes(ends)
+        record.texts = bytearray(texts)
         record.done = record.terminal = True
         return record
 
     @property
-    def kept(self) -> int:
-        """Frames kept."""
-        return len(self.frames)
+    def size(self) -> int:
+        """Payload bytes kept."""
+        return len(self.buf)
 
     @property
-    def appended(self) -> int:
-        """The seq of the last frame."""
-        return self.first + len(self.frames) - 1
+    def kept(self) -> int:
+        """Frames kept."""
+        return len(self.ends)
+
+    @property
+    def first_seq(self) -> int:
+        return self.appended - len(self.ends) + 1
 
     def frame(self, index: int) -> tuple[bytes, bool]:
         """The `index`-th kept frame: its payload and whether it is text."""
-        binary = self.binary
-        return self.frames[index], binary is None or self.first + index not in binary
+        ends = self.ends
+        start = ends[index - 1] if index else self.base
+        base = self.base
+        return bytes(self.buf[start - base : ends[index] - base]), bool(self.texts[index])
 
     def append(self, payload: bytes, is_text: bool, terminal: bool) -> None:
         """Record the next frame; the terminal one ends the run."""
         if self.done:
             return
-        frames = self.frames
-        frames.append(payload)
-        if not is_text:
-            if self.binary is None:
-                self.binary = set()
-            self.binary.add(self.first + len(frames) - 1)
-        if len(frames) > self.limit:
-            self._trim(len(frames) - self.max_frames)
+        self.buf += payload
+        self.ends.append(self.base + len(self.buf))
+        self.texts.append(is_text)
+        self.appended += 1
+        excess = len(self.ends) - self.max_frames
+        if excess > 0 and (excess >= 64 or terminal):
+            self._trim(excess)
         if terminal:
-            if len(frames) > self.max_frames:
-                self._trim(len(frames) - self.max_frames)
             self.done = self.terminal = True
             self.log.finished(self)
         if self.waiters:
             self.wake()
 
     def _trim(self, count: int) -> None:
-        """Forget the `count` oldest frames."""
-        del self.frames[:count]
-        self.first += count
-        if self.binary is not None:
-            first = self.first
-            self.binary = {seq for seq in self.binary if seq >= first} or None
-
-    def compact(self) -> tuple[Finished, int]:
-        """The finished run in its compact form, and its payload bytes."""
-        frames = self.frames
-        buf = b"".join(frames)
-        ends = array("Q", accumulate(map(len, frames))).tobytes()
-        texts = bytearray(b"\x01") * len(frames)
-        if self.binary is not None:
-            for seq in self.binary:
-                texts[seq - self.first] = 0
-        return (buf, ends, bytes(texts), self.first), len(buf)
+        """Forget the `count` oldest frames (in batches: each trim moves the buffer)."""
+        cut = self.ends[count - 1] - self.base
+        del self.buf[:cut]
+        self.base += cut
+        del self.ends[:count]
+        del self.texts[:count]
 
     def wake(self) -> None:
         waiters, self.waiters = self.waiters, []
@@ -258,14 +242,10 @@ class _Record:
         self.wake()
 
 
-TRIM_BATCH = 64
-"""A running record trims its oldest frames once it holds this many over `max_frames`."""
-
-Finished = tuple[bytes, bytes, bytes, int]
-"""A finished run kept for its retention: payloads back to back, their end offsets
-(`array("Q")` bytes), one text flag per frame, and the seq of the first. A tuple of
-untracked objects, which the garbage collector stops tracking: the records kept cost
-it nothing (no object per request left to walk)."""
+Finished = tuple[bytes, bytes, bytes, int, int]
+"""A finished run kept for its retention: payloads, end offsets, text flags, base and
+frames appended. A tuple of untracked objects, which the garbage collector stops
+tracking: the records kept cost it nothing (no object per request left to walk)."""
 
 
 class MemoryRequestLog:
@@ -301,7 +281,14 @@ class MemoryRequestLog:
         ident = record.ident
         if self._records.get(ident) is not record:
             return
-        self._records[ident], size = record.compact()
+        size = record.size
+        self._records[ident] = (
+            bytes(record.buf),
+            record.ends.tobytes(),
+            bytes(record.texts),
+            record.base,
+            record.appended,
+        )
         loop = asyncio.get_running_loop()
         self._finished[ident] = (loop.time() + self.retention, size)
         self._finished_bytes += size
@@ -392,7 +379,7 @@ async def _tail(record: _Record, after_seq: int) -> AsyncIterator[LoggedFrame]:
     while True:
         # the frames kept are consecutive: the next one sits at a known index
         while record.kept:
-            first = record.first
+            first = record.first_seq
             index = last + 1 - first
             if index < 0:
                 raise ResumeGap(f"frames {last + 1}..{first - 1} are no longer kept")

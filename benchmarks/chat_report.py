@@ -494,13 +494,14 @@ def _redis_lines(cells: list[dict[str, Any]]) -> list[str]:
         "Per Sluice cell, from Redis's counters (warm-up included): round trips (the "
         "log's `EVALSHA` calls: one per flush for every request with frames pending, one "
         "per lease renewal), Redis commands (those the scripts run included), bytes "
-        "received, and `MEMORY USAGE` of the workload's finished streams (with their "
-        "`:fence` and `:meta` keys) over the frames they hold.",
+        "received, Redis's own CPU (`INFO cpu`, the whole server), and `MEMORY USAGE` of "
+        "the workload's finished streams (with their `:fence` and `:meta` keys) over the "
+        "frames they hold.",
         "",
         "| workload | streams | round trips / request | round trips / 1k chunks "
         "| commands / request | commands / 1k chunks | bytes in / 1k chunks "
-        "| frames / stream | bytes / stream | Redis bytes / 1k frames |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| Redis CPU ms / 1k chunks | frames / stream | bytes / stream | Redis bytes / 1k frames |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for cell in rows:
         r = cell["redis"]
@@ -513,6 +514,7 @@ def _redis_lines(cells: list[dict[str, Any]]) -> list[str]:
             _f(r.get("commands_per_request"), 1),
             _f(r.get("commands_per_1k_chunks"), 0),
             _f(r.get("bytes_in_per_1k_chunks"), 0),
+            _f(r.get("redis_cpu_ms_per_1k_chunks"), 1),
             _f(memory.get("frames_per_stream"), 1),
             _f(memory.get("bytes_per_stream"), 0),
             _f(memory.get("bytes_per_1k_frames"), 0),

@@ -9,7 +9,8 @@ request with frames pending, and one per lease renewal for all running requests;
 drops ride in a flush's round trip), so the `EVALSHA` calls counted by
 `INFO commandstats` over the cell are its round trips (the benchmark's own `INFO`
 and `SCAN` calls are not among them). Redis commands, by name, include the ones the
-scripts run. Bytes in: `total_net_input_bytes`. Memory: `MEMORY USAGE` of the
+scripts run. Bytes in: `total_net_input_bytes`. Redis's CPU: `INFO cpu` (the whole
+server process, so run it on a Redis of its own). Memory: `MEMORY USAGE` of the
 finished streams of the cell's workload (and of their `:fence` and `:meta` keys)
 still held for `retention`, over the frames they hold. The cell's requests and
 chunks are the load client's totals (warm-up included, as the counters are).
@@ -28,7 +29,8 @@ SAMPLE = 200
 
 
 def snapshot(url: str) -> dict[str, Any]:
-    """Redis's counters now: calls per command, bytes received, memory used."""
+    """Redis's counters now: calls per command, bytes received, memory used, CPU
+    seconds (user + system, the whole server process)."""
     client = Redis.from_url(url)
     try:
         stats: Any = client.info("commandstats")
@@ -39,10 +41,12 @@ def snapshot(url: str) -> dict[str, Any]:
         }
         net: Any = client.info("stats")
         memory: Any = client.info("memory")
+        cpu: Any = client.info("cpu")
         return {
             "calls": calls,
             "net_input_bytes": int(net["total_net_input_bytes"]),
             "used_memory": int(memory["used_memory"]),
+            "cpu_s": float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"]),
         }
     finally:
         client.close()
@@ -123,7 +127,9 @@ def cost(
     trips = calls.get("evalsha", 0)
     commands = sum(calls.values())
     received = after["net_input_bytes"] - before["net_input_bytes"]
+    cpu_ms = (after["cpu_s"] - before["cpu_s"]) * 1000
     return {
+        "redis_cpu_ms_per_1k_chunks": round(cpu_ms * 1000 / chunks, 2) if chunks else None,
         "round_trips": trips,
         "round_trips_per_request": round(trips / requests, 3) if requests else None,
         "round_trips_per_1k_chunks": round(trips * 1000 / chunks, 2) if chunks else None,

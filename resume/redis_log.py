@@ -285,7 +285,7 @@ class RedisRequestLog:
         dropped, self._dropped = self._dropped, []
         args: list[Any] = [
             "EVALSHA",
-            "",
+            self._shas.get("append", ""),
             0,
             max_frames,
             self.retention_ms,
@@ -343,8 +343,8 @@ class RedisRequestLog:
     async def _run(self, commands: list[Command], scripts: tuple[str, ...]) -> list[Any]:
         """`commands` in one round trip, their replies in order (an error reply as its
         exception). The first `len(scripts)` commands are EVALSHAs whose sha (the
-        second item) is filled in here: the scripts are loaded once, and again after
-        Redis lost them (a restart: NOSCRIPT)."""
+        second item) is filled in here unless it is current: the scripts are loaded
+        once, and again after Redis lost them (a restart: NOSCRIPT)."""
         if not commands:
             return []
         if not self._shas:
@@ -361,10 +361,12 @@ class RedisRequestLog:
 
     def _with_shas(self, commands: list[Command], scripts: tuple[str, ...]) -> list[Command]:
         shas = self._shas
-        out = list(commands)
+        out = commands
         for index, name in enumerate(scripts):
             command = out[index]
-            out[index] = (command[0], shas[name], *command[2:])
+            if command[1] != shas[name]:
+                out = list(out) if out is commands else out
+                out[index] = (command[0], shas[name], *command[2:])
         return out
 
     async def _exchange(self, commands: list[Command]) -> list[Any]:

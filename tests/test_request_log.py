@@ -270,3 +270,32 @@ async def test_redis_reads_a_stream_written_one_entry_per_frame(redis_url: str) 
         LoggedFrame(3, payload(3), True, True),
     ]
     await store.aclose()
+
+
+async def test_redis_records_again_after_a_restart(redis_server: RedisServer) -> None:
+    """Writes while Redis is down are dropped; after its restart (scripts lost) the
+    log reconnects, loads its scripts again, and a run whose first frames were lost
+    starts its stream with the next ones (a resume before them is a gap)."""
+    redis = Redis.from_url(redis_server.url)
+    store = RedisRequestLog(redis, max_frames=100, retention=60, running_ttl=60, flush_interval=1)
+    before = store.begin("k", "before")
+    write(before, 1, 2)
+    await store.flush()
+    redis_server.stop()
+    during = store.begin("k", "during")
+    write(during, 1, 2)
+    write(before, 3, 3)
+    await store.flush()  # fails: logged, dropped, the requests go on
+    redis_server.start()  # empty, no scripts
+    write(during, 3, 4, terminal_at=4)
+    after = store.begin("k", "after")
+    write(after, 1, 2, terminal_at=2)
+    await store.flush()
+    assert [f.seq for f in await read_all(store, "k", "after", 0)] == [1, 2]
+    assert [f.seq for f in await read_all(store, "k", "during", 2)] == [3, 4]
+    tail = await store.open("k", "during", 0)
+    assert tail is not None
+    with pytest.raises(ResumeGap):
+        async for _ in tail:
+            pass
+    await store.aclose()

@@ -17,6 +17,23 @@ Rules:
   hard at `max_chars`;
 - a sentence with no letter or digit (e.g. a lone `...`) is not spoken: dropped.
 
+At the end of a pushed piece (an LLM chunk), a terminator that ends the piece
+cannot be followed by whitespace yet. Waiting for the next piece would hold every
+sentence back by one chunk interval (30-100 ms of an LLM's stream, before the first
+audio), so with `at_chunk_end` (the default) the sentence is emitted at once unless
+what follows could still change it:
+- `!`, `?`, `…`, a CJK terminator, or `...` (three dots or more), with any closers:
+  emitted;
+- a single `.` (with any closers): emitted unless it may be an abbreviation,
+  initial or dotted acronym (the rule above: `Dr.`, `J.`, `e.g.`) or follows a
+  digit (`3.` may become `3.14`); those wait for the next piece as before;
+- `..`: waits (an ellipsis may be growing).
+What arrives after such a cut and cannot start a sentence (more terminators, e.g.
+the `!` of a `?!` split across pieces) is dropped from the next sentence's text;
+a closing quote or bracket that arrives in the next piece starts the next sentence
+(both are silent in speech). So sentence boundaries may depend on where the
+pieces were cut, never the words spoken.
+
 `split_sentences(max_chars)` is the same as an Rx operator over `TextPiece`s.
 """
 
@@ -80,19 +97,25 @@ class SentenceSplitter:
     """Incremental sentence splitter (see the module docstring for the rules).
 
     push("Hello Dr. Smith. How") -> [Sentence(0, "Hello Dr. Smith.", 0, 16)]
-    push(" are you?")            -> []          (the "?" may still be followed by more)
-    finish()                     -> [Sentence(1, "How are you?", 17, 29)]
+    push(" are you?")            -> [Sentence(1, "How are you?", 17, 29)]  (at the piece's end)
+    push(" See Dr.")             -> []          (an abbreviation: wait for more)
+    finish()                     -> [Sentence(2, "See Dr.", 30, 37)]
+    With `at_chunk_end=False` a terminator always waits for the next character.
     """
 
     def __init__(
         self,
         max_chars: int = DEFAULT_MAX_CHARS,
         abbreviations: frozenset[str] = ABBREVIATIONS,
+        *,
+        at_chunk_end: bool = True,
     ) -> None:
         if max_chars < 2:
             raise ValueError("max_chars must be at least 2")
         self.max_chars = max_chars
+        self.at_chunk_end = at_chunk_end
         self._abbreviations = abbreviations
+        self._after_eager = False  # the last cut was at a piece's end
         self._buffer = ""
         self._offset = 0  # absolute index of _buffer[0]
         self._scan = 0  # _buffer positions before this hold no boundary
@@ -105,6 +128,8 @@ class SentenceSplitter:
 
     def push(self, text: str) -> list[Sentence]:
         """Append `text`; return the sentences it completed (possibly none)."""
+        if self._after_eager:
+            text = self._skip_continuation(text)
         self._buffer += text
         out: list[Sentence] = []
         while True:
@@ -112,8 +137,37 @@ class SentenceSplitter:
             if cut is None or len(self._buffer[:cut].strip()) > self.max_chars:
                 cut = self._forced_cut() or cut
             if cut is None:
-                return out
+                break
             self._emit(cut, out)
+        if text and self.at_chunk_end and self._ends_at_chunk_end():
+            self._emit(len(self._buffer), out)
+            self._after_eager = True
+        return out
+
+    def _skip_continuation(self, text: str) -> str:
+        """After a cut at a piece's end: drop the terminators that continue it."""
+        kept = text.lstrip(_TERMINATORS + _CJK_TERMINATORS)
+        if kept:
+            self._after_eager = False
+        self._offset += len(text) - len(kept)
+        return kept
+
+    def _ends_at_chunk_end(self) -> bool:
+        """Whether the buffer ends in a sentence end that no next piece can undo."""
+        buf = self._buffer
+        body = buf.rstrip(_CLOSERS)
+        run = len(body) - len(body.rstrip(_TERMINATORS + _CJK_TERMINATORS))
+        if run == 0 or not _speakable(body):
+            return False
+        tail = body[-run:]
+        if tail.strip(".") or run >= 3:
+            return True  # "!", "?", "…", CJK, or a whole "..."
+        if run == 2:
+            return False  # ".." may be an ellipsis still growing
+        dot = len(body) - 1
+        if dot > 0 and body[dot - 1].isdigit():
+            return False  # "3." may become "3.14"
+        return not self._is_abbreviation(buf + " ", dot, len(buf))
 
     def finish(self) -> list[Sentence]:
         """The input ended: return whatever is left, as sentences."""

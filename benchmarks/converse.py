@@ -8,9 +8,13 @@ with a generated config: agent router `talk` over them) runs on the gateway core
 
 Per concurrency level, `level` conversations run at once, each on its own websocket,
 each `turns` turns long. A turn streams espeak-ng speech (then silence) in real
-time, 20 ms frames at 16 kHz, and waits for `turn_ended`. The client stamps:
+time, 20 ms frames at 16 kHz, each sent when a microphone would hand it over (when
+its last sample has been spoken), and waits for `turn_ended`. The client stamps:
 
-- end of speech: when the frame holding the speech's last sample was sent;
+- end of speech: the instant the last audible sample (above -60 dBFS; espeak ends
+  its speech with a few ms of +-1 noise no listener hears) was spoken, on the same
+  real-time clock the frames are sent by; the wait for the 20 ms frame that holds
+  it (0-20 ms) is part of what Sluice adds, as a client with 20 ms frames sees it;
 - `speech_ended` (the VAD's hangover), the final `transcript` (STT), the first
   `reply_text` that completes a sentence (LLM first sentence), the first reply
   audio byte (TTS first audio) as they arrive.
@@ -149,16 +153,21 @@ class _Record:
             self.error_samples.append(what[:300])
 
 
+AUDIBLE = 32
+"""Peak amplitude (-60 dBFS) above which a sample counts as heard speech."""
+
+
 def user_audio() -> tuple[bytes, int]:
     """The user's turn: 200 ms silence, espeak-ng speech, 1 s silence (PCM16 16 kHz), and
-    the byte offset where the speech ends."""
+    the sample count up to the end of the last audible sample."""
     import numpy as np
 
     from tests.speech_audio import silence, speech_16k, synthesize
 
     speech = speech_16k(synthesize([SPEECH])[SPEECH])
-    pcm = np.concatenate([silence(200), speech, silence(1000)]).astype("<i2").tobytes()
-    return pcm, 2 * (silence(200).size + speech.size)
+    samples = np.concatenate([silence(200), speech, silence(1000)]).astype("<i2")
+    audible = np.flatnonzero(np.abs(samples.astype(np.int32)) > AUDIBLE)
+    return samples.tobytes(), int(audible[-1]) + 1
 
 
 async def _conversation(
@@ -213,13 +222,12 @@ async def _conversation(
 
             reader = asyncio.create_task(read())
             try:
-                began = time.monotonic()
+                began = time.monotonic_ns()  # the instant the turn's first sample is spoken
+                marks["eos"] = began + speech_end * 1_000_000_000 // RATE
                 for k, offset in enumerate(range(0, len(pcm), frame_bytes)):
-                    due = began + k * FRAME_MS / 1000
-                    await asyncio.sleep(max(0.0, due - time.monotonic()))
+                    due = began + (k + 1) * FRAME_MS * 1_000_000  # the frame is full
+                    await asyncio.sleep(max(0.0, (due - time.monotonic_ns()) / 1e9))
                     await ws.send_bytes(encode_binary(rid, pcm[offset : offset + frame_bytes]))
-                    if offset < speech_end <= offset + frame_bytes:
-                        marks["eos"] = time.monotonic_ns()
                     if reader.done():
                         break
                 await asyncio.wait_for(reader, 60)
@@ -262,6 +270,82 @@ async def client(spec: dict[str, Any]) -> dict[str, Any]:
         "added_ms": summarize(added),
         **{name: summarize(values) for name, values in record.stages.items()},
     }
+
+
+DIRECT_ROUNDS = 10
+
+
+async def direct(spec: dict[str, Any]) -> dict[str, Any]:
+    """The three engine calls made straight to the fakes, as Sluice makes them (the
+    turn's segment as a WAV upload, a streamed chat answer up to the chunk that ends
+    the first sentence, a PCM speech request up to its first byte), one after the
+    other, by `concurrency` chains at once (started together, as the conversations'
+    turns end together), `DIRECT_ROUNDS` times: what the engines cost with loopback
+    HTTP, the fakes' own timer overshoot and their share of the load core, with nothing
+    in between. The remainder of a stage is Sluice's."""
+    import io
+    import wave
+
+    import aiohttp
+
+    pcm, speech_end = user_audio()
+    # about the segment Sluice uploads (the pre-roll reaches the stream's start): the
+    # audio up to the end of speech plus the hangover
+    segment = pcm[: 2 * (speech_end + RATE * 300 // 1000)]
+    wav = io.BytesIO()
+    with wave.open(wav, "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(RATE)
+        out.writeframes(segment)
+    stt, chat, tts = spec["ports"]
+    stages: dict[str, array[int]] = {name: array("q") for name in ("stt_ms", "llm_ms", "tts_ms")}
+    chains: array[int] = array("q")
+
+    async def chain(http: aiohttp.ClientSession) -> None:
+        form = aiohttp.FormData()
+        form.add_field("file", wav.getvalue(), filename="audio.wav", content_type="audio/wav")
+        form.add_field("model", "whisper-1")
+        t0 = time.monotonic_ns()
+        async with http.post(f"http://127.0.0.1:{stt}/v1/audio/transcriptions", data=form) as r:
+            await r.json()
+        t1 = time.monotonic_ns()
+        body = {
+            "model": "gpt-fake",
+            "stream": True,
+            "messages": [{"role": "user", "content": SPEECH}],
+        }
+        text = ""
+        async with http.post(f"http://127.0.0.1:{chat}/v1/chat/completions", json=body) as r:
+            async for line in r.content:
+                data = line.decode().strip().removeprefix("data:").strip()
+                if data.startswith("{"):
+                    for choice in json.loads(data).get("choices", []):
+                        text += (choice.get("delta") or {}).get("content") or ""
+                if any(mark in text for mark in ".!?"):
+                    break
+        t2 = time.monotonic_ns()
+        speech = {
+            "model": "tts-fake",
+            "input": REPLY[0],
+            "voice": "alloy",
+            "response_format": "pcm",
+        }
+        async with http.post(f"http://127.0.0.1:{tts}/v1/audio/speech", json=speech) as r:
+            await r.content.readany()
+        t3 = time.monotonic_ns()
+        stages["stt_ms"].append(t1 - t0)
+        stages["llm_ms"].append(t2 - t1)
+        stages["tts_ms"].append(t3 - t2)
+        chains.append(t3 - t0)
+
+    auth = {"Authorization": "Bearer sk-b"}
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(headers=auth, connector=connector) as http:
+        for _ in range(DIRECT_ROUNDS):
+            await asyncio.gather(*(chain(http) for _ in range(spec["concurrency"])))
+            await asyncio.sleep(0.2)
+    return {"chain_ms": summarize(chains), **{k: summarize(v) for k, v in stages.items()}}
 
 
 async def fake_upstreams(ports: list[int], settings: dict[str, Any]) -> None:
@@ -359,7 +443,10 @@ def run(ctx: Context, settings: ConverseSettings) -> dict[str, Any]:
     try:
         for level in settings.levels:
             ctx.progress.show(f"converse x{level}")
-            cells.append(_cell(ctx, settings, level, sluice, url, load_cores))
+            reference = _direct(ctx, ports, level, load_cores)
+            cell = _cell(ctx, settings, level, sluice, url, load_cores)
+            cell["direct"] = reference
+            cells.append(cell)
             ctx.progress.step()
     finally:
         ctx.processes.stop(sluice)
@@ -377,6 +464,24 @@ def run(ctx: Context, settings: ConverseSettings) -> dict[str, Any]:
         "cells": cells,
         "elapsed_s": round(time.monotonic() - started, 1),
     }
+
+
+def _direct(ctx: Context, ports: list[int], level: int, load_cores: str) -> dict[str, Any]:
+    """The direct reference (`direct`) at `level` chains at once, in its own process."""
+    spec = json.dumps({"ports": ports, "concurrency": level})
+    argv = [ctx.python, "-m", "benchmarks.converse", "direct", spec]
+    child = ctx.processes.start(
+        "client-converse-direct", argv, cores=load_cores, capture_stdout=True
+    )
+    try:
+        out, _ = child.popen.communicate(timeout=300)
+    finally:
+        ctx.processes.stop(child)
+    lines = [line for line in (out or "").splitlines() if line.startswith("{")]
+    if child.popen.returncode != 0 or not lines:
+        raise RuntimeError(f"direct client failed ({child.popen.returncode}):\n{child.log_tail()}")
+    result: dict[str, Any] = json.loads(lines[-1])
+    return result
 
 
 def _f(value: Any, digits: int = 1) -> str:
@@ -409,26 +514,43 @@ def markdown(result: dict[str, Any], command: str) -> str:
         f"STT final {s['stt_delay_ms']:g} ms, LLM first chunk {s['chat_delay_ms']:g} ms, TTS "
         f"first audio {s['tts_delay_ms']:g} ms = {result['engines_ms']:g} ms. Sluice adds = "
         "voice-to-voice - engines. Stage columns are p50 as the client saw them (each "
-        "includes its hop through Sluice).",
+        "includes its hop through Sluice). *Direct* is the reference without Sluice: the "
+        "client makes the same STT, chat and TTS calls to the fakes itself, as many chains "
+        f"at once as conversations, {DIRECT_ROUNDS} rounds; its p50 chain time is the "
+        "engines' scripts plus loopback HTTP, the fakes' timer overshoot and their share of "
+        "the load core. *Beyond direct* = voice-to-voice - hangover - direct (p50 from p50, "
+        "p99 from p99: a difference of quantiles, not a quantile of differences): Sluice's "
+        "own share, with the input framing (0-20 ms to the end of the 20 ms frame that "
+        "holds the last sample).",
         "",
         "| conversations | turns | v2v p50 ms | v2v p99 ms | VAD | STT | LLM 1st sentence | TTS "
-        "1st audio | Sluice adds p50 | p99 | CPU ms/turn | peak RSS MB | errors |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "1st audio | Sluice adds p50 | p99 | direct p50 | p99 | beyond direct p50 | p99 "
+        "| CPU ms/turn | peak RSS MB | errors |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for c in result["cells"]:
+        d = c.get("direct") or {}
+
+        def beyond(key: str, c: dict[str, Any] = c, d: dict[str, Any] = d) -> float | None:
+            v2v, chain = _q(c, "v2v_ms", key), _q(d, "chain_ms", key)
+            return None if v2v is None or chain is None else v2v - s["hangover_ms"] - chain
+
         lines.append(
             f"| {c['concurrency']} | {c['turns']} | {_f(_q(c, 'v2v_ms', 'p50'))} "
             f"| {_f(_q(c, 'v2v_ms', 'p99'))} | {_f(_q(c, 'vad_ms', 'p50'))} "
             f"| {_f(_q(c, 'stt_ms', 'p50'))} | {_f(_q(c, 'llm_ms', 'p50'))} "
             f"| {_f(_q(c, 'tts_ms', 'p50'))} | {_f(_q(c, 'added_ms', 'p50'))} "
-            f"| {_f(_q(c, 'added_ms', 'p99'))} | {_f(c.get('gateway_cpu_ms_per_turn'), 2)} "
+            f"| {_f(_q(c, 'added_ms', 'p99'))} | {_f(_q(d, 'chain_ms', 'p50'))} "
+            f"| {_f(_q(d, 'chain_ms', 'p99'))} | {_f(beyond('p50'))} | {_f(beyond('p99'))} "
+            f"| {_f(c.get('gateway_cpu_ms_per_turn'), 2)} "
             f"| {_f(c.get('gateway_peak_rss_mb'))} | {c['errors']} |"
         )
     return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> None:
-    """`fake-upstreams STT CHAT TTS --settings J` serves the fakes; `client <spec>` runs a cell."""
+    """`fake-upstreams STT CHAT TTS --settings J` serves the fakes; `client <spec>` runs a
+    cell; `direct <spec>` runs the direct reference."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks.converse")
     sub = parser.add_subparsers(dest="command", required=True)
     fake = sub.add_parser("fake-upstreams")
@@ -436,12 +558,15 @@ def main(argv: list[str] | None = None) -> None:
     fake.add_argument("--settings", required=True)
     cli = sub.add_parser("client")
     cli.add_argument("spec")
+    ref = sub.add_parser("direct")
+    ref.add_argument("spec")
     args = parser.parse_args(argv)
     if args.command == "fake-upstreams":
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(fake_upstreams(args.ports, json.loads(args.settings)))
         return
-    result = asyncio.run(client(json.loads(args.spec)))
+    run_it = direct if args.command == "direct" else client
+    result = asyncio.run(run_it(json.loads(args.spec)))
     print(json.dumps(result), flush=True)
 
 

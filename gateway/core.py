@@ -27,7 +27,7 @@ from resume.log import RequestLog
 from security.redact import Redactor
 from state.limits import RedisLimits
 from state.link import RedisLink
-from transport.session import SocketSession
+from transport.open_socket import OpenSocket
 
 
 @dataclass
@@ -39,7 +39,8 @@ class Gateway:
     chat_routers: dict[str, ChatRouter]
     providers: list[ChatProvider]
     speech: dict[str, dict[str, SocketEndpoint]] = field(default_factory=dict)
-    sessions: set[SocketSession] = field(default_factory=set)
+    sessions: set[OpenSocket] = field(default_factory=set)
+    """Every open websocket: Glide's (`SocketSession`) and the Realtime sessions."""
     draining: bool = False
     http_in_flight: int = 0
     work_ended: asyncio.Event = field(default_factory=asyncio.Event)

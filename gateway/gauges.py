@@ -29,13 +29,15 @@ class GatewayState(StateSource):
         return self._app.get(GATEWAY)
 
     def endpoints(self) -> Iterable[tuple[str, str]]:
-        """Every websocket endpoint served: chatStream per language router, speak/listen."""
+        """Every websocket endpoint served: chatStream per language router, speak/listen,
+        converse and realtime per agent router."""
         gateway = self._gateway()
         if gateway is None:
             return []
         pairs = [("chatStream", router_id) for router_id in gateway.chat_routers]
         pairs += [(kind, rid) for rid, by_kind in gateway.speech.items() for kind in by_kind]
         pairs += [("converse", agent.id) for agent in gateway.config.agent_routers]
+        pairs += [("realtime", agent.id) for agent in gateway.config.agent_routers]
         return pairs
 
     def sockets(self) -> Iterable[SocketState]:

@@ -17,6 +17,7 @@ from observability.telemetry import Telemetry
 from pipelines.chat_router import ChatRouter
 from pipelines.endpoint import SocketEndpoint
 from security.redact import Redactor
+from transport.open_socket import OpenSocket
 
 
 class GatewayView(Protocol):
@@ -29,6 +30,7 @@ class GatewayView(Protocol):
     draining: bool
     http_in_flight: int
     work_ended: asyncio.Event
+    sessions: set[OpenSocket]
     telemetry: Telemetry | None
     redact: Redactor
 

@@ -64,6 +64,7 @@ def audio_intake(
     frames: FrameFactory,
     max_samples: int,
     state: IntakeState,
+    rebase: Callable[[int | None], tuple[AudioDecoder, int]] | None = None,
 ) -> Callable[[Observable[ClientMessage]], Observable[IntakeItem]]:
     """A request's later messages in; its decoded audio, notices and end out.
 
@@ -71,6 +72,11 @@ def audio_intake(
     result: -p-p-p-pE-n-     (p: PCM, E: EndOfAudio, n: `audio_after_end` notice)
     Audio past `max_samples` is cut exactly at the limit, then EndOfAudio
     (limit_hit). Undecodable audio or a format change errors with `ListenError`.
+    `rebase` (a run taken over from a gone instance): the first `audio_offset`, or
+    None when audio comes first, says where the resent audio starts in the request's
+    audio; it returns the decoder for the run's audio and the byte the run starts at
+    (resent bytes before it, already transcribed, are skipped), and sets
+    `state.samples`.
     """
 
     def operator(source: Observable[ClientMessage]) -> Observable[IntakeItem]:
@@ -80,6 +86,16 @@ def audio_intake(
             flags = {"ended": False, "late_notice": False, "failed": False, "resent": False}
             wire = {"received": 0, "skip": 0}
             """Audio bytes taken from the wire; bytes of resent audio still to skip."""
+            based = [rebase is None]
+            """Whether this run knows where its audio starts (a takeover learns it)."""
+            decoders = [decoder]
+
+            def base(offset: int | None) -> None:
+                based[0] = True
+                assert rebase is not None
+                decoders[0], start = rebase(offset)
+                wire["received"] = start
+                wire["skip"] = 0 if offset is None else start - offset
 
             def notice(name: str, message: str, **extra: Any) -> None:
                 observer.on_next(frames.error(name, message, finish_reason=None, **extra))
@@ -98,11 +114,12 @@ def audio_intake(
             def finish(limit_hit: bool) -> None:
                 flags["ended"] = True
                 if not limit_hit:
-                    limit_hit = take(decoder.flush())
-                    if decoder.dangling_bytes:
+                    current = decoders[0]
+                    limit_hit = take(current.flush())
+                    if current.dangling_bytes:
                         notice(
                             ListenErrorName.INVALID_AUDIO,
-                            f"the audio ended with {decoder.dangling_bytes} byte(s) that do not "
+                            f"the audio ended with {current.dangling_bytes} byte(s) that do not "
                             "make a whole sample frame; they were ignored",
                         )
                 state.limit_hit = limit_hit
@@ -116,6 +133,9 @@ def audio_intake(
                 if flags["ended"]:
                     flags["resent"] = True  # the audio was all here: ignore what is resent
                     return
+                if not based[0]:
+                    base(offset)
+                    return
                 received = wire["received"]
                 wire["skip"] = max(0, received - offset)
                 if offset > received:
@@ -128,6 +148,8 @@ def audio_intake(
             def on_audio(msg: ClientMessage) -> None:
                 if flags["ended"] and flags["resent"]:
                     return
+                if not based[0]:
+                    base(None)
                 data = msg.audio or b""
                 skip = wire["skip"]
                 if skip:
@@ -144,7 +166,7 @@ def audio_intake(
                             "audio after the request's end (or its audio limit) is ignored",
                         )
                     return
-                if take(decoder.push(data)):
+                if take(decoders[0].push(data)):
                     finish(True)
 
             def on_listen(msg: ClientMessage) -> None:

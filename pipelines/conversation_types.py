@@ -290,6 +290,13 @@ class ConversationSettings:
     tools: tuple[dict[str, Any], ...] = ()
     tool_choice: ToolChoiceValue | None = None
 
+    def update(self, change: Configure) -> None:
+        """A `Configure` in: each setting it names replaces this one's (None keeps it)."""
+        for name in ("instructions", "voice", "turn_detection", "tools", "tool_choice"):
+            value = getattr(change, name)
+            if value is not None:
+                setattr(self, name, value)
+
 
 @dataclass
 class ConversationStats:

@@ -65,6 +65,7 @@ provider calls at once (sockets closed, queued local decodes dropped).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -73,7 +74,14 @@ from pydantic import ValidationError
 from reactivex import Observable
 from reactivex import operators as ops
 
-from audio.pcm import ENCODINGS, PCM_RATES, AudioFormatError, open_decoder
+from audio.pcm import (
+    ENCODINGS,
+    PCM_RATES,
+    AudioDecoder,
+    AudioFormatError,
+    InputFormat,
+    open_decoder,
+)
 from config.models import SpeechRouterConfig
 from observability.telemetry import RequestTelemetry
 from operators.audio_intake import (
@@ -89,7 +97,12 @@ from operators.per_request import per_request
 from operators.vad import SpeechEnded, SpeechStarted, VadOverrideError, resolve_vad
 from pipelines.common import Admission, describe_validation_error, request_frames
 from pipelines.endpoint import BuildContext, Pipeline
-from pipelines.listen_router import ListenRouter, build_listen_router, listen_health
+from pipelines.listen_router import (
+    ListenRouter,
+    SegmentTranscript,
+    build_listen_router,
+    listen_health,
+)
 from pipelines.speech_in import Heard, hear
 from protocol.frames import ErrorName, Frame, FrameFactory
 from protocol.listen import AUDIO, AUDIO_OFFSET, END, LISTEN, ListenErrorName, ListenRequestIn
@@ -97,6 +110,77 @@ from protocol.listen_frames import boundary_frame, error_frame, terminal_frame, 
 from protocol.messages import ClientMessage, Inbound
 from providers.stt_registry import build_stt_provider
 from providers.stt_types import SttProvider
+from resume.takeover import LISTEN_RESUMABLE_ENCODINGS, ResumedListen
+
+WAV_HEADER_BYTES = 44
+"""The WAV header a client's audio offsets count before the first sample."""
+
+
+class Timeline:
+    """A listen run taken over from a gone instance: its audio starts `base_ms` into the
+    request's audio and its segments after `first_segment` (docs/resume.md section 7),
+    so its events are moved onto the request's timeline."""
+
+    def __init__(
+        self, resumed: ResumedListen, request: ListenRequestIn, state: IntakeState
+    ) -> None:
+        fmt = request.format
+        self.first_segment = resumed.next_segment
+        self.acked_ms = resumed.acked_ms
+        self.encoding = fmt.encoding
+        self.rate = fmt.sample_rate or 0
+        self.channels = fmt.channels or 1
+        self.declared = request.input_format()
+        self.header = WAV_HEADER_BYTES if fmt.encoding == "wav" else 0
+        self.base_ms = 0
+        self.state = state
+        state.segments = resumed.next_segment
+
+    def rebase(self, offset: int | None) -> tuple[AudioDecoder, int]:
+        """The resent audio starts at byte `offset` of the request's audio (None: at the
+        last final transcript's end) -> the decoder for the run's audio and the byte of
+        the request's audio the run starts at (no earlier than that end: audio before
+        it was transcribed); counts the audio before the run."""
+        per_ms = self.rate * self.channels * 2 / 1000
+        acked = self.header + round(self.acked_ms * per_ms) if self.acked_ms else 0
+        offset = acked if offset is None else max(offset, acked)
+        self.base_ms = round(max(0, offset - self.header) / per_ms)
+        self.state.samples = self.base_ms * PIPELINE_RATE // 1000
+        if offset == 0:
+            return open_decoder(self.declared, PIPELINE_RATE), offset
+        # past a WAV header: raw samples of the declared rate and channels
+        raw = InputFormat("pcm_s16le", self.rate, self.channels)
+        return open_decoder(raw, PIPELINE_RATE), offset
+
+    def boundary(self, event: SpeechStarted | SpeechEnded) -> SpeechStarted | SpeechEnded:
+        """A VAD event of this run on the request's timeline."""
+        segment_id = event.segment_id + self.first_segment
+        if isinstance(event, SpeechStarted):
+            return dataclasses.replace(
+                event, segment_id=segment_id, start_ms=event.start_ms + self.base_ms
+            )
+        return dataclasses.replace(event, segment_id=segment_id, end_ms=event.end_ms + self.base_ms)
+
+    def transcript(self, item: Any) -> Any:
+        """A transcript of this run on the request's timeline (a Reset is unchanged)."""
+        if not isinstance(item, SegmentTranscript):
+            return item
+        return dataclasses.replace(
+            item,
+            segment_id=item.segment_id + self.first_segment,
+            start_ms=item.start_ms + self.base_ms,
+            end_ms=item.end_ms + self.base_ms,
+        )
+
+
+def _not_resumable(request: ListenRequestIn) -> str | None:
+    """Why a listen request taken over cannot run again, or None."""
+    fmt = request.format
+    if fmt.encoding not in LISTEN_RESUMABLE_ENCODINGS:
+        return f"{fmt.encoding} audio cannot be resent from an offset"
+    if fmt.sample_rate is None:
+        return "its format did not name sample_rate, so the resent audio cannot be placed"
+    return None
 
 
 def _refuse_first(frames: FrameFactory, first: ClientMessage) -> Frame | None:
@@ -122,11 +206,14 @@ def listen_request(
     later: Observable[ClientMessage],
     clock: Callable[[], float],
     telemetry: RequestTelemetry | None = None,
+    resumed: ResumedListen | None = None,
 ) -> Observable[Frame]:
     """One listen request: its first message and later ones in, its frames out.
 
     `telemetry` (when the app has it) hears each provider attempt and the time
-    from each segment's end to its final transcript.
+    from each segment's end to its final transcript. `resumed`: the request was
+    taken over from a gone instance: a fresh run whose audio (resent behind an
+    `audio_offset`) and events sit on the request's timeline (`Timeline`).
     """
     frames = FrameFactory(first.request_id, router.id, first.metadata, clock)
     refusal = _refuse_first(frames, first)
@@ -139,6 +226,13 @@ def listen_request(
             frames.error(ErrorName.PAYLOAD_PARSE_ERROR, describe_validation_error(error))
         )
     section = router.section
+    if resumed is not None and (why := _not_resumable(request)) is not None:
+        return reactivex.of(
+            frames.error(
+                ErrorName.REQUEST_LOST,
+                f"the instance that ran this request is gone and {why}; send it again",
+            )
+        )
     try:
         settings = resolve_vad(section.vad, request.vad)
         decoder = open_decoder(request.input_format(), PIPELINE_RATE)
@@ -151,12 +245,18 @@ def listen_request(
 
     def answer_for(inputs: Observable[ClientMessage]) -> Observable[Frame]:
         state = IntakeState()
+        timeline = None if resumed is None else Timeline(resumed, request, state)
 
         def to_frame(heard: Heard) -> Frame:
             if isinstance(heard, SpeechStarted | SpeechEnded):
                 if isinstance(heard, SpeechEnded):
                     state.segments += 1
+                if timeline is not None:
+                    heard = timeline.boundary(heard)
                 return boundary_frame(frames, heard)
+            if timeline is not None:
+                item = timeline.transcript(heard.item)
+                return transcript_frame(frames, item, heard.segment_id + timeline.first_segment)
             return transcript_frame(frames, heard.item, heard.segment_id)
 
         def body(items: Observable[IntakeItem]) -> Observable[Frame]:
@@ -171,7 +271,10 @@ def listen_request(
         def closing() -> Frame:
             return terminal_frame(frames, state, section.max_audio_seconds)
 
-        intake = inputs.pipe(audio_intake(decoder, request, frames, max_samples, state))
+        rebase = None if timeline is None else timeline.rebase
+        intake = inputs.pipe(
+            audio_intake(decoder, request, frames, max_samples, state, rebase=rebase)
+        )
         return intake.pipe(ops.publish(body), then_emit(closing))
 
     return request_frames(
@@ -186,7 +289,9 @@ def listen_pipeline(
 
     def start(first: ClientMessage, later: Observable[ClientMessage]) -> Observable[Frame]:
         telemetry = admission.request_telemetry(first.request_id)
-        return listen_request(router, first, later, clock, telemetry)
+        taken = admission.resumed(first.request_id)
+        resumed = taken if isinstance(taken, ResumedListen) else None
+        return listen_request(router, first, later, clock, telemetry, resumed)
 
     def pipeline(inbound: Observable[Inbound]) -> Observable[Frame]:
         return inbound.pipe(

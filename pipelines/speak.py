@@ -141,30 +141,26 @@ def speak_request(
 
     `telemetry` (the request's, from the socket) hears each provider attempt.
     `resumed`: the request was taken over from a gone instance (docs/resume.md):
-    its first `resumed.segments` sentences were spoken there; a non-terminal
-    `model_unavailable` tells the client to drop the audio of the unfinished one,
-    then the rest is spoken, counted in `done` with what was spoken before.
+    in pcm_s16le and wav its first `resumed.segments` sentences were spoken there; a
+    non-terminal `model_unavailable` tells the client to drop the audio of the
+    unfinished one, then the rest is spoken, counted in `done` with what was spoken
+    before. A compressed format restarts: the notice drops all the audio the client
+    has, and the whole text is spoken again into a new stream.
     """
     frames = FrameFactory(first.request_id, router.id, first.metadata, clock)
     accepted = _accept_first(frames, first, router)
     if isinstance(accepted, Frame):
         return reactivex.of(accepted)
     spec = accepted
-    if resumed is not None and spec.format.encoding not in SPEAK_RESUMABLE_ENCODINGS:
-        return reactivex.of(
-            frames.error(
-                ErrorName.REQUEST_LOST,
-                f"the instance that ran this request is gone and {spec.format.encoding} "
-                "audio cannot be continued from where it stopped; send it again",
-            )
-        )
 
     def answer(sched: abc.SchedulerBase, inputs: Observable[ClientMessage]) -> Observable[Frame]:
         output = SpeakOutput(spec.format, lambda: seconds(sched))
         text = TextState()
         skip = 0
         prefix: list[Frame] = []
-        if resumed is not None:
+        if resumed is not None and spec.format.encoding not in SPEAK_RESUMABLE_ENCODINGS:
+            prefix = _restart_notice(frames, resumed, spec.format.encoding)
+        elif resumed is not None:
             skip = resumed.segments
             output.continue_after(skip, resumed.audio_bytes, resumed.audio_sent)
             prefix = _takeover_notice(frames, resumed, spec.format.encoding)
@@ -229,6 +225,27 @@ def _takeover_notice(frames: FrameFactory, resumed: ResumedSpeech, encoding: str
             finish_reason=None,
             model_id=resumed.model_id,
             segment_id=resumed.segments,
+            drop_bytes=drop,
+        )
+    ]
+
+
+def _restart_notice(frames: FrameFactory, resumed: ResumedSpeech, encoding: str) -> list[Frame]:
+    """A compressed format taken over: the `model_unavailable` that drops every audio
+    byte the client has (the gone encoder's stream cannot be continued, and the audio
+    it held is lost); the answer is spoken again from segment 0 in one new stream."""
+    drop = resumed.kept_bytes
+    if drop <= 0 and resumed.segments == 0:
+        return []  # nothing of it reached the client: the answer just starts
+    return [
+        frames.error(
+            ErrorName.MODEL_UNAVAILABLE,
+            f"the instance speaking this request is gone and its {encoding} stream cannot "
+            f"be continued; drop all {drop} audio bytes received: the whole text is spoken "
+            "again from segment 0 in a new stream",
+            finish_reason=None,
+            model_id=resumed.model_id,
+            segment_id=0,
             drop_bytes=drop,
         )
     ]

@@ -13,6 +13,16 @@ pipeline (`pipelines.conversation.converse`) with them:
 - `problems`: the `error` event's payload (`Problem`), raised by the parsers;
 - `voices`: a session's voice name -> the speak router's voice;
 - `bridge`: Realtime client events -> conversation inputs, conversation events
-  -> Realtime server events (the id bookkeeping lives here);
-- `endpoint`: the websocket handler.
+  -> Realtime server events, composed of the parts below;
+- `channel`: what the bridge's parts share (settings, ids, `send` / `emit`, the
+  last item's id);
+- `input_buffer`: `input_audio_buffer.append` / `commit` / `clear`;
+- `user_items`: the user's items (VAD or committed segments) and their transcripts;
+- `item_create`: `conversation.item.create`;
+- `responses`: `response.create` / `response.cancel` and which response runs;
+- `response_output`: one response's server events, from `response.created` to
+  `response.done`;
+- `endpoint`: the websocket handler (the checks before the upgrade);
+- `connection`: one session's socket at work: reader, conversation, writer, and
+  its part in the gateway's open sockets (gauges, drain).
 """

@@ -62,12 +62,15 @@ class OwnerGone(Exception):
 class Takeover:
     """A request this instance now runs: the fencing `token` it writes under, the last
     recorded `seq`, the `meta` its owner recorded (JSON: endpoint, router, the first
-    message) and every recorded frame (to rebuild the answer so far)."""
+    message), every recorded frame (to rebuild the answer so far) and the later client
+    messages its owners noted (speak's streamed `text`)."""
 
     token: str
     seq: int
     meta: bytes
     frames: list[LoggedFrame]
+    inputs: tuple[bytes, ...] = ()
+    """Client messages recorded after the first frame (`FrameSink.note`), in order."""
 
 
 Forward = Callable[[Inbound], None]
@@ -80,6 +83,11 @@ class FrameSink(Protocol):
     def append(self, payload: bytes, is_text: bool, terminal: bool) -> None:
         """Record the next frame (the websocket payload); cheap and synchronous (a
         Redis log batches the writes)."""
+        ...
+
+    def note(self, message: bytes) -> None:
+        """Record a later client message of the request (speak's streamed `text`, as
+        compact JSON) for a takeover; cheap and synchronous, batched like frames."""
         ...
 
 
@@ -222,6 +230,9 @@ class _Record:
             self.log.finished(self)
         if self.waiters:
             self.wake()
+
+    def note(self, message: bytes) -> None:
+        """Nothing: a request in memory is never taken over."""
 
     def _trim(self, count: int) -> None:
         """Forget the `count` oldest frames (in batches: each trim moves the buffer)."""

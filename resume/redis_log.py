@@ -11,6 +11,7 @@ Keys of one request (`{p}` = prefix + client key + request id):
     {p}:lease    the same token, PX `lease`: present while its owner lives
     {p}:meta     what a takeover needs to run the request again (endpoint, first message)
     {p}:gen      INCR per run: the token's generation
+    {p}:in       list: later client messages the owners noted (speak's streamed text)
 
 Writing: appends gather in memory (a list of the payloads the socket sent); every
 `flush_interval` one round trip carries one script call for every request with
@@ -85,7 +86,7 @@ for i = 5, #ARGV, 7 do
   if terminal then ttl = retention end
   local ok = 1
   if start ~= '' then
-    redis.call('DEL', s)
+    redis.call('DEL', s, s .. ':in')
     redis.call('SET', s .. ':fence', token, 'PX', ttl)
     if #start > 1 then redis.call('SET', s .. ':meta', string.sub(start, 2), 'PX', ttl) end
     if not terminal then redis.call('SET', s .. ':lease', token, 'PX', lease) end
@@ -132,6 +133,15 @@ for i = 3, #ARGV, 2 do
   end
 end
 return out
+"""
+
+# Client messages noted for a takeover (speak's streamed text), after the frames of
+# the same flush. KEYS: fence in; ARGV: token ttl_ms message...; 0 when fenced out.
+NOTE = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('RPUSH', KEYS[2], unpack(ARGV, 3))
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
+return 1
 """
 
 # KEYS: stream fence lease meta gen; ARGV: instance lease_ms.
@@ -188,13 +198,15 @@ class RedisRequestLog:
         self.prefix = prefix
         self.instance = uuid.uuid4().hex[:12]
         self._runs = 0
-        self._scripts = {"append": APPEND, "renew": RENEW, "take_over": TAKE_OVER}
+        self._scripts = {"append": APPEND, "renew": RENEW, "take_over": TAKE_OVER, "note": NOTE}
         self._shas: dict[str, str] = {}
         self._stale = False
         self._loading = asyncio.Lock()
         self._dirty: list[_Sink] = []
         """Sinks with frames waiting for the next flush."""
         self._dropped: list[str] = []
+        self._noted: list[_Sink] = []
+        """Sinks with client messages noted for the next flush."""
         self._running: set[_Sink] = set()
         self._timer: asyncio.TimerHandle | None = None
         self._flusher: asyncio.Task[None] | None = None
@@ -242,6 +254,14 @@ class RedisRequestLog:
                 self.flush_interval, self._flush_soon
             )
 
+    def noted(self, sink: _Sink) -> None:
+        """`sink` has client messages for the next flush (no Redis call here)."""
+        self._noted.append(sink)
+        if self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(
+                self.flush_interval, self._flush_soon
+            )
+
     def drop(self, key: str, request_id: str) -> None:
         """Delete the request's stream (and its lease) with the next flush."""
         stream = self.stream(key, request_id)
@@ -273,12 +293,12 @@ class RedisRequestLog:
         """Write everything pending now: one round trip (one script call for all
         requests, one XADD per request, and the drops) per batch, until nothing is
         pending."""
-        while self._dirty or self._dropped:
+        while self._dirty or self._dropped or self._noted:
             await self._write()
 
     async def _write(self) -> None:
         """One round trip: every request's frames pending and the drops."""
-        if not self._dirty and not self._dropped:
+        if not self._dirty and not self._dropped and not self._noted:
             return
         max_frames = self.max_frames
         sinks, self._dirty = self._dirty, []
@@ -303,9 +323,24 @@ class RedisRequestLog:
                 starts.append((sink, start, sink.seq))
         commands: list[Command] = [tuple(args)] if sinks else []
         for stream in dropped:
-            commands.append(("DEL", stream, f"{stream}:fence", f"{stream}:lease", f"{stream}:meta"))
+            commands.append(
+                (
+                    "DEL",
+                    stream,
+                    f"{stream}:fence",
+                    f"{stream}:lease",
+                    f"{stream}:meta",
+                    f"{stream}:in",
+                )
+            )
+        scripts = ["append"] * bool(sinks) + [""] * len(dropped)
+        # noted messages after their requests' frames: a first frame sets the fence
+        # they are checked against
+        for command in self._notes():
+            commands.append(command)
+            scripts.append("note")
         try:
-            results = await self._run(commands, ("append",) if sinks else ())
+            results = await self._run(commands, tuple(scripts))
         except (RedisError, OSError) as error:
             self._write_failed(error, frames, starts)
             return
@@ -328,6 +363,28 @@ class RedisRequestLog:
         self.frames_written += frames
         self.bytes_written += size
 
+    def _notes(self) -> list[Command]:
+        """The noted messages of the next flush: one `note` call per sink."""
+        noted, self._noted = self._noted, []
+        calls: list[Command] = []
+        for sink in noted:
+            messages, sink.inputs = sink.inputs, []
+            if messages and not sink.fenced:
+                stream = sink.stream
+                calls.append(
+                    (
+                        "EVALSHA",
+                        "",
+                        2,
+                        f"{stream}:fence",
+                        f"{stream}:in",
+                        sink.token,
+                        self.running_ttl_ms,
+                        *messages,
+                    )
+                )
+        return calls
+
     async def _load_scripts(self) -> None:
         """Load every script (once at a time: concurrent callers share one load, and
         `_shas` is complete or empty, never half filled)."""
@@ -342,9 +399,10 @@ class RedisRequestLog:
 
     async def _run(self, commands: list[Command], scripts: tuple[str, ...]) -> list[Any]:
         """`commands` in one round trip, their replies in order (an error reply as its
-        exception). The first `len(scripts)` commands are EVALSHAs whose sha (the
-        second item) is filled in here unless it is current: the scripts are loaded
-        once, and again after Redis lost them (a restart: NOSCRIPT)."""
+        exception). `scripts` names, command by command, the script of an EVALSHA
+        ("" for other commands); its sha (the command's second item) is filled in here
+        unless it is current: the scripts are loaded once, and again after Redis lost
+        them (a restart: NOSCRIPT)."""
         if not commands:
             return []
         if not self._shas:
@@ -363,6 +421,8 @@ class RedisRequestLog:
         shas = self._shas
         out = commands
         for index, name in enumerate(scripts):
+            if not name:
+                continue
             command = out[index]
             if command[1] != shas[name]:
                 out = list(out) if out is commands else out
@@ -509,7 +569,7 @@ class RedisRequestLog:
         """The frames after `after_seq`, then the live rest (XREAD BLOCK), up to the
         terminal frame; None when the stream does not exist. Raises `OwnerGone` (with
         the last seq read) when no frame comes and the owner's lease is gone."""
-        if self._dirty or self._dropped:
+        if self._dirty or self._dropped or self._noted:
             await self.flush()
         stream = self.stream(key, request_id)
         if not await self.redis.exists(stream):
@@ -572,6 +632,7 @@ class RedisRequestLog:
         token, meta, last_id = won
         seq = _seq(last_id)
         raw: Any = await self.redis.xrange(stream, min="-", max=f"0-{seq}")
+        inputs: Any = await self.redis.lrange(f"{stream}:in", 0, -1)
         frames: list[LoggedFrame] = []
         for entry_id, fields in raw:
             kinds = fields[b"k"]
@@ -582,7 +643,7 @@ class RedisRequestLog:
             "request taken over: its instance is gone (lease expired)",
             extra={"stream": stream, "after_seq": seq},
         )
-        return Takeover(token.decode(), seq, bytes(meta), frames)
+        return Takeover(token.decode(), seq, bytes(meta), frames, tuple(map(bytes, inputs)))
 
     async def aclose(self) -> None:
         """Write what is pending, then close the connection (when it is this log's)."""
@@ -615,6 +676,7 @@ class _Sink:
         "closed",
         "ended",
         "fenced",
+        "inputs",
         "log",
         "pending",
         "seq",
@@ -638,6 +700,8 @@ class _Sink:
         self.pending: list[bytes] = []
         self.binary: list[int] | None = None
         """Indexes in `pending` of binary frames (rare: speak's audio)."""
+        self.inputs: list[bytes] = []
+        """Client messages noted for the log's next flush."""
 
     def append(self, payload: bytes, is_text: bool, terminal: bool) -> None:
         """Gather the next frame for the log's next flush."""
@@ -653,6 +717,14 @@ class _Sink:
         pending.append(payload)
         if terminal:
             self.ended = self.closed = True
+
+    def note(self, message: bytes) -> None:
+        """Gather a client message for the log's next flush (after this run's frames)."""
+        if self.closed:
+            return
+        if not self.inputs:
+            self.log.noted(self)
+        self.inputs.append(message)
 
     def batch(self, max_frames: int, args: list[Any]) -> tuple[int, bytes]:
         """Add this run's gathered frames to a flush's `args` (one entry: see APPEND)

@@ -37,7 +37,8 @@ async def drain(app: web.Application, grace: float) -> None:
     A busy socket whose client resumes is closed with 1012 at once instead, its
     requests running on detached: under `resume.on_drain: auto` when the client
     said so (`?resume=1`) and the request log is on Redis (a reconnect may land on
-    any instance); under `restart` always.
+    any instance); under `restart` always. Every open socket is told, Glide's and
+    the OpenAI Realtime sessions alike (`transport.open_socket.OpenSocket`).
     """
     gateway = app[GATEWAY]
     loop = asyncio.get_running_loop()

@@ -41,6 +41,13 @@ def test_quick_converse_run_writes_every_figure(tmp_path: Path) -> None:
             assert all(key in cell[dist] for key in DISTRIBUTION), dist
         # voice-to-voice is at least the engines' own time
         assert cell["v2v_ms"]["p50"] >= result["engines_ms"]
+        # the direct reference (no Sluice) made every call of its chains
+        direct = cell["direct"]
+        for dist in ("chain_ms", "stt_ms", "llm_ms", "tts_ms"):
+            assert all(key in direct[dist] for key in DISTRIBUTION), dist
+        assert direct["chain_ms"]["count"] == cell["concurrency"] * 10
+        assert direct["chain_ms"]["p50"] >= result["engines_ms"] - result["settings"]["hangover_ms"]
         assert cell["gateway_peak_rss_mb"] > 0
     assert "| conversations | turns | v2v p50 ms |" in done.stdout
+    assert "| direct p50 | p99 | beyond direct p50 |" in done.stdout
     assert "| conversations | turns |" in (tmp_path / "latest.md").read_text()

@@ -115,7 +115,8 @@ def _config(fakes: dict[str, FakeOpenAI], lm_dir: Path) -> SluiceConfig:
                     }
                 ],
                 "agent": [
-                    {"id": "assistant", "listen": "voice", "chat": "plain", "speak": "voice"}
+                    {"id": "assistant", "listen": "voice", "chat": "plain", "speak": "voice"},
+                    {"id": "helper", "listen": "voice", "chat": "tools", "speak": "voice"},
                 ],
             }
         }

@@ -80,6 +80,40 @@ def test_a_segment_starts_after_min_speech_and_ends_after_the_hangover() -> None
     ]
 
 
+def test_end_of_speech_is_the_last_loud_sample_and_the_hangover_counts_samples() -> None:
+    # frame 4 holds 5 ms of speech, then silence: speech ends at 85 ms, and the
+    # 60 ms hangover is complete inside frame 7 (145 ms), so frame 7 ends the segment
+    # (a whole-frame count from frame 4's end would have waited for frame 8)
+    frames = frames_of("..sss.....")
+    partial = np.zeros(FRAME, dtype=np.int16)
+    partial[:80] = 1000
+    frames[4] = partial.tobytes()
+    boundaries = [
+        (m.time, m.value.value)
+        for m in run(frames)
+        if m.value.kind == "N" and not isinstance(m.value.value, SpeechAudio)
+    ]
+    assert boundaries == [
+        (303, SpeechStarted(0, start_ms=40, audio_start_ms=20)),
+        (307, SpeechEnded(0, end_ms=85, audio_end_ms=160)),
+    ]
+
+
+def test_a_quiet_frame_is_not_speech_whatever_webrtcvad_says() -> None:
+    # webrtcvad's built-in hangover calls the digital silence after speech "voiced";
+    # the default classifier gates frames no louder than SILENCE_FLOOR off
+    from operators.vad import SILENCE_FLOOR, webrtc_classifier
+
+    classify = webrtc_classifier(2, RATE)
+    tone = (8000 * np.sin(np.arange(FRAME * 10) * 2 * np.pi * 220 / RATE)).astype(np.int16)
+    for k in range(10):
+        classify(tone[k * FRAME : (k + 1) * FRAME].tobytes())
+    faint = np.full(FRAME, SILENCE_FLOOR, dtype=np.int16)
+    faint[::2] = -SILENCE_FLOOR
+    assert classify(faint.tobytes()) is False
+    assert classify(np.zeros(FRAME, dtype=np.int16).tobytes()) is False
+
+
 def test_timing_comes_from_sample_counts_not_chunk_sizes_or_arrival_times() -> None:
     data = b"".join(frames_of("..sss...."))
     odd_chunks = [data[:1], data[1:1001], data[1001:1002], data[1002:3333], data[3333:]]
@@ -216,14 +250,16 @@ def test_webrtcvad_finds_espeak_sentences_at_their_true_boundaries(
     ).subscribe(events.append)
     reactivex.from_iterable(events).pipe(whole_segments(RATE)).subscribe(segments.append)
     assert len(segments) == 2
-    # Boundaries are frame-quantised (one frame), a frame straddling the edge may
-    # go either way (one more), and webrtcvad smooths its decision with its own
-    # built-in hangover, which keeps ~60-120 ms after the last loud sample voiced.
+    # The onset is frame-quantised (one frame; a frame straddling the edge may go
+    # either way). The end is the last sample above the silence floor: webrtcvad's
+    # own built-in hangover (frames of digital silence it still calls speech) is
+    # gated off, so it lands within a few ms of the truth, and the turn ends with
+    # the first frame that completes the hangover after it.
     tolerance = 2 * frame_ms
-    builtin_hangover = 120
     for segment, (begin, end) in zip(segments, truth, strict=True):
         assert begin - tolerance <= segment.start_ms <= begin + tolerance
-        assert end - tolerance <= segment.end_ms <= end + tolerance + builtin_hangover
+        assert end - 5 <= segment.end_ms <= end + 5
         assert segment.audio_start_ms == max(0, segment.start_ms - 300 // frame_ms * frame_ms)
-        assert segment.audio_end_ms - segment.end_ms >= settings.hangover_ms
+        waited = segment.audio_end_ms - segment.end_ms
+        assert settings.hangover_ms <= waited <= settings.hangover_ms + frame_ms
         assert len(segment.pcm) == (segment.audio_end_ms - segment.audio_start_ms) * 32

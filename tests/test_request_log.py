@@ -299,3 +299,51 @@ async def test_redis_records_again_after_a_restart(redis_server: RedisServer) ->
         async for _ in tail:
             pass
     await store.aclose()
+
+
+async def test_noted_messages_reach_the_takeover_in_order_and_a_fenced_owner_adds_none(
+    redis_url: str,
+) -> None:
+    def new_log() -> RedisRequestLog:
+        return RedisRequestLog(
+            Redis.from_url(redis_url),
+            max_frames=1000,
+            retention=60,
+            running_ttl=60,
+            flush_interval=0.005,
+            lease=0.3,
+        )
+
+    owner, other = new_log(), new_log()
+    sink = owner.begin("k", "n", b'{"endpoint": "speak"}')
+    sink.note(b'{"text":"early"}')  # noted before the first frame: after it in Redis
+    write(sink, 1, 2)
+    sink.note(b'{"text":"one"}')
+    sink.note(b'{"text":"two"}')
+    await owner.flush()
+    assert owner._renewer is not None
+    owner._renewer.cancel()  # the owner dies
+    tail = await other.open("k", "n", 0)
+    assert tail is not None
+    with pytest.raises(OwnerGone):
+        async for _ in tail:
+            pass
+    takeover = await other.take_over("k", "n")
+    assert takeover is not None
+    assert takeover.inputs == (b'{"text":"early"}', b'{"text":"one"}', b'{"text":"two"}')
+    # the old owner comes back: fenced out, its notes are not recorded
+    sink.note(b'{"text":"stale"}')
+    write(sink, 3, 3)
+    await owner.flush()
+    assert sink.fenced
+    resumed = other.resume_sink("k", "n", takeover)
+    resumed.note(b'{"text":"three"}')
+    await other.flush()
+    inputs = await other.redis.lrange(other.stream("k", "n") + ":in", 0, -1)
+    assert inputs[-1] == b'{"text":"three"}' and b'{"text":"stale"}' not in inputs
+    # a new run of the id starts with no noted messages
+    write(other.begin("k", "n"), 1, 1)
+    await other.flush()
+    assert await other.redis.exists(other.stream("k", "n") + ":in") == 0
+    for store in (owner, other):
+        await store.aclose()

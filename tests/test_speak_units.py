@@ -86,8 +86,8 @@ def test_a_long_run_is_cut_at_a_clause_mark_then_a_space_then_hard() -> None:
     assert _texts("x" * 45, max_chars=20) == ["x" * 20, "x" * 20, "x" * 5]
 
 
-def test_a_sentence_is_emitted_as_soon_as_the_next_character_decides_it() -> None:
-    splitter = SentenceSplitter()
+def test_without_eager_cuts_a_sentence_waits_for_the_next_character() -> None:
+    splitter = SentenceSplitter(at_chunk_end=False)
     assert splitter.push("Hello there.") == []  # "." might be "..." or "Dr."
     [first] = splitter.push(" Next")
     assert (first.index, first.text, first.start_char, first.end_char) == (0, "Hello there.", 0, 12)
@@ -97,6 +97,54 @@ def test_a_sentence_is_emitted_as_soon_as_the_next_character_decides_it() -> Non
     assert second.text == "Next Dr. Who" and second.start_char == 13
 
 
+@pytest.mark.parametrize(
+    ("pieces", "expected"),
+    [
+        # a terminator that ends a piece ends the sentence at once
+        (["It is noon.", " Anything else?"], [["It is noon."], ["Anything else?"]]),
+        (["Really?", "!", " Yes."], [["Really?"], [], ["Yes."]]),  # the "!" is dropped
+        (['He said "stop."', " Then"], [['He said "stop."'], []]),
+        (["Wait...", " what"], [["Wait..."], []]),
+        (["\u4f60\u597d\u3002"], [["\u4f60\u597d\u3002"]]),
+        # ...unless what follows may still change it
+        (["Ask Dr.", " Who."], [[], ["Ask Dr. Who."]]),
+        (["Use e.g.", " this."], [[], ["Use e.g. this."]]),
+        (["J.", " K. Rowling."], [[], ["J. K. Rowling."]]),
+        (["Pi is 3.", "14 today."], [[], ["Pi is 3.14 today."]]),
+        (["Hmm..", ". Yes."], [[], ["Hmm...", "Yes."]]),
+        (["www.x.org/y.", " Go"], [["www.x.org/y."], []]),
+        ([" ...", " Go"], [[], []]),  # nothing speakable yet
+    ],
+)
+def test_a_terminator_at_a_pieces_end_emits_unless_it_may_continue(
+    pieces: list[str], expected: list[list[str]]
+) -> None:
+    splitter = SentenceSplitter()
+    assert [[s.text for s in splitter.push(p)] for p in pieces] == expected
+
+
+def test_offsets_stay_exact_across_dropped_continuations() -> None:
+    splitter = SentenceSplitter()
+    pieces = ["Why?", "!!", " Because."]
+    got = [s for p in pieces for s in splitter.push(p)] + splitter.finish()
+    whole = "".join(pieces)
+    assert [(s.index, s.text) for s in got] == [(0, "Why?"), (1, "Because.")]
+    assert all(whole[s.start_char : s.end_char] == s.text for s in got)
+
+
+_CLOSER_CHARS = "\"')]}\u201d\u2019\u00bb"
+_ENDS = set(".!?\u2026\u3002\uff01\uff1f" + _CLOSER_CHARS)
+
+
+def _stream(splitter: SentenceSplitter, text: str, points: list[int]) -> list[Any]:
+    got = []
+    last = 0
+    for cut in points:
+        got += splitter.push(text[last:cut])
+        last = cut
+    return got + splitter.push(text[last:]) + splitter.finish()
+
+
 @settings(max_examples=200, deadline=None)
 @given(
     st.text(alphabet=st.sampled_from(list("ab .,!?\n3xyz")), max_size=300),
@@ -104,20 +152,36 @@ def test_a_sentence_is_emitted_as_soon_as_the_next_character_decides_it() -> Non
     st.integers(min_value=5, max_value=60),
 )
 def test_streaming_splits_like_the_whole_text(text: str, cuts: list[int], max_chars: int) -> None:
+    # pieces that do not end right after a terminator or closer split as the whole does
     whole = SentenceSplitter(max_chars)
     expected = whole.push(text) + whole.finish()
-    streamed = SentenceSplitter(max_chars)
-    got = []
-    last = 0
-    for cut in sorted(c for c in cuts if c <= len(text)):
-        got += streamed.push(text[last:cut])
-        last = cut
-    got += streamed.push(text[last:]) + streamed.finish()
+    points = sorted(c for c in cuts if c <= len(text) and (c == 0 or text[c - 1] not in _ENDS))
+    got = _stream(SentenceSplitter(max_chars), text, points)
     assert got == expected
     for sentence in got:
         assert text[sentence.start_char : sentence.end_char] == sentence.text
         assert len(sentence.text) <= max_chars
         assert sentence.text == sentence.text.strip() and sentence.text
+    assert [s.index for s in got] == list(range(len(got)))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.text(alphabet=st.sampled_from(list("ab .!?\n3xy")), max_size=200),
+    st.lists(st.integers(min_value=0, max_value=200), max_size=20),
+)
+def test_eager_cuts_fall_only_at_piece_ends(text: str, cuts: list[int]) -> None:
+    whole = SentenceSplitter(1000, at_chunk_end=False)
+    boundaries = {s.end_char for s in whole.push(text) + whole.finish()}
+    points = sorted({c for c in cuts if c <= len(text)})
+    got = _stream(SentenceSplitter(1000), text, points)
+    for sentence in got:
+        assert text[sentence.start_char : sentence.end_char] == sentence.text
+        assert sentence.text == sentence.text.strip() and sentence.text
+        assert sentence.end_char in boundaries or sentence.end_char in points
+    spoken = "".join(s.text for s in got).replace(" ", "").replace("\n", "")
+    expected = "".join(text.split())
+    assert [ch for ch in spoken if ch.isalnum()] == [ch for ch in expected if ch.isalnum()]
     assert [s.index for s in got] == list(range(len(got)))
 
 
@@ -134,6 +198,20 @@ def test_split_sentences_operator_in_virtual_time() -> None:
     assert got == [(1, "Hi."), (5, "There is more."), (5, "Last")]
     assert results.messages[-1] == on_completed(T0 + 5)
     assert source.subscriptions == [subscribe(T0, T0 + 5)]
+
+
+def test_a_sentence_leaves_with_the_piece_that_ends_it_in_virtual_time() -> None:
+    scheduler = TestScheduler()
+    source = scheduler.create_cold_observable(
+        on_next(1, TextPiece("It is noon.")),
+        on_next(4, TextPiece(" Ask Dr.")),
+        on_next(6, TextPiece(" Who.")),
+        on_next(9, TextPiece("", final=True)),
+    )
+    results = scheduler.start(lambda: source.pipe(split_sentences()))
+    got = [(m.time - T0, m.value.value.text) for m in results.messages if m.value.kind == "N"]
+    assert got == [(1, "It is noon."), (6, "Ask Dr. Who.")]
+    assert results.messages[-1] == on_completed(T0 + 9)
 
 
 def test_split_sentences_flushes_on_completion_and_passes_errors() -> None:

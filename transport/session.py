@@ -55,6 +55,8 @@ from resume.takeover import (
     Resumed,
     ResumedAnswer,
     chat_answer_so_far,
+    listen_so_far,
+    speak_text_so_far,
     speech_so_far,
 )
 from transport.frame_writer import SentCounts, ws_frame
@@ -133,15 +135,20 @@ def _segment_seqs(out: _Out, data: dict[str, Any]) -> None:
 
 
 def _speak_resumable(body: dict[str, Any], client_seq: int, recorded_seq: int) -> bool:
-    """Whether a speak request taken over can be spoken again from its first unspoken
-    sentence: its whole text came in its `speak` message (`final: true`; later `text`
-    messages are not recorded) and the client saw no frame the log missed. (The
-    pipeline checks the format: only pcm_s16le and wav audio concatenates.)"""
-    return (
-        body.get("final") is True
-        and isinstance(body.get("text"), str)
-        and client_seq <= recorded_seq
-    )
+    """Whether a speak request taken over can be spoken again: its text so far is
+    recorded (the `speak` message's, then each `text` message noted as it came) and
+    the client saw no frame the log missed. (The pipeline picks how by the format:
+    pcm_s16le and wav go on from the first unspoken sentence, compressed ones restart.)"""
+    return isinstance(body.get("text", ""), str) and client_seq <= recorded_seq
+
+
+TEXT = "text"
+"""speak's later text message: noted in the request log for a takeover."""
+
+
+def _text_note(body: dict[str, Any]) -> dict[str, Any]:
+    """What a takeover needs of a `text` message: its text and whether it is the last."""
+    return {"text": body.get("text"), "final": body.get("final", False)}
 
 
 class SocketSession:
@@ -197,9 +204,16 @@ class SocketSession:
         self._detached_timeout = detached_timeout
         self._out: dict[str, _Out] = {}
         self._is_speak = self.endpoint == "speak"
+        self._notes_text = self._is_speak and bool(getattr(request_log, "takes_over", False))
+        """Speak on a log that takes over: `text` messages are noted as they come."""
+        self._early: dict[str, list[dict[str, Any]]] = {}
+        """`text` messages of a request before its first frame (they go in its meta)."""
         self._owned: set[str] = set()
         self._relays: dict[str, asyncio.Task[None]] = {}
         self._relaying: asyncio.Task[None] | None = None
+        self._held: dict[str, list[ClientMessage]] = {}
+        """Messages for a request being resumed here that no instance took: they go to
+        the request if this socket takes it over, else get `request_not_found`."""
         self._resumed: dict[str, Resumed] = {}
         self._client_closed = False
         self.detached = False
@@ -254,11 +268,12 @@ class SocketSession:
                 for request_id in active:
                     if request_id not in owned:
                         owned.add(request_id)
-                        request_log.own(self._log_key, request_id, self._inbound.on_next)
+                        request_log.own(self._log_key, request_id, self._deliver)
             elif len(active) < len(owned):
                 for request_id in [r for r in owned if r not in active]:
                     owned.discard(request_id)
                     request_log.own(self._log_key, request_id, None)
+                    self._early.pop(request_id, None)
         if self.detached:
             if not active:
                 self._loop.call_soon(self._end_detached)
@@ -368,7 +383,29 @@ class SocketSession:
             if msg.request_id in self._relays:
                 self._forward(msg)
                 return
+        self._deliver(msg)
+
+    def _deliver(self, msg: Inbound) -> None:
+        """A message for this socket's pipeline (its own, or relayed to a request it
+        runs); speak's `text` is noted in the request log on the way (for a takeover)."""
+        if (
+            self._notes_text
+            and isinstance(msg, ClientMessage)
+            and msg.type == TEXT
+            and msg.request_id in self.active
+        ):
+            self._note(msg)
         self._inbound.on_next(msg)
+
+    def _note(self, msg: ClientMessage) -> None:
+        """Record a `text` message of a running speak request: with its frames once it
+        has one, else in the meta its first frame records."""
+        note = _text_note(msg.body)
+        out = self._out.get(msg.request_id)
+        if out is not None and out.sink is not None:
+            out.sink.note(dumps(note))
+        else:
+            self._early.setdefault(msg.request_id, []).append(note)
 
     # ---- resume --------------------------------------------------------------------
 
@@ -391,7 +428,17 @@ class SocketSession:
             return
         task = self._loop.create_task(self._relay_safely(msg, after))
         self._relays[request_id] = task
-        task.add_done_callback(lambda _: self._relays.pop(request_id, None))
+        task.add_done_callback(lambda _: self._relay_ended(request_id))
+
+    def _relay_ended(self, request_id: str) -> None:
+        """A resume's relay is over: messages held for a takeover that did not happen
+        here are answered `request_not_found`."""
+        self._relays.pop(request_id, None)
+        for held in self._held.pop(request_id, ()):
+            if request_id in self.active:
+                self._deliver(held)
+            else:
+                self._not_reached(held)
 
     async def _relay_safely(self, msg: ClientMessage, after: int) -> None:
         """`_relay`, whose failure (Redis gone mid-resume, a bug) ends the resume with
@@ -467,22 +514,27 @@ class SocketSession:
     def _meta(self, request_id: str) -> bytes:
         """What another instance needs to run the request again (Redis logs only)."""
         first = self.active.get(request_id)
+        early = self._early.pop(request_id, None) if self._early else None
         if first is None or not getattr(self._log, "takes_over", False):
             return b""
-        return dumps(
-            {
-                "endpoint": self.endpoint,
-                "router": self.router_id,
-                "type": first.type,
-                "body": first.body,
-            }
-        )
+        meta: dict[str, Any] = {
+            "endpoint": self.endpoint,
+            "router": self.router_id,
+            "type": first.type,
+            "body": first.body,
+        }
+        if early:
+            meta["inputs"] = early
+        return dumps(meta)
 
     def _adopt(self, msg: ClientMessage, takeover: Takeover, client_seq: int) -> None:
         """Run a request taken over from a gone instance on this socket: chat goes on
         from its recorded answer (or restarts, when the client saw more than was
-        recorded); speak speaks again from the first sentence not spoken whole; what
-        cannot be run again ends with `request_lost`."""
+        recorded); speak speaks the text received so far (its `speak` and noted `text`
+        messages) again from the first sentence not spoken whole (a compressed format
+        from the first: `pipelines.speak`) and takes further `text` here; what cannot
+        be run again ends with `request_lost`; listen starts a fresh run on the same
+        timeline, fed by the audio the client resends behind `audio_offset`."""
         request_log = self._log
         assert request_log is not None
         request_id = msg.request_id
@@ -507,7 +559,14 @@ class SocketSession:
             text, model_id = chat_answer_so_far(takeover.frames)
             resumed = ResumedAnswer(text, model_id, client_seq > takeover.seq)
         elif self.endpoint == "speak" and _speak_resumable(body, client_seq, takeover.seq):
+            early = meta.get("inputs")
+            if not isinstance(early, list):
+                early = []
+            noted = [dumps(n) for n in early if isinstance(n, dict)]
+            body = speak_text_so_far(body, [*noted, *takeover.inputs])
             resumed = speech_so_far(takeover.frames, request_id)
+        elif self.endpoint == "listen" and client_seq <= takeover.seq:
+            resumed = listen_so_far(takeover.frames)
         if resumed is None:
             frames = FrameFactory(request_id, self.router_id, msg.metadata, self._now)
             self._enqueue(
@@ -532,6 +591,8 @@ class SocketSession:
             },
         )
         self._inbound.on_next(ClientMessage(request_id, str(meta.get("type")), body))
+        for held in self._held.pop(request_id, ()):
+            self._deliver(held)
 
     def take_resumed(self, request_id: str) -> Resumed | None:
         """The answer so far of a request this socket took over (once), else None."""
@@ -542,7 +603,11 @@ class SocketSession:
         else relayed to the instance that runs it (in the order the client sent them)."""
         request_log = self._log
         assert request_log is not None
-        if request_log.forward(self._log_key, msg.request_id, msg):
+        relaying = self._relaying
+        # behind messages still being relayed, to keep the client's order
+        if (relaying is None or relaying.done()) and request_log.forward(
+            self._log_key, msg.request_id, msg
+        ):
             return
         task = self._loop.create_task(self._relay_message(request_log, msg, self._relaying))
         self._relaying = task
@@ -567,14 +632,23 @@ class SocketSession:
                 },
             )
             reached = False
-        if not reached:
-            self._send_error(
-                msg,
-                ErrorName.REQUEST_NOT_FOUND,
-                f"request {msg.request_id!r} runs on no instance this {msg.type!r} message "
-                "could reach (it ended, or its instance is gone and it is being taken over)",
-                None,
-            )
+        if reached:
+            return
+        if msg.request_id in self._relays:  # the resume may yet take it over here
+            self._held.setdefault(msg.request_id, []).append(msg)
+        elif msg.request_id in self.active:  # taken over by this socket meanwhile
+            self._deliver(msg)
+        else:
+            self._not_reached(msg)
+
+    def _not_reached(self, msg: ClientMessage) -> None:
+        self._send_error(
+            msg,
+            ErrorName.REQUEST_NOT_FOUND,
+            f"request {msg.request_id!r} runs on no instance this {msg.type!r} message "
+            "could reach (it ended, or its instance is gone and it is being taken over)",
+            None,
+        )
 
     def _send_error(
         self, msg: ClientMessage, name: str, message: str, finish_reason: FinishReason | None

@@ -108,6 +108,10 @@ export interface ConverseOptions extends RequestOptions {
   turnDetection?: boolean;
   language?: string;
   interimResults?: boolean;
+  /** Tools the agent's model may call (OpenAI's shape); calls come as ToolCalls events. */
+  tools?: Record<string, unknown>[];
+  /** "auto", "none", "required" or {type: "function", function: {name}}. */
+  toolChoice?: string | Record<string, unknown>;
 }
 
 /** Events of a conversation (reply audio comes as Uint8Array beside them). */
@@ -118,6 +122,7 @@ export type ConverseEvent =
   | UserTurn
   | ReplyStarted
   | ReplyText
+  | ToolCalls
   | SpeakSegment
   | ReplyInterrupted
   | TurnEnded
@@ -140,7 +145,15 @@ export class Conversation implements AsyncIterable<Uint8Array | ConverseEvent> {
   /** Stop the running reply, as a barge-in would. */
   interrupt(): void;
   /** Settings for later turns. */
-  update(settings: { instructions?: string; voice?: string; turnDetection?: boolean }): void;
+  update(settings: {
+    instructions?: string;
+    voice?: string;
+    turnDetection?: boolean;
+    tools?: Record<string, unknown>[];
+    toolChoice?: string | Record<string, unknown>;
+  }): void;
+  /** The output of a call of the last reply's ToolCalls; the reply to them starts when all have one (unless respond is false). */
+  toolResult(callId: string, output: string, options?: { respond?: boolean }): void;
   /** Turn detection off: the audio since the last commit is one user turn. */
   commit(): void;
   /** Turn detection off: drop the audio since the last commit. */
@@ -262,6 +275,14 @@ export class ReplyStarted extends Event {
 export class ReplyText extends Event {
   readonly turnId: number | null;
   readonly delta: string;
+  readonly modelId: string | null;
+  readonly providerId: string | null;
+}
+
+/** Converse: the reply calls tools: every call whole ({id, type, function: {name, arguments}}). */
+export class ToolCalls extends Event {
+  readonly turnId: number | null;
+  readonly calls: Record<string, any>[];
   readonly modelId: string | null;
   readonly providerId: string | null;
 }

@@ -14,6 +14,7 @@
 import { backoffDelay } from "./backoff.js";
 import { ClientClosed, ConnectFailed, ConnectionLost, RouterNotFound } from "./errors.js";
 import { resumeMessage } from "./messages.js";
+import { AudioTail } from "./tail.js";
 import { RequestHandle } from "./request.js";
 import { Socket } from "./socket.js";
 
@@ -63,6 +64,10 @@ export class Connection {
       throw new RangeError(`request_id ${JSON.stringify(requestId)} is already in flight on ${this.url}`);
     }
     const request = new RequestHandle(requestId, this, { maxReplayBytes: this._options.maxReplayBytes });
+    if (first.type === "listen") {
+      const format = /** @type {{encoding?: string, sample_rate?: number, channels?: number}} */ (first.format);
+      request.tail = AudioTail.forFormat(format, this._options.maxReplayBytes);
+    }
     this._live.set(requestId, request);
     request.sendJson(first);
     this._place(request);

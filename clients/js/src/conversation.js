@@ -99,13 +99,28 @@ export class Conversation {
 
   /**
    * Settings for later turns.
-   * @param {{instructions?: string, voice?: string, turnDetection?: boolean}} settings
+   * @param {{instructions?: string, voice?: string, turnDetection?: boolean, tools?: Record<string, unknown>[], toolChoice?: string | Record<string, unknown>}} settings
    */
   update(settings) {
     const message = /** @type {Record<string, unknown>} */ ({ type: "update" });
     if (settings.instructions !== undefined) message.instructions = settings.instructions;
     if (settings.voice !== undefined) message.voice = settings.voice;
     if (settings.turnDetection !== undefined) message.turn_detection = settings.turnDetection;
+    if (settings.tools !== undefined) message.tools = settings.tools;
+    if (settings.toolChoice !== undefined) message.tool_choice = settings.toolChoice;
+    this._handle.sendJson(message);
+  }
+
+  /**
+   * The output of a call of the last reply's `ToolCalls`; when every call of that reply
+   * has its result (and `respond` is not false) the reply to them starts.
+   * @param {string} callId
+   * @param {string} output
+   * @param {{respond?: boolean}} [options]
+   */
+  toolResult(callId, output, options = {}) {
+    const message = /** @type {Record<string, unknown>} */ ({ type: "tool_result", call_id: callId, output });
+    if (options.respond !== undefined) message.respond = options.respond;
     this._handle.sendJson(message);
   }
 
@@ -144,7 +159,7 @@ export class Conversation {
 
   /**
    * The agent's side: reply audio (Uint8Array, PCM16 mono), SpeechStarted, SpeechEnded,
-   * Transcript, UserTurn, ReplyStarted, ReplyText, SpeakSegment, ReplyInterrupted,
+   * Transcript, UserTurn, ReplyStarted, ReplyText, ToolCalls, SpeakSegment, ReplyInterrupted,
    * TurnEnded, ModelReset / Notice (non-terminal errors), and finally Done; a terminal
    * error is thrown as its SluiceError. Iterate it once.
    * @returns {AsyncGenerator<any, void, undefined>}

@@ -131,6 +131,22 @@ export class ReplyText extends Event {
 }
 
 /**
+ * Converse: the reply calls tools: every call of its answer, whole (`{id, type,
+ * function: {name, arguments}}`); answer each with `Conversation.toolResult`.
+ */
+export class ToolCalls extends Event {
+  /** @param {string} requestId @param {string} type @param {Record<string, any>} frame */
+  constructor(requestId, type, frame) {
+    super(requestId, type, frame);
+    this.turnId = turnOf(frame);
+    /** @type {Record<string, any>[]} */
+    this.calls = Array.isArray(frame.calls) ? frame.calls : [];
+    this.modelId = str(frame.model_id);
+    this.providerId = str(frame.provider_id);
+  }
+}
+
+/**
  * Converse: the reply stopped (`reason` barge_in or cancelled): stop playback and drop
  * reply audio after `keptBytes`; `text` is what the history keeps.
  */
@@ -229,6 +245,8 @@ export function parseEvent(requestId, frame) {
       return new ReplyStarted(requestId, type, frame);
     case "reply_text":
       return new ReplyText(requestId, type, frame);
+    case "tool_calls":
+      return new ToolCalls(requestId, type, frame);
     case "reply_interrupted":
       return new ReplyInterrupted(requestId, type, frame);
     case "turn_ended":

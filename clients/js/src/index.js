@@ -33,6 +33,7 @@ export {
   SpeakSegment,
   SpeechEnded,
   SpeechStarted,
+  ToolCalls,
   Transcript,
   TurnEnded,
   UserTurn,

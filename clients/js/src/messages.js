@@ -75,7 +75,7 @@ export function listenMessage(options) {
 /**
  * The `converse` message that starts a conversation; the user's audio follows as
  * binary frames. `outputSampleRate` asks for reply audio (PCM16 mono) at that rate.
- * @param {{format: object, outputSampleRate?: number, instructions?: string, voice?: string, turnDetection?: boolean, language?: string, interimResults?: boolean, metadata?: unknown}} options
+ * @param {{format: object, outputSampleRate?: number, instructions?: string, voice?: string, turnDetection?: boolean, language?: string, interimResults?: boolean, tools?: Record<string, unknown>[], toolChoice?: string | Record<string, unknown>, metadata?: unknown}} options
  */
 export function converseMessage(options) {
   return defined({
@@ -88,6 +88,8 @@ export function converseMessage(options) {
     turn_detection: options.turnDetection,
     language: options.language,
     interim_results: options.interimResults,
+    tools: options.tools,
+    tool_choice: options.toolChoice,
     metadata: options.metadata,
   });
 }

@@ -7,9 +7,11 @@
 // A request that has received no frame keeps everything it sent, so its connection
 // can put it on a new socket from the start (rewind). The first frame (markStarted)
 // drops that log; from then on a cut socket is survived only by `resume`, which
-// continues after `lastSeq`, the last frame number the request received.
+// continues after `lastSeq`, the last frame number the request received. A listen
+// request in pcm_s16le or wav also keeps its unacknowledged audio (`tail`), resent
+// behind `audio_offset` after the resume (docs/resume.md section 7).
 
-import { encodeAudio, frameSeq } from "./framing.js";
+import { encodeAudio, frameSeq, toBytes } from "./framing.js";
 
 /**
  * @typedef {string | Uint8Array} Payload one websocket message: JSON text or a binary audio frame
@@ -48,6 +50,10 @@ export class RequestHandle {
     this._inbox = [];
     /** @type {((item: Item) => void) | null} */
     this._waiter = null;
+    /** @type {import("./tail.js").AudioTail | null} a listen request's unacknowledged audio */
+    this.tail = null;
+    /** @type {string | null} the `end` message, once queued */
+    this._end = null;
   }
 
   /** Whether the request can start over on another socket (no frame seen, log kept). */
@@ -60,7 +66,9 @@ export class RequestHandle {
    * @param {Record<string, unknown>} message
    */
   sendJson(message) {
-    this.enqueue(JSON.stringify({ ...message, request_id: this.id }));
+    const payload = JSON.stringify({ ...message, request_id: this.id });
+    if (message.type === "end") this._end = payload;
+    this.enqueue(payload);
   }
 
   /**
@@ -68,6 +76,7 @@ export class RequestHandle {
    * @param {ArrayBuffer | ArrayBufferView} audio
    */
   sendAudio(audio) {
+    if (this.tail !== null) this.tail.add(toBytes(audio));
     this.enqueue(encodeAudio(this.id, audio));
   }
 
@@ -97,6 +106,16 @@ export class RequestHandle {
    * @param {string} message
    */
   prepend(message) {
+    if (this.tail !== null) {
+      // the audio after the last final transcript (queued audio included), then the
+      // rest of the queue, and `end` again if it was already written
+      const [offset, chunks] = this.tail.unheard();
+      const rest = this.queued.filter((p) => typeof p === "string");
+      this.queued = [JSON.stringify({ type: "audio_offset", offset, request_id: this.id })];
+      for (const chunk of chunks) this.queued.push(encodeAudio(this.id, chunk));
+      this.queued.push(...rest);
+      if (this._end !== null && !rest.includes(this._end)) this.queued.push(this._end);
+    }
     this.queued.unshift(message);
   }
 
@@ -117,6 +136,9 @@ export class RequestHandle {
     if (this.lastSeq !== null && seq <= this.lastSeq) return false;
     this.lastSeq = seq;
     this.resuming = false;
+    if (this.tail !== null && frame.type === "transcript" && typeof frame.end_ms === "number") {
+      this.tail.heard(frame.end_ms, frame.is_final === true);
+    }
     return true;
   }
 

@@ -12,6 +12,7 @@ import {
   SluiceError,
   SpeechStarted,
   Transcript,
+  ToolCalls,
   TurnEnded,
   UserTurn,
   audioFormat,
@@ -112,6 +113,46 @@ describe("converse", () => {
       let text = "";
       for await (const item of good) if (item instanceof ReplyText) text += item.delta;
       assert.equal(text, REPLY);
+    } finally {
+      sluice.close();
+    }
+  });
+
+  test("tools: the reply's calls come whole, toolResult answers them and the reply to them follows", async () => {
+    const sluice = client();
+    try {
+      const weather = {
+        type: "function",
+        function: { name: "get_weather", parameters: { type: "object", properties: { city: { type: "string" } } } },
+      };
+      const talk = sluice.converse("helper", { tools: [weather], toolChoice: "auto" });
+      talk.text("Weather in Paris?");
+      /** @type {any[]} */
+      const events = [];
+      let ended = 0;
+      for await (const item of talk) {
+        if (item instanceof Uint8Array) continue;
+        events.push(item);
+        if (item instanceof ToolCalls) {
+          talk.toolResult("call_unknown", "x"); // not a call of the last reply: a notice
+          talk.toolResult(item.calls[0].id, '{"sky": "sunny"}');
+        }
+        if (item instanceof TurnEnded && ++ended === 2) talk.end();
+      }
+      const types = events.map((e) => e.type).join();
+      const calls = events.filter((e) => e instanceof ToolCalls);
+      assert.equal(calls.length, 1, types);
+      assert.equal(calls[0].calls[0].id, "call_weather");
+      assert.equal(calls[0].calls[0].function.name, "get_weather");
+      assert.deepEqual(JSON.parse(calls[0].calls[0].function.arguments), { city: "Paris" });
+      assert.equal(calls[0].modelId, "t");
+      const notice = events.find((e) => e.type === "error");
+      assert.equal(notice?.name, "unknown_tool_call", types);
+      const turns = events.filter((e) => e instanceof TurnEnded);
+      assert.equal(turns.length, 2, types);
+      assert.equal(turns[1].turnId, turns[0].turnId); // the reply to the results is the same user turn
+      assert.equal(turns[1].replyText, "Sunny in Paris.");
+      assert.ok(events.at(-1) instanceof Done, types);
     } finally {
       sluice.close();
     }

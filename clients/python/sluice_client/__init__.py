@@ -17,11 +17,21 @@ mid-stream raise `ConnectionLost` (retryable); resuming them by `seq` waits for
 the server's `resume` (see `Connection._cut_mid_stream`).
 
 `speak_bytes(router, text, format=...)` returns the whole audio as bytes;
-`listen_bytes(router, audio_bytes, format=...)` returns the final transcripts.
+`listen_bytes(router, audio_bytes, format=...)` returns the final transcripts;
+`converse(router, audio, format=...)` starts a voice conversation (`Conversation`).
 """
 
 from sluice_client.backoff import Backoff
 from sluice_client.client import ChatEvent, SluiceClient
+from sluice_client.conversation import Conversation
+from sluice_client.converse_events import (
+    ReplyInterrupted,
+    ReplyStarted,
+    ReplyText,
+    ToolCalls,
+    TurnEnded,
+    UserTurn,
+)
 from sluice_client.errors import (
     AllModelsUnavailable,
     BadRequest,
@@ -63,10 +73,14 @@ __all__ = [
     "ClientStats",
     "ConnectFailed",
     "ConnectionLost",
+    "Conversation",
     "Done",
     "Event",
     "ModelReset",
     "Notice",
+    "ReplyInterrupted",
+    "ReplyStarted",
+    "ReplyText",
     "RouterNotFound",
     "ShuttingDown",
     "SlowConsumer",
@@ -76,6 +90,9 @@ __all__ = [
     "SpeechEnded",
     "SpeechStarted",
     "TooManyRequests",
+    "ToolCalls",
     "Transcript",
+    "TurnEnded",
+    "UserTurn",
     "error_from_wire",
 ]

@@ -3,14 +3,17 @@
 send_audio(chunk) ─► AudioTail.add ─► kept (bounded, oldest out)
 transcript / speech_ended frames ─► heard(end_ms, final) ─► a final one drops the
     audio before its end; any one moves the point the server is known to have
-resume ─► unheard() ─► the audio after that point, sent again behind `resume`
+resume ─► unheard() ─► the audio after the last final transcript, sent again behind
+    `resume`
 
 Only formats whose bytes map to milliseconds are kept: `pcm_s16le` (and `wav`, whose
-44-byte header comes first). The server has every byte up to the furthest `end_ms`
-it reported; it may have had more (what arrived after its last transcript), so the
-resent audio is preceded by `{"type": "audio_offset", "offset"}` (the byte of the
-request's audio it starts at) and the server skips what it already has
-(docs/resume.md section 7).
+44-byte header comes first). The audio is resent from the end of the last final
+transcript, not from the furthest point the server reported: when the instance that
+ran the request is gone, another one takes it over with a fresh run that needs the
+whole of every segment not yet final. The resent audio is preceded by
+`{"type": "audio_offset", "offset"}` (the byte of the request's audio it starts at);
+a server that still has the request skips what it already has (docs/resume.md
+section 7).
 """
 
 from __future__ import annotations
@@ -36,6 +39,8 @@ class AudioTail:
         """Bytes sent so far: the offset of the next chunk."""
         self.heard_at = 0
         """The offset up to which the server has reported audio (a transcript's end)."""
+        self.acked_at = 0
+        """The offset up to which a final transcript covered the audio."""
         self.resent = 0
         """Bytes sent again after resumes."""
 
@@ -67,20 +72,21 @@ class AudioTail:
         offset = min(self.sent, self._header + int(end_ms * self._per_ms))
         self.heard_at = max(self.heard_at, offset)
         if final:
+            self.acked_at = max(self.acked_at, offset)
             while self._chunks and self._chunks[0][0] + len(self._chunks[0][1]) <= offset:
                 _, dropped = self._chunks.popleft()
                 self._kept -= len(dropped)
 
     def unheard(self) -> tuple[int, list[bytes]]:
-        """The kept audio after the furthest point the server reported, to send again,
-        and the offset of its first byte in the request's audio."""
+        """The kept audio after the last final transcript's end, to send again, and the
+        offset of its first byte in the request's audio."""
         out: list[bytes] = []
         first: int | None = None
         for start, chunk in self._chunks:
             end = start + len(chunk)
-            if end <= self.heard_at:
+            if end <= self.acked_at:
                 continue
-            cut = max(0, self.heard_at - start)
+            cut = max(0, self.acked_at - start)
             if first is None:
                 first = start + cut
             out.append(chunk[cut:])

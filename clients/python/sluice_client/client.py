@@ -4,7 +4,7 @@
         async for event in sluice.chat_stream("default", "Hello"):
             ...
 
-One websocket per endpoint (chatStream of a router, speak, listen), opened on
+One websocket per endpoint (chatStream of a router, speak, listen, converse), opened on
 first use and shared by every request to it; reconnection, transparent resends
 and backoff live in `sluice_client.connection`.
 """
@@ -22,11 +22,13 @@ import aiohttp
 
 from sluice_client.audio_tail import AudioTail
 from sluice_client.connection import Connection
+from sluice_client.conversation import Conversation
 from sluice_client.errors import ClientClosed
 from sluice_client.events import ChatChunk, Event, ModelReset, Transcript
 from sluice_client.messages import (
     AudioFormat,
     chat_message,
+    converse_message,
     listen_message,
     speak_message,
 )
@@ -239,6 +241,49 @@ class SluiceClient:
                     return
         finally:
             handle.close()
+
+    def converse(
+        self,
+        router: str,
+        audio: AsyncIterable[bytes] | None = None,
+        *,
+        format: AudioFormat | None = None,
+        output_sample_rate: int | None = None,
+        instructions: str | None = None,
+        voice: str | None = None,
+        turn_detection: bool | None = None,
+        language: str | None = None,
+        interim_results: bool | None = None,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        tool_choice: str | Mapping[str, Any] | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        request_id: str | None = None,
+    ) -> Conversation:
+        """Start a conversation with agent router `router` (voice in, voice out).
+
+        The user's audio (in `format`, default PCM16 16 kHz mono) comes from `audio`,
+        an async iterable sent as it arrives and followed by `end`, or is pushed with
+        `Conversation.send_audio`; control messages are the conversation's methods.
+        Iterate the returned `Conversation` (once) for the agent's side: reply audio
+        bytes (PCM16 mono at `output_sample_rate`, default the speak router's) and
+        events, ending with `Done`. The rest override the agent's settings for this
+        conversation. Conversations share the router's socket.
+        """
+        body = converse_message(
+            format=format or AudioFormat(),
+            output_sample_rate=output_sample_rate,
+            instructions=instructions,
+            voice=voice,
+            turn_detection=turn_detection,
+            language=language,
+            interim_results=interim_results,
+            tools=tools,
+            tool_choice=tool_choice,
+            metadata=metadata,
+        )
+        conn = self.connection(f"/v1/agent/{router}/converse")
+        handle = conn.open(request_id or uuid.uuid4().hex, body)
+        return Conversation(handle, audio)
 
     async def speak_bytes(
         self,

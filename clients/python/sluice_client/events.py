@@ -59,6 +59,10 @@ class ModelReset(Event):
     message: str = ""
     segment: Any = None
     drop_bytes: int | None = None
+    stage: str | None = None
+    """Converse: the stage whose model failed (`chat` or `speak`)."""
+    turn_id: Any = None
+    """Converse: the turn it happened in."""
 
 
 @dataclass(frozen=True)
@@ -71,13 +75,24 @@ class Notice(Event):
 
 @dataclass(frozen=True)
 class SpeakSegment(Event):
-    """Speak: which text span the audio just sent covers and which provider made it."""
+    """Speak: which text span the audio just sent covers and which provider made it.
+    Converse: a reply sentence wholly sent (`turn_id`, `start_ms` in the reply audio)."""
 
     @property
     def data(self) -> Mapping[str, Any]:
         """The segment object (the `segment` field, or the frame itself)."""
         inner = self.frame.get("segment")
         return inner if isinstance(inner, Mapping) else self.frame
+
+    @property
+    def turn_id(self) -> Any:
+        """Converse: the turn whose reply this sentence is (None for speak)."""
+        return self.frame.get("turn_id")
+
+    @property
+    def start_ms(self) -> Any:
+        """Converse: where the sentence starts in the conversation's reply audio."""
+        return self.frame.get("start_ms")
 
 
 @dataclass(frozen=True)
@@ -109,6 +124,12 @@ class Done(Event):
 
     finish_reason: str = "complete"
 
+    @property
+    def usage(self) -> Mapping[str, Any]:
+        """Converse: `turns`, `audio_in_ms`, `audio_out_ms` (empty for other requests)."""
+        usage = self.frame.get("usage")
+        return usage if isinstance(usage, Mapping) else {}
+
 
 def _str(value: Any) -> str | None:
     return value if isinstance(value, str) else None
@@ -133,6 +154,8 @@ def non_terminal_error(request_id: str, frame: Mapping[str, Any]) -> Event:
             message=message,
             segment=error.get("segment", error.get("segment_id")),
             drop_bytes=drop if isinstance(drop := error.get("drop_bytes"), int) else None,
+            stage=_str(error.get("stage")),
+            turn_id=error.get("turn_id"),
         )
     return Notice(request_id, "error", frame, name=name, message=message)
 

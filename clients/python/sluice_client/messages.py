@@ -1,4 +1,5 @@
-"""Client-to-server messages of the three endpoints, as JSON-ready dicts.
+"""Client-to-server messages of the endpoints (chatStream, speak, listen, converse),
+as JSON-ready dicts.
 
 Each builder takes what the caller knows and returns the message without its
 `request_id` (the request handle adds it). Field names follow DESIGN section 3.
@@ -99,3 +100,36 @@ def listen_message(
 def end_message() -> dict[str, Any]:
     """The `end` message: the listen request's audio is over."""
     return {"type": "end"}
+
+
+def converse_message(
+    *,
+    format: AudioFormat,
+    output_sample_rate: int | None = None,
+    instructions: str | None = None,
+    voice: str | None = None,
+    turn_detection: bool | None = None,
+    language: str | None = None,
+    interim_results: bool | None = None,
+    tools: Sequence[Mapping[str, Any]] | None = None,
+    tool_choice: str | Mapping[str, Any] | None = None,
+    metadata: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The `converse` message that starts a conversation; the user's audio follows as
+    binary frames. The reply audio is PCM16 mono at `output_sample_rate` (default: the
+    speak router's rate)."""
+    output = None
+    if output_sample_rate is not None:
+        output = {"encoding": "pcm_s16le", "sample_rate": output_sample_rate}
+    return _with(
+        {"type": "converse", "format": format.to_json()},
+        output_format=output,
+        instructions=instructions,
+        voice=voice,
+        turn_detection=turn_detection,
+        language=language,
+        interim_results=interim_results,
+        tools=None if tools is None else [dict(t) for t in tools],
+        tool_choice=tool_choice if isinstance(tool_choice, str | None) else dict(tool_choice),
+        metadata=None if metadata is None else dict(metadata),
+    )

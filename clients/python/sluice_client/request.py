@@ -223,16 +223,30 @@ class RequestHandle:
         if error is not None:
             self.fail(error)
 
+    def cancel(self, error: BaseException) -> None:
+        """The caller ends the request at once: `cancel` to the server (if it runs on a
+        socket), `error` to whoever reads the request; no-op if it already ended."""
+        if self.ended:
+            return
+        for pump in self._pumps:
+            pump.cancel()
+        self._inbox.put_nowait(error)
+        self._end()
+        self._send_cancel()
+
     def close(self) -> None:
         """The caller stops listening: cancel the request on the server if it still runs."""
         for pump in self._pumps:
             pump.cancel()
         if not self.ended:
             self._end()
-            if self.socket is not None:
-                self.queued.clear()
-                self.queued.append(
-                    json.dumps({"type": "cancel", "request_id": self.id}, separators=(",", ":"))
-                )
-                self.owner.kick(self)
+            self._send_cancel()
         self.owner.forget(self)
+
+    def _send_cancel(self) -> None:
+        if self.socket is not None:
+            self.queued.clear()
+            self.queued.append(
+                json.dumps({"type": "cancel", "request_id": self.id}, separators=(",", ":"))
+            )
+            self.owner.kick(self)

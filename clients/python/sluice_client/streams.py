@@ -6,7 +6,8 @@ async iterable of text / audio ─► pump_* ─► handle outbox (waits at its 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, Mapping
+from collections.abc import AsyncIterable, Callable, Mapping
+from typing import Any
 
 from sluice_client.errors import error_from_wire
 from sluice_client.events import Event, parse_event
@@ -15,8 +16,12 @@ from sluice_client.messages import end_message, text_message
 from sluice_client.request import RequestHandle
 
 
-async def next_event(handle: RequestHandle) -> tuple[Event | bytes, bool]:
-    """The request's next event (or audio bytes), and whether it is the last one.
+async def next_event(
+    handle: RequestHandle,
+    parse: Callable[[str, Mapping[str, Any]], Event] = parse_event,
+) -> tuple[Event | bytes, bool]:
+    """The request's next event (or audio bytes), and whether it is the last one;
+    `parse` turns a frame into its event (the endpoint's parser).
 
     A terminal error frame raises its typed `SluiceError`; a connection failure
     raises `ConnectionLost` / `ConnectFailed`; a failed input pump raises its error.
@@ -31,7 +36,7 @@ async def next_event(handle: RequestHandle) -> tuple[Event | bytes, bool]:
     terminal = finish_reason(item) is not None
     if terminal and item.get("type") == "error":
         raise error_from_wire(item)
-    return parse_event(handle.id, item), terminal
+    return parse(handle.id, item), terminal
 
 
 async def pump_text(handle: RequestHandle, pieces: AsyncIterable[str]) -> None:

@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from benchmarks import redis_stats
 from benchmarks.common import (
     ROOT,
     Child,
@@ -369,8 +370,15 @@ def _cell(
         watch=watch,
     )
     timeout = workload.warmup + settings.duration + 120
+    redis_url = settings.resume_redis if target == "sluice" else None
+    redis_before = redis_stats.snapshot(redis_url) if redis_url else None
     result = _run_client(ctx, spec, load_cores, f"client-{target}", timeout)
     result.update(workload=workload.name, target=target, concurrency=level)
+    if redis_url and redis_before is not None:
+        if gateway is not None:
+            wait_idle(gateway.pid)  # the log's last flush of the cell
+        after = redis_stats.snapshot(redis_url)
+        result["redis"] = redis_stats.cost(redis_url, redis_before, after, result)
     window = result["window_s"] or 1.0
     cpu = result["cpu_s"]
     load_cpu = (cpu.get("client") or 0.0) + (cpu.get("upstream") or 0.0)

@@ -438,6 +438,7 @@ def markdown(result: dict[str, Any], command: str) -> str:
                 f"| {f'{util:.0%}' if util is not None else '-'} "
                 f"| {r['load_core_util']:.0%} | {_f(r['seconds_for_10k'])} | {r['errors']} |"
             )
+    lines += _redis_lines(result["cells"])
     idle = result.get("idle_sockets") or {}
     lines += [
         "",
@@ -479,3 +480,44 @@ def markdown(result: dict[str, Any], command: str) -> str:
     if plots:
         lines += ["", *[f"![{p}]({p})" for p in plots]]
     return "\n".join(lines) + "\n"
+
+
+def _redis_lines(cells: list[dict[str, Any]]) -> list[str]:
+    """The request log's cost in Redis per Sluice cell (runs with `--resume-redis`)."""
+    rows = [c for c in cells if c.get("redis")]
+    if not rows:
+        return []
+    lines = [
+        "",
+        "### Request log on Redis",
+        "",
+        "Per Sluice cell, from Redis's counters (warm-up included): round trips (the "
+        "log's `EVALSHA` calls: one per flush for every request with frames pending, one "
+        "per lease renewal), Redis commands (those the scripts run included), bytes "
+        "received, Redis's own CPU (`INFO cpu`, the whole server), and `MEMORY USAGE` of "
+        "the workload's finished streams (with their `:fence` and `:meta` keys) over the "
+        "frames they hold.",
+        "",
+        "| workload | streams | round trips / request | round trips / 1k chunks "
+        "| commands / request | commands / 1k chunks | bytes in / 1k chunks "
+        "| Redis CPU ms / 1k chunks | frames / stream | bytes / stream | Redis bytes / 1k frames |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for cell in rows:
+        r = cell["redis"]
+        memory = r.get("memory", {})
+        values = [
+            f"{cell['workload']} x{cell['concurrency']}",
+            str(memory.get("streams_measured")),
+            _f(r.get("round_trips_per_request"), 3),
+            _f(r.get("round_trips_per_1k_chunks"), 1),
+            _f(r.get("commands_per_request"), 1),
+            _f(r.get("commands_per_1k_chunks"), 0),
+            _f(r.get("bytes_in_per_1k_chunks"), 0),
+            _f(r.get("redis_cpu_ms_per_1k_chunks"), 1),
+            _f(memory.get("frames_per_stream"), 1),
+            _f(memory.get("bytes_per_stream"), 0),
+            _f(memory.get("bytes_per_1k_frames"), 0),
+        ]
+        lines.append("| " + " | ".join(values) + " |")
+    return lines

@@ -1150,12 +1150,12 @@ class ResumeConfig(Strict):
     that lost its socket can `resume` them.
 
     `max_frames`: frames kept per request (the oldest go first; Redis trims
-    approximately, `MAXLEN ~`). `retention`: how long a finished request stays
+    approximately, `MINID ~`). `retention`: how long a finished request stays
     resumable; the in-memory log also keeps its finished requests within
     `max_bytes` (the oldest go first). `detached_timeout`: how long a request
     whose socket was lost keeps running with no client (then it ends with
     `shutting_down`). `flush_interval`: how often a Redis log writes the frames
-    gathered meanwhile, in one pipeline. `on_drain`: `auto` (with the log on
+    gathered meanwhile, in one round trip. `on_drain`: `auto` (with the log on
     Redis, a busy socket whose client said it resumes, with `?resume=1` on its
     upgrade URL as Sluice's Python and JS clients do, gets 1012 at once and its
     requests run on to be resumed; any other busy socket, and every socket with

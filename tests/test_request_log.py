@@ -78,6 +78,23 @@ async def test_backlog_then_live_frames_up_to_the_terminal_one(request_log: Requ
     assert [frame async for frame in tail] == [LoggedFrame(5, payload(5), True, True)]
 
 
+async def test_text_and_binary_frames_written_together_resume_after_any_of_them(
+    request_log: RequestLog,
+) -> None:
+    frames = [
+        LoggedFrame(1, payload(1), True, False),
+        LoggedFrame(2, b"\x00\xffaudio", False, False),
+        LoggedFrame(3, b"", False, False),
+        LoggedFrame(4, payload(4), True, False),
+        LoggedFrame(5, payload(5), True, True),
+    ]
+    sink = request_log.begin("k", "r")
+    for frame in frames:  # one flush: a Redis log writes them as one entry
+        sink.append(frame.payload, frame.is_text, frame.terminal)
+    for after in range(len(frames)):
+        assert await read_all(request_log, "k", "r", after) == frames[after:]
+
+
 async def test_another_key_or_an_unknown_id_sees_nothing(request_log: RequestLog) -> None:
     write(request_log.begin("k", "r"), 1, 1, terminal_at=1)
     assert await request_log.open("other", "r", 0) is None
@@ -206,6 +223,81 @@ async def test_a_fresh_redis_log_answers_many_takeovers_at_once(redis_url: str) 
     )
     results = await asyncio.gather(*(store.take_over("k", f"none{i}") for i in range(20)))
     assert results == [None] * 20
+    await store.aclose()
+
+
+async def test_redis_keeps_a_bounded_stream_over_many_flushes(redis_url: str) -> None:
+    redis = Redis.from_url(redis_url)
+    store = RedisRequestLog(redis, max_frames=32, retention=60, running_ttl=60, flush_interval=1)
+    sink = store.begin("k", "long")
+    for seq in range(1, 1001):  # one frame per flush, as a paced stream's
+        sink.append(payload(seq), True, seq == 1000)
+        await store.flush()
+    # MINID ~ trims whole nodes (100 entries): the newest frames are all there, and
+    # the stream holds a few hundred entries at most, not a thousand
+    assert await redis.xlen(store.stream("k", "long")) <= 32 + 200
+    assert [f.seq for f in await read_all(store, "k", "long", 990)] == list(range(991, 1001))
+    await store.aclose()
+
+
+async def test_redis_renews_a_quiet_running_request_past_its_running_ttl(redis_url: str) -> None:
+    redis = Redis.from_url(redis_url)
+    store = RedisRequestLog(
+        redis, max_frames=100, retention=60, running_ttl=1.0, flush_interval=0.005, lease=1.5
+    )
+    sink = store.begin("k", "quiet")
+    write(sink, 1, 2)
+    await store.flush()
+    # no frame for 2.5 running TTLs: the renewer (every lease/3) kept the TTLs and lease
+    await asyncio.sleep(2.5)
+    write(sink, 3, 3, terminal_at=3)
+    assert [f.seq for f in await read_all(store, "k", "quiet", 0)] == [1, 2, 3]
+    assert not sink.fenced
+    assert await redis.pttl(store.stream("k", "quiet")) > 10_000  # the retention TTL now
+    await store.aclose()
+
+
+async def test_redis_reads_a_stream_written_one_entry_per_frame(redis_url: str) -> None:
+    """Streams of earlier versions (an entry per frame, fields k and p) resume too,
+    as during a rolling upgrade."""
+    redis = Redis.from_url(redis_url)
+    store = RedisRequestLog(redis, max_frames=100, retention=60, running_ttl=60, flush_interval=1)
+    stream = store.stream("k", "old")
+    for seq, kind in ((1, b"t"), (2, b"b"), (3, b"T")):
+        await redis.xadd(stream, {"p": payload(seq), "k": kind}, id=f"0-{seq}")
+    assert await read_all(store, "k", "old", 1) == [
+        LoggedFrame(2, payload(2), False, False),
+        LoggedFrame(3, payload(3), True, True),
+    ]
+    await store.aclose()
+
+
+async def test_redis_records_again_after_a_restart(redis_server: RedisServer) -> None:
+    """Writes while Redis is down are dropped; after its restart (scripts lost) the
+    log reconnects, loads its scripts again, and a run whose first frames were lost
+    starts its stream with the next ones (a resume before them is a gap)."""
+    redis = Redis.from_url(redis_server.url)
+    store = RedisRequestLog(redis, max_frames=100, retention=60, running_ttl=60, flush_interval=1)
+    before = store.begin("k", "before")
+    write(before, 1, 2)
+    await store.flush()
+    redis_server.stop()
+    during = store.begin("k", "during")
+    write(during, 1, 2)
+    write(before, 3, 3)
+    await store.flush()  # fails: logged, dropped, the requests go on
+    redis_server.start()  # empty, no scripts
+    write(during, 3, 4, terminal_at=4)
+    after = store.begin("k", "after")
+    write(after, 1, 2, terminal_at=2)
+    await store.flush()
+    assert [f.seq for f in await read_all(store, "k", "after", 0)] == [1, 2]
+    assert [f.seq for f in await read_all(store, "k", "during", 2)] == [3, 4]
+    tail = await store.open("k", "during", 0)
+    assert tail is not None
+    with pytest.raises(ResumeGap):
+        async for _ in tail:
+            pass
     await store.aclose()
 
 

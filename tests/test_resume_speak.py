@@ -141,7 +141,9 @@ async def recorded(redis_url: str, request_id: str, seq: int) -> None:
         for _ in range(400):
             # the stream of the request (beside its :fence, :lease, :meta keys)
             for name in await redis.keys(f"sluice:req:*:{request_id}"):
-                if await redis.xlen(name) >= seq:  # entry ids 0-1 .. 0-{seq}
+                # an entry's id is the seq of the last frame it holds
+                last = await redis.xrevrange(name, count=1)
+                if last and int(last[0][0].split(b"-")[1]) >= seq:
                     return
             await asyncio.sleep(0.01)
     finally:

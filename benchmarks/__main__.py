@@ -71,7 +71,11 @@ def run_listen(args: argparse.Namespace, ctx: chat.Context) -> tuple[dict[str, A
 def run_converse(args: argparse.Namespace, ctx: chat.Context) -> tuple[dict[str, Any], str]:
     """The converse suite (see `benchmarks.converse`)."""
     settings = converse.ConverseSettings.build(
-        quick=args.quick, levels=args.concurrency, turns=args.turns
+        quick=args.quick,
+        levels=args.concurrency,
+        turns=args.turns,
+        together=args.together,
+        profile=args.profile,
     )
     return converse.run(ctx, settings), ""
 
@@ -150,7 +154,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--profile",
         action="store_true",
-        help="also run Sluice under cProfile during the paced load",
+        help="chat: also run Sluice under cProfile during the paced load; converse: run "
+        "the whole suite's Sluice under cProfile (its figures are then slower)",
+    )
+    p.add_argument(
+        "--together",
+        action="store_true",
+        help="converse: every level's conversations start at once (the worst case) only; "
+        "by default levels from 50 up also run with arrivals spread over one turn",
     )
     p.add_argument(
         "--requests",

@@ -7,7 +7,13 @@ benchmarks.converse client <spec>`) share the load cores; Sluice (`server.py ser
 with a generated config: agent router `talk` over them) runs on the gateway core.
 
 Per concurrency level, `level` conversations run at once, each on its own websocket,
-each `turns` turns long. A turn streams espeak-ng speech (then silence) in real
+each `turns` turns long. How they arrive is the cell's `arrival`: `together` starts
+them all at once, so their users stop speaking within the same 20 ms and every
+end-of-turn burst (STT upload, chat stream, TTS call, reply audio) lands on Sluice
+at the same instant: the worst case; `spread` starts each at a seeded random offset
+within one turn's length, as independent users would. Levels from `SPREAD_FROM` up
+run both (spread first), smaller levels `together` only; `--together` runs every
+level together only. A turn streams espeak-ng speech (then silence) in real
 time, 20 ms frames at 16 kHz, each sent when a microphone would hand it over (when
 its last sample has been spoken), and waits for `turn_ended`. The client stamps:
 
@@ -36,6 +42,7 @@ import asyncio
 import contextlib
 import json
 import os
+import random
 import time
 from array import array
 from dataclasses import asdict, dataclass
@@ -61,6 +68,11 @@ SPEECH = "what time is it"
 FRAME_MS = 20
 RATE = 16000
 STAGES = ("vad_ms", "stt_ms", "llm_ms", "tts_ms")
+SPREAD_FROM = 50
+"""Levels from here up also run with spread arrivals (the default figure at 50)."""
+QUICK_SPREAD_FROM = 10
+"""The same for `--quick` (so the smoke run has a spread cell)."""
+SEED = 1
 
 
 @dataclass
@@ -74,12 +86,37 @@ class ConverseSettings:
     chat_delay_ms: float = 30.0
     tts_delay_ms: float = 20.0
     quick: bool = False
+    together: bool = False
+    seed: int = SEED
+    profile: bool = False
 
     @classmethod
-    def build(cls, *, quick: bool, levels: list[int] | None, turns: int | None) -> ConverseSettings:
+    def build(
+        cls,
+        *,
+        quick: bool,
+        levels: list[int] | None,
+        turns: int | None,
+        together: bool = False,
+        profile: bool = False,
+    ) -> ConverseSettings:
         """Defaults for a full or a `--quick` run, overridden by what the user passed."""
         chosen = sorted(set(levels or (QUICK_LEVELS if quick else FULL_LEVELS)))
-        return cls(levels=chosen, turns=turns or (2 if quick else 5), quick=quick)
+        return cls(
+            levels=chosen,
+            turns=turns or (2 if quick else 5),
+            quick=quick,
+            together=together,
+            profile=profile,
+        )
+
+    def arrivals(self, level: int) -> list[str]:
+        """How `level`'s conversations arrive, one cell each: `spread` then `together`
+        from `SPREAD_FROM` up (unless `--together`), else `together`."""
+        spread_from = QUICK_SPREAD_FROM if self.quick else SPREAD_FROM
+        if level >= spread_from and not self.together:
+            return ["spread", "together"]
+        return ["together"]
 
     def engines_ms(self) -> float:
         """The engines' own share of voice-to-voice (hangover, STT, first chunk, TTS)."""
@@ -170,13 +207,28 @@ def user_audio() -> tuple[bytes, int]:
     return samples.tobytes(), int(audible[-1]) + 1
 
 
+def turn_seconds(pcm: bytes) -> float:
+    """One turn's length: the user's audio at real time."""
+    return len(pcm) / (2 * RATE)
+
+
+def offsets(arrival: str, count: int, seed: int, span: float) -> list[float]:
+    """When each of `count` conversations (or direct chains) starts, in seconds from
+    the cell's start: all at 0 (`together`), or seeded uniform in [0, span) (`spread`)."""
+    if arrival == "together":
+        return [0.0] * count
+    draw = random.Random(seed)
+    return [draw.uniform(0.0, span) for _ in range(count)]
+
+
 async def _conversation(
-    spec: dict[str, Any], pcm: bytes, speech_end: int, record: _Record, number: int
+    spec: dict[str, Any], pcm: bytes, speech_end: int, record: _Record, number: int, delay: float
 ) -> None:
     import aiohttp
 
     from protocol.messages import encode_binary
 
+    await asyncio.sleep(delay)
     rid = f"c{number}"
     frame_bytes = RATE * FRAME_MS // 1000 * 2
     start = {
@@ -256,8 +308,10 @@ async def client(spec: dict[str, Any]) -> dict[str, Any]:
     pcm, speech_end = user_audio()
     record = _Record()
     started = time.monotonic()
+    level = spec["concurrency"]
+    starts = offsets(spec["arrival"], level, spec["seed"], turn_seconds(pcm))
     await asyncio.gather(
-        *(_conversation(spec, pcm, speech_end, record, n) for n in range(spec["concurrency"]))
+        *(_conversation(spec, pcm, speech_end, record, n, starts[n]) for n in range(level))
     )
     engines_ns = int(spec["engines_ms"] * 1e6)
     added = array("q", (v - engines_ns for v in record.v2v))
@@ -273,16 +327,20 @@ async def client(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 DIRECT_ROUNDS = 10
+SPREAD_ROUNDS = 4
+"""Rounds of the direct reference with spread arrivals (each one turn long)."""
 
 
 async def direct(spec: dict[str, Any]) -> dict[str, Any]:
     """The three engine calls made straight to the fakes, as Sluice makes them (the
     turn's segment as a WAV upload, a streamed chat answer up to the chunk that ends
     the first sentence, a PCM speech request up to its first byte), one after the
-    other, by `concurrency` chains at once (started together, as the conversations'
-    turns end together), `DIRECT_ROUNDS` times: what the engines cost with loopback
-    HTTP, the fakes' own timer overshoot and their share of the load core, with nothing
-    in between. The remainder of a stage is Sluice's."""
+    other, by `concurrency` chains, `DIRECT_ROUNDS` times (`SPREAD_ROUNDS` spread):
+    what the engines cost with loopback HTTP, the fakes' own timer overshoot and their
+    share of the load core, with nothing in between. The remainder of a stage is
+    Sluice's. The chains arrive as the conversations do (`arrival`): all at once
+    each round (`together`, as the conversations' turns end together), or each at its
+    seeded offset within a round one turn long (`spread`)."""
     import io
     import wave
 
@@ -302,7 +360,8 @@ async def direct(spec: dict[str, Any]) -> dict[str, Any]:
     stages: dict[str, array[int]] = {name: array("q") for name in ("stt_ms", "llm_ms", "tts_ms")}
     chains: array[int] = array("q")
 
-    async def chain(http: aiohttp.ClientSession) -> None:
+    async def chain(http: aiohttp.ClientSession, delay: float) -> None:
+        await asyncio.sleep(delay)
         form = aiohttp.FormData()
         form.add_field("file", wav.getvalue(), filename="audio.wav", content_type="audio/wav")
         form.add_field("model", "whisper-1")
@@ -341,11 +400,18 @@ async def direct(spec: dict[str, Any]) -> dict[str, Any]:
 
     auth = {"Authorization": "Bearer sk-b"}
     connector = aiohttp.TCPConnector(limit=0)
+    arrival = spec.get("arrival", "together")
+    starts = offsets(arrival, spec["concurrency"], spec.get("seed", SEED), turn_seconds(pcm))
+    rounds = DIRECT_ROUNDS if arrival == "together" else SPREAD_ROUNDS
     async with aiohttp.ClientSession(headers=auth, connector=connector) as http:
-        for _ in range(DIRECT_ROUNDS):
-            await asyncio.gather(*(chain(http) for _ in range(spec["concurrency"])))
+        for _ in range(rounds):
+            await asyncio.gather(*(chain(http, delay) for delay in starts))
             await asyncio.sleep(0.2)
-    return {"chain_ms": summarize(chains), **{k: summarize(v) for k, v in stages.items()}}
+    return {
+        "rounds": rounds,
+        "chain_ms": summarize(chains),
+        **{k: summarize(v) for k, v in stages.items()},
+    }
 
 
 async def fake_upstreams(ports: list[int], settings: dict[str, Any]) -> None:
@@ -372,6 +438,7 @@ def _cell(
     ctx: Context,
     settings: ConverseSettings,
     level: int,
+    arrival: str,
     sluice: Child,
     url: str,
     load_cores: str,
@@ -379,6 +446,8 @@ def _cell(
     spec = {
         "url": url,
         "concurrency": level,
+        "arrival": arrival,
+        "seed": settings.seed,
         "turns": settings.turns,
         "engines_ms": settings.engines_ms(),
     }
@@ -401,7 +470,7 @@ def _cell(
     result: dict[str, Any] = json.loads(lines[-1])
     cpu = cpu_seconds(sluice.pid) - cpu0
     mem = memory_kb(sluice.pid)
-    result.update(concurrency=level)
+    result.update(concurrency=level, arrival=arrival)
     result["gateway_cpu_s"] = round(cpu, 3)
     result["gateway_cpu_ms_per_turn"] = (
         round(cpu * 1e3 / result["turns"], 3) if result["turns"] else None
@@ -436,21 +505,29 @@ def run(ctx: Context, settings: ConverseSettings) -> dict[str, Any]:
     config = ctx.log_dir / "converse-sluice.yaml"
     stt, chat, tts = ports
     config.write_text(sluice_config(stt, chat, tts, settings, max(settings.levels) * 2 + 100))
-    sluice, sluice_port = _start_sluice(ctx, config, gateway_cores, name="sluice-converse")
+    profile_to = ctx.out_dir / f"converse-{ctx.stamp}.prof" if settings.profile else None
+    gc_to = ctx.log_dir / "sluice-converse-gc.json" if settings.profile else None
+    sluice, sluice_port = _start_sluice(
+        ctx, config, gateway_cores, name="sluice-converse", profile_to=profile_to, gc_to=gc_to
+    )
     url = f"ws://127.0.0.1:{sluice_port}/v1/agent/talk/converse"
-    ctx.progress.total = len(settings.levels)
+    plan = [(level, arrival) for level in settings.levels for arrival in settings.arrivals(level)]
+    ctx.progress.total = len(plan)
     cells = []
     try:
-        for level in settings.levels:
-            ctx.progress.show(f"converse x{level}")
-            reference = _direct(ctx, ports, level, load_cores)
-            cell = _cell(ctx, settings, level, sluice, url, load_cores)
+        for level, arrival in plan:
+            ctx.progress.show(f"converse x{level} {arrival}")
+            reference = _direct(ctx, ports, level, arrival, settings.seed, load_cores)
+            cell = _cell(ctx, settings, level, arrival, sluice, url, load_cores)
             cell["direct"] = reference
             cells.append(cell)
             ctx.progress.step()
     finally:
-        ctx.processes.stop(sluice)
+        ctx.processes.stop(sluice)  # SIGTERM: under --profile the wrapper writes its files
         ctx.processes.stop(upstreams)
+    profile = None
+    if profile_to is not None:
+        profile = {"raw": profile_to.name, "note": "figures taken under cProfile are slower"}
     return {
         "suite": "converse",
         "settings": settings.to_json(),
@@ -462,13 +539,17 @@ def run(ctx: Context, settings: ConverseSettings) -> dict[str, Any]:
             "fake upstreams share the other core(s)",
         },
         "cells": cells,
+        "profile": profile,
         "elapsed_s": round(time.monotonic() - started, 1),
     }
 
 
-def _direct(ctx: Context, ports: list[int], level: int, load_cores: str) -> dict[str, Any]:
-    """The direct reference (`direct`) at `level` chains at once, in its own process."""
-    spec = json.dumps({"ports": ports, "concurrency": level})
+def _direct(
+    ctx: Context, ports: list[int], level: int, arrival: str, seed: int, load_cores: str
+) -> dict[str, Any]:
+    """The direct reference (`direct`) with `level` chains arriving as `arrival` says,
+    in its own process."""
+    spec = json.dumps({"ports": ports, "concurrency": level, "arrival": arrival, "seed": seed})
     argv = [ctx.python, "-m", "benchmarks.converse", "direct", spec]
     child = ctx.processes.start(
         "client-converse-direct", argv, cores=load_cores, capture_stdout=True
@@ -510,23 +591,29 @@ def markdown(result: dict[str, Any], command: str) -> str:
         f"Layout: Sluice on core {layout['gateway_cores']}, client + fakes on core "
         f"{layout['load_cores']}; loopback only.  ",
         f"Each conversation: {s['turns']} turns of espeak-ng speech streamed in real time. "
-        f"Engines (fixed by the fakes' scripts and config): VAD hangover {s['hangover_ms']} ms, "
-        f"STT final {s['stt_delay_ms']:g} ms, LLM first chunk {s['chat_delay_ms']:g} ms, TTS "
-        f"first audio {s['tts_delay_ms']:g} ms = {result['engines_ms']:g} ms. Sluice adds = "
-        "voice-to-voice - engines. Stage columns are p50 as the client saw them (each "
-        "includes its hop through Sluice). *Direct* is the reference without Sluice: the "
-        "client makes the same STT, chat and TTS calls to the fakes itself, as many chains "
-        f"at once as conversations, {DIRECT_ROUNDS} rounds; its p50 chain time is the "
-        "engines' scripts plus loopback HTTP, the fakes' timer overshoot and their share of "
-        "the load core. *Beyond direct* = voice-to-voice - hangover - direct (p50 from p50, "
-        "p99 from p99: a difference of quantiles, not a quantile of differences): Sluice's "
-        "own share, with the input framing (0-20 ms to the end of the 20 ms frame that "
-        "holds the last sample).",
+        "Engines (fixed by the fakes' scripts and config): VAD hangover "
+        f"{s['hangover_ms']} ms, STT final {s['stt_delay_ms']:g} ms, LLM first chunk "
+        f"{s['chat_delay_ms']:g} ms, TTS first audio {s['tts_delay_ms']:g} ms = "
+        f"{result['engines_ms']:g} ms. Sluice adds = voice-to-voice - engines. Stage "
+        "columns are p50 as the client saw them (each includes its hop through Sluice). "
+        "*Direct* is the reference without Sluice: the client makes the same STT, chat "
+        "and TTS calls to the fakes itself, as many chains at once as conversations, "
+        f"{DIRECT_ROUNDS} rounds ({SPREAD_ROUNDS} spread); its p50 chain time is the "
+        "engines' scripts plus loopback HTTP, the fakes' timer overshoot and their share "
+        "of the load core. *Beyond direct* = voice-to-voice - hangover - direct (p50 from "
+        "p50, p99 from p99: a difference of quantiles, not a quantile of differences): "
+        "Sluice's own share, with the input framing (0-20 ms to the end of the 20 ms "
+        "frame that holds the last sample). *Arrival*: `together` starts every "
+        "conversation at once, so at 50 all users stop speaking within the same 20 ms "
+        "(the worst case for the end-of-turn burst); `spread` starts each at a seeded "
+        "random offset within one turn's length, as independent users would (the direct "
+        "reference's chains arrive the same way).",
         "",
-        "| conversations | turns | v2v p50 ms | v2v p99 ms | VAD | STT | LLM 1st sentence | TTS "
-        "1st audio | Sluice adds p50 | p99 | direct p50 | p99 | beyond direct p50 | p99 "
+        "| conversations | arrival | turns | v2v p50 ms | v2v p99 ms | VAD | STT "
+        "| LLM 1st sentence | TTS 1st audio | Sluice adds p50 | p99 | direct p50 | p99 "
+        "| beyond direct p50 | p99 "
         "| CPU ms/turn | peak RSS MB | errors |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---:|:---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for c in result["cells"]:
         d = c.get("direct") or {}
@@ -536,7 +623,8 @@ def markdown(result: dict[str, Any], command: str) -> str:
             return None if v2v is None or chain is None else v2v - s["hangover_ms"] - chain
 
         lines.append(
-            f"| {c['concurrency']} | {c['turns']} | {_f(_q(c, 'v2v_ms', 'p50'))} "
+            f"| {c['concurrency']} | {c.get('arrival', 'together')} | {c['turns']} "
+            f"| {_f(_q(c, 'v2v_ms', 'p50'))} "
             f"| {_f(_q(c, 'v2v_ms', 'p99'))} | {_f(_q(c, 'vad_ms', 'p50'))} "
             f"| {_f(_q(c, 'stt_ms', 'p50'))} | {_f(_q(c, 'llm_ms', 'p50'))} "
             f"| {_f(_q(c, 'tts_ms', 'p50'))} | {_f(_q(c, 'added_ms', 'p50'))} "

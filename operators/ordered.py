@@ -21,11 +21,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-import reactivex
 from reactivex import Observable, abc
-from reactivex import operators as ops
 from reactivex.disposable import CompositeDisposable, SingleAssignmentDisposable
-from reactivex.scheduler import ImmediateScheduler
 
 T = TypeVar("T")
 
@@ -139,11 +136,44 @@ def merge_now(*sources: Observable[T]) -> Observable[T]:
     `reactivex.merge` walks its sources on the subscription's scheduler: on the
     app's AsyncIOScheduler a source is subscribed one loop turn later and misses
     whatever a Subject (a request's later messages) emits meanwhile, e.g. a cancel
-    sent right behind its request.
+    sent right behind its request. Items pass straight through, with no lock (all
+    of Sluice's Rx runs on the event loop's thread): this sits on every reply and
+    every frame a conversation sends, where `merge_all`'s per-source locks and
+    wrappers were a measurable share of the CPU (docs/performance.md).
     """
-    return reactivex.from_iterable(sources, scheduler=ImmediateScheduler.singleton()).pipe(
-        ops.merge_all()
-    )
+
+    def subscribe(
+        observer: abc.ObserverBase[T], scheduler: abc.SchedulerBase | None = None
+    ) -> abc.DisposableBase:
+        group = CompositeDisposable()
+        state = {"open": len(sources), "stopped": False}
+
+        def on_error(error: Exception) -> None:
+            if not state["stopped"]:
+                state["stopped"] = True
+                observer.on_error(error)
+                group.dispose()
+
+        def on_completed() -> None:
+            state["open"] -= 1
+            if state["open"] == 0 and not state["stopped"]:
+                state["stopped"] = True
+                observer.on_completed()
+
+        if not sources:
+            observer.on_completed()
+            return group
+        for source in sources:
+            if state["stopped"]:
+                break
+            inner = SingleAssignmentDisposable()
+            group.add(inner)
+            inner.disposable = source.subscribe(
+                observer.on_next, on_error, on_completed, scheduler=scheduler
+            )
+        return group
+
+    return Observable(subscribe)
 
 
 def then_emit(last: Callable[[], T]) -> Callable[[Observable[T]], Observable[T]]:

@@ -84,6 +84,8 @@ class SegmentAudio:
         self._finished = False
         self._error: BaseException | None = None
         self._changed = asyncio.Event()
+        self._waiting = 0  # readers waiting on `_changed`
+        self._settled = asyncio.Event()  # set at `finish` or `abort`, for `whole`
         self._end: AsyncSubject[int] = AsyncSubject()
 
     @property
@@ -128,6 +130,7 @@ class SegmentAudio:
         self.finished_at = at
         self.end_ms = end_ms
         self.audio_end_ms = audio_end_ms
+        self._settled.set()
         self._wake()
         self._end.on_next(end_ms)
         self._end.on_completed()
@@ -136,11 +139,13 @@ class SegmentAudio:
         """The audio will never be complete: readers raise `error`."""
         if not self._finished:
             self._error = error
+            self._settled.set()
             self._wake()
 
     def read(self, start: int = 0) -> bytes:
         """The bytes buffered from offset `start` (a copy)."""
-        return bytes(self._buffer[start:])
+        with memoryview(self._buffer) as view, view[start:] as tail:
+            return bytes(tail)
 
     async def chunks(self, start: int = 0) -> AsyncIterator[bytes]:
         """Buffered audio from byte `start`, then new audio as it is appended, until finished.
@@ -161,11 +166,14 @@ class SegmentAudio:
             await self._wait()
 
     async def whole(self, start: int = 0) -> bytes:
-        """Wait for the end of the segment; all its audio from byte `start`."""
+        """Wait for the end of the segment; all its audio from byte `start`.
+
+        It sleeps until `finish` or `abort`, not woken by every `append` (a
+        segment's frames arrive every 20 ms while it waits)."""
         while not self._finished:
             if self._error is not None:
                 raise self._error
-            await self._wait()
+            await self._settled.wait()
         return self.read(start)
 
     async def wait_change(self) -> None:
@@ -173,9 +181,15 @@ class SegmentAudio:
         await self._wait()
 
     async def _wait(self) -> None:
-        await self._changed.wait()
+        self._waiting += 1
+        try:
+            await self._changed.wait()
+        finally:
+            self._waiting -= 1
 
     def _wake(self) -> None:
+        if not self._waiting:
+            return  # nobody waits: the unset event stays good for the next reader
         changed = self._changed
         self._changed = asyncio.Event()
         changed.set()

@@ -33,7 +33,10 @@ def test_quick_converse_run_writes_every_figure(tmp_path: Path) -> None:
     assert result["settings"]["quick"] is True
     levels = result["settings"]["levels"]
     turns = result["settings"]["turns"]
-    assert [c["concurrency"] for c in result["cells"]] == levels
+    # the largest quick level also runs with arrivals spread over one turn, spread first
+    cells = [(c["concurrency"], c["arrival"]) for c in result["cells"]]
+    assert cells == [(1, "together"), (10, "spread"), (10, "together")], cells
+    assert levels == [1, 10]
     for cell in result["cells"]:
         assert cell["errors"] == 0, cell["error_samples"]
         assert cell["turns"] == cell["concurrency"] * turns
@@ -45,9 +48,13 @@ def test_quick_converse_run_writes_every_figure(tmp_path: Path) -> None:
         direct = cell["direct"]
         for dist in ("chain_ms", "stt_ms", "llm_ms", "tts_ms"):
             assert all(key in direct[dist] for key in DISTRIBUTION), dist
-        assert direct["chain_ms"]["count"] == cell["concurrency"] * 10
+        rounds = 10 if cell["arrival"] == "together" else 4
+        assert direct["rounds"] == rounds
+        assert direct["chain_ms"]["count"] == cell["concurrency"] * rounds
         assert direct["chain_ms"]["p50"] >= result["engines_ms"] - result["settings"]["hangover_ms"]
         assert cell["gateway_peak_rss_mb"] > 0
-    assert "| conversations | turns | v2v p50 ms |" in done.stdout
+    assert "| conversations | arrival | turns | v2v p50 ms |" in done.stdout
     assert "| direct p50 | p99 | beyond direct p50 |" in done.stdout
-    assert "| conversations | turns |" in (tmp_path / "latest.md").read_text()
+    assert "| 10 | spread | 20 |" in done.stdout
+    assert "| 10 | together | 20 |" in done.stdout
+    assert "| conversations | arrival | turns |" in (tmp_path / "latest.md").read_text()

@@ -7,8 +7,10 @@ from __future__ import annotations
 import random
 from typing import Any
 
+import reactivex
 from reactivex import Observable
 from reactivex import operators as ops
+from reactivex.disposable import Disposable
 from reactivex.subject import AsyncSubject, Subject
 from reactivex.testing import ReactiveTest, TestScheduler
 
@@ -114,6 +116,36 @@ def test_merge_now_stops_at_the_first_error() -> None:
     results = scheduler.start(lambda: merge_now(a, b))
     assert results.messages == [on_next(210, "a"), on_error(215, boom)]
     assert b.subscriptions == [subscribe(200, 215)]
+
+
+def test_merge_now_with_a_source_failing_at_once_disposes_the_others_at_once() -> None:
+    scheduler = TestScheduler()
+    boom = RuntimeError("refused")
+    b = scheduler.create_cold_observable(on_next(20, "b"), on_completed(40))
+    results = scheduler.start(lambda: merge_now(reactivex.throw(boom), b))
+    assert results.messages == [on_error(200, boom)]
+    assert b.subscriptions == [subscribe(200, 200)]
+
+    def refuse(observer: Any, scheduler: Any = None) -> Any:
+        observer.on_error(boom)  # during subscribe, before merge_now reaches `c`
+        return Disposable()
+
+    c = scheduler.create_cold_observable(on_next(20, "c"), on_completed(40))
+    seen: list[Any] = []
+    merge_now(Observable(refuse), c).subscribe(seen.append, seen.append, scheduler=scheduler)
+    assert seen == [boom]
+    assert c.subscriptions == []  # never subscribed
+
+
+def test_merge_now_of_nothing_completes_and_disposal_reaches_every_source() -> None:
+    assert TestScheduler().start(lambda: merge_now()).messages == [on_completed(200)]
+    scheduler = TestScheduler()
+    a = scheduler.create_cold_observable(on_next(10, "a"), on_completed(500))
+    b = scheduler.create_cold_observable(on_next(900, "b"), on_completed(950))
+    results = scheduler.start(lambda: merge_now(a, b), disposed=400)
+    assert results.messages == [on_next(210, "a")]
+    assert a.subscriptions == [subscribe(200, 400)]
+    assert b.subscriptions == [subscribe(200, 400)]
 
 
 def test_then_emit_adds_a_last_item_computed_at_completion() -> None:

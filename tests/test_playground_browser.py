@@ -28,6 +28,11 @@ from tests.speech_audio import ESPEAK_RATE, synthesize
 
 CHROMIUM = os.environ.get("SLUICE_CHROMIUM", "/usr/bin/chromium")
 SENTENCE = "please open the garden gate"
+HEARD = "please open the garden"
+"""What the browser tests require of the transcript: the captured audio reaches the
+engine and its words come back. pocketsphinx decodes the quiet last word of this
+espeak capture as "gate", "the" or nothing depending on where the browser's 20 ms
+frames fall (checked offline on captured audio), so the tests do not hinge on it."""
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -124,7 +129,7 @@ async def test_playground_chats_listens_and_speaks_in_chromium(
                 "window.playground.stats.transcripts.length > 0", timeout=30_000
             )
             heard = " ".join(await page.evaluate("window.playground.stats.transcripts"))
-            assert SENTENCE in heard, heard
+            assert HEARD in heard, heard
 
             await page.fill("#speak-input", "The garden gate is open.")
             await page.press("#speak-input", "Enter")

@@ -23,7 +23,7 @@ from fakes.openai_server import FakeOpenAI, run_fake_openai
 from server import build_app
 from tests.conftest import FAST_CLIENT
 from tests.listen_client import local_model
-from tests.test_playground_browser import CHROMIUM, SENTENCE, _mic_wav
+from tests.test_playground_browser import CHROMIUM, HEARD, SENTENCE, _mic_wav
 
 if TYPE_CHECKING:
     from playwright.async_api import Page
@@ -128,10 +128,10 @@ async def test_talk_panel_hears_the_user_and_plays_the_reply_in_chromium(
         await page.click("#talk-toggle")
         await page.wait_for_function("window.playground.stats.talk.turns > 0", timeout=60_000)
         talk = await page.evaluate("window.playground.stats.talk")
-        assert SENTENCE in " ".join(talk["transcripts"]), talk
+        assert HEARD in " ".join(talk["transcripts"]), talk
         assert talk["replies"][0] == "".join(REPLY), talk
         assert "".join(REPLY) in await page.inner_text("#talk-log")
-        assert f"you: {SENTENCE}" in await page.inner_text("#talk-log")
+        assert f"you: {HEARD}" in await page.inner_text("#talk-log")
         # the reply's audio reaches the speakers: the player's clock passes a quarter
         # second of it (24 kHz PCM16)
         assert talk["bytesReceived"] > 24000, talk

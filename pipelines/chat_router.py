@@ -59,6 +59,7 @@ from providers.types import (
     ToolCallDelta,
 )
 from resume.takeover import ResumedAnswer
+from routing.only_models import OnlyModels
 
 log = logging.getLogger("sluice.chat")
 
@@ -609,40 +610,6 @@ def _capabilities(model: LanguageModelConfig, provider: ChatProvider) -> frozens
         if declared and override is not False:
             out.add(name)
     return frozenset(out)
-
-
-class OnlyModels:
-    """A router's health for a request only some models can serve (capabilities):
-    the plan keeps just those models, in the strategy's order; the rest goes to
-    the router's own health."""
-
-    def __init__(self, base: RouterHealth, allowed: frozenset[str]) -> None:
-        self._base = base
-        self.allowed = allowed
-
-    def plan(self, now: float) -> list[str]:
-        """The base plan without the models that cannot serve the request."""
-        return [model for model in self._base.plan(now) if model in self.allowed]
-
-    def available(self, model_id: str, now: float) -> bool:
-        """As the base says."""
-        return self._base.available(model_id, now)
-
-    def begin_attempt(self, model_id: str, now: float) -> None:
-        """As the base."""
-        self._base.begin_attempt(model_id, now)
-
-    def record_success(self, model_id: str, now: float, latency: float | None) -> None:
-        """As the base."""
-        self._base.record_success(model_id, now, latency)
-
-    def record_failure(self, model_id: str, error: BaseException, now: float) -> None:
-        """As the base."""
-        self._base.record_failure(model_id, error, now)
-
-    def cancel_attempt(self, model_id: str, now: float) -> None:
-        """As the base."""
-        self._base.cancel_attempt(model_id, now)
 
 
 class PinnedHealth:

@@ -31,6 +31,7 @@ from operators.failover import Budget, Recovery, RouterHealth, failover, retry_p
 from protocol.frames import ErrorName
 from providers.embed_types import EmbeddingProvider, EmbedRequest, EmbedResult, embed_in_batches
 from providers.types import ErrorCategory, ProviderError
+from routing.only_models import OnlyModels
 
 log = logging.getLogger("sluice.embedding")
 
@@ -56,39 +57,6 @@ class Embeddings:
     model_name: str
     vectors: list[list[float]]
     tokens: int
-
-
-class SubsetHealth:
-    """A router's health restricted to some of its models (the ones able to serve a
-    request); outcomes go to the router's own health."""
-
-    def __init__(self, base: RouterHealth, allowed: frozenset[str]) -> None:
-        self._base = base
-        self._allowed = allowed
-
-    def plan(self, now: float) -> list[str]:
-        """The base plan without the models left out."""
-        return [m for m in self._base.plan(now) if m in self._allowed]
-
-    def available(self, model_id: str, now: float) -> bool:
-        """As the base says."""
-        return self._base.available(model_id, now)
-
-    def begin_attempt(self, model_id: str, now: float) -> None:
-        """As the base."""
-        self._base.begin_attempt(model_id, now)
-
-    def record_success(self, model_id: str, now: float, latency: float | None) -> None:
-        """As the base."""
-        self._base.record_success(model_id, now, latency)
-
-    def record_failure(self, model_id: str, error: BaseException, now: float) -> None:
-        """As the base."""
-        self._base.record_failure(model_id, error, now)
-
-    def cancel_attempt(self, model_id: str, now: float) -> None:
-        """As the base."""
-        self._base.cancel_attempt(model_id, now)
 
 
 def _has_vectors(result: Embeddings) -> bool:
@@ -169,7 +137,7 @@ class EmbeddingRouter:
         ids = self.eligible(request, only_model)
         health: RouterHealth = self.health
         if len(ids) != len(self._models):
-            health = SubsetHealth(self.health, frozenset(ids))
+            health = OnlyModels(self.health, frozenset(ids))
         deadline = self.config.deadline
 
         def subscribe(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib.util
 import ipaddress
 import re
-from typing import Annotated, Any, ClassVar, Literal, Self
+from typing import Annotated, Any, ClassVar, Literal, Protocol, Self, TypeVar
 
 from pydantic import (
     AfterValidator,
@@ -52,6 +52,27 @@ def parse_duration(value: Any) -> float:
 
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+_Identified = TypeVar("_Identified", bound="HasId")
+
+
+class HasId(Protocol):
+    """A config entry named by `id`."""
+
+    @property
+    def id(self) -> str: ...
+
+
+def unique_ids(items: list[_Identified], what: str) -> list[_Identified]:
+    """`items` unchanged when their ids are distinct; else ValueError naming `what`
+    ("model id", "router id", ...) and the repeated id."""
+    seen: set[str] = set()
+    for item in items:
+        if item.id in seen:
+            raise ValueError(f"duplicate {what} {item.id!r}")
+        seen.add(item.id)
+    return items
 
 
 class Strict(BaseModel):
@@ -487,12 +508,7 @@ class LanguageRouterConfig(Strict):
     @field_validator("models")
     @classmethod
     def _unique_ids(cls, models: list[LanguageModelConfig]) -> list[LanguageModelConfig]:
-        seen: set[str] = set()
-        for model in models:
-            if model.id in seen:
-                raise ValueError(f"duplicate model id {model.id!r}")
-            seen.add(model.id)
-        return models
+        return unique_ids(models, "model id")
 
     @property
     def enabled_models(self) -> list[LanguageModelConfig]:
@@ -807,12 +823,7 @@ class EmbeddingRouterConfig(Strict):
     @field_validator("models")
     @classmethod
     def _unique_ids(cls, models: list[EmbeddingModelConfig]) -> list[EmbeddingModelConfig]:
-        seen: set[str] = set()
-        for model in models:
-            if model.id in seen:
-                raise ValueError(f"duplicate model id {model.id!r}")
-            seen.add(model.id)
-        return models
+        return unique_ids(models, "model id")
 
     @model_validator(mode="after")
     def _one_vector_space(self) -> Self:
@@ -891,12 +902,7 @@ class RoutersConfig(Strict):
     def _unique_embedding_ids(
         cls, routers: list[EmbeddingRouterConfig]
     ) -> list[EmbeddingRouterConfig]:
-        seen: set[str] = set()
-        for router in routers:
-            if router.id in seen:
-                raise ValueError(f"duplicate embedding router id {router.id!r}")
-            seen.add(router.id)
-        return routers
+        return unique_ids(routers, "embedding router id")
 
     @model_validator(mode="after")
     def _agents_name_routers(self) -> RoutersConfig:
@@ -924,22 +930,12 @@ class RoutersConfig(Strict):
     @field_validator("language")
     @classmethod
     def _unique_router_ids(cls, routers: list[LanguageRouterConfig]) -> list[LanguageRouterConfig]:
-        seen: set[str] = set()
-        for router in routers:
-            if router.id in seen:
-                raise ValueError(f"duplicate router id {router.id!r}")
-            seen.add(router.id)
-        return routers
+        return unique_ids(routers, "router id")
 
     @field_validator("speech")
     @classmethod
     def _unique_speech_ids(cls, routers: list[SpeechRouterConfig]) -> list[SpeechRouterConfig]:
-        seen: set[str] = set()
-        for router in routers:
-            if router.id in seen:
-                raise ValueError(f"duplicate speech router id {router.id!r}")
-            seen.add(router.id)
-        return routers
+        return unique_ids(routers, "speech router id")
 
 
 class RateLimit(Strict):

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from benchmarks.common import fmt
+
 DEGRADED_ADDED_MS = 20.0
 DEGRADED_FLOOR_MS = 5.0
 GATEWAYS = ("sluice", "peer")
@@ -281,14 +283,6 @@ def _targets(
     return out
 
 
-def _f(value: Any, digits: int = 2) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
-    return str(value)
-
-
 def _gc_line(stats: dict[str, Any] | None) -> str:
     if not stats:
         return "GC pauses: not measured."
@@ -308,6 +302,9 @@ def _other(cell: dict[str, Any]) -> str:
     if not other:
         return "-"
     return f"{other.get('gateway_core', 0):.0%} / {other.get('load_core', 0):.0%}"
+
+
+_f = fmt
 
 
 def markdown(result: dict[str, Any], command: str) -> str:

@@ -385,3 +385,22 @@ def raised_fd_limit(wanted: int) -> Iterator[int]:
         yield target
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def fmt(value: Any, digits: int = 2) -> str:
+    """A table cell: "-" for a missing figure, a float to `digits` places, else str()."""
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def machine_line(machine: dict[str, Any]) -> str:
+    """The report's "Machine: ..." line (CPU, cores, Python, commit, dirty) from
+    `machine_facts()`."""
+    return (
+        f"Machine: {machine.get('cpu_model', '?')}, {machine.get('cores', '?')} cores, Python "
+        f"{machine.get('python', '?')}, commit {str(machine.get('git_commit') or '?')[:10]}"
+        f"{' (dirty)' if machine.get('git_dirty') else ''}.  "
+    )

@@ -53,6 +53,7 @@ from benchmarks.common import (
     Child,
     core_layout,
     cpu_seconds,
+    fmt,
     free_port,
     memory_kb,
     reset_peak_rss,
@@ -566,11 +567,7 @@ def _direct(
 
 
 def _f(value: Any, digits: int = 1) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
-    return str(value)
+    return fmt(value, digits)
 
 
 def _q(cell: dict[str, Any], dist: str, key: str) -> Any:

@@ -34,7 +34,9 @@ from benchmarks.common import (
     Child,
     core_layout,
     cpu_seconds,
+    fmt,
     free_port,
+    machine_line,
     wait_for_port,
     wait_idle,
 )
@@ -282,12 +284,7 @@ def run(ctx: Context, settings: EmbedSettings) -> dict[str, Any]:
     }
 
 
-def _f(value: Any, digits: int = 2) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
-    return str(value)
+_f = fmt
 
 
 def markdown(result: dict[str, Any], command: str) -> str:
@@ -299,9 +296,7 @@ def markdown(result: dict[str, Any], command: str) -> str:
         "### embed: embedding requests per second per core, Sluice vs the upstream alone",
         "",
         f"Command: `{command}`  ",
-        f"Machine: {m.get('cpu_model', '?')}, {m.get('cores', '?')} cores, Python "
-        f"{m.get('python', '?')}, commit {str(m.get('git_commit') or '?')[:10]}"
-        f"{' (dirty)' if m.get('git_dirty') else ''}.  ",
+        machine_line(m),
         f"Layout: Sluice on core {layout['gateway_cores']}, client + fake upstream on core "
         f"{layout['load_cores']} - one machine, loopback only.  ",
         f"Each request embeds {s['inputs']} texts of ~{s['chars']} chars into "

@@ -58,7 +58,9 @@ import numpy as np
 from benchmarks.chat import Context, _start_sluice
 from benchmarks.common import (
     core_layout,
+    fmt,
     free_port,
+    machine_line,
     reset_tree_peak_rss,
     tree_cpu_seconds,
     tree_memory_kb,
@@ -557,11 +559,7 @@ def run(ctx: Context, settings: ListenSettings) -> dict[str, Any]:
 
 
 def _f(value: Any, digits: int = 1) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
-    return str(value)
+    return fmt(value, digits)
 
 
 def _d(cell: dict[str, Any], dist: str, key: str) -> str:
@@ -579,9 +577,7 @@ def markdown(result: dict[str, Any], command: str) -> str:
         "### listen: real-time streams, end of speech -> final transcript",
         "",
         f"Command: `{command}`  ",
-        f"Machine: {m.get('cpu_model', '?')}, {m.get('cores', '?')} cores, Python "
-        f"{m.get('python', '?')}, commit {str(m.get('git_commit') or '?')[:10]}"
-        f"{' (dirty)' if m.get('git_dirty') else ''}.  ",
+        machine_line(m),
         f"Layout: Sluice ({s.get('gateway_workers', 1)} process(es)) on core(s) "
         f"{layout['gateway_cores']}, client + fake upstream on core {layout['load_cores']} - "
         "one machine, loopback only.  ",

@@ -29,7 +29,15 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.chat import Context, Workload, bench_config
-from benchmarks.common import ROOT, Child, free_port, memory_kb, wait_for_port, wait_idle
+from benchmarks.common import (
+    ROOT,
+    Child,
+    free_port,
+    machine_line,
+    memory_kb,
+    wait_for_port,
+    wait_idle,
+)
 
 FULL_PACED = (200, 400, 800)
 FULL_BURST = (50, 200)
@@ -254,9 +262,7 @@ def markdown(result: dict[str, Any], command: str) -> str:
         "### scaling: `--workers 1` on one core vs `--workers N` on every core",
         "",
         f"Command: `{command}`  ",
-        f"Machine: {m.get('cpu_model', '?')}, {m.get('cores', '?')} cores, Python "
-        f"{m.get('python', '?')}, commit {str(m.get('git_commit') or '?')[:10]}"
-        f"{' (dirty)' if m.get('git_dirty') else ''}.  ",
+        machine_line(m),
     ]
     for layout in result["layouts"]:
         where = (

@@ -43,7 +43,9 @@ from benchmarks.common import (
     Child,
     core_layout,
     cpu_seconds,
+    fmt,
     free_port,
+    machine_line,
     memory_kb,
     reset_peak_rss,
     wait_for_port,
@@ -440,12 +442,7 @@ def run(ctx: Context, settings: SpeakSettings) -> dict[str, Any]:
     }
 
 
-def _f(value: Any, digits: int = 2) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
-    return str(value)
+_f = fmt
 
 
 def markdown(result: dict[str, Any], command: str) -> str:
@@ -457,9 +454,7 @@ def markdown(result: dict[str, Any], command: str) -> str:
         "### speak: time to first audio byte, Sluice vs the upstream alone",
         "",
         f"Command: `{command}`  ",
-        f"Machine: {m.get('cpu_model', '?')}, {m.get('cores', '?')} cores, Python "
-        f"{m.get('python', '?')}, commit {str(m.get('git_commit') or '?')[:10]}"
-        f"{' (dirty)' if m.get('git_dirty') else ''}.  ",
+        machine_line(m),
         f"Layout: Sluice on core {layout['gateway_cores']}, client + fake upstream + in-process "
         f"engine on core {layout['load_cores']} - one machine, loopback only.  ",
         f'Each request speaks "{s["text"]}" ({len(s["text"])} chars). fake = '
